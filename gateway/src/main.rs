@@ -1,0 +1,2 @@
+//! The `poolgate` binary.
+fn main() {}

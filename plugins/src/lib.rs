@@ -1,0 +1,1 @@
+//! Session-state plugins per legacy protocol.

@@ -1,0 +1,1 @@
+//! Sans-IO SCTP engine (RFC 9260) over UDP encapsulation (RFC 6951).
