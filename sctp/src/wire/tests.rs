@@ -1,0 +1,202 @@
+use super::*;
+use proptest::prelude::*;
+use std::net::IpAddr;
+
+fn bytes(max: usize) -> impl Strategy<Value = Bytes> {
+    proptest::collection::vec(any::<u8>(), 0..max).prop_map(Bytes::from)
+}
+
+fn nonempty(max: usize) -> impl Strategy<Value = Bytes> {
+    proptest::collection::vec(any::<u8>(), 1..max).prop_map(Bytes::from)
+}
+
+fn cause() -> impl Strategy<Value = ErrorCause> {
+    (any::<u16>(), bytes(20)).prop_map(|(code, info)| ErrorCause { code, info })
+}
+
+fn param() -> impl Strategy<Value = InitParam> {
+    prop_oneof![
+        any::<[u8; 4]>().prop_map(|a| InitParam::Address(IpAddr::from(a))),
+        any::<[u8; 16]>().prop_map(|a| InitParam::Address(IpAddr::from(a))),
+        bytes(40).prop_map(InitParam::StateCookie),
+        bytes(12).prop_map(InitParam::Unrecognized),
+        any::<u32>().prop_map(InitParam::CookiePreservative),
+        bytes(12).prop_map(InitParam::HostName),
+        proptest::collection::vec(any::<u16>(), 0..4).prop_map(InitParam::SupportedAddressTypes),
+        bytes(6).prop_map(InitParam::SupportedExtensions),
+        Just(InitParam::ForwardTsnSupported),
+        (0x4000u16..0xffff, bytes(9))
+            .prop_filter("known codes", |(t, _)| {
+                ![param_type::SUPPORTED_EXTENSIONS, param_type::FORWARD_TSN_SUPPORTED].contains(t)
+            })
+            .prop_map(|(typ, value)| InitParam::Unknown { typ, value }),
+    ]
+}
+
+fn init() -> impl Strategy<Value = InitChunk> {
+    (1u32.., any::<u32>(), 1u16.., 1u16.., any::<u32>(), proptest::collection::vec(param(), 0..5))
+        .prop_map(|(initiate_tag, a_rwnd, os, mis, initial_tsn, params)| InitChunk {
+            initiate_tag,
+            a_rwnd,
+            outbound_streams: os,
+            inbound_streams: mis,
+            initial_tsn,
+            params,
+        })
+}
+
+fn chunk() -> impl Strategy<Value = Chunk> {
+    prop_oneof![
+        (any::<u32>(), any::<u16>(), any::<u16>(), any::<u32>(), any::<[bool; 4]>(), nonempty(50))
+            .prop_map(|(tsn, stream, ssn, ppid, f, payload)| Chunk::Data(DataChunk {
+                tsn,
+                stream,
+                ssn,
+                ppid,
+                unordered: f[0],
+                beginning: f[1],
+                ending: f[2],
+                immediate: f[3],
+                payload
+            })),
+        init().prop_map(Chunk::Init),
+        (init(), bytes(30)).prop_map(|(mut c, cookie)| {
+            c.params.push(InitParam::StateCookie(cookie));
+            Chunk::InitAck(c)
+        }),
+        (
+            any::<u32>(),
+            any::<u32>(),
+            proptest::collection::vec(any::<(u16, u16)>(), 0..6),
+            proptest::collection::vec(any::<u32>(), 0..6)
+        )
+            .prop_map(|(cum_tsn, a_rwnd, g, dups)| Chunk::Sack(SackChunk {
+                cum_tsn,
+                a_rwnd,
+                gaps: g.into_iter().map(|(start, end)| GapBlock { start, end }).collect(),
+                dups
+            })),
+        bytes(30).prop_map(Chunk::Heartbeat),
+        bytes(30).prop_map(Chunk::HeartbeatAck),
+        (any::<bool>(), proptest::collection::vec(cause(), 0..3))
+            .prop_map(|(t, causes)| Chunk::Abort { t, causes }),
+        any::<u32>().prop_map(|cum_tsn| Chunk::Shutdown { cum_tsn }),
+        Just(Chunk::ShutdownAck),
+        proptest::collection::vec(cause(), 0..3).prop_map(Chunk::Error),
+        bytes(60).prop_map(Chunk::CookieEcho),
+        Just(Chunk::CookieAck),
+        any::<bool>().prop_map(|t| Chunk::ShutdownComplete { t }),
+        (any::<u8>(), any::<u32>(), any::<u16>(), any::<u32>(), any::<u32>(), nonempty(20))
+            .prop_map(|(flags, tsn, stream, mid, ppid_or_fsn, payload)| Chunk::IData(
+                IDataChunk { flags, tsn, stream, mid, ppid_or_fsn, payload }
+            )),
+        (any::<u32>(), proptest::collection::vec(any::<(u16, u16)>(), 0..5))
+            .prop_map(|(new_cum_tsn, streams)| Chunk::ForwardTsn(ForwardTsnChunk {
+                new_cum_tsn,
+                streams
+            })),
+        proptest::collection::vec((any::<u16>(), bytes(8)), 0..3).prop_map(|ps| {
+            let mut v = Vec::new();
+            for (t, b) in ps {
+                put_tlv(&mut v, t, &b);
+            }
+            Chunk::ReConfig(Bytes::from(v))
+        }),
+        (15u8..=255, any::<u8>(), bytes(30))
+            .prop_filter("known types", |(t, _, _)| {
+                ![chunk_type::I_DATA, chunk_type::RE_CONFIG, chunk_type::FORWARD_TSN].contains(t)
+            })
+            .prop_map(|(typ, flags, value)| Chunk::Unknown { typ, flags, value }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn packet_roundtrip(src in any::<u16>(), dst in any::<u16>(), vtag in any::<u32>(),
+                        chunks in proptest::collection::vec(chunk(), 0..6)) {
+        let p = Packet { header: CommonHeader { src_port: src, dst_port: dst, vtag }, chunks };
+        let enc = p.encode();
+        prop_assert_eq!(enc.len() % 4, 0);
+        let dec = Packet::decode(&enc).unwrap();
+        prop_assert_eq!(dec, p);
+    }
+
+    #[test]
+    fn decode_is_total(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = Packet::decode(&data);
+        // With a valid checksum the chunk decoder is reached too.
+        if data.len() >= 12 {
+            let mut d = data.clone();
+            finish_packet(&mut d);
+            let _ = Packet::decode(&d);
+        }
+    }
+
+    #[test]
+    fn corrupted_byte_fails_checksum(chunks in proptest::collection::vec(chunk(), 1..3),
+                                     pos in any::<usize>(), flip in 1u8..) {
+        let p = Packet { header: CommonHeader { src_port: 1, dst_port: 2, vtag: 3 }, chunks };
+        let mut enc = p.encode();
+        let i = pos % enc.len();
+        enc[i] ^= flip;
+        prop_assert!(Packet::decode(&enc).is_err());
+    }
+}
+
+#[test]
+fn crc32c_known_vector() {
+    // RFC 3720 B.4: 32 bytes of zeros have CRC32c 0x8a9136aa.
+    assert_eq!(crc32c::crc32c(&[0u8; 32]), 0x8a91_36aa);
+    let p = Packet {
+        header: CommonHeader { src_port: 5000, dst_port: 5000, vtag: 0 },
+        chunks: vec![Chunk::CookieAck],
+    };
+    let enc = p.encode();
+    let stored = u32::from_le_bytes(enc[8..12].try_into().unwrap());
+    let mut z = enc.clone();
+    z[8..12].fill(0);
+    assert_eq!(stored, crc32c::crc32c(&z));
+}
+
+#[test]
+fn strict_lengths_rejected() {
+    let mk = |typ: u8, flags: u8, value: &[u8]| RawChunk {
+        typ,
+        flags,
+        value: Bytes::copy_from_slice(value),
+    };
+    // DATA without user data.
+    assert!(Chunk::decode(&mk(chunk_type::DATA, 3, &[0; 12])).is_err());
+    // SACK whose counts disagree with the length.
+    let mut sack = vec![0u8; 12];
+    sack[9] = 1;
+    assert!(Chunk::decode(&mk(chunk_type::SACK, 0, &sack)).is_err());
+    // INIT with a zero initiate tag.
+    let mut init = vec![0u8; 16];
+    init[9] = 1;
+    init[11] = 1;
+    assert_eq!(
+        Chunk::decode(&mk(chunk_type::INIT, 0, &init)),
+        Err(DecodeError::Invalid("INIT"))
+    );
+    // INIT ACK without a cookie.
+    init[3] = 7;
+    assert!(Chunk::decode(&mk(chunk_type::INIT_ACK, 0, &init)).is_err());
+    assert!(Chunk::decode(&mk(chunk_type::INIT, 0, &init)).is_ok());
+    // SHUTDOWN with extra bytes.
+    assert!(Chunk::decode(&mk(chunk_type::SHUTDOWN, 0, &[0; 8])).is_err());
+    // A chunk length running past the packet.
+    let mut pkt = vec![0u8; 12];
+    pkt.extend_from_slice(&[11, 0, 0, 8]);
+    finish_packet(&mut pkt);
+    assert_eq!(Packet::decode(&pkt), Err(DecodeError::BadLength("chunk")));
+}
+
+#[test]
+fn last_parameter_padding_not_counted() {
+    let c = Chunk::Error(vec![ErrorCause::new(12, vec![1u8])]);
+    let mut out = Vec::new();
+    c.encode(&mut out);
+    assert_eq!(out.len(), 12);
+    assert_eq!(u16::from_be_bytes([out[2], out[3]]), 9);
+}
