@@ -1,2 +1,114 @@
-//! The `poolgate` binary.
-fn main() {}
+//! The `poolgate` binary: parse the command line, set up logging, configuration,
+//! metrics, systemd notification and signals, then hand over to the role.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use poolgate::check::{self, EXIT_CONFIG};
+use poolgate::cli::{Cli, Command, RoleArgs};
+use poolgate::config::{self, AnyConfig, Role, Sources};
+use poolgate::notify::{self, Notifier};
+use poolgate::signals::Signals;
+use poolgate::telemetry::{self, MetricsServer, Registry};
+use poolgate::RoleContext;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Check(args) => check::run_check(args),
+        Command::Status(args) => check::run_status(args),
+        Command::Registrar(args) => start(&cli, Role::Registrar, args),
+        Command::Ppe(args) => start(&cli, Role::Ppe, args),
+        Command::Ppu(args) => start(&cli, Role::Ppu, args),
+    }
+}
+
+/// The one place that runs a role. The integrator replaces each arm with the
+/// role's driver, e.g. `AnyConfig::Ppu(c) => poolgate::ppu::run(c, ctx).await`.
+async fn run_role(config: AnyConfig, ctx: RoleContext) -> anyhow::Result<()> {
+    let _ = ctx;
+    match config {
+        AnyConfig::Registrar(_) | AnyConfig::Ppe(_) | AnyConfig::Ppu(_) => {
+            anyhow::bail!("the {} role is not built in this version", config.role())
+        }
+    }
+}
+
+/// Set up the process around a role and run it.
+fn start(cli: &Cli, role: Role, args: &RoleArgs) -> ExitCode {
+    if let Err(e) = telemetry::logging::init(cli.log_format, &cli.log_level) {
+        eprintln!("poolgate: {e}");
+        return ExitCode::from(2);
+    }
+    let sources = Sources::from_process(args.config.clone(), args.set.clone());
+    let loaded = match config::load_any(role, &sources) {
+        Ok(l) => l,
+        Err(diags) => {
+            check::print_diagnostics(&diags);
+            tracing::error!(role = %role, errors = diags.iter().filter(|d| d.is_error()).count(), "configuration invalid");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for w in &loaded.warnings {
+        tracing::warn!(key = %w.key, location = ?w.location.as_ref().map(ToString::to_string), "{}", w.message);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let registry = Registry::new();
+        register_process_metrics(&registry, role)?;
+        let notifier = Notifier::from_env()?;
+        let signals = Signals::install()?;
+        let metrics = loaded.config.metrics();
+        let metrics_addr = if metrics.enabled {
+            let server = MetricsServer::bind(metrics.listen.0, registry.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot bind the metrics endpoint {}: {e}", metrics.listen))?;
+            let addr = server.local_addr()?;
+            tracing::info!(%addr, "metrics endpoint listening");
+            tokio::spawn(server.run(std::future::pending()));
+            Some(addr)
+        } else {
+            None
+        };
+        let _watchdog = notify::spawn_watchdog_from_env(&notifier);
+        let ctx = RoleContext {
+            sources,
+            registry,
+            notifier,
+            signals,
+            metrics_addr,
+        };
+        run_role(loaded.config, ctx).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(role = %role, error = %format!("{e:#}"), "stopped");
+            eprintln!("poolgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Metrics every role exposes: build info and start time.
+fn register_process_metrics(registry: &Registry, role: Role) -> anyhow::Result<()> {
+    registry
+        .gauge_vec("poolgate_build_info", "Build of this poolgate process (always 1).", &["version", "role"])?
+        .with(&[env!("CARGO_PKG_VERSION"), role.name()])?
+        .set(1.0);
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    registry
+        .gauge("poolgate_start_time_seconds", "Start time of the process since the Unix epoch.")?
+        .set(start);
+    Ok(())
+}

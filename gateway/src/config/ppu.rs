@@ -1,0 +1,222 @@
+//! PPU (proxy pool user) configuration (`[ppu]`, shipped as `config/ppu.toml`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pool_core::types::PoolHandle;
+use serde::Deserialize;
+
+use super::common::{self, MetricsConfig};
+use super::values::Addr;
+use super::{Checker, Role, Section};
+
+/// Everything the PPU reads from `[ppu]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PpuConfig {
+    /// Registrars for handle resolution (UDP addresses of SCTP over UDP), tried in order.
+    pub registrars: Vec<Addr>,
+    /// Handle resolution.
+    pub resolution: ResolutionConfig,
+    /// Session failure detection and failover.
+    pub session: SessionConfig,
+    /// On drain (SIGTERM): stop accepting, then give running sessions this long.
+    #[serde(deserialize_with = "super::values::duration")]
+    pub drain_grace: Duration,
+    /// Client-facing listeners (`[[ppu.listener]]`).
+    #[serde(rename = "listener")]
+    pub listeners: Vec<Listener>,
+    /// Metrics endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// Handle resolution settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolutionConfig {
+    /// How long a resolved PE list is reused before asking the registrar again.
+    #[serde(deserialize_with = "super::values::duration")]
+    pub cache_staleness: Duration,
+    /// How long to wait for a registrar's answer before trying the next.
+    #[serde(deserialize_with = "super::values::duration")]
+    pub timeout: Duration,
+}
+
+/// Session keep-alive and failover.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Time between session keep-alives to the PE.
+    #[serde(deserialize_with = "super::values::duration")]
+    pub keepalive_interval: Duration,
+    /// How long to wait for a keep-alive answer before failing over.
+    #[serde(deserialize_with = "super::values::duration")]
+    pub keepalive_timeout: Duration,
+    /// Most PEs tried for one session before the client connection is given up.
+    pub failover_max_attempts: u32,
+    /// Report unreachable PEs to the registrar (ENDPOINT_UNREACHABLE).
+    pub report_failures: bool,
+}
+
+/// What a listener speaks to clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ListenerKind {
+    /// Plain TCP byte stream.
+    Tcp,
+    /// TLS terminated here, plain stream inside.
+    Tls,
+    /// HTTP/1.1 over TCP.
+    Http,
+    /// HTTP/1.1 over TLS.
+    Https,
+}
+
+impl ListenerKind {
+    /// Whether TLS is terminated on this listener.
+    pub fn is_tls(self) -> bool {
+        matches!(self, ListenerKind::Tls | ListenerKind::Https)
+    }
+
+    /// The plugin used when a listener names none.
+    pub fn default_plugin(self) -> &'static str {
+        match self {
+            ListenerKind::Tcp | ListenerKind::Tls => "tcp",
+            ListenerKind::Http | ListenerKind::Https => "http",
+        }
+    }
+}
+
+/// A client-facing listener.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Unique name (used in logs and metric labels).
+    pub name: String,
+    /// Protocol towards clients.
+    pub kind: ListenerKind,
+    /// TCP address to accept clients on.
+    pub bind: Addr,
+    /// Pool handle whose PEs serve this listener's clients.
+    pub pool: String,
+    /// Session-state plugin; default by kind (tcp/tls: "tcp", http/https: "http").
+    #[serde(default)]
+    pub plugin: Option<String>,
+    /// PEM certificate chain (tls/https only).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (tls/https only).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Expect a PROXY protocol v1/v2 header from a load balancer in front.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+}
+
+impl Listener {
+    /// The plugin to use: configured or the kind's default.
+    pub fn plugin_name(&self) -> &str {
+        self.plugin.as_deref().unwrap_or(self.kind.default_plugin())
+    }
+
+    /// The pool handle as the handlespace type.
+    pub fn pool_handle(&self) -> Option<PoolHandle> {
+        PoolHandle::new(self.pool.as_bytes().to_vec())
+    }
+}
+
+/// Longest listener name (it becomes a metric label).
+pub const MAX_LISTENER_NAME_LEN: usize = 64;
+
+impl Section for PpuConfig {
+    const ROLE: Role = Role::Ppu;
+
+    fn metrics(&self) -> &MetricsConfig {
+        &self.metrics
+    }
+
+    fn validate(&mut self, check: &mut Checker<'_>) {
+        common::address_list(check, "ppu.registrars", &self.registrars, "registrar");
+        common::positive(check, "ppu.resolution.cache_staleness", self.resolution.cache_staleness);
+        common::positive(check, "ppu.resolution.timeout", self.resolution.timeout);
+        let s = &self.session;
+        common::keepalive(
+            check,
+            "ppu.session.keepalive_interval",
+            "ppu.session.keepalive_timeout",
+            s.keepalive_interval,
+            s.keepalive_timeout,
+        );
+        if s.failover_max_attempts == 0 {
+            check.error("ppu.session.failover_max_attempts", "must be at least 1");
+        }
+        common::positive(check, "ppu.drain_grace", self.drain_grace);
+        if self.listeners.is_empty() {
+            check.error("ppu.listener", "at least one [[ppu.listener]] is needed");
+        }
+
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut binds: HashMap<std::net::SocketAddr, usize> = HashMap::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            let path = format!("ppu.listener[{i}]");
+            if l.name.is_empty()
+                || l.name.len() > MAX_LISTENER_NAME_LEN
+                || !l.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                check.error(
+                    &format!("{path}.name"),
+                    format!("listener name must be 1–{MAX_LISTENER_NAME_LEN} letters, digits, - or _"),
+                );
+            }
+            if let Some(first) = names.insert(&l.name, i) {
+                check.error(
+                    &format!("{path}.name"),
+                    format!("listener name `{}` is already used by listener[{first}]", l.name),
+                );
+            }
+            if let Some(first) = binds.insert(l.bind.0, i) {
+                check.error(
+                    &format!("{path}.bind"),
+                    format!("address {} is already bound by listener[{first}]", l.bind),
+                );
+            }
+            if l.bind.0.port() == 0 {
+                check.error(&format!("{path}.bind"), "a client-facing listener needs a fixed port");
+            }
+            common::pool_handle(check, &format!("{path}.pool"), &l.pool);
+            if let Some(p) = &l.plugin {
+                common::plugin_name(check, &format!("{path}.plugin"), p);
+            }
+            if l.kind.is_tls() {
+                for (key, file) in [("tls_cert", &l.tls_cert), ("tls_key", &l.tls_key)] {
+                    let kp = format!("{path}.{key}");
+                    match file {
+                        None => check.error(&format!("{path}.kind"), format!("a TLS listener needs `{key}`")),
+                        Some(f) => {
+                            if key == "tls_key" {
+                                // Private key: read it now so a missing file or loose mode shows up in `check`.
+                                let _ = check.read_secret_file(&kp, f);
+                            } else {
+                                let full = check.resolve_file(&kp, f);
+                                if let Err(e) = std::fs::metadata(&full) {
+                                    check.error(&kp, format!("cannot read {}: {e}", full.display()));
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+                for (key, file) in [("tls_cert", &l.tls_cert), ("tls_key", &l.tls_key)] {
+                    if file.is_some() {
+                        check.error(
+                            &format!("{path}.{key}"),
+                            format!("`{key}` is set but the listener kind is not tls or https"),
+                        );
+                    }
+                }
+            }
+        }
+        self.metrics.validate(check, "ppu.metrics");
+    }
+}

@@ -1,0 +1,259 @@
+//! Registrar configuration (`[registrar]`, shipped as `config/registrar.toml`).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::common::{self, KeepAlive, MetricsConfig};
+use super::values::{Addr, Secret};
+use super::{Checker, Role, Section};
+
+/// Everything the registrar reads from `[registrar]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrarConfig {
+    /// Registrar identifier; 0 = pick a random non-zero one at start.
+    pub id: u32,
+    /// UDP addresses for SCTP over UDP (several = multi-homed).
+    pub listen: Vec<Addr>,
+    /// SCTP port of ASAP (PEs and PUs talk to it).
+    pub sctp_port: u16,
+    /// SCTP port of ENRP (registrar peers talk to it).
+    pub enrp_sctp_port: u16,
+    /// Endpoint keep-alive towards the PEs this registrar is home of.
+    pub keepalive: KeepAlive,
+    /// Failure reports (ENDPOINT_UNREACHABLE) that remove a PE (RFC 5352 MAX-BAD-PE-REPORT).
+    pub max_bad_pe_report: u32,
+    /// Registration life bounds and policy for unlisted pools.
+    pub registration: RegistrationConfig,
+    /// Resource limits against floods and hostile peers.
+    pub limits: Limits,
+    /// Pools with registration secrets (`[[registrar.pool]]`).
+    #[serde(rename = "pool")]
+    pub pools: Vec<PoolEntry>,
+    /// Server announces, so PEs and PUs find registrars without a static list.
+    pub announce: Announce,
+    /// Static ENRP peers (`[[registrar.peer]]`).
+    #[serde(rename = "peer")]
+    pub peers: Vec<Peer>,
+    /// Metrics endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// Registration life bounds and what to do with pools not listed.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// Shortest registration life accepted from a PE (shorter ones are raised).
+    #[serde(deserialize_with = "super::values::duration")]
+    pub min_life: Duration,
+    /// Longest registration life accepted (longer ones are lowered).
+    #[serde(deserialize_with = "super::values::duration")]
+    pub max_life: Duration,
+    /// Whether PEs may register into pools not listed in `[[registrar.pool]]`.
+    pub unlisted_pools: UnlistedPools,
+}
+
+/// Treatment of registrations into pools without a `[[registrar.pool]]` entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnlistedPools {
+    /// Accept them without a secret (plain RFC 5352 behaviour).
+    Accept,
+    /// Reject them: only listed pools exist.
+    Reject,
+}
+
+/// Resource limits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Most pools in the handlespace.
+    pub max_pools: u32,
+    /// Most PEs in one pool.
+    pub max_pes_per_pool: u32,
+    /// Largest ASAP/ENRP message accepted, in bytes.
+    pub max_message_size: u32,
+    /// Most SCTP associations from one peer address.
+    pub max_associations_per_peer: u32,
+    /// Failure reports accepted per PU per second (more are dropped and counted).
+    pub failure_reports_per_pu_per_sec: u32,
+}
+
+/// One pool with a registration secret.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolEntry {
+    /// Pool handle.
+    pub handle: String,
+    /// Registration secret written inline (prefer `secret_file`).
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// File holding the registration secret (trailing newline ignored).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// The loaded secret, filled in by validation.
+    #[serde(skip)]
+    pub resolved_secret: Secret,
+}
+
+/// Server announces (ASAP SERVER_ANNOUNCE) over UDP.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Announce {
+    /// Send announces at all.
+    pub enabled: bool,
+    /// Destination (multicast group or unicast/broadcast address) and port.
+    pub address: Addr,
+    /// Time between announces.
+    #[serde(deserialize_with = "super::values::duration")]
+    pub interval: Duration,
+}
+
+/// A static ENRP peer.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    /// Expected registrar id of the peer (checked when it answers), if known.
+    #[serde(default)]
+    pub id: Option<u32>,
+    /// UDP addresses of the peer (several = multi-homed).
+    pub addresses: Vec<Addr>,
+}
+
+/// Shortest registration secret we accept without a warning.
+pub const MIN_SECRET_LEN: usize = 16;
+
+impl Section for RegistrarConfig {
+    const ROLE: Role = Role::Registrar;
+
+    fn metrics(&self) -> &MetricsConfig {
+        &self.metrics
+    }
+
+    fn validate(&mut self, check: &mut Checker<'_>) {
+        common::address_list(check, "registrar.listen", &self.listen, "listen");
+        if self.sctp_port == 0 {
+            check.error("registrar.sctp_port", "port 0 is not a valid SCTP port");
+        }
+        if self.enrp_sctp_port == 0 {
+            check.error("registrar.enrp_sctp_port", "port 0 is not a valid SCTP port");
+        }
+        common::keepalive(
+            check,
+            "registrar.keepalive.interval",
+            "registrar.keepalive.timeout",
+            self.keepalive.interval,
+            self.keepalive.timeout,
+        );
+        if self.max_bad_pe_report == 0 {
+            check.error("registrar.max_bad_pe_report", "must be at least 1");
+        }
+        let reg = &self.registration;
+        common::positive(check, "registrar.registration.min_life", reg.min_life);
+        if reg.min_life > reg.max_life {
+            check.error("registrar.registration.max_life", "max_life is shorter than min_life");
+        }
+        let l = &self.limits;
+        for (key, v) in [
+            ("max_pools", l.max_pools),
+            ("max_pes_per_pool", l.max_pes_per_pool),
+            ("max_associations_per_peer", l.max_associations_per_peer),
+            ("failure_reports_per_pu_per_sec", l.failure_reports_per_pu_per_sec),
+        ] {
+            if v == 0 {
+                check.error(&format!("registrar.limits.{key}"), "must be at least 1");
+            }
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&l.max_message_size) {
+            check.error("registrar.limits.max_message_size", "must be between 1024 and 16777216 bytes");
+        }
+        if self.pools.len() > l.max_pools as usize {
+            check.error("registrar.pool", format!("{} pools listed but limits.max_pools is {}", self.pools.len(), l.max_pools));
+        }
+
+        let mut handles = HashSet::new();
+        for (i, pool) in self.pools.iter_mut().enumerate() {
+            let path = format!("registrar.pool[{i}]");
+            common::pool_handle(check, &format!("{path}.handle"), &pool.handle);
+            if !handles.insert(pool.handle.clone()) {
+                check.error(&format!("{path}.handle"), format!("pool `{}` is listed twice", pool.handle));
+            }
+            let bytes = match (&pool.secret, &pool.secret_file) {
+                (Some(_), Some(_)) => {
+                    check.error(&path, "give either `secret` or `secret_file`, not both");
+                    None
+                }
+                (None, None) => {
+                    check.error(&path, "a listed pool needs `secret` or `secret_file`");
+                    None
+                }
+                (Some(s), None) => Some(s.clone().into_bytes()),
+                (None, Some(f)) => check.read_secret_file(&format!("{path}.secret_file"), f).map(trim_newline),
+            };
+            if let Some(bytes) = bytes {
+                let key = if pool.secret.is_some() { "secret" } else { "secret_file" };
+                if bytes.is_empty() {
+                    check.error(&format!("{path}.{key}"), "registration secret is empty");
+                } else if bytes.len() < MIN_SECRET_LEN {
+                    check.warning(
+                        &format!("{path}.{key}"),
+                        format!("registration secret is only {} bytes; use at least {MIN_SECRET_LEN}", bytes.len()),
+                    );
+                }
+                pool.resolved_secret = Secret::new(bytes);
+            }
+        }
+
+        if self.announce.enabled {
+            common::positive(check, "registrar.announce.interval", self.announce.interval);
+        }
+        let mut ids = HashSet::new();
+        for (i, peer) in self.peers.iter().enumerate() {
+            let path = format!("registrar.peer[{i}]");
+            common::address_list(check, &format!("{path}.addresses"), &peer.addresses, "peer");
+            if let Some(id) = peer.id {
+                if id == 0 {
+                    check.error(&format!("{path}.id"), "registrar id 0 is reserved");
+                } else if !ids.insert(id) || (self.id != 0 && id == self.id) {
+                    check.error(&format!("{path}.id"), format!("registrar id {id} is used twice"));
+                }
+            }
+        }
+        if self.registration.unlisted_pools == UnlistedPools::Accept
+            && self.listen.iter().any(|a| !a.0.ip().is_loopback())
+        {
+            check.warning(
+                "registrar.registration.unlisted_pools",
+                "anyone who reaches the listen address can register into any pool; list pools with secrets and set unlisted_pools = \"reject\"",
+            );
+        }
+        self.metrics.validate(check, "registrar.metrics");
+    }
+}
+
+/// A secret file's content without its trailing newline (editors add one).
+fn trim_newline(mut bytes: Vec<u8>) -> Vec<u8> {
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+    }
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailing_newline_is_dropped_once() {
+        assert_eq!(trim_newline(b"abc\n".to_vec()), b"abc");
+        assert_eq!(trim_newline(b"abc\r\n".to_vec()), b"abc");
+        assert_eq!(trim_newline(b"abc\n\n".to_vec()), b"abc\n");
+        assert_eq!(trim_newline(b"abc".to_vec()), b"abc");
+    }
+}
