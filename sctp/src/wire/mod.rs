@@ -248,6 +248,11 @@ pub(crate) fn put_tlv(out: &mut Vec<u8>, typ: u16, value: &[u8]) -> usize {
     end
 }
 
+/// Appends one type-length-value item (public for the endpoint's error reports).
+pub fn put_tlv_pub(out: &mut Vec<u8>, typ: u16, value: &[u8]) {
+    put_tlv(out, typ, value);
+}
+
 /// Like [`end_chunk`] for chunks ending in a parameter or cause: RFC 9260 §3.2 leaves
 /// the padding of the last one out of the chunk length.
 pub(crate) fn end_chunk_tlv(out: &mut Vec<u8>, at: usize, last_end: Option<usize>) {

@@ -1,0 +1,317 @@
+//! Receiving side: TSN tracking, duplicate detection, bounded reassembly, ordered and
+//! unordered delivery, and SACK generation (delayed per RFC 9260 §6.2).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::{unwrap_tsn, AssociationStats};
+use crate::config::AssociationConfig;
+use crate::event::Event;
+use crate::wire::{cause_code, chunk_type, DataChunk, ErrorCause};
+
+/// Most duplicate TSNs reported in one SACK.
+const MAX_DUPS: usize = 16;
+/// Most gap blocks reported in one SACK.
+const MAX_GAPS: usize = 128;
+
+#[derive(Debug, Default)]
+struct InStream {
+    next_ssn: u16,
+    pending: BTreeMap<u16, (u32, Bytes)>,
+}
+
+/// Receiving-side state.
+#[derive(Debug)]
+pub(crate) struct Receiver {
+    /// Highest TSN received in sequence (64-bit unwrapped).
+    cum: u64,
+    above: BTreeSet<u64>,
+    reasm: BTreeMap<u64, DataChunk>,
+    reasm_bytes: usize,
+    /// Bytes received and not yet consumed by the user (reassembly, reordering, events).
+    held: usize,
+    streams: HashMap<u16, InStream>,
+    dups: Vec<u32>,
+    urgent: bool,
+    pub sack_needed: bool,
+    pub sack_deadline: Option<Instant>,
+    packets_since_sack: u32,
+    pub sack_path: usize,
+    buffer: usize,
+    last_advertised: usize,
+}
+
+impl Receiver {
+    /// `cum` is the peer's initial TSN minus one.
+    pub fn new(cum: u32, cfg: &AssociationConfig) -> Receiver {
+        Receiver {
+            cum: (1u64 << 32) | cum as u64,
+            above: BTreeSet::new(),
+            reasm: BTreeMap::new(),
+            reasm_bytes: 0,
+            held: 0,
+            streams: HashMap::new(),
+            dups: Vec::new(),
+            urgent: false,
+            sack_needed: false,
+            sack_deadline: None,
+            packets_since_sack: 0,
+            sack_path: 0,
+            buffer: cfg.receive_buffer as usize,
+            last_advertised: cfg.receive_buffer as usize,
+        }
+    }
+
+    pub fn cum32(&self) -> u32 {
+        self.cum as u32
+    }
+
+    fn a_rwnd(&self) -> usize {
+        self.buffer.saturating_sub(self.held)
+    }
+
+    /// Returns whether the TSN is new, recording duplicates.
+    fn accept_tsn(&mut self, tsn32: u32, stats: &mut AssociationStats) -> Option<u64> {
+        let tsn = unwrap_tsn(self.cum, tsn32);
+        if tsn <= self.cum || self.above.contains(&tsn) {
+            stats.duplicates_received += 1;
+            if self.dups.len() < MAX_DUPS {
+                self.dups.push(tsn32);
+            }
+            self.urgent = true;
+            return None;
+        }
+        if tsn - self.cum > u16::MAX as u64 {
+            // Beyond what a gap block can express: far outside any sane window.
+            stats.data_dropped += 1;
+            return None;
+        }
+        Some(tsn)
+    }
+
+    fn mark(&mut self, tsn: u64) {
+        if tsn == self.cum + 1 {
+            self.cum = tsn;
+            while self.above.remove(&(self.cum + 1)) {
+                self.cum += 1;
+            }
+        } else {
+            self.above.insert(tsn);
+        }
+        if !self.above.is_empty() {
+            // Gaps exist: SACK at once (RFC 9260 §6.7).
+            self.urgent = true;
+        }
+    }
+
+    /// Records a TSN without keeping its data (DATA for an invalid stream).
+    pub fn mark_only(&mut self, tsn32: u32, stats: &mut AssociationStats) {
+        if let Some(tsn) = self.accept_tsn(tsn32, stats) {
+            self.mark(tsn);
+        }
+    }
+
+    /// Takes a DATA chunk; complete messages become events. An error means the peer
+    /// broke the protocol and the association must abort with that cause.
+    pub fn on_data(
+        &mut self,
+        d: DataChunk,
+        events: &mut VecDeque<Event>,
+        stats: &mut AssociationStats,
+        _cfg: &AssociationConfig,
+    ) -> Result<(), ErrorCause> {
+        let Some(tsn) = self.accept_tsn(d.tsn, stats) else { return Ok(()) };
+        let len = d.payload.len();
+        if self.held + len > self.buffer {
+            // Out of window. The next in-sequence TSN is still taken (up to twice the
+            // buffer) so a full buffer of out-of-order data cannot deadlock.
+            if tsn != self.cum + 1 || self.held + len > 2 * self.buffer {
+                stats.data_dropped += 1;
+                if tsn == self.cum + 1 && self.reasm_bytes >= self.buffer {
+                    // One unfinished message fills the buffer: it can never complete.
+                    return Err(ErrorCause::new(cause_code::OUT_OF_RESOURCE, Bytes::new()));
+                }
+                return Ok(());
+            }
+        }
+        if d.immediate {
+            self.urgent = true;
+        }
+        self.mark(tsn);
+        self.held += len;
+        if d.beginning && d.ending {
+            self.deliver(d.stream, d.unordered, d.ssn, d.ppid, d.payload, events, stats);
+            return Ok(());
+        }
+        let try_now = d.ending || self.reasm.contains_key(&(tsn + 1));
+        self.reasm_bytes += len;
+        self.reasm.insert(tsn, d);
+        if try_now {
+            self.assemble(tsn, events, stats)?;
+        }
+        Ok(())
+    }
+
+    /// Tries to complete the message containing `tsn` (fragments have consecutive TSNs).
+    fn assemble(
+        &mut self,
+        tsn: u64,
+        events: &mut VecDeque<Event>,
+        stats: &mut AssociationStats,
+    ) -> Result<(), ErrorCause> {
+        let mut first = tsn;
+        loop {
+            let Some(c) = self.reasm.get(&first) else { return Ok(()) };
+            if c.beginning {
+                break;
+            }
+            if first != tsn && c.ending {
+                return Ok(());
+            }
+            first -= 1;
+        }
+        let mut last = tsn;
+        loop {
+            let Some(c) = self.reasm.get(&last) else { return Ok(()) };
+            if c.ending {
+                break;
+            }
+            if last != tsn && c.beginning {
+                return Ok(());
+            }
+            last += 1;
+        }
+        let head = &self.reasm[&first];
+        let (stream, unordered, ssn, ppid) = (head.stream, head.unordered, head.ssn, head.ppid);
+        let mut total = 0usize;
+        for (t, c) in self.reasm.range(first..=last) {
+            let interior_flag = (*t != first && c.beginning) || (*t != last && c.ending);
+            if c.stream != stream
+                || c.unordered != unordered
+                || (!unordered && c.ssn != ssn)
+                || interior_flag
+            {
+                return Err(ErrorCause::new(cause_code::PROTOCOL_VIOLATION, &b"inconsistent fragments"[..]));
+            }
+            total += c.payload.len();
+        }
+        let mut msg = BytesMut::with_capacity(total);
+        for t in first..=last {
+            if let Some(c) = self.reasm.remove(&t) {
+                msg.extend_from_slice(&c.payload);
+            }
+        }
+        self.reasm_bytes -= total;
+        self.deliver(stream, unordered, ssn, ppid, msg.freeze(), events, stats);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn deliver(
+        &mut self,
+        stream: u16,
+        unordered: bool,
+        ssn: u16,
+        ppid: u32,
+        bytes: Bytes,
+        events: &mut VecDeque<Event>,
+        stats: &mut AssociationStats,
+    ) {
+        if unordered {
+            stats.messages_received += 1;
+            events.push_back(Event::Data { stream, ppid, ordered: false, bytes });
+            return;
+        }
+        let st = self.streams.entry(stream).or_default();
+        if ssn == st.next_ssn {
+            stats.messages_received += 1;
+            events.push_back(Event::Data { stream, ppid, ordered: true, bytes });
+            st.next_ssn = st.next_ssn.wrapping_add(1);
+            while let Some((ppid, bytes)) = st.pending.remove(&st.next_ssn) {
+                stats.messages_received += 1;
+                events.push_back(Event::Data { stream, ppid, ordered: true, bytes });
+                st.next_ssn = st.next_ssn.wrapping_add(1);
+            }
+        } else if (ssn.wrapping_sub(st.next_ssn) as i16) > 0 && !st.pending.contains_key(&ssn) {
+            st.pending.insert(ssn, (ppid, bytes));
+        } else {
+            // An SSN already delivered or duplicated: a broken peer; drop it.
+            self.held -= bytes.len();
+            stats.data_dropped += 1;
+        }
+    }
+
+    /// Called once per packet that carried DATA: decides between SACK now and delayed.
+    pub fn after_data_packet(&mut self, now: Instant, path: usize, cfg: &AssociationConfig) {
+        self.sack_path = path;
+        self.packets_since_sack += 1;
+        if self.urgent || self.packets_since_sack >= cfg.sack_frequency {
+            self.sack_needed = true;
+        } else if self.sack_deadline.is_none() {
+            self.sack_deadline = Some(now + cfg.sack_delay);
+        }
+    }
+
+    /// The user took `n` bytes; opens the window and asks for a window update SACK
+    /// when it grew by a quarter of the buffer.
+    pub fn consumed(&mut self, n: usize) {
+        self.held = self.held.saturating_sub(n);
+        if self.a_rwnd() >= self.last_advertised + self.buffer / 4 {
+            self.sack_needed = true;
+        }
+    }
+
+    /// Appends a SACK of at most `room` bytes and resets the SACK triggers.
+    pub fn write_sack(&mut self, buf: &mut Vec<u8>, room: usize) {
+        let ndups = self.dups.len().min((room - 16) / 4);
+        let max_gaps = ((room - 16 - 4 * ndups) / 4).min(MAX_GAPS);
+        let at = buf.len();
+        let a_rwnd = self.a_rwnd();
+        buf.extend_from_slice(&[chunk_type::SACK, 0, 0, 0]);
+        buf.extend_from_slice(&(self.cum as u32).to_be_bytes());
+        buf.extend_from_slice(&(a_rwnd.min(u32::MAX as usize) as u32).to_be_bytes());
+        buf.extend_from_slice(&[0, 0, 0, 0]);
+        let mut ngaps = 0usize;
+        let mut run: Option<(u64, u64)> = None;
+        for &t in &self.above {
+            match run {
+                Some((s, e)) if t == e + 1 => run = Some((s, t)),
+                Some((s, e)) => {
+                    if ngaps == max_gaps {
+                        run = None;
+                        break;
+                    }
+                    put_gap(buf, s - self.cum, e - self.cum);
+                    ngaps += 1;
+                    run = Some((t, t));
+                }
+                None => run = Some((t, t)),
+            }
+        }
+        if let Some((s, e)) = run {
+            if ngaps < max_gaps {
+                put_gap(buf, s - self.cum, e - self.cum);
+                ngaps += 1;
+            }
+        }
+        for d in self.dups.drain(..).take(ndups) {
+            buf.extend_from_slice(&d.to_be_bytes());
+        }
+        let len = (buf.len() - at) as u16;
+        buf[at + 2..at + 4].copy_from_slice(&len.to_be_bytes());
+        buf[at + 12..at + 14].copy_from_slice(&(ngaps as u16).to_be_bytes());
+        buf[at + 14..at + 16].copy_from_slice(&(ndups as u16).to_be_bytes());
+        self.sack_needed = false;
+        self.sack_deadline = None;
+        self.packets_since_sack = 0;
+        self.urgent = false;
+        self.last_advertised = a_rwnd;
+    }
+}
+
+fn put_gap(buf: &mut Vec<u8>, start: u64, end: u64) {
+    buf.extend_from_slice(&(start as u16).to_be_bytes());
+    buf.extend_from_slice(&(end as u16).to_be_bytes());
+}

@@ -1,0 +1,621 @@
+//! Sending side: message queue, fragmentation, packet assembly, SACK processing,
+//! retransmission (T3-rtx and fast retransmit) and congestion control.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::{unwrap_tsn, Association, SendError, State, MAX_PATHS};
+use crate::config::AssociationConfig;
+use crate::event::Event;
+use crate::wire::{finish_packet, Chunk, CommonHeader, DataChunk, GapBlock, InitChunk, InitParam, DATA_HEADER_LEN};
+
+/// A message not yet fully handed to TSNs.
+#[derive(Debug)]
+struct OutMsg {
+    stream: u16,
+    ppid: u32,
+    unordered: bool,
+    ssn: u16,
+    data: Bytes,
+    offset: usize,
+}
+
+/// A DATA chunk sent and not yet cumulatively acknowledged.
+#[derive(Debug)]
+struct Sent {
+    stream: u16,
+    ssn: u16,
+    ppid: u32,
+    flags: u8,
+    payload: Bytes,
+    path: u8,
+    sent_at: Instant,
+    sends: u16,
+    /// Acknowledged by a gap block.
+    acked: bool,
+    /// Counted in its path's flight size.
+    in_flight: bool,
+    /// Marked for retransmission.
+    rtx: bool,
+    /// Marked by fast retransmit (may go out regardless of cwnd once).
+    fast: bool,
+    fast_done: bool,
+    miss: u8,
+}
+
+/// Sending-side state.
+#[derive(Debug)]
+pub(crate) struct Sender {
+    queue: VecDeque<OutMsg>,
+    /// Bytes not yet assigned to TSNs.
+    queued_bytes: usize,
+    inflight: VecDeque<Sent>,
+    /// Payload bytes of `inflight`.
+    inflight_bytes: usize,
+    /// Payload bytes counted in some path's flight.
+    outstanding: usize,
+    /// Highest TSN cumulatively acknowledged (64-bit unwrapped).
+    cum_ack: u64,
+    next_tsn: u64,
+    next_ssn: Vec<u16>,
+    peer_rwnd: usize,
+    last_a_rwnd: u32,
+    rtx_count: usize,
+    fast_pending: usize,
+    gap_acked: usize,
+    fast_recovery_exit: Option<u64>,
+    want_writable: bool,
+    send_buffer: usize,
+    /// Smallest fragment worth starting in a partly filled packet.
+    min_fragment: usize,
+}
+
+impl Sender {
+    pub fn new(initial_tsn: u32, streams: u16, cfg: &AssociationConfig) -> Sender {
+        let base = (1u64 << 32) | initial_tsn as u64;
+        Sender {
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            inflight: VecDeque::new(),
+            inflight_bytes: 0,
+            outstanding: 0,
+            cum_ack: base - 1,
+            next_tsn: base,
+            next_ssn: vec![0; streams as usize],
+            peer_rwnd: 0,
+            last_a_rwnd: 0,
+            rtx_count: 0,
+            fast_pending: 0,
+            gap_acked: 0,
+            fast_recovery_exit: None,
+            want_writable: false,
+            send_buffer: cfg.send_buffer,
+            min_fragment: 512,
+        }
+    }
+
+    pub fn set_peer_rwnd(&mut self, rwnd: u32) {
+        self.last_a_rwnd = rwnd;
+        self.peer_rwnd = rwnd as usize;
+    }
+
+    pub fn peer_rwnd_raw(&self) -> u32 {
+        self.last_a_rwnd
+    }
+
+    pub fn limit_streams(&mut self, n: u16) {
+        self.next_ssn.truncate(n as usize);
+    }
+
+    pub fn buffered(&self) -> usize {
+        self.queued_bytes + self.inflight_bytes
+    }
+
+    /// Nothing queued and nothing unacknowledged.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty() && self.inflight.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.queue.clear();
+        self.inflight.clear();
+        self.queued_bytes = 0;
+        self.inflight_bytes = 0;
+        self.outstanding = 0;
+        self.rtx_count = 0;
+        self.fast_pending = 0;
+    }
+
+    pub fn enqueue(
+        &mut self,
+        stream: u16,
+        ppid: u32,
+        ordered: bool,
+        data: Bytes,
+        _cfg: &AssociationConfig,
+    ) -> Result<(), SendError> {
+        let buffered = self.buffered();
+        if buffered + data.len() > self.send_buffer {
+            self.want_writable = true;
+            return Err(SendError::WouldBlock { buffered_amount: buffered });
+        }
+        let ssn = if ordered {
+            let Some(s) = self.next_ssn.get_mut(stream as usize) else {
+                return Err(SendError::InvalidStream(stream));
+            };
+            let v = *s;
+            *s = s.wrapping_add(1);
+            v
+        } else {
+            0
+        };
+        self.queued_bytes += data.len();
+        self.queue.push_back(OutMsg { stream, ppid, unordered: !ordered, ssn, data, offset: 0 });
+        Ok(())
+    }
+
+    fn rwnd_allows(&self) -> bool {
+        self.peer_rwnd > 0 || self.outstanding == 0
+    }
+}
+
+fn padded(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+impl Association {
+    fn init_chunk(&self) -> InitChunk {
+        InitChunk {
+            initiate_tag: self.local_tag,
+            a_rwnd: self.cfg.receive_buffer,
+            outbound_streams: self.cfg.outbound_streams,
+            inbound_streams: self.cfg.inbound_streams,
+            initial_tsn: self.local_tsn,
+            params: self.local_addresses.iter().map(|a| InitParam::Address(*a)).collect(),
+        }
+    }
+
+    fn data_allowed(&self) -> bool {
+        matches!(self.state, State::Established | State::ShutdownPending | State::ShutdownReceived)
+    }
+
+    fn rtx_dest(&self) -> usize {
+        self.alternate_path(self.data_path)
+    }
+
+    /// Chooses where the next packet goes, only if something will surely go there.
+    fn pick_dest(&self) -> Option<usize> {
+        if self.send_cookie_echo
+            || self.send_cookie_ack
+            || self.send_shutdown
+            || self.send_shutdown_ack
+            || self.send_shutdown_complete
+        {
+            return Some(self.data_path);
+        }
+        if let Some((d, _)) = self.ctrl.front() {
+            return Some(d.unwrap_or(self.data_path));
+        }
+        if self.state == State::Closed {
+            return None;
+        }
+        if let Some(i) = self.paths.iter().position(|p| p.hb_send_now) {
+            return Some(i);
+        }
+        if self.rx.sack_needed {
+            return Some(self.rx.sack_path.min(self.paths.len() - 1));
+        }
+        if self.data_allowed() {
+            if self.tx.rtx_count > 0 {
+                let d = self.rtx_dest();
+                if self.paths[d].can_send_data() || self.tx.fast_pending > 0 {
+                    return Some(d);
+                }
+            }
+            if !self.tx.queue.is_empty()
+                && self.paths[self.data_path].can_send_data()
+                && self.tx.rwnd_allows()
+            {
+                return Some(self.data_path);
+            }
+        }
+        None
+    }
+
+    /// Writes the next packet into `buf`; returns its destination and the local address
+    /// to send from (if known).
+    pub(crate) fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+    ) -> Option<(SocketAddr, Option<SocketAddr>)> {
+        buf.clear();
+        if self.send_init {
+            self.send_init = false;
+            self.handshake_sent_at = Some(now);
+            CommonHeader { src_port: self.local_port, dst_port: self.peer_port, vtag: 0 }.encode(buf);
+            Chunk::Init(self.init_chunk()).encode(buf);
+            finish_packet(buf);
+            self.stats.packets_sent += 1;
+            let p = &self.paths[self.primary];
+            return Some((p.addr, p.local));
+        }
+        let dest = self.pick_dest()?;
+        let pmtu = self.paths[dest].pmtu;
+        CommonHeader { src_port: self.local_port, dst_port: self.peer_port, vtag: self.peer_tag }
+            .encode(buf);
+        if self.send_cookie_echo {
+            self.send_cookie_echo = false;
+            self.handshake_sent_at = Some(now);
+            Chunk::CookieEcho(self.cookie.clone()).encode(buf);
+        }
+        if self.send_cookie_ack {
+            self.send_cookie_ack = false;
+            Chunk::CookieAck.encode(buf);
+        }
+        while let Some((d, _)) = self.ctrl.front() {
+            if d.is_some_and(|d| d != dest) {
+                break;
+            }
+            let Some((d, c)) = self.ctrl.pop_front() else { break };
+            let mark = buf.len();
+            c.encode(buf);
+            if buf.len() > pmtu {
+                buf.truncate(mark);
+                if mark > crate::wire::COMMON_HEADER_LEN {
+                    self.ctrl.push_front((d, c));
+                    break;
+                }
+                // Larger than the path allows even alone: drop it.
+            }
+        }
+        if self.state != State::Closed && (self.rx.sack_needed || self.rx.sack_deadline.is_some()) {
+            let room = pmtu.saturating_sub(buf.len());
+            if room >= 16 {
+                self.rx.write_sack(buf, room);
+                self.stats.sacks_sent += 1;
+            }
+        }
+        if self.send_shutdown {
+            self.send_shutdown = false;
+            Chunk::Shutdown { cum_tsn: self.rx.cum32() }.encode(buf);
+        }
+        if self.send_shutdown_ack {
+            self.send_shutdown_ack = false;
+            Chunk::ShutdownAck.encode(buf);
+        }
+        if self.send_shutdown_complete {
+            self.send_shutdown_complete = false;
+            Chunk::ShutdownComplete { t: self.shutdown_t_bit }.encode(buf);
+        }
+        if self.state != State::Closed && self.paths[dest].hb_send_now && buf.len() + 28 <= pmtu {
+            let hb = self.make_heartbeat(now, dest);
+            hb.encode(buf);
+        }
+        if self.data_allowed() {
+            if self.tx.rtx_count > 0 && dest == self.rtx_dest() {
+                self.fill_retransmissions(now, dest, buf, pmtu);
+            }
+            if dest == self.data_path {
+                self.fill_new_data(now, dest, buf, pmtu);
+            }
+        }
+        if buf.len() <= crate::wire::COMMON_HEADER_LEN {
+            buf.clear();
+            return None;
+        }
+        finish_packet(buf);
+        self.stats.packets_sent += 1;
+        let p = &self.paths[dest];
+        Some((p.addr, p.local))
+    }
+
+    fn fill_retransmissions(&mut self, now: Instant, dest: usize, buf: &mut Vec<u8>, pmtu: usize) {
+        let mut sent_any = false;
+        let base = self.tx.cum_ack + 1;
+        let tx = &mut self.tx;
+        let path = &mut self.paths[dest];
+        for (i, s) in tx.inflight.iter_mut().enumerate() {
+            if tx.rtx_count == 0 {
+                break;
+            }
+            if !s.rtx {
+                continue;
+            }
+            if !(path.can_send_data() || s.fast) {
+                break;
+            }
+            let need = DATA_HEADER_LEN + padded(s.payload.len());
+            if buf.len() + need > pmtu && buf.len() > crate::wire::COMMON_HEADER_LEN {
+                break;
+            }
+            s.rtx = false;
+            tx.rtx_count -= 1;
+            if s.fast {
+                s.fast = false;
+                tx.fast_pending = tx.fast_pending.saturating_sub(1);
+            }
+            s.in_flight = true;
+            s.path = dest as u8;
+            s.sends = s.sends.saturating_add(1);
+            s.sent_at = now;
+            path.flight += s.payload.len();
+            tx.outstanding += s.payload.len();
+            let tsn = (base + i as u64) as u32;
+            DataChunk::put_header(buf, s.flags, s.payload.len(), tsn, s.stream, s.ssn, s.ppid);
+            buf.extend_from_slice(&s.payload);
+            crate::wire::pad4(buf);
+            sent_any = true;
+            self.stats.retransmissions += 1;
+        }
+        if sent_any {
+            path.last_data_sent = Some(now);
+            if path.t3.is_none() {
+                path.t3 = Some(now + path.rto);
+            }
+        }
+    }
+
+    fn fill_new_data(&mut self, now: Instant, dest: usize, buf: &mut Vec<u8>, pmtu: usize) {
+        let mut sent_any = false;
+        loop {
+            let path = &mut self.paths[dest];
+            if !path.can_send_data() {
+                break;
+            }
+            let tx = &mut self.tx;
+            let Some(msg) = tx.queue.front_mut() else { break };
+            if buf.len() + DATA_HEADER_LEN + 4 > pmtu {
+                break;
+            }
+            let room = (pmtu - buf.len() - DATA_HEADER_LEN) & !3;
+            let remaining = msg.data.len() - msg.offset;
+            if room < remaining && room < tx.min_fragment.min(pmtu / 4) && sent_any {
+                break;
+            }
+            let len = remaining.min(room);
+            if len == 0 {
+                break;
+            }
+            if tx.peer_rwnd < len && tx.outstanding > 0 {
+                break;
+            }
+            let payload = msg.data.slice(msg.offset..msg.offset + len);
+            let beginning = msg.offset == 0;
+            msg.offset += len;
+            let ending = msg.offset == msg.data.len();
+            let flags = DataChunk::flags(msg.unordered, beginning, ending, false);
+            let tsn = tx.next_tsn;
+            tx.next_tsn += 1;
+            DataChunk::put_header(buf, flags, len, tsn as u32, msg.stream, msg.ssn, msg.ppid);
+            buf.extend_from_slice(&payload);
+            crate::wire::pad4(buf);
+            let (stream, ssn, ppid) = (msg.stream, msg.ssn, msg.ppid);
+            if ending {
+                tx.queue.pop_front();
+            }
+            tx.queued_bytes -= len;
+            tx.inflight_bytes += len;
+            tx.outstanding += len;
+            tx.peer_rwnd = tx.peer_rwnd.saturating_sub(len);
+            tx.inflight.push_back(Sent {
+                stream,
+                ssn,
+                ppid,
+                flags,
+                payload,
+                path: dest as u8,
+                sent_at: now,
+                sends: 1,
+                acked: false,
+                in_flight: true,
+                rtx: false,
+                fast: false,
+                fast_done: false,
+                miss: 0,
+            });
+            path.flight += len;
+            self.stats.data_chunks_sent += 1;
+            sent_any = true;
+        }
+        if sent_any {
+            let p = &mut self.paths[dest];
+            p.last_data_sent = Some(now);
+            if p.t3.is_none() {
+                p.t3 = Some(now + p.rto);
+            }
+        }
+    }
+
+    /// Processes a cumulative ack with gap blocks (SACK, or SHUTDOWN's cumulative ack).
+    pub(crate) fn on_sack(
+        &mut self,
+        now: Instant,
+        cum_tsn: u32,
+        a_rwnd: u32,
+        mut gaps: Vec<GapBlock>,
+        from_shutdown: bool,
+    ) {
+        let cum = unwrap_tsn(self.tx.cum_ack, cum_tsn);
+        if cum < self.tx.cum_ack || cum >= self.tx.next_tsn {
+            // Old or acknowledging TSNs never sent: ignore (RFC 9260 §6.2.1).
+            return;
+        }
+        let n = self.paths.len();
+        let mut acked = [0usize; MAX_PATHS];
+        let mut flight_before = [0usize; MAX_PATHS];
+        for (i, p) in self.paths.iter().enumerate() {
+            flight_before[i] = p.flight;
+        }
+        let mut rtt: Option<(usize, std::time::Duration)> = None;
+        let cum_advanced = cum > self.tx.cum_ack;
+        let mut htna = 0u64;
+        let tx = &mut self.tx;
+        while tx.cum_ack < cum {
+            let Some(s) = tx.inflight.pop_front() else { break };
+            tx.cum_ack += 1;
+            tx.inflight_bytes -= s.payload.len();
+            if s.acked {
+                tx.gap_acked -= 1;
+            } else {
+                acked[s.path as usize] += s.payload.len();
+                htna = tx.cum_ack;
+                if s.in_flight {
+                    self.paths[s.path as usize].flight -= s.payload.len();
+                    tx.outstanding -= s.payload.len();
+                }
+                if s.rtx {
+                    tx.rtx_count -= 1;
+                    if s.fast {
+                        tx.fast_pending = tx.fast_pending.saturating_sub(1);
+                    }
+                }
+            }
+            if s.sends == 1 && rtt.is_none() && !s.acked {
+                rtt = Some((s.path as usize, now.saturating_duration_since(s.sent_at)));
+            }
+        }
+        if !gaps.is_empty() || tx.gap_acked > 0 {
+            gaps.retain(|g| g.start >= 1 && g.start <= g.end);
+            gaps.sort_unstable_by_key(|g| g.start);
+            let mut gi = 0;
+            for (i, s) in tx.inflight.iter_mut().enumerate() {
+                let off = i + 1;
+                while gi < gaps.len() && (gaps[gi].end as usize) < off {
+                    gi += 1;
+                }
+                let in_gap = gi < gaps.len() && gaps[gi].start as usize <= off && off <= gaps[gi].end as usize;
+                if in_gap && !s.acked {
+                    s.acked = true;
+                    tx.gap_acked += 1;
+                    acked[s.path as usize] += s.payload.len();
+                    htna = htna.max(tx.cum_ack + off as u64);
+                    if s.in_flight {
+                        s.in_flight = false;
+                        self.paths[s.path as usize].flight -= s.payload.len();
+                        tx.outstanding -= s.payload.len();
+                    }
+                    if s.rtx {
+                        s.rtx = false;
+                        tx.rtx_count -= 1;
+                        if s.fast {
+                            s.fast = false;
+                            tx.fast_pending = tx.fast_pending.saturating_sub(1);
+                        }
+                    }
+                    if s.sends == 1 && rtt.is_none() {
+                        rtt = Some((s.path as usize, now.saturating_duration_since(s.sent_at)));
+                    }
+                } else if !in_gap && s.acked {
+                    // Reneged (RFC 9260 §6.2.1): send it again.
+                    s.acked = false;
+                    tx.gap_acked -= 1;
+                    s.rtx = true;
+                    tx.rtx_count += 1;
+                }
+            }
+            // Miss indications below the highest newly acknowledged TSN (§7.2.4).
+            if htna > tx.cum_ack {
+                let limit = (htna - tx.cum_ack - 1) as usize;
+                let mut fast_paths = [false; MAX_PATHS];
+                for s in tx.inflight.iter_mut().take(limit) {
+                    if s.acked || s.rtx || s.fast_done {
+                        continue;
+                    }
+                    s.miss += 1;
+                    if s.miss >= 3 {
+                        s.fast_done = true;
+                        s.rtx = true;
+                        s.fast = true;
+                        tx.rtx_count += 1;
+                        tx.fast_pending += 1;
+                        if s.in_flight {
+                            s.in_flight = false;
+                            self.paths[s.path as usize].flight -= s.payload.len();
+                            tx.outstanding -= s.payload.len();
+                        }
+                        fast_paths[s.path as usize] = true;
+                    }
+                }
+                if fast_paths.iter().any(|&f| f) {
+                    self.stats.fast_retransmits += 1;
+                    if tx.fast_recovery_exit.is_none() {
+                        tx.fast_recovery_exit = Some(tx.next_tsn - 1);
+                        for (i, f) in fast_paths.iter().enumerate().take(n) {
+                            if *f {
+                                self.paths[i].on_fast_loss();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let tx = &mut self.tx;
+        if tx.fast_recovery_exit.is_some_and(|e| tx.cum_ack >= e) {
+            tx.fast_recovery_exit = None;
+        }
+        let in_recovery = tx.fast_recovery_exit.is_some();
+        if !from_shutdown {
+            tx.last_a_rwnd = a_rwnd;
+            tx.peer_rwnd = (a_rwnd as usize).saturating_sub(tx.outstanding);
+        }
+        if let Some((p, d)) = rtt {
+            let cfg = self.cfg.clone();
+            self.paths[p].rtt_sample(d, &cfg);
+        }
+        let mut any = false;
+        for i in 0..n {
+            let p = &mut self.paths[i];
+            if acked[i] > 0 {
+                any = true;
+                if !in_recovery {
+                    p.on_ack(acked[i], flight_before[i], cum_advanced);
+                }
+            }
+            if p.flight == 0 {
+                p.t3 = None;
+            } else if acked[i] > 0 && cum_advanced {
+                p.t3 = Some(now + p.rto);
+            }
+        }
+        if any {
+            for i in 0..n {
+                if acked[i] > 0 {
+                    self.path_alive(i);
+                }
+            }
+        }
+        if self.tx.want_writable && self.tx.buffered() <= self.tx.send_buffer / 2 {
+            self.tx.want_writable = false;
+            self.events.push_back(Event::Writable);
+        }
+        self.check_shutdown_progress(now);
+    }
+
+    /// T3-rtx expired on a path (RFC 9260 §6.3.3).
+    pub(crate) fn on_t3_expiry(&mut self, now: Instant, i: usize) {
+        let _ = now;
+        self.stats.t3_expiries += 1;
+        let cfg = self.cfg.clone();
+        let p = &mut self.paths[i];
+        p.t3 = None;
+        p.back_off(&cfg);
+        p.on_t3_loss();
+        let tx = &mut self.tx;
+        for s in tx.inflight.iter_mut() {
+            if s.path as usize == i && !s.acked && s.in_flight {
+                s.in_flight = false;
+                p.flight -= s.payload.len();
+                tx.outstanding -= s.payload.len();
+                if !s.rtx {
+                    s.rtx = true;
+                    tx.rtx_count += 1;
+                }
+            }
+        }
+        self.path_error(i);
+    }
+}

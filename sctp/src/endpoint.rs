@@ -1,0 +1,654 @@
+//! The endpoint: demultiplexes datagrams to associations, answers INIT statelessly with
+//! a sealed cookie, and collects transmits, deadlines and events from its associations.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::assoc::{Association, SendError};
+use crate::config::{ConfigError, EndpointConfig};
+use crate::cookie::{CookieData, CookieError, CookieSecret};
+use crate::event::{AssocHandle, CloseReason, Event};
+use crate::wire::{
+    cause_code, chunk_type, decode_header, finish_packet, param_type, Chunk, ChunkIter,
+    CommonHeader, ErrorCause, InitChunk, InitParam,
+};
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it (peer address and UDP port).
+    pub destination: SocketAddr,
+    /// Local address to send from, when the association learned one.
+    pub source: Option<SocketAddr>,
+    /// The UDP payload (one SCTP packet).
+    pub contents: Vec<u8>,
+}
+
+/// Why `connect` failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    /// No remote address given.
+    #[error("no remote address")]
+    NoAddress,
+    /// An association with this peer address and ports exists already.
+    #[error("association to this peer exists")]
+    Exists,
+    /// The endpoint holds `max_associations`.
+    #[error("too many associations")]
+    TooMany,
+}
+
+/// Endpoint-level counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Datagrams handed in.
+    pub datagrams_received: u64,
+    /// Datagrams handed out.
+    pub datagrams_sent: u64,
+    /// Shorter than the common header or with a bad chunk layout.
+    pub malformed: u64,
+    /// Bad CRC32c.
+    pub bad_checksum: u64,
+    /// Matched no association (out of the blue).
+    pub unknown_association: u64,
+    /// Wrong verification tag or unknown source address.
+    pub bad_vtag: u64,
+    /// INITs answered statelessly.
+    pub inits_answered: u64,
+    /// COOKIE ECHOs refused for a bad MAC or layout.
+    pub cookies_invalid: u64,
+    /// COOKIE ECHOs refused as stale.
+    pub cookies_stale: u64,
+    /// Stateless replies dropped because their queue was full.
+    pub replies_dropped: u64,
+    /// Associations created (either side).
+    pub associations_created: u64,
+    /// Peer restarts detected.
+    pub restarts: u64,
+}
+
+/// An SCTP endpoint (sans-IO).
+#[derive(Debug)]
+pub struct Endpoint {
+    config: Arc<EndpointConfig>,
+    assoc_config: Arc<crate::config::AssociationConfig>,
+    rng: ChaCha8Rng,
+    secret: CookieSecret,
+    epoch: Option<Instant>,
+    assocs: HashMap<AssocHandle, Association>,
+    by_tag: HashMap<u32, AssocHandle>,
+    by_addr: HashMap<(SocketAddr, u16, u16), AssocHandle>,
+    next_handle: u64,
+    replies: VecDeque<Transmit>,
+    dirty: VecDeque<AssocHandle>,
+    events: VecDeque<(AssocHandle, Event)>,
+    stats: EndpointStats,
+}
+
+impl Endpoint {
+    /// Creates an endpoint; all randomness (tags, TSNs, cookie secret) comes from the seed.
+    pub fn new(config: EndpointConfig, rng_seed: u64) -> Result<Endpoint, ConfigError> {
+        config.validate()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(rng_seed);
+        let secret = CookieSecret::new(rng.random());
+        Ok(Endpoint {
+            assoc_config: Arc::new(config.association.clone()),
+            config: Arc::new(config),
+            rng,
+            secret,
+            epoch: None,
+            assocs: HashMap::new(),
+            by_tag: HashMap::new(),
+            by_addr: HashMap::new(),
+            next_handle: 1,
+            replies: VecDeque::new(),
+            dirty: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: EndpointStats::default(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EndpointConfig {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &EndpointStats {
+        &self.stats
+    }
+
+    /// Replaces the cookie-sealing key with a fresh random one; cookies sealed under the
+    /// previous key stay valid until the next rotation.
+    pub fn rotate_cookie_secret(&mut self) {
+        let k = self.rng.random();
+        self.secret.rotate(k);
+    }
+
+    /// Number of live associations.
+    pub fn association_count(&self) -> usize {
+        self.assocs.len()
+    }
+
+    /// Handles of all live associations.
+    pub fn handles(&self) -> Vec<AssocHandle> {
+        self.assocs.keys().copied().collect()
+    }
+
+    /// Access to an association (to send, shut down, read state). Marks it for output.
+    pub fn association(&mut self, h: AssocHandle) -> Option<&mut Association> {
+        let a = self.assocs.get_mut(&h)?;
+        if !a.queued {
+            a.queued = true;
+            self.dirty.push_back(h);
+        }
+        Some(a)
+    }
+
+    /// Read-only access to an association.
+    pub fn association_ref(&self, h: AssocHandle) -> Option<&Association> {
+        self.assocs.get(&h)
+    }
+
+    /// Queues a message on an association.
+    pub fn send(
+        &mut self,
+        h: AssocHandle,
+        stream: u16,
+        ppid: u32,
+        ordered: bool,
+        data: Bytes,
+    ) -> Result<(), SendError> {
+        self.association(h).ok_or(SendError::NotConnected)?.send(stream, ppid, ordered, data)
+    }
+
+    /// Starts a graceful shutdown of an association.
+    pub fn shutdown(&mut self, now: Instant, h: AssocHandle) {
+        if let Some(a) = self.association(h) {
+            a.shutdown(now);
+        }
+        self.after(h);
+    }
+
+    /// Aborts an association, sending ABORT with a user-initiated cause.
+    pub fn abort(&mut self, h: AssocHandle, reason: &[u8]) {
+        if let Some(a) = self.association(h) {
+            a.abort(reason);
+        }
+        self.after(h);
+    }
+
+    fn now_ms(&mut self, now: Instant) -> u64 {
+        let epoch = *self.epoch.get_or_insert(now);
+        now.saturating_duration_since(epoch).as_millis() as u64
+    }
+
+    fn fresh_tag(&mut self) -> u32 {
+        loop {
+            let t: u32 = self.rng.random();
+            if t != 0 && !self.by_tag.contains_key(&t) {
+                return t;
+            }
+        }
+    }
+
+    fn insert(&mut self, a: Association) -> AssocHandle {
+        let h = AssocHandle(self.next_handle);
+        self.next_handle += 1;
+        self.by_tag.insert(a.local_tag, h);
+        for p in &a.paths {
+            self.by_addr.insert((p.addr, a.local_port, a.peer_port), h);
+        }
+        self.stats.associations_created += 1;
+        self.assocs.insert(h, a);
+        h
+    }
+
+    fn remove(&mut self, h: AssocHandle) {
+        if let Some(a) = self.assocs.remove(&h) {
+            if self.by_tag.get(&a.local_tag) == Some(&h) {
+                self.by_tag.remove(&a.local_tag);
+            }
+            for p in &a.paths {
+                let k = (p.addr, a.local_port, a.peer_port);
+                if self.by_addr.get(&k) == Some(&h) {
+                    self.by_addr.remove(&k);
+                }
+            }
+        }
+    }
+
+    /// Moves events out of an association, registers new paths, retires it if done.
+    fn after(&mut self, h: AssocHandle) {
+        let Some(a) = self.assocs.get_mut(&h) else { return };
+        for ev in a.take_events() {
+            self.events.push_back((h, ev));
+        }
+        for p in &a.paths {
+            self.by_addr.entry((p.addr, a.local_port, a.peer_port)).or_insert(h);
+        }
+        if !a.queued {
+            a.queued = true;
+            self.dirty.push_back(h);
+        }
+        if a.is_closed() && !a.has_final_transmit() {
+            self.remove(h);
+        }
+    }
+
+    /// Starts an association to `remotes` (first one primary) between SCTP ports.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        remotes: &[SocketAddr],
+        local_port: u16,
+        peer_port: u16,
+    ) -> Result<AssocHandle, ConnectError> {
+        let first = *remotes.first().ok_or(ConnectError::NoAddress)?;
+        if self.by_addr.contains_key(&(first, local_port, peer_port)) {
+            return Err(ConnectError::Exists);
+        }
+        if self.assocs.len() >= self.config.max_associations {
+            return Err(ConnectError::TooMany);
+        }
+        self.now_ms(now);
+        let tag = self.fresh_tag();
+        let seed = self.rng.random();
+        let a = Association::connect(
+            self.assoc_config.clone(),
+            now,
+            remotes,
+            local_port,
+            peer_port,
+            tag,
+            self.config.local_addresses.clone(),
+            seed,
+        );
+        let h = self.insert(a);
+        self.after(h);
+        Ok(h)
+    }
+
+    fn reply(&mut self, t: Transmit) {
+        if self.replies.len() >= self.config.max_stateless_replies {
+            self.stats.replies_dropped += 1;
+        } else {
+            self.replies.push_back(t);
+        }
+    }
+
+    fn reply_chunk(&mut self, to: SocketAddr, from: Option<SocketAddr>, h: CommonHeader, c: Chunk) {
+        let mut out = Vec::with_capacity(64);
+        h.encode(&mut out);
+        c.encode(&mut out);
+        finish_packet(&mut out);
+        self.reply(Transmit { destination: to, source: from, contents: out });
+    }
+
+    /// Handles one received UDP payload from `remote` (received on `local`, if known).
+    /// Returns the association it concerned, if any.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        local: Option<SocketAddr>,
+        remote: SocketAddr,
+        data: &[u8],
+    ) -> Option<AssocHandle> {
+        self.stats.datagrams_received += 1;
+        let header = match decode_header(data) {
+            Ok(h) => h,
+            Err(crate::wire::DecodeError::BadChecksum) => {
+                self.stats.bad_checksum += 1;
+                return None;
+            }
+            Err(_) => {
+                self.stats.malformed += 1;
+                return None;
+            }
+        };
+        let packet = Bytes::copy_from_slice(data);
+        let mut chunks = ChunkIter::new(packet.clone());
+        let first = match chunks.next() {
+            Some(Ok(c)) => c,
+            _ => {
+                self.stats.malformed += 1;
+                return None;
+            }
+        };
+        let key = (remote, header.dst_port, header.src_port);
+        if first.typ == chunk_type::INIT {
+            // INIT must be alone, with a zero tag (RFC 9260 §8.5.1).
+            if header.vtag != 0 || chunks.next().is_some() {
+                self.stats.malformed += 1;
+                return None;
+            }
+            let Ok(Chunk::Init(init)) = Chunk::decode(&first) else {
+                self.stats.malformed += 1;
+                return None;
+            };
+            let existing = self.by_addr.get(&key).copied();
+            self.on_init(now, local, remote, header, init, existing);
+            return existing;
+        }
+        let cookie = if first.typ == chunk_type::COOKIE_ECHO {
+            match self.open_cookie(now, local, remote, header, &first.value) {
+                Some(c) => Some(c),
+                None => return None,
+            }
+        } else {
+            None
+        };
+        let by_tag = self
+            .by_tag
+            .get(&header.vtag)
+            .copied()
+            .filter(|h| self.assocs.get(h).is_some_and(|a| a.local_port == header.dst_port && a.peer_port == header.src_port));
+        let target = match (by_tag, &cookie) {
+            (Some(h), _) => Some(h),
+            (None, Some(c)) => self.cookie_target(now, local, remote, c),
+            (None, None) => self.by_addr.get(&key).copied(),
+        };
+        let Some(h) = target else {
+            self.out_of_the_blue(local, remote, header, packet);
+            return None;
+        };
+        let a = self.assocs.get_mut(&h)?;
+        if !a.has_peer_addr(remote) {
+            self.stats.bad_vtag += 1;
+            return None;
+        }
+        let before = a.stats.bad_vtag;
+        a.handle_packet(now, local, remote, header, packet, cookie.as_ref());
+        if a.stats.bad_vtag != before {
+            self.stats.bad_vtag += 1;
+        }
+        self.after(h);
+        Some(h)
+    }
+
+    fn open_cookie(
+        &mut self,
+        now: Instant,
+        local: Option<SocketAddr>,
+        remote: SocketAddr,
+        header: CommonHeader,
+        value: &[u8],
+    ) -> Option<CookieData> {
+        let now_ms = self.now_ms(now);
+        match self.secret.open(value, now_ms, self.config.cookie_lifetime.as_millis() as u64) {
+            Ok(c) if c.local_tag == header.vtag
+                && c.local_port == header.dst_port
+                && c.peer_port == header.src_port =>
+            {
+                Some(c)
+            }
+            Ok(_) | Err(CookieError::Invalid) => {
+                self.stats.cookies_invalid += 1;
+                None
+            }
+            Err(CookieError::Stale(ms)) => {
+                self.stats.cookies_stale += 1;
+                // The tag to answer with is inside the stale cookie, which we may not
+                // trust; RFC 9260 §5.2.6 answers with ERROR anyway, so use the cookie's
+                // claimed peer tag only if the MAC held (it did: Stale implies that).
+                if let Some(peer_tag) = self.stale_peer_tag(value) {
+                    let usec = (ms.saturating_mul(1000)).min(u32::MAX as u64) as u32;
+                    let h = CommonHeader { src_port: header.dst_port, dst_port: header.src_port, vtag: peer_tag };
+                    let cause = ErrorCause::new(cause_code::STALE_COOKIE, usec.to_be_bytes().to_vec());
+                    self.reply_chunk(remote, local, h, Chunk::Error(vec![cause]));
+                }
+                None
+            }
+        }
+    }
+
+    fn stale_peer_tag(&self, value: &[u8]) -> Option<u32> {
+        // Reopen with an unbounded lifetime to read the authenticated fields.
+        self.secret.open(value, 0, u64::MAX).ok().map(|c| c.peer_tag)
+    }
+
+    /// Decides which association a valid COOKIE ECHO with an unknown tag belongs to:
+    /// a restart of an existing one (RFC 9260 §5.2.4 case A) or a new one.
+    fn cookie_target(
+        &mut self,
+        now: Instant,
+        local: Option<SocketAddr>,
+        remote: SocketAddr,
+        c: &CookieData,
+    ) -> Option<AssocHandle> {
+        let key = (remote, c.local_port, c.peer_port);
+        if let Some(old) = self.by_addr.get(&key).copied() {
+            let a = self.assocs.get(&old)?;
+            let restart = c.tie_local == a.local_tag && c.tie_peer == a.peer_tag && c.peer_tag != a.peer_tag;
+            let fresh = c.tie_local == 0 && c.tie_peer == 0;
+            if !(restart || fresh) {
+                return None;
+            }
+            if c.peer_tag == a.peer_tag {
+                // Case C: an old cookie; silently discard.
+                return None;
+            }
+            self.stats.restarts += 1;
+            self.events.push_back((old, Event::Closed { reason: CloseReason::PeerRestarted }));
+            self.remove(old);
+        }
+        if self.assocs.len() >= self.config.max_associations {
+            return None;
+        }
+        let seed = self.rng.random();
+        let a = Association::from_cookie(
+            self.assoc_config.clone(),
+            now,
+            c,
+            local,
+            self.config.local_addresses.clone(),
+            seed,
+        );
+        Some(self.insert(a))
+    }
+
+    fn on_init(
+        &mut self,
+        now: Instant,
+        local: Option<SocketAddr>,
+        remote: SocketAddr,
+        header: CommonHeader,
+        init: InitChunk,
+        existing: Option<AssocHandle>,
+    ) {
+        let reply_header = CommonHeader {
+            src_port: header.dst_port,
+            dst_port: header.src_port,
+            vtag: init.initiate_tag,
+        };
+        let answer = match existing.and_then(|h| self.assocs.get_mut(&h)) {
+            Some(a) => Some(a.init_answer()),
+            None => None,
+        };
+        if answer.is_none() {
+            let port_ok = self.config.listen_ports.is_empty() || self.config.listen_ports.contains(&header.dst_port);
+            if !self.config.accept_incoming || !port_ok || self.assocs.len() >= self.config.max_associations {
+                let h = CommonHeader { vtag: init.initiate_tag, ..reply_header };
+                self.reply_chunk(remote, local, h, Chunk::Abort { t: false, causes: Vec::new() });
+                return;
+            }
+        }
+        let mut peer_addrs = Vec::new();
+        let mut unrecognized = Vec::new();
+        for p in &init.params {
+            match p {
+                InitParam::Address(ip) => peer_addrs.push(*ip),
+                InitParam::Unknown { typ, value } => {
+                    if typ & 0x4000 != 0 {
+                        let mut tlv = Vec::with_capacity(4 + value.len());
+                        crate::wire::put_tlv_pub(&mut tlv, *typ, value);
+                        unrecognized.push(InitParam::Unrecognized(Bytes::from(tlv)));
+                    }
+                    if typ & 0x8000 == 0 {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let (local_tag, local_tsn, tie_local, tie_peer) = match answer {
+            Some(a) => (a.local_tag, a.local_tsn, a.tie_local, a.tie_peer),
+            None => (self.fresh_tag(), self.rng.random(), 0, 0),
+        };
+        let created_ms = self.now_ms(now);
+        let cookie = self.secret.seal(&CookieData {
+            created_ms,
+            local_tag,
+            local_tsn,
+            peer_tag: init.initiate_tag,
+            peer_tsn: init.initial_tsn,
+            peer_rwnd: init.a_rwnd,
+            peer_os: init.outbound_streams,
+            peer_mis: init.inbound_streams,
+            tie_local,
+            tie_peer,
+            local_port: header.dst_port,
+            peer_port: header.src_port,
+            origin: remote,
+            peer_addrs,
+        });
+        let cfg = &self.config.association;
+        let mut params: Vec<InitParam> =
+            self.config.local_addresses.iter().map(|a| InitParam::Address(*a)).collect();
+        params.push(InitParam::StateCookie(cookie));
+        params.extend(unrecognized.into_iter().take(4));
+        let ack = InitChunk {
+            initiate_tag: local_tag,
+            a_rwnd: cfg.receive_buffer,
+            outbound_streams: cfg.outbound_streams,
+            inbound_streams: cfg.inbound_streams,
+            initial_tsn: local_tsn,
+            params,
+        };
+        self.stats.inits_answered += 1;
+        self.reply_chunk(remote, local, reply_header, Chunk::InitAck(ack));
+        let _ = param_type::STATE_COOKIE;
+    }
+
+    /// Out-of-the-blue packet handling (RFC 9260 §8.4).
+    fn out_of_the_blue(
+        &mut self,
+        local: Option<SocketAddr>,
+        remote: SocketAddr,
+        header: CommonHeader,
+        packet: Bytes,
+    ) {
+        self.stats.unknown_association += 1;
+        let mut shutdown_ack = false;
+        for raw in ChunkIter::new(packet) {
+            let Ok(raw) = raw else { return };
+            match raw.typ {
+                chunk_type::ABORT
+                | chunk_type::SHUTDOWN_COMPLETE
+                | chunk_type::COOKIE_ACK
+                | chunk_type::ERROR
+                | chunk_type::COOKIE_ECHO => return,
+                chunk_type::SHUTDOWN_ACK => shutdown_ack = true,
+                _ => {}
+            }
+        }
+        let h = CommonHeader { src_port: header.dst_port, dst_port: header.src_port, vtag: header.vtag };
+        let c = if shutdown_ack {
+            Chunk::ShutdownComplete { t: true }
+        } else {
+            Chunk::Abort { t: true, causes: Vec::new() }
+        };
+        self.reply_chunk(remote, local, h, c);
+    }
+
+    /// Next datagram to send, if any. Call until `None` after every input.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        let mut buf = Vec::new();
+        let (destination, source) = self.poll_transmit_into(now, &mut buf)?;
+        Some(Transmit { destination, source, contents: buf })
+    }
+
+    /// Like [`Endpoint::poll_transmit`] but writes into a reusable buffer (cleared first);
+    /// returns destination and source.
+    pub fn poll_transmit_into(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+    ) -> Option<(SocketAddr, Option<SocketAddr>)> {
+        buf.clear();
+        if let Some(t) = self.replies.pop_front() {
+            buf.extend_from_slice(&t.contents);
+            self.stats.datagrams_sent += 1;
+            return Some((t.destination, t.source));
+        }
+        while let Some(&h) = self.dirty.front() {
+            let Some(a) = self.assocs.get_mut(&h) else {
+                self.dirty.pop_front();
+                continue;
+            };
+            if let Some(dst) = a.poll_transmit(now, buf) {
+                // Round-robin between associations for fairness.
+                self.dirty.pop_front();
+                self.dirty.push_back(h);
+                self.stats.datagrams_sent += 1;
+                if a.is_closed() && !a.has_final_transmit() {
+                    let evs: Vec<_> = a.take_events().collect();
+                    self.events.extend(evs.into_iter().map(|e| (h, e)));
+                    self.remove(h);
+                }
+                return Some(dst);
+            }
+            self.dirty.pop_front();
+            a.queued = false;
+            let evs: Vec<_> = a.take_events().collect();
+            let closed = a.is_closed() && !a.has_final_transmit();
+            self.events.extend(evs.into_iter().map(|e| (h, e)));
+            if closed {
+                self.remove(h);
+            }
+        }
+        None
+    }
+
+    /// Earliest deadline at which [`Endpoint::handle_timeout`] must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.assocs.values().filter_map(|a| a.poll_timeout()).min()
+    }
+
+    /// Runs the timers that are due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<AssocHandle> = self
+            .assocs
+            .iter()
+            .filter(|(_, a)| a.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(h, _)| *h)
+            .collect();
+        for h in due {
+            if let Some(a) = self.assocs.get_mut(&h) {
+                a.handle_timeout(now);
+            }
+            self.after(h);
+        }
+    }
+
+    /// Next event of any association.
+    pub fn poll_event(&mut self) -> Option<(AssocHandle, Event)> {
+        let (h, ev) = self.events.pop_front()?;
+        if let Event::Data { bytes, .. } = &ev {
+            if let Some(a) = self.assocs.get_mut(&h) {
+                a.consumed(bytes.len());
+                if !a.queued {
+                    a.queued = true;
+                    self.dirty.push_back(h);
+                }
+            }
+        }
+        Some((h, ev))
+    }
+}
