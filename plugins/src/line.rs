@@ -11,8 +11,8 @@ use pool_core::cookie::CookieParts;
 use crate::replay::ReplayQueue;
 use crate::session::{forward, PublicState};
 use crate::{
-    BackendProgress, ClientProgress, Delivery, Failover, NotResumable, PartialReply,
-    PluginError, Restore, Resume, SessionState,
+    BackendProgress, ClientProgress, Delivery, Failover, NotResumable, PartialReply, PluginError,
+    Restore, Resume, SessionState,
 };
 
 /// Configuration of the line plugin.
@@ -59,7 +59,11 @@ pub struct LineFramer {
 impl LineFramer {
     /// A framer for `terminator` (an empty terminator is treated as `\n`).
     pub fn new(terminator: &[u8], max_line: usize) -> Self {
-        let term = if terminator.is_empty() { b"\n".to_vec() } else { terminator.to_vec() };
+        let term = if terminator.is_empty() {
+            b"\n".to_vec()
+        } else {
+            terminator.to_vec()
+        };
         let mut fail = vec![0; term.len()];
         let mut k = 0;
         for i in 1..term.len() {
@@ -71,7 +75,13 @@ impl LineFramer {
             }
             fail[i] = k;
         }
-        Self { term, fail, matched: 0, len: 0, max: max_line.max(1) }
+        Self {
+            term,
+            fail,
+            matched: 0,
+            len: 0,
+            max: max_line.max(1),
+        }
     }
 
     /// Consumes input up to and including the end of the current line, if it is in
@@ -226,8 +236,7 @@ impl SessionState for LineSession {
             self.answered += 1;
             progress.replies += 1;
             self.since_checkpoint += 1;
-            if self.cfg.checkpoint_every > 0 && self.since_checkpoint >= self.cfg.checkpoint_every
-            {
+            if self.cfg.checkpoint_every > 0 && self.since_checkpoint >= self.cfg.checkpoint_every {
                 progress.checkpoint = true;
             }
         }
@@ -235,12 +244,18 @@ impl SessionState for LineSession {
     }
 
     fn public_state(&self) -> PublicState {
-        PublicState { answered: self.answered, delivered: self.delivered }
+        PublicState {
+            answered: self.answered,
+            delivered: self.delivered,
+        }
     }
 
     fn checkpoint(&mut self) -> CookieParts {
         self.since_checkpoint = 0;
-        CookieParts { public: self.public_state().encode(), ..CookieParts::default() }
+        CookieParts {
+            public: self.public_state().encode(),
+            ..CookieParts::default()
+        }
     }
 
     fn restore(&mut self, parts: &CookieParts) -> Result<Restore, PluginError> {
@@ -253,7 +268,10 @@ impl SessionState for LineSession {
         // The fresh backend greets again; the client saw the greeting already.
         self.swallow_left = self.cfg.greeting_lines;
         self.greeting_left = 0;
-        Ok(Restore { prelude: Vec::new(), swallow_replies: self.cfg.greeting_lines })
+        Ok(Restore {
+            prelude: Vec::new(),
+            swallow_replies: self.cfg.greeting_lines,
+        })
     }
 
     fn failover(&mut self) -> Failover {
@@ -267,7 +285,8 @@ impl SessionState for LineSession {
             return Failover::NotResumable(NotResumable::ReplayOverflow);
         }
         let seen = self.reply_seen + self.skip_left;
-        if seen > 0 && (self.cfg.partial_reply == PartialReply::Abort || self.queue.pending.is_empty())
+        if seen > 0
+            && (self.cfg.partial_reply == PartialReply::Abort || self.queue.pending.is_empty())
         {
             return Failover::NotResumable(NotResumable::PartialReply);
         }

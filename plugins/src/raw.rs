@@ -24,7 +24,9 @@ pub struct RawConfig {
 
 impl Default for RawConfig {
     fn default() -> Self {
-        Self { max_replay_bytes: 1 << 20 }
+        Self {
+            max_replay_bytes: 1 << 20,
+        }
     }
 }
 
@@ -40,7 +42,12 @@ pub struct RawSession {
 impl RawSession {
     /// A fresh session.
     pub fn new(cfg: RawConfig) -> Self {
-        Self { cfg, client: Vec::new(), overflow: false, delivered: 0 }
+        Self {
+            cfg,
+            client: Vec::new(),
+            overflow: false,
+            delivered: 0,
+        }
     }
 }
 
@@ -72,11 +79,17 @@ impl SessionState for RawSession {
     }
 
     fn public_state(&self) -> PublicState {
-        PublicState { answered: 0, delivered: self.delivered }
+        PublicState {
+            answered: 0,
+            delivered: self.delivered,
+        }
     }
 
     fn checkpoint(&mut self) -> CookieParts {
-        CookieParts { public: self.public_state().encode(), ..CookieParts::default() }
+        CookieParts {
+            public: self.public_state().encode(),
+            ..CookieParts::default()
+        }
     }
 
     fn restore(&mut self, parts: &CookieParts) -> Result<Restore, PluginError> {
@@ -93,7 +106,10 @@ impl SessionState for RawSession {
         } else if self.overflow {
             Failover::NotResumable(NotResumable::ReplayOverflow)
         } else {
-            Failover::Resume(Resume { replay: self.client.clone(), ..Resume::default() })
+            Failover::Resume(Resume {
+                replay: self.client.clone(),
+                ..Resume::default()
+            })
         }
     }
 }
@@ -107,16 +123,23 @@ mod tests {
         let mut s = RawSession::new(RawConfig::default());
         s.on_client_bytes(b"hello ");
         s.on_client_bytes(b"world");
-        let Failover::Resume(r) = s.failover() else { panic!("should resume") };
+        let Failover::Resume(r) = s.failover() else {
+            panic!("should resume")
+        };
         assert_eq!(r.replay, b"hello world");
         // Failover again before any reply: still everything.
         s.on_client_bytes(b"!");
-        let Failover::Resume(r) = s.failover() else { panic!("should resume") };
+        let Failover::Resume(r) = s.failover() else {
+            panic!("should resume")
+        };
         assert_eq!(r.replay, b"hello world!");
         let mut d = Vec::new();
         s.on_backend_bytes(b"x", &mut d);
         assert_eq!(d, vec![Delivery::Forward(0..1)]);
-        assert_eq!(s.failover(), Failover::NotResumable(NotResumable::BackendSpoke));
+        assert_eq!(
+            s.failover(),
+            Failover::NotResumable(NotResumable::BackendSpoke)
+        );
         assert_eq!(s.public_state().delivered, 1);
     }
 
@@ -130,20 +153,32 @@ mod tests {
 
     #[test]
     fn overflow_is_not_resumable() {
-        let mut s = RawSession::new(RawConfig { max_replay_bytes: 4 });
+        let mut s = RawSession::new(RawConfig {
+            max_replay_bytes: 4,
+        });
         s.on_client_bytes(b"abc");
         s.on_client_bytes(b"de");
-        assert_eq!(s.failover(), Failover::NotResumable(NotResumable::ReplayOverflow));
+        assert_eq!(
+            s.failover(),
+            Failover::NotResumable(NotResumable::ReplayOverflow)
+        );
     }
 
     #[test]
     fn restore_refuses_a_session_that_already_had_replies() {
         let mut s = RawSession::new(RawConfig::default());
         let parts = CookieParts {
-            public: PublicState { answered: 0, delivered: 5 }.encode(),
+            public: PublicState {
+                answered: 0,
+                delivered: 5,
+            }
+            .encode(),
             ..CookieParts::default()
         };
         assert!(s.restore(&parts).is_err());
-        assert_eq!(s.restore(&CookieParts::default()).unwrap(), Restore::default());
+        assert_eq!(
+            s.restore(&CookieParts::default()).unwrap(),
+            Restore::default()
+        );
     }
 }

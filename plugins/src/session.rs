@@ -230,7 +230,10 @@ impl PublicState {
         a.copy_from_slice(&bytes[1..9]);
         let mut d = [0; 8];
         d.copy_from_slice(&bytes[9..17]);
-        Ok(Self { answered: u64::from_be_bytes(a), delivered: u64::from_be_bytes(d) })
+        Ok(Self {
+            answered: u64::from_be_bytes(a),
+            delivered: u64::from_be_bytes(d),
+        })
     }
 }
 

@@ -4,7 +4,11 @@ use poolgate_plugins::resp::{Direction, Frame, FrameKind, RespError, RespLimits,
 use proptest::prelude::*;
 
 /// Scans `chunks` in order; frames with their end offsets, or the first error.
-fn scan(dir: Direction, limits: RespLimits, chunks: &[&[u8]]) -> Result<Vec<(Frame, usize)>, RespError> {
+fn scan(
+    dir: Direction,
+    limits: RespLimits,
+    chunks: &[&[u8]],
+) -> Result<Vec<(Frame, usize)>, RespError> {
     let mut s = RespScanner::new(dir, limits);
     let mut frames = Vec::new();
     let mut offset = 0;
@@ -49,7 +53,10 @@ fn every_reply_type() {
         (b",-inf\r\n", FrameKind::Double),
         (b",nan\r\n", FrameKind::Double),
         (b"#t\r\n", FrameKind::Boolean),
-        (b"(3492890328409238509324850943850943825024385\r\n", FrameKind::BigNumber),
+        (
+            b"(3492890328409238509324850943850943825024385\r\n",
+            FrameKind::BigNumber,
+        ),
         (b"*2\r\n:1\r\n*1\r\n+x\r\n", FrameKind::Array),
         (b"%2\r\n+a\r\n:1\r\n+b\r\n%0\r\n", FrameKind::Map),
         (b"~2\r\n+a\r\n#f\r\n", FrameKind::Set),
@@ -61,8 +68,14 @@ fn every_reply_type() {
         (b"%?\r\n+a\r\n:1\r\n.\r\n", FrameKind::Map),
     ];
     for (bytes, kind) in cases {
-        let got = replies(bytes).unwrap_or_else(|e| panic!("{:?}: {e}", String::from_utf8_lossy(bytes)));
-        assert_eq!(got, vec![(*kind, bytes.len() as u64)], "{}", String::from_utf8_lossy(bytes));
+        let got =
+            replies(bytes).unwrap_or_else(|e| panic!("{:?}: {e}", String::from_utf8_lossy(bytes)));
+        assert_eq!(
+            got,
+            vec![(*kind, bytes.len() as u64)],
+            "{}",
+            String::from_utf8_lossy(bytes)
+        );
     }
 }
 
@@ -70,7 +83,15 @@ fn every_reply_type() {
 fn pipelined_replies_are_separate_frames() {
     let got = replies(b"+OK\r\n:1\r\n>2\r\n+invalidate\r\n*0\r\n$1\r\nx\r\n").unwrap();
     let kinds: Vec<_> = got.iter().map(|g| g.0).collect();
-    assert_eq!(kinds, [FrameKind::SimpleString, FrameKind::Integer, FrameKind::Push, FrameKind::Bulk]);
+    assert_eq!(
+        kinds,
+        [
+            FrameKind::SimpleString,
+            FrameKind::Integer,
+            FrameKind::Push,
+            FrameKind::Bulk
+        ]
+    );
 }
 
 #[test]
@@ -93,24 +114,57 @@ fn malformed_replies_have_typed_errors() {
         (b"$?\r\n+x\r\n", RespError::InvalidType(b'+')),
     ];
     for (bytes, err) in cases {
-        assert_eq!(replies(bytes).unwrap_err(), *err, "{}", String::from_utf8_lossy(bytes));
+        assert_eq!(
+            replies(bytes).unwrap_err(),
+            *err,
+            "{}",
+            String::from_utf8_lossy(bytes)
+        );
     }
 }
 
 #[test]
 fn limits_are_enforced() {
-    let limits = RespLimits { max_bulk_len: 10, max_depth: 3, max_elements: 4, max_line_len: 16 };
+    let limits = RespLimits {
+        max_bulk_len: 10,
+        max_depth: 3,
+        max_elements: 4,
+        max_line_len: 16,
+    };
     let run = |b: &[u8]| scan(Direction::Reply, limits, &[b]).map(|f| f.len());
     assert_eq!(run(b"$10\r\n0123456789\r\n").unwrap(), 1);
-    assert_eq!(run(b"$11\r\n").unwrap_err(), RespError::BulkTooLarge { len: 11, max: 10 });
-    let big = scan(Direction::Reply, RespLimits::default(), &[b"$99999999999999999999\r\n"]);
+    assert_eq!(
+        run(b"$11\r\n").unwrap_err(),
+        RespError::BulkTooLarge { len: 11, max: 10 }
+    );
+    let big = scan(
+        Direction::Reply,
+        RespLimits::default(),
+        &[b"$99999999999999999999\r\n"],
+    );
     assert_eq!(big.unwrap_err(), RespError::InvalidLength);
     assert_eq!(run(b"*1\r\n*1\r\n*1\r\n:1\r\n").unwrap(), 1);
-    assert_eq!(run(b"*1\r\n*1\r\n*1\r\n*1\r\n").unwrap_err(), RespError::TooDeep { max: 3 });
-    assert_eq!(run(b"*5\r\n").unwrap_err(), RespError::TooManyElements { count: 5, max: 4 });
-    assert_eq!(run(b"%3\r\n").unwrap_err(), RespError::TooManyElements { count: 3, max: 4 });
-    assert_eq!(run(b"+0123456789abcdefg\r\n").unwrap_err(), RespError::LineTooLong { max: 16 });
-    assert_eq!(run(b"*5").unwrap(), 0, "incomplete header is not an error yet");
+    assert_eq!(
+        run(b"*1\r\n*1\r\n*1\r\n*1\r\n").unwrap_err(),
+        RespError::TooDeep { max: 3 }
+    );
+    assert_eq!(
+        run(b"*5\r\n").unwrap_err(),
+        RespError::TooManyElements { count: 5, max: 4 }
+    );
+    assert_eq!(
+        run(b"%3\r\n").unwrap_err(),
+        RespError::TooManyElements { count: 3, max: 4 }
+    );
+    assert_eq!(
+        run(b"+0123456789abcdefg\r\n").unwrap_err(),
+        RespError::LineTooLong { max: 16 }
+    );
+    assert_eq!(
+        run(b"*5").unwrap(),
+        0,
+        "incomplete header is not an error yet"
+    );
     // Errors are sticky.
     let mut s = RespScanner::new(Direction::Reply, limits);
     assert!(s.advance(b"?").is_err());
@@ -121,9 +175,13 @@ fn limits_are_enforced() {
 
 #[test]
 fn requests_arrays_and_inline() {
-    let bytes: &[u8] = b"*3\r\n$3\r\nset\r\n$1\r\nk\r\n$1\r\nv\r\nget  k\r\n\r\n\n*0\r\n*-1\r\nPING\n";
+    let bytes: &[u8] =
+        b"*3\r\n$3\r\nset\r\n$1\r\nk\r\n$1\r\nv\r\nget  k\r\n\r\n\n*0\r\n*-1\r\nPING\n";
     let frames = scan(Direction::Request, RespLimits::default(), &[bytes]).unwrap();
-    let got: Vec<_> = frames.iter().map(|(f, _)| (f.kind, f.args, f.command.clone())).collect();
+    let got: Vec<_> = frames
+        .iter()
+        .map(|(f, _)| (f.kind, f.args, f.command.clone()))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -142,12 +200,21 @@ fn requests_arrays_and_inline() {
 #[test]
 fn requests_reject_reply_only_syntax() {
     let run = |b: &[u8]| scan(Direction::Request, RespLimits::default(), &[b]).map(|f| f.len());
-    assert_eq!(run(b"*1\r\n:1\r\n").unwrap_err(), RespError::InvalidType(b':'));
-    assert_eq!(run(b"*1\r\n*1\r\n").unwrap_err(), RespError::InvalidType(b'*'));
+    assert_eq!(
+        run(b"*1\r\n:1\r\n").unwrap_err(),
+        RespError::InvalidType(b':')
+    );
+    assert_eq!(
+        run(b"*1\r\n*1\r\n").unwrap_err(),
+        RespError::InvalidType(b'*')
+    );
     assert_eq!(run(b"*1\r\n$-1\r\n").unwrap_err(), RespError::InvalidLength);
     assert_eq!(run(b"*?\r\n").unwrap_err(), RespError::InvalidLength);
     let long = vec![b'a'; 70 * 1024];
-    assert_eq!(run(&long).unwrap_err(), RespError::LineTooLong { max: 64 * 1024 });
+    assert_eq!(
+        run(&long).unwrap_err(),
+        RespError::LineTooLong { max: 64 * 1024 }
+    );
 }
 
 #[test]

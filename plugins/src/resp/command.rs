@@ -22,26 +22,128 @@ pub enum CommandClass {
 
 /// Commands that do not change data (replies to some, like `RANDOMKEY`, vary anyway).
 const READ_ONLY: &[&str] = &[
-    "BITCOUNT", "BITFIELD_RO", "BITPOS", "COMMAND", "DBSIZE", "DUMP", "ECHO", "EVALSHA_RO",
-    "EVAL_RO", "EXISTS", "EXPIRETIME", "FCALL_RO", "GEODIST", "GEOHASH", "GEOPOS",
-    "GEORADIUSBYMEMBER_RO", "GEORADIUS_RO", "GEOSEARCH", "GET", "GETBIT", "GETRANGE",
-    "HEXISTS", "HGET", "HGETALL", "HKEYS", "HLEN", "HMGET", "HRANDFIELD", "HSCAN", "HSTRLEN",
-    "HVALS", "INFO", "KEYS", "LASTSAVE", "LCS", "LINDEX", "LLEN", "LOLWUT", "LPOS", "LRANGE",
-    "MGET", "PEXPIRETIME", "PFCOUNT", "PING", "PTTL", "RANDOMKEY", "SCAN", "SCARD", "SDIFF",
-    "SINTER", "SINTERCARD", "SISMEMBER", "SMEMBERS", "SMISMEMBER", "SORT_RO", "SRANDMEMBER",
-    "SSCAN", "STRLEN", "SUBSTR", "SUNION", "TIME", "TOUCH", "TTL", "TYPE", "XINFO", "XLEN",
-    "XPENDING", "XRANGE", "XREAD", "XREVRANGE", "ZCARD", "ZCOUNT", "ZDIFF", "ZINTER",
-    "ZINTERCARD", "ZLEXCOUNT", "ZMSCORE", "ZRANDMEMBER", "ZRANGE", "ZRANGEBYLEX",
-    "ZRANGEBYSCORE", "ZRANK", "ZREVRANGE", "ZREVRANGEBYLEX", "ZREVRANGEBYSCORE", "ZREVRANK",
-    "ZSCAN", "ZSCORE", "ZUNION",
+    "BITCOUNT",
+    "BITFIELD_RO",
+    "BITPOS",
+    "COMMAND",
+    "DBSIZE",
+    "DUMP",
+    "ECHO",
+    "EVALSHA_RO",
+    "EVAL_RO",
+    "EXISTS",
+    "EXPIRETIME",
+    "FCALL_RO",
+    "GEODIST",
+    "GEOHASH",
+    "GEOPOS",
+    "GEORADIUSBYMEMBER_RO",
+    "GEORADIUS_RO",
+    "GEOSEARCH",
+    "GET",
+    "GETBIT",
+    "GETRANGE",
+    "HEXISTS",
+    "HGET",
+    "HGETALL",
+    "HKEYS",
+    "HLEN",
+    "HMGET",
+    "HRANDFIELD",
+    "HSCAN",
+    "HSTRLEN",
+    "HVALS",
+    "INFO",
+    "KEYS",
+    "LASTSAVE",
+    "LCS",
+    "LINDEX",
+    "LLEN",
+    "LOLWUT",
+    "LPOS",
+    "LRANGE",
+    "MGET",
+    "PEXPIRETIME",
+    "PFCOUNT",
+    "PING",
+    "PTTL",
+    "RANDOMKEY",
+    "SCAN",
+    "SCARD",
+    "SDIFF",
+    "SINTER",
+    "SINTERCARD",
+    "SISMEMBER",
+    "SMEMBERS",
+    "SMISMEMBER",
+    "SORT_RO",
+    "SRANDMEMBER",
+    "SSCAN",
+    "STRLEN",
+    "SUBSTR",
+    "SUNION",
+    "TIME",
+    "TOUCH",
+    "TTL",
+    "TYPE",
+    "XINFO",
+    "XLEN",
+    "XPENDING",
+    "XRANGE",
+    "XREAD",
+    "XREVRANGE",
+    "ZCARD",
+    "ZCOUNT",
+    "ZDIFF",
+    "ZINTER",
+    "ZINTERCARD",
+    "ZLEXCOUNT",
+    "ZMSCORE",
+    "ZRANDMEMBER",
+    "ZRANGE",
+    "ZRANGEBYLEX",
+    "ZRANGEBYSCORE",
+    "ZRANK",
+    "ZREVRANGE",
+    "ZREVRANGEBYLEX",
+    "ZREVRANGEBYSCORE",
+    "ZREVRANK",
+    "ZSCAN",
+    "ZSCORE",
+    "ZUNION",
 ];
 
 /// Writes whose second execution changes nothing (absolute values, set membership,
 /// deletions), plus the session prelude commands.
 const IDEMPOTENT: &[&str] = &[
-    "AUTH", "DEL", "EXPIREAT", "FLUSHALL", "FLUSHDB", "GEOADD", "HDEL", "HELLO", "HMSET",
-    "HSET", "HSETNX", "LSET", "MSET", "MSETNX", "PERSIST", "PEXPIREAT", "PFADD", "PSETEX",
-    "SADD", "SELECT", "SET", "SETBIT", "SETEX", "SETNX", "SETRANGE", "SREM", "UNLINK", "ZADD",
+    "AUTH",
+    "DEL",
+    "EXPIREAT",
+    "FLUSHALL",
+    "FLUSHDB",
+    "GEOADD",
+    "HDEL",
+    "HELLO",
+    "HMSET",
+    "HSET",
+    "HSETNX",
+    "LSET",
+    "MSET",
+    "MSETNX",
+    "PERSIST",
+    "PEXPIREAT",
+    "PFADD",
+    "PSETEX",
+    "SADD",
+    "SELECT",
+    "SET",
+    "SETBIT",
+    "SETEX",
+    "SETNX",
+    "SETRANGE",
+    "SREM",
+    "UNLINK",
+    "ZADD",
     "ZREM",
 ];
 
@@ -49,7 +151,8 @@ const IDEMPOTENT: &[&str] = &[
 /// (`args[0]` is the name).
 pub fn classify(name: &[u8], args: Option<&[Vec<u8>]>) -> CommandClass {
     let arg = |i: usize| args.and_then(|a| a.get(i)).map(|a| a.to_ascii_uppercase());
-    let has = |word: &[u8]| args.is_some_and(|a| a.iter().skip(1).any(|x| x.eq_ignore_ascii_case(word)));
+    let has =
+        |word: &[u8]| args.is_some_and(|a| a.iter().skip(1).any(|x| x.eq_ignore_ascii_case(word)));
     match name {
         // ZADD ... INCR adds to a score.
         b"ZADD" if has(b"INCR") => CommandClass::NonIdempotent,
@@ -140,18 +243,32 @@ mod tests {
         assert_eq!(classify(b"INCR", None), CommandClass::NonIdempotent);
         assert_eq!(classify(b"LPUSH", None), CommandClass::NonIdempotent);
         assert_eq!(classify(b"NOSUCHCMD", None), CommandClass::NonIdempotent);
-        let zadd = vec![b"ZADD".to_vec(), b"k".to_vec(), b"incr".to_vec(), b"1".to_vec()];
+        let zadd = vec![
+            b"ZADD".to_vec(),
+            b"k".to_vec(),
+            b"incr".to_vec(),
+            b"1".to_vec(),
+        ];
         assert_eq!(classify(b"ZADD", Some(&zadd)), CommandClass::NonIdempotent);
         let setname = vec![b"CLIENT".to_vec(), b"setname".to_vec(), b"x".to_vec()];
-        assert_eq!(classify(b"CLIENT", Some(&setname)), CommandClass::Idempotent);
+        assert_eq!(
+            classify(b"CLIENT", Some(&setname)),
+            CommandClass::Idempotent
+        );
         assert_eq!(classify(b"CLIENT", None), CommandClass::NonIdempotent);
     }
 
     #[test]
     fn args_round_trip_and_reject_garbage() {
         let raw = encode_command(&[b"SET", b"k", b"v\r\n"]);
-        assert_eq!(parse_args(&raw, 8).unwrap(), vec![b"SET".to_vec(), b"k".to_vec(), b"v\r\n".to_vec()]);
-        assert_eq!(parse_args(b"auth  pw\r\n", 8).unwrap(), vec![b"auth".to_vec(), b"pw".to_vec()]);
+        assert_eq!(
+            parse_args(&raw, 8).unwrap(),
+            vec![b"SET".to_vec(), b"k".to_vec(), b"v\r\n".to_vec()]
+        );
+        assert_eq!(
+            parse_args(b"auth  pw\r\n", 8).unwrap(),
+            vec![b"auth".to_vec(), b"pw".to_vec()]
+        );
         assert!(parse_args(&raw, 2).is_none());
         assert!(parse_args(b"*1\r\n$5\r\nab\r\n", 8).is_none());
         assert!(parse_args(b"*1\r\n$2\r\nab\r\nextra", 8).is_none());

@@ -292,7 +292,10 @@ impl RespScanner {
                             args: std::mem::take(&mut self.args),
                             command: std::mem::take(&mut self.command),
                         };
-                        return Ok(Advance { consumed: pos, frame: Some(frame) });
+                        return Ok(Advance {
+                            consumed: pos,
+                            frame: Some(frame),
+                        });
                     }
                 }
                 Err(e) => {
@@ -301,7 +304,10 @@ impl RespScanner {
                 }
             }
         }
-        Ok(Advance { consumed: pos, frame: None })
+        Ok(Advance {
+            consumed: pos,
+            frame: None,
+        })
     }
 
     /// One state transition: bytes consumed (at least 1) and whether a frame completed.
@@ -316,7 +322,9 @@ impl RespScanner {
                 let take = stop.unwrap_or(input.len());
                 let new_len = len + take;
                 if new_len > self.limits.max_line_len {
-                    return Err(RespError::LineTooLong { max: self.limits.max_line_len });
+                    return Err(RespError::LineTooLong {
+                        max: self.limits.max_line_len,
+                    });
                 }
                 // Simple strings and errors are only counted, never stored.
                 if ty != b'+' && ty != b'-' {
@@ -350,11 +358,13 @@ impl RespScanner {
                 if capture {
                     let room = COMMAND_CAPTURE.saturating_sub(self.command.len());
                     let bytes = &input[..take.min(room)];
-                    self.command.extend(bytes.iter().map(u8::to_ascii_uppercase));
+                    self.command
+                        .extend(bytes.iter().map(u8::to_ascii_uppercase));
                 }
                 let remaining = remaining - take as u64;
                 self.state = if remaining == 0 {
-                    let chunk = matches!(self.stack.last(), Some(l) if l.agg == Agg::StreamedString);
+                    let chunk =
+                        matches!(self.stack.last(), Some(l) if l.agg == Agg::StreamedString);
                     State::BodyCr { chunk }
                 } else {
                     State::Body { remaining, capture }
@@ -382,7 +392,9 @@ impl RespScanner {
                 let take = stop.unwrap_or(input.len());
                 let new_len = len + take;
                 if new_len > self.limits.max_line_len {
-                    return Err(RespError::LineTooLong { max: self.limits.max_line_len });
+                    return Err(RespError::LineTooLong {
+                        max: self.limits.max_line_len,
+                    });
                 }
                 self.line.extend_from_slice(&input[..take]);
                 match stop {
@@ -481,14 +493,19 @@ impl RespScanner {
                 Ok(self.complete_value())
             }
             b',' => {
-                let ok = std::str::from_utf8(line).ok().is_some_and(|s| s.parse::<f64>().is_ok());
+                let ok = std::str::from_utf8(line)
+                    .ok()
+                    .is_some_and(|s| s.parse::<f64>().is_ok());
                 if !ok {
                     return Err(RespError::InvalidValue("double"));
                 }
                 Ok(self.complete_value())
             }
             b'(' => {
-                let digits = line.strip_prefix(b"-").or_else(|| line.strip_prefix(b"+")).unwrap_or(line);
+                let digits = line
+                    .strip_prefix(b"-")
+                    .or_else(|| line.strip_prefix(b"+"))
+                    .unwrap_or(line);
                 if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
                     return Err(RespError::InvalidValue("big number"));
                 }
@@ -536,16 +553,27 @@ impl RespScanner {
                     // Redis ignores a null or empty multibulk request.
                     return Ok(self.complete_value());
                 }
-                let agg = if ty == b'|' { Agg::Attribute } else { Agg::Array };
+                let agg = if ty == b'|' {
+                    Agg::Attribute
+                } else {
+                    Agg::Array
+                };
                 if self.dir == Direction::Reply && line == b"?" {
                     self.push(agg, None)?;
                     return Ok(false);
                 }
                 let n = parse_len(line)?;
-                let count = if ty == b'%' || ty == b'|' { n.checked_mul(2) } else { Some(n) };
-                let count = count
-                    .filter(|&c| c <= self.limits.max_elements)
-                    .ok_or(RespError::TooManyElements { count: n, max: self.limits.max_elements })?;
+                let count = if ty == b'%' || ty == b'|' {
+                    n.checked_mul(2)
+                } else {
+                    Some(n)
+                };
+                let count = count.filter(|&c| c <= self.limits.max_elements).ok_or(
+                    RespError::TooManyElements {
+                        count: n,
+                        max: self.limits.max_elements,
+                    },
+                )?;
                 if self.dir == Direction::Request {
                     self.args = count;
                     self.capture_next = count > 0;
@@ -562,15 +590,23 @@ impl RespScanner {
 
     fn body(&mut self, n: u64, capture: bool) -> Result<(), RespError> {
         if n > self.limits.max_bulk_len {
-            return Err(RespError::BulkTooLarge { len: n, max: self.limits.max_bulk_len });
+            return Err(RespError::BulkTooLarge {
+                len: n,
+                max: self.limits.max_bulk_len,
+            });
         }
-        self.state = State::Body { remaining: n, capture };
+        self.state = State::Body {
+            remaining: n,
+            capture,
+        };
         Ok(())
     }
 
     fn push(&mut self, agg: Agg, remaining: Option<u64>) -> Result<(), RespError> {
         if self.stack.len() >= self.limits.max_depth {
-            return Err(RespError::TooDeep { max: self.limits.max_depth });
+            return Err(RespError::TooDeep {
+                max: self.limits.max_depth,
+            });
         }
         self.stack.push(Level { agg, remaining });
         Ok(())
@@ -601,7 +637,9 @@ impl RespScanner {
 
 /// Splits an inline request on ASCII whitespace (quotes are not interpreted).
 pub fn inline_words(line: &[u8]) -> Vec<&[u8]> {
-    line.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty()).collect()
+    line.split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty())
+        .collect()
 }
 
 fn parse_i64(line: &[u8]) -> Option<i64> {

@@ -26,8 +26,8 @@ use super::scanner::{Direction, Frame, FrameKind, RespLimits, RespScanner};
 use crate::replay::ReplayQueue;
 use crate::session::{forward, PublicState};
 use crate::{
-    BackendProgress, ClientProgress, Delivery, Failover, NotResumable, PartialReply,
-    PluginError, Restore, Resume, SessionState,
+    BackendProgress, ClientProgress, Delivery, Failover, NotResumable, PartialReply, PluginError,
+    Restore, Resume, SessionState,
 };
 
 /// The error a client receives for a non-idempotent request that is not replayed.
@@ -48,11 +48,11 @@ pub enum NonIdempotent {
 }
 
 /// Configuration of the RESP plugin.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RespConfig {
     /// Framing limits (both directions).
     pub limits: RespLimits,
-    /// Budget for unanswered request bytes kept for replay (0: the default of 4 MiB).
+    /// Budget for unanswered request bytes kept for replay.
     pub max_replay_bytes: usize,
     /// Policy for non-idempotent requests in flight at failover.
     pub non_idempotent: NonIdempotent,
@@ -62,6 +62,20 @@ pub struct RespConfig {
     pub checkpoint_every: u64,
 }
 
+impl Default for RespConfig {
+    /// Redis limits, 4 MiB replay budget, at-most-once, abort on partial replies, checkpoints
+    /// only when the prelude changes.
+    fn default() -> Self {
+        Self {
+            limits: RespLimits::default(),
+            max_replay_bytes: 4 << 20,
+            non_idempotent: NonIdempotent::Fail,
+            partial_reply: PartialReply::Abort,
+            checkpoint_every: 0,
+        }
+    }
+}
+
 /// Server-side session state a request changes once it succeeds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Effect {
@@ -69,7 +83,11 @@ enum Effect {
     Auth(Vec<u8>),
     Select(Vec<u8>),
     SetName(Vec<u8>),
-    Hello { proto: Vec<u8>, auth: Option<Vec<u8>>, setname: Option<Vec<u8>> },
+    Hello {
+        proto: Vec<u8>,
+        auth: Option<Vec<u8>>,
+        setname: Option<Vec<u8>>,
+    },
     Reset,
     Multi,
     EndTx,
@@ -102,7 +120,12 @@ impl Prelude {
     }
 
     fn immutable(&self) -> Vec<u8> {
-        [&self.hello, &self.select, &self.setname].into_iter().flatten().flatten().copied().collect()
+        [&self.hello, &self.select, &self.setname]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .copied()
+            .collect()
     }
 }
 
@@ -128,11 +151,10 @@ pub struct RespSession {
 impl RespSession {
     /// A fresh session.
     pub fn new(cfg: RespConfig) -> Self {
-        let max = if cfg.max_replay_bytes == 0 { 4 << 20 } else { cfg.max_replay_bytes };
         Self {
             req: RespScanner::new(Direction::Request, cfg.limits),
             rep: RespScanner::new(Direction::Reply, cfg.limits),
-            queue: ReplayQueue::new(max),
+            queue: ReplayQueue::new(cfg.max_replay_bytes),
             cfg,
             prelude: Prelude::default(),
             answered: 0,
@@ -170,9 +192,17 @@ impl RespSession {
     fn analyse(frame: &Frame, raw: Option<&[u8]>) -> Result<Meta, &'static str> {
         let name = frame.command.as_slice();
         let needs_args = matches!(name, b"AUTH" | b"SELECT" | b"HELLO" | b"CLIENT" | b"ZADD");
-        let args = if needs_args { raw.and_then(|r| parse_args(r, MAX_EFFECT_ARGS)) } else { None };
+        let args = if needs_args {
+            raw.and_then(|r| parse_args(r, MAX_EFFECT_ARGS))
+        } else {
+            None
+        };
         let class = classify(name, args.as_deref());
-        let upper = |i: usize| args.as_ref().and_then(|a| a.get(i)).map(|a| a.to_ascii_uppercase());
+        let upper = |i: usize| {
+            args.as_ref()
+                .and_then(|a| a.get(i))
+                .map(|a| a.to_ascii_uppercase())
+        };
         let effect = match name {
             b"SUBSCRIBE" => return Err("SUBSCRIBE"),
             b"PSUBSCRIBE" => return Err("PSUBSCRIBE"),
@@ -212,7 +242,11 @@ impl RespSession {
             b"UNWATCH" => Effect::Unwatch,
             _ => Effect::None,
         };
-        Ok(Meta { class, effect, failed: false })
+        Ok(Meta {
+            class,
+            effect,
+            failed: false,
+        })
     }
 
     /// Applies a request's effect once its reply arrived; true when the prelude changed.
@@ -229,7 +263,11 @@ impl RespSession {
             Effect::Auth(c) => self.prelude.auth = Some(c),
             Effect::Select(c) => self.prelude.select = Some(c),
             Effect::SetName(c) => self.prelude.setname = Some(c),
-            Effect::Hello { proto, auth, setname } => {
+            Effect::Hello {
+                proto,
+                auth,
+                setname,
+            } => {
                 self.prelude.hello = Some(encode_command(&[b"HELLO", &proto]));
                 if auth.is_some() {
                     self.prelude.auth = auth;
@@ -281,7 +319,11 @@ fn hello_effect(proto: &[u8], opts: &[Vec<u8>]) -> Effect {
             _ => return Effect::Untracked("HELLO"),
         }
     }
-    Effect::Hello { proto: proto.to_vec(), auth, setname }
+    Effect::Hello {
+        proto: proto.to_vec(),
+        auth,
+        setname,
+    }
 }
 
 /// Parses a cookie part made of prelude commands, each checked against `allowed`.
@@ -298,7 +340,8 @@ fn prelude_commands(bytes: &[u8], allowed: &[&[u8]]) -> Result<Vec<Vec<Vec<u8>>>
         };
         let raw = &bytes[pos..pos + adv.consumed];
         pos += adv.consumed;
-        let args = parse_args(raw, MAX_EFFECT_ARGS).ok_or(PluginError::BadCookie("prelude args"))?;
+        let args =
+            parse_args(raw, MAX_EFFECT_ARGS).ok_or(PluginError::BadCookie("prelude args"))?;
         if !allowed.contains(&frame.command.as_slice()) || args.is_empty() {
             return Err(PluginError::BadCookie("prelude command not allowed"));
         }
@@ -410,7 +453,10 @@ impl SessionState for RespSession {
     }
 
     fn public_state(&self) -> PublicState {
-        PublicState { answered: self.answered, delivered: self.delivered }
+        PublicState {
+            answered: self.answered,
+            delivered: self.delivered,
+        }
     }
 
     fn checkpoint(&mut self) -> CookieParts {
@@ -450,24 +496,32 @@ impl SessionState for RespSession {
             (&prelude.select, "SELECT"),
             (&prelude.setname, "CLIENT SETNAME"),
         ];
-        let names: VecDeque<&'static str> =
-            slots.iter().filter(|(s, _)| s.is_some()).map(|(_, n)| *n).collect();
+        let names: VecDeque<&'static str> = slots
+            .iter()
+            .filter(|(s, _)| s.is_some())
+            .map(|(_, n)| *n)
+            .collect();
         let mut bytes = prelude.private();
         bytes.extend_from_slice(&prelude.immutable());
         self.answered = public.answered;
         self.delivered = public.delivered;
         self.prelude = prelude;
         self.swallow = names;
-        Ok(Restore { prelude: bytes, swallow_replies: self.swallow.len() as u64 })
+        Ok(Restore {
+            prelude: bytes,
+            swallow_replies: self.swallow.len() as u64,
+        })
     }
 
     fn failover(&mut self) -> Failover {
         if let Some(reason) = &self.dead {
             return Failover::NotResumable(reason.clone());
         }
-        let tx_pending = self.queue.pending.iter().any(|p| {
-            matches!(p.meta.effect, Effect::Multi | Effect::EndTx | Effect::Watch)
-        });
+        let tx_pending = self
+            .queue
+            .pending
+            .iter()
+            .any(|p| matches!(p.meta.effect, Effect::Multi | Effect::EndTx | Effect::Watch));
         if self.in_tx || self.watching || tx_pending {
             return Failover::NotResumable(NotResumable::Transaction);
         }
@@ -477,9 +531,11 @@ impl SessionState for RespSession {
         let seen = self.reply_seen + self.skip_left;
         if seen > 0 {
             let push = self.rep.in_frame() && self.rep.current_kind() == Some(FrameKind::Push);
-            let front_ok = self.queue.pending.front().is_some_and(|p| {
-                p.meta.class == CommandClass::ReadOnly && !p.meta.failed
-            });
+            let front_ok = self
+                .queue
+                .pending
+                .front()
+                .is_some_and(|p| p.meta.class == CommandClass::ReadOnly && !p.meta.failed);
             if push || !front_ok || self.cfg.partial_reply == PartialReply::Abort {
                 return Failover::NotResumable(NotResumable::PartialReply);
             }
