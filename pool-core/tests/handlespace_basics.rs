@@ -47,7 +47,8 @@ fn h(name: &str) -> PoolHandle {
 fn inconsistent_policy_is_refused_with_its_cause() {
     let mut hs = Handlespace::default();
     let now = Instant::now();
-    hs.register(&h("p"), reg(1, 1, Policy::RoundRobin, 10), now).unwrap();
+    hs.register(&h("p"), reg(1, 1, Policy::RoundRobin, 10), now)
+        .unwrap();
     let err = hs
         .register(&h("p"), reg(2, 1, Policy::LeastUsed { load: 0 }, 10), now)
         .unwrap_err();
@@ -78,7 +79,8 @@ fn inconsistent_policy_is_refused_with_its_cause() {
 fn inconsistent_transport_and_invalid_registrations_are_refused() {
     let mut hs = Handlespace::default();
     let now = Instant::now();
-    hs.register(&h("p"), reg(1, 1, Policy::RoundRobin, 10), now).unwrap();
+    hs.register(&h("p"), reg(1, 1, Policy::RoundRobin, 10), now)
+        .unwrap();
 
     let mut tcp = reg(2, 1, Policy::RoundRobin, 10);
     tcp.user_transports = vec![transport(TransportProtocol::Tcp, TransportUse::DataOnly, 2)];
@@ -102,7 +104,10 @@ fn inconsistent_transport_and_invalid_registrations_are_refused() {
     );
     let mut empty = reg(3, 1, Policy::RoundRobin, 10);
     empty.user_transports[0].addresses.clear();
-    assert_eq!(hs.register(&h("q"), empty, now).unwrap_err().cause().code(), 0x3);
+    assert_eq!(
+        hs.register(&h("q"), empty, now).unwrap_err().cause().code(),
+        0x3
+    );
     assert_eq!(hs.pool_count(), 1, "a refused registration creates no pool");
     hs.check_consistency().unwrap();
 }
@@ -230,8 +235,10 @@ fn expiry_removes_exactly_what_ran_out_and_drops_empty_pools() {
 fn remove_and_lookup() {
     let mut hs = Handlespace::default();
     let now = Instant::now();
-    hs.register(&h("a"), reg(1, 1, Policy::Random, 9), now).unwrap();
-    hs.register(&h("a"), reg(2, 1, Policy::Random, 9), now).unwrap();
+    hs.register(&h("a"), reg(1, 1, Policy::Random, 9), now)
+        .unwrap();
+    hs.register(&h("a"), reg(2, 1, Policy::Random, 9), now)
+        .unwrap();
     assert!(hs.remove(&h("a"), 3).is_none());
     assert!(hs.remove(&h("zz"), 1).is_none());
     let r = hs.remove(&h("a"), 1).unwrap();
@@ -290,7 +297,8 @@ fn checksum_and_ownership_follow_registrations_and_takeover() {
     hs.register(&h("web"), reg(10, 1, rr, 9), now).unwrap();
     hs.register(&h("web"), reg(11, 2, rr, 9), now).unwrap();
     hs.register(&h("db"), reg(10, 1, rr, 9), now).unwrap();
-    hs.register(&h("odd"), reg(0xDEAD_BEEF, 1, rr, 9), now).unwrap();
+    hs.register(&h("odd"), reg(0xDEAD_BEEF, 1, rr, 9), now)
+        .unwrap();
     assert_eq!(
         hs.checksum(1),
         naive_checksum(&[("web", 10), ("db", 10), ("odd", 0xDEAD_BEEF)])
@@ -313,10 +321,8 @@ fn checksum_and_ownership_follow_registrations_and_takeover() {
     assert_eq!(hs.take_over(1, 3), 4);
     assert_eq!(hs.checksum(3), before);
     assert_eq!(hs.checksum(1), 0xFFFF);
-    let mut owned: Vec<(String, PeId)> = hs
-        .owned_by(3)
-        .map(|(h, p)| (h.to_string(), p.id))
-        .collect();
+    let mut owned: Vec<(String, PeId)> =
+        hs.owned_by(3).map(|(h, p)| (h.to_string(), p.id)).collect();
     owned.sort();
     assert_eq!(
         owned,

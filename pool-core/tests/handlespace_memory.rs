@@ -28,7 +28,10 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         // SAFETY: same contract as ours.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -77,16 +80,39 @@ fn at_most_512_bytes_per_pe() {
     // One test function: the allocator counter is process-wide, and tests in
     // one binary run on parallel threads.
     let cases = [
-        ("10,000 pools x 10, LU", 10_000, 10, Policy::LeastUsed { load: 0 }),
+        (
+            "10,000 pools x 10, LU",
+            10_000,
+            10,
+            Policy::LeastUsed { load: 0 },
+        ),
         ("10,000 pools x 10, RR", 10_000, 10, Policy::RoundRobin),
-        ("10,000 pools x 10, WRAND", 10_000, 10, Policy::WeightedRandom { weight: 1 }),
-        ("1 pool x 100,000, LU", 1, 100_000, Policy::LeastUsed { load: 0 }),
-        ("1 pool x 100,000, RLU", 1, 100_000, Policy::RandomizedLeastUsed { load: 0 }),
+        (
+            "10,000 pools x 10, WRAND",
+            10_000,
+            10,
+            Policy::WeightedRandom { weight: 1 },
+        ),
+        (
+            "1 pool x 100,000, LU",
+            1,
+            100_000,
+            Policy::LeastUsed { load: 0 },
+        ),
+        (
+            "1 pool x 100,000, RLU",
+            1,
+            100_000,
+            Policy::RandomizedLeastUsed { load: 0 },
+        ),
     ];
     for (name, pools, per_pool, policy) in cases {
         let b = bytes_per_pe(pools, per_pool, policy);
         eprintln!("{name}: {b:.0} bytes per PE");
         assert!(b <= 512.0, "{name}: {b:.0} bytes per PE");
-        assert!(b >= 100.0, "{name}: {b:.0} bytes per PE is implausibly low: counter broken?");
+        assert!(
+            b >= 100.0,
+            "{name}: {b:.0} bytes per PE is implausibly low: counter broken?"
+        );
     }
 }

@@ -126,7 +126,13 @@ fn naive_checksum<'a>(pes: impl Iterator<Item = (&'a usize, &'a PeId)>) -> u16 {
     !(sum as u16)
 }
 
-fn registration(pool: usize, id: PeId, home: RegistrarId, policy: Policy, life: Duration) -> Registration {
+fn registration(
+    pool: usize,
+    id: PeId,
+    home: RegistrarId,
+    policy: Policy,
+    life: Duration,
+) -> Registration {
     Registration {
         id,
         home,
@@ -142,10 +148,7 @@ fn registration(pool: usize, id: PeId, home: RegistrarId, policy: Policy, life: 
     }
 }
 
-fn check(
-    hs: &Handlespace,
-    model: &BTreeMap<(usize, PeId), ModelPe>,
-) -> Result<(), TestCaseError> {
+fn check(hs: &Handlespace, model: &BTreeMap<(usize, PeId), ModelPe>) -> Result<(), TestCaseError> {
     if let Err(e) = hs.check_consistency() {
         return Err(TestCaseError::fail(e));
     }

@@ -50,7 +50,9 @@ impl Fixture {
     }
 
     fn register(&mut self, id: PeId, p: Policy) {
-        self.hs.register(&self.handle, reg(id, p), self.now).unwrap();
+        self.hs
+            .register(&self.handle, reg(id, p), self.now)
+            .unwrap();
     }
 
     fn pick(&mut self, n: usize) -> Vec<PeId> {

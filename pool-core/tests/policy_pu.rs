@@ -20,10 +20,18 @@ fn empty_cache_selects_nothing() {
 #[test]
 fn round_robin_walks_the_answer_in_order_and_survives_refresh() {
     let mut sel = PuSelector::new();
-    sel.merge([(5, Policy::RoundRobin), (7, Policy::RoundRobin), (9, Policy::RoundRobin)]);
+    sel.merge([
+        (5, Policy::RoundRobin),
+        (7, Policy::RoundRobin),
+        (9, Policy::RoundRobin),
+    ]);
     assert_eq!(picks(&mut sel, 4), [5, 7, 9, 5]);
     // A refresh with the same PEs keeps the rotation; a new one queues last.
-    sel.merge([(5, Policy::RoundRobin), (7, Policy::RoundRobin), (11, Policy::RoundRobin)]);
+    sel.merge([
+        (5, Policy::RoundRobin),
+        (7, Policy::RoundRobin),
+        (11, Policy::RoundRobin),
+    ]);
     assert_eq!(picks(&mut sel, 4), [7, 9, 5, 11]);
     assert!(sel.remove(9));
     assert!(!sel.remove(9));
@@ -99,7 +107,10 @@ fn random_policies_draw_by_weight() {
         counts[sel.select(&mut rng).unwrap() as usize] += 1;
     }
     // Expected 10,000 each; sd ~87, allow 5 sd.
-    assert!(counts[1..].iter().all(|&c| (c as i64 - 10_000).abs() < 450), "{counts:?}");
+    assert!(
+        counts[1..].iter().all(|&c| (c as i64 - 10_000).abs() < 450),
+        "{counts:?}"
+    );
 
     let mut sel = PuSelector::new();
     sel.merge([

@@ -149,10 +149,7 @@ fn randomized_least_used_favours_unused_capacity() {
         .collect();
     let (first, _) = draw(&pes, 1, 1, 70_000, 7);
     assert_eq!(first[4], 0, "a full PE is drawn with probability 2^-32");
-    let caps: Vec<f64> = loads[..3]
-        .iter()
-        .map(|&l| (u32::MAX - l) as f64)
-        .collect();
+    let caps: Vec<f64> = loads[..3].iter().map(|&l| (u32::MAX - l) as f64).collect();
     let sum: f64 = caps.iter().sum();
     let probs: Vec<f64> = caps.iter().map(|c| c / sum).collect();
     assert_fits(&first[1..4], &probs);

@@ -37,7 +37,9 @@ impl OperationErrorCause {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum HandlespaceError {
     /// The PE's policy type differs from the pool's (every PE of a pool uses one policy).
-    #[error("inconsistent pooling policy: pool uses type {pool:#010x}, PE asks for {element:#010x}")]
+    #[error(
+        "inconsistent pooling policy: pool uses type {pool:#010x}, PE asks for {element:#010x}"
+    )]
     InconsistentPolicy {
         /// The pool's policy type code.
         pool: u32,

@@ -236,7 +236,10 @@ impl Handlespace {
             .first()
             .ok_or(HandlespaceError::InvalidRegistration("no user transport"))?;
         if reg.user_transports.iter().any(|t| t.addresses.is_empty())
-            || reg.asap_transport.as_ref().is_some_and(|t| t.addresses.is_empty())
+            || reg
+                .asap_transport
+                .as_ref()
+                .is_some_and(|t| t.addresses.is_empty())
         {
             return Err(HandlespaceError::InvalidRegistration(
                 "transport without address",
@@ -534,7 +537,10 @@ impl Handlespace {
         for (r, (n, acc)) in owners {
             let o = &self.owners[&r];
             if o.members.len() != n {
-                return Err(format!("registrar {r} owns {} sets but {n} PEs", o.members.len()));
+                return Err(format!(
+                    "registrar {r} owns {} sets but {n} PEs",
+                    o.members.len()
+                ));
             }
             if o.checksum.finish() != acc.finish() {
                 return Err(format!("checksum of registrar {r} drifted"));

@@ -153,7 +153,11 @@ impl Pool {
             SelectionIndex::Uniform(_) => {}
             SelectionIndex::Weighted { tree, .. } => {
                 // Keep the position; only the weight changes.
-                let pos = self.slots[slot as usize].as_ref().expect("registered PE").sel.pos;
+                let pos = self.slots[slot as usize]
+                    .as_ref()
+                    .expect("registered PE")
+                    .sel
+                    .pos;
                 tree.set(pos as usize, after.map(|k| k.0).unwrap_or(0));
             }
         }
@@ -161,7 +165,10 @@ impl Pool {
 
     /// Changes a PE's home registrar; selection state is untouched.
     pub(crate) fn set_home(&mut self, slot: Slot, home: RegistrarId) {
-        self.slots[slot as usize].as_mut().expect("registered PE").home = home;
+        self.slots[slot as usize]
+            .as_mut()
+            .expect("registered PE")
+            .home = home;
     }
 
     /// Removes a PE and frees its slot.
@@ -238,14 +245,22 @@ impl Pool {
                 }
             }
             SelectionIndex::Uniform(members) => {
-                let pos = slots[slot as usize].as_ref().expect("registered PE").sel.pos as usize;
+                let pos = slots[slot as usize]
+                    .as_ref()
+                    .expect("registered PE")
+                    .sel
+                    .pos as usize;
                 members.swap_remove(pos);
                 if let Some(&moved) = members.get(pos) {
                     slots[moved as usize].as_mut().expect("member").sel.pos = pos as u32;
                 }
             }
             SelectionIndex::Weighted { members, tree } => {
-                let pos = slots[slot as usize].as_ref().expect("registered PE").sel.pos as usize;
+                let pos = slots[slot as usize]
+                    .as_ref()
+                    .expect("registered PE")
+                    .sel
+                    .pos as usize;
                 let last = members.len() - 1;
                 if pos != last {
                     let w = tree.get(last);
@@ -351,7 +366,11 @@ impl Pool {
             .filter(|&s| self.slots[s as usize].is_some())
             .collect();
         if live.len() != self.by_id.len() {
-            return Err(format!("{} live slots, {} ids", live.len(), self.by_id.len()));
+            return Err(format!(
+                "{} live slots, {} ids",
+                live.len(),
+                self.by_id.len()
+            ));
         }
         for &s in &live {
             let pe = self.element(s);

@@ -224,9 +224,10 @@ pub(crate) fn on_reregistered(
     st: &mut SelectionState,
 ) {
     match (*old, *new) {
-        (Policy::WeightedRoundRobin { weight: old }, Policy::WeightedRoundRobin { weight: new }) => {
-            weighted_round_robin::on_reregistered(old, new, current_round, st)
-        }
+        (
+            Policy::WeightedRoundRobin { weight: old },
+            Policy::WeightedRoundRobin { weight: new },
+        ) => weighted_round_robin::on_reregistered(old, new, current_round, st),
         (_, Policy::LeastUsedDegradation { .. }) => least_used_degradation::on_reregistered(st),
         _ => {}
     }
