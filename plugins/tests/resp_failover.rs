@@ -339,6 +339,20 @@ fn restore_rejects_foreign_prelude_commands() {
 }
 
 #[test]
+fn quoted_inline_prelude_is_not_tracked() {
+    let mut s = RespSession::new(RespConfig::default());
+    s.on_client_bytes(b"AUTH \"pass word\"\r\n");
+    let mut d = Vec::new();
+    s.on_backend_bytes(b"+OK\r\n", &mut d);
+    assert_eq!(not_resumable(s.failover()), NotResumable::Mode("AUTH"));
+    // Unquoted inline AUTH is tracked.
+    let mut s = RespSession::new(RespConfig::default());
+    s.on_client_bytes(b"auth pw\r\n");
+    assert!(s.on_backend_bytes(b"+OK\r\n", &mut d).checkpoint);
+    assert_eq!(s.checkpoint().private, cmd(&["auth", "pw"]));
+}
+
+#[test]
 fn reset_clears_the_prelude() {
     let mut pe = RespSession::new(RespConfig::default());
     pe.on_client_bytes(&[cmd(&["SELECT", "2"]), cmd(&["RESET"])].concat());

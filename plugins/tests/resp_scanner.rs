@@ -455,3 +455,15 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn streamed_aggregates_are_bounded_too() {
+    let limits = RespLimits {
+        max_elements: 2,
+        ..RespLimits::default()
+    };
+    let ok = scan(Direction::Reply, limits, &[b"*?\r\n:1\r\n:2\r\n.\r\n"]).unwrap();
+    assert_eq!(ok.len(), 1);
+    let err = scan(Direction::Reply, limits, &[b"*?\r\n:1\r\n:2\r\n:3\r\n"]).unwrap_err();
+    assert_eq!(err, RespError::TooManyElements { count: 3, max: 2 });
+}

@@ -195,6 +195,8 @@ struct Level {
     agg: Agg,
     /// `None`: streamed, ended by `.` (or `;0`).
     remaining: Option<u64>,
+    /// Elements seen so far (bounds streamed aggregates by `max_elements`).
+    seen: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -384,7 +386,7 @@ impl RespScanner {
                 }
                 self.state = State::Start;
                 // A stream chunk is not a value of its own.
-                let done = if chunk { false } else { self.complete_value() };
+                let done = if chunk { false } else { self.complete_value()? };
                 Ok((1, done))
             }
             State::Inline { len } => {
@@ -475,22 +477,22 @@ impl RespScanner {
     /// A complete header line of type `ty`; true when a top-level frame completed.
     fn end_line(&mut self, ty: u8, line: &[u8]) -> Result<bool, RespError> {
         match ty {
-            b'+' | b'-' => Ok(self.complete_value()),
+            b'+' | b'-' => self.complete_value(),
             b':' => {
                 parse_i64(line).ok_or(RespError::InvalidValue("integer"))?;
-                Ok(self.complete_value())
+                self.complete_value()
             }
             b'_' => {
                 if !line.is_empty() {
                     return Err(RespError::InvalidValue("null"));
                 }
-                Ok(self.complete_value())
+                self.complete_value()
             }
             b'#' => {
                 if line != b"t" && line != b"f" {
                     return Err(RespError::InvalidValue("boolean"));
                 }
-                Ok(self.complete_value())
+                self.complete_value()
             }
             b',' => {
                 let ok = std::str::from_utf8(line)
@@ -499,7 +501,7 @@ impl RespScanner {
                 if !ok {
                     return Err(RespError::InvalidValue("double"));
                 }
-                Ok(self.complete_value())
+                self.complete_value()
             }
             b'(' => {
                 let digits = line
@@ -509,7 +511,7 @@ impl RespScanner {
                 if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
                     return Err(RespError::InvalidValue("big number"));
                 }
-                Ok(self.complete_value())
+                self.complete_value()
             }
             b'.' => {
                 if !line.is_empty() {
@@ -517,20 +519,23 @@ impl RespScanner {
                 }
                 // `begin` checked that the top level is streamed.
                 let level = self.stack.pop().ok_or(RespError::InvalidType(b'.'))?;
-                Ok(level.agg != Agg::Attribute && self.complete_value())
+                if level.agg == Agg::Attribute {
+                    return Ok(false);
+                }
+                self.complete_value()
             }
             b';' => {
                 let n = parse_len(line)?;
                 if n == 0 {
                     self.stack.pop();
-                    return Ok(self.complete_value());
+                    return self.complete_value();
                 }
                 self.body(n, false)?;
                 Ok(false)
             }
             b'$' | b'!' | b'=' => {
                 if ty == b'$' && self.dir == Direction::Reply && line == b"-1" {
-                    return Ok(self.complete_value());
+                    return self.complete_value();
                 }
                 if ty == b'$' && self.dir == Direction::Reply && line == b"?" {
                     self.push(Agg::StreamedString, None)?;
@@ -547,11 +552,11 @@ impl RespScanner {
             }
             b'*' | b'%' | b'~' | b'>' | b'|' => {
                 if self.dir == Direction::Reply && ty == b'*' && line == b"-1" {
-                    return Ok(self.complete_value());
+                    return self.complete_value();
                 }
                 if self.dir == Direction::Request && self.stack.is_empty() && line == b"-1" {
                     // Redis ignores a null or empty multibulk request.
-                    return Ok(self.complete_value());
+                    return self.complete_value();
                 }
                 let agg = if ty == b'|' {
                     Agg::Attribute
@@ -579,7 +584,10 @@ impl RespScanner {
                     self.capture_next = count > 0;
                 }
                 if count == 0 {
-                    return Ok(agg != Agg::Attribute && self.complete_value());
+                    if agg == Agg::Attribute {
+                        return Ok(false);
+                    }
+                    return self.complete_value();
                 }
                 self.push(agg, Some(count))?;
                 Ok(false)
@@ -608,28 +616,40 @@ impl RespScanner {
                 max: self.limits.max_depth,
             });
         }
-        self.stack.push(Level { agg, remaining });
+        self.stack.push(Level {
+            agg,
+            remaining,
+            seen: 0,
+        });
         Ok(())
     }
 
     /// A value ended: count it in its parent(s); true when a top-level frame completed.
-    fn complete_value(&mut self) -> bool {
+    fn complete_value(&mut self) -> Result<bool, RespError> {
+        let max = self.limits.max_elements;
         loop {
             let Some(level) = self.stack.last_mut() else {
-                return true;
+                return Ok(true);
             };
             let Some(remaining) = level.remaining.as_mut() else {
-                // Streamed aggregate: ends with `.`.
-                return false;
+                // Streamed aggregate: ends with `.`, but its size is bounded all the same.
+                level.seen += 1;
+                if level.seen > max {
+                    return Err(RespError::TooManyElements {
+                        count: level.seen,
+                        max,
+                    });
+                }
+                return Ok(false);
             };
             *remaining -= 1;
             if *remaining > 0 {
-                return false;
+                return Ok(false);
             }
             let done = self.stack.pop().map(|l| l.agg);
             if done == Some(Agg::Attribute) {
                 // The annotated value still follows in the attribute's place.
-                return false;
+                return Ok(false);
             }
         }
     }

@@ -192,7 +192,10 @@ impl RespSession {
     fn analyse(frame: &Frame, raw: Option<&[u8]>) -> Result<Meta, &'static str> {
         let name = frame.command.as_slice();
         let needs_args = matches!(name, b"AUTH" | b"SELECT" | b"HELLO" | b"CLIENT" | b"ZADD");
-        let args = if needs_args {
+        // Inline quoting (`AUTH "p w"`) is not interpreted: such arguments cannot be restored.
+        let quoted = frame.kind == FrameKind::Inline
+            && raw.is_some_and(|r| r.iter().any(|&b| b == b'"' || b == b'\''));
+        let args = if needs_args && !quoted {
             raw.and_then(|r| parse_args(r, MAX_EFFECT_ARGS))
         } else {
             None
