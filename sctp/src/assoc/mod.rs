@@ -5,7 +5,7 @@ mod path;
 mod rx;
 mod tx;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -1029,14 +1029,19 @@ impl Association {
     }
 }
 
+#[cfg(test)]
+impl Association {
+    /// Next TSN this association will assign, for tests that craft DATA to its peer.
+    pub(crate) fn tx_next_tsn_for_tests(&self) -> u32 {
+        self.tx.next_tsn_raw()
+    }
+}
+
 /// Unwraps a 32-bit serial number to 64 bits next to a reference (RFC 1982 arithmetic).
 pub(crate) fn unwrap_tsn(reference: u64, tsn: u32) -> u64 {
     let diff = tsn.wrapping_sub(reference as u32) as i32 as i64;
     (reference as i64).wrapping_add(diff) as u64
 }
-
-#[allow(dead_code)]
-type Unused = (BTreeMap<u8, u8>, BTreeSet<u8>, HashMap<u8, u8>);
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,501 @@
+//! State-transition unit tests, driving two endpoints packet by packet.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::wire::{chunk_type, finish_packet, Chunk, CommonHeader, DataChunk, Packet};
+use crate::{AssocHandle, CloseReason, Endpoint, EndpointConfig, Event, State};
+
+const A: &str = "10.0.0.1:9899";
+const B: &str = "10.0.0.2:9899";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn cfg() -> EndpointConfig {
+    let mut c = EndpointConfig::default();
+    c.association.rto_initial = Duration::from_millis(100);
+    c.association.rto_min = Duration::from_millis(50);
+    c.association.max_init_retransmissions = 3;
+    c
+}
+
+struct Pair {
+    a: Endpoint,
+    b: Endpoint,
+    now: Instant,
+    ha: AssocHandle,
+}
+
+fn out(ep: &mut Endpoint, now: Instant) -> Vec<Vec<u8>> {
+    std::iter::from_fn(|| ep.poll_transmit(now).map(|t| t.contents)).collect()
+}
+
+fn types(pkts: &[Vec<u8>]) -> Vec<u8> {
+    pkts.iter()
+        .flat_map(|p| Packet::decode(p).unwrap().chunks.into_iter().map(|c| c.typ()))
+        .collect()
+}
+
+fn events(ep: &mut Endpoint) -> Vec<Event> {
+    std::iter::from_fn(|| ep.poll_event().map(|(_, e)| e)).collect()
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let now = Instant::now();
+        let mut a = Endpoint::new(cfg(), 1).unwrap();
+        let b = Endpoint::new(cfg(), 2).unwrap();
+        let ha = a.connect(now, &[addr(B)], 1, 2).unwrap();
+        Pair { a, b, now, ha }
+    }
+    fn deliver_to_b(&mut self, pkts: Vec<Vec<u8>>) {
+        for p in pkts {
+            self.b.handle_datagram(self.now, Some(addr(B)), addr(A), &p);
+        }
+    }
+    fn deliver_to_a(&mut self, pkts: Vec<Vec<u8>>) {
+        for p in pkts {
+            self.a.handle_datagram(self.now, Some(addr(A)), addr(B), &p);
+        }
+    }
+    fn state_a(&self) -> State {
+        self.a.association_ref(self.ha).unwrap().state()
+    }
+    fn hb(&self) -> AssocHandle {
+        self.b.handles()[0]
+    }
+    fn exchange(&mut self) {
+        for _ in 0..20 {
+            let pa = out(&mut self.a, self.now);
+            let pb = out(&mut self.b, self.now);
+            if pa.is_empty() && pb.is_empty() {
+                return;
+            }
+            self.deliver_to_b(pa);
+            self.deliver_to_a(pb);
+        }
+    }
+    fn established() -> Pair {
+        let mut p = Pair::new();
+        p.exchange();
+        assert_eq!(p.state_a(), State::Established);
+        assert_eq!(events(&mut p.a), vec![Event::Connected]);
+        assert_eq!(events(&mut p.b), vec![Event::Connected]);
+        p
+    }
+}
+
+#[test]
+fn four_way_handshake_states() {
+    let mut p = Pair::new();
+    assert_eq!(p.state_a(), State::CookieWait);
+    let init = out(&mut p.a, p.now);
+    assert_eq!(types(&init), vec![chunk_type::INIT]);
+    p.deliver_to_b(init);
+    assert_eq!(p.b.association_count(), 0, "INIT creates no state");
+    let init_ack = out(&mut p.b, p.now);
+    assert_eq!(types(&init_ack), vec![chunk_type::INIT_ACK]);
+    p.deliver_to_a(init_ack);
+    assert_eq!(p.state_a(), State::CookieEchoed);
+    let echo = out(&mut p.a, p.now);
+    assert_eq!(types(&echo), vec![chunk_type::COOKIE_ECHO]);
+    p.deliver_to_b(echo);
+    assert_eq!(p.b.association_count(), 1);
+    assert_eq!(p.b.association_ref(p.hb()).unwrap().state(), State::Established);
+    assert_eq!(events(&mut p.b), vec![Event::Connected]);
+    let ack = out(&mut p.b, p.now);
+    assert_eq!(types(&ack), vec![chunk_type::COOKIE_ACK]);
+    p.deliver_to_a(ack);
+    assert_eq!(p.state_a(), State::Established);
+    assert_eq!(events(&mut p.a), vec![Event::Connected]);
+}
+
+#[test]
+fn t1_init_retransmits_then_gives_up() {
+    let mut p = Pair::new();
+    let first = out(&mut p.a, p.now);
+    let deadline = p.a.poll_timeout().unwrap();
+    assert_eq!(deadline - p.now, Duration::from_millis(100));
+    p.now = deadline;
+    p.a.handle_timeout(p.now);
+    let again = out(&mut p.a, p.now);
+    assert_eq!(types(&again), vec![chunk_type::INIT]);
+    // Same initiate tag on the retransmission.
+    assert_eq!(first[0][20..24], again[0][20..24]);
+    // Exponential back-off: 200 ms, then 400 ms.
+    assert_eq!(p.a.poll_timeout().unwrap() - p.now, Duration::from_millis(200));
+    for _ in 0..3 {
+        p.now = p.a.poll_timeout().unwrap();
+        p.a.handle_timeout(p.now);
+        out(&mut p.a, p.now);
+    }
+    let ev = events(&mut p.a);
+    assert_eq!(ev.last(), Some(&Event::Closed { reason: CloseReason::HandshakeTimeout }));
+    assert_eq!(p.a.association_count(), 0);
+}
+
+#[test]
+fn t1_cookie_retransmits_cookie_echo_and_duplicate_echo_gets_cookie_ack() {
+    let mut p = Pair::new();
+    let init = out(&mut p.a, p.now);
+    p.deliver_to_b(init);
+    let ia = out(&mut p.b, p.now);
+    p.deliver_to_a(ia);
+    let echo = out(&mut p.a, p.now);
+    p.deliver_to_b(echo.clone());
+    let _lost_cookie_ack = out(&mut p.b, p.now);
+    p.now = p.a.poll_timeout().unwrap();
+    p.a.handle_timeout(p.now);
+    let echo2 = out(&mut p.a, p.now);
+    assert_eq!(types(&echo2), vec![chunk_type::COOKIE_ECHO]);
+    p.deliver_to_b(echo2);
+    assert_eq!(p.b.association_count(), 1, "duplicate COOKIE ECHO creates nothing new");
+    let ack = out(&mut p.b, p.now);
+    assert_eq!(types(&ack), vec![chunk_type::COOKIE_ACK]);
+    p.deliver_to_a(ack);
+    assert_eq!(p.state_a(), State::Established);
+}
+
+#[test]
+fn stale_cookie_answered_with_error_and_client_restarts_init() {
+    let mut p = Pair::new();
+    let init = out(&mut p.a, p.now);
+    p.deliver_to_b(init);
+    let ia = out(&mut p.b, p.now);
+    p.deliver_to_a(ia);
+    let echo = out(&mut p.a, p.now);
+    p.now += Duration::from_secs(61);
+    p.deliver_to_b(echo);
+    assert_eq!(p.b.stats().cookies_stale, 1);
+    assert_eq!(p.b.association_count(), 0);
+    let err = out(&mut p.b, p.now);
+    assert_eq!(types(&err), vec![chunk_type::ERROR]);
+    p.deliver_to_a(err);
+    assert_eq!(p.state_a(), State::CookieWait);
+    assert_eq!(types(&out(&mut p.a, p.now)), vec![chunk_type::INIT]);
+}
+
+#[test]
+fn forged_cookie_rejected() {
+    let mut p = Pair::new();
+    let init = out(&mut p.a, p.now);
+    p.deliver_to_b(init);
+    let ia = out(&mut p.b, p.now);
+    p.deliver_to_a(ia);
+    let mut echo = out(&mut p.a, p.now);
+    let n = echo[0].len();
+    echo[0][n - 5] ^= 0x55;
+    finish_packet(&mut echo[0]);
+    p.deliver_to_b(echo);
+    assert_eq!(p.b.stats().cookies_invalid, 1);
+    assert_eq!(p.b.association_count(), 0);
+}
+
+#[test]
+fn init_flood_creates_no_state() {
+    let now = Instant::now();
+    let mut b = Endpoint::new(cfg(), 2).unwrap();
+    let mut a = Endpoint::new(cfg(), 1).unwrap();
+    for i in 0..1000u16 {
+        let src: SocketAddr = format!("10.9.{}.{}:{}", i / 250, i % 250, 1000 + i).parse().unwrap();
+        let h = a.connect(now, &[addr(B)], i + 1, 2).unwrap();
+        let init = a.poll_transmit(now).unwrap();
+        a.abort(h, b"");
+        b.handle_datagram(now, None, src, &init.contents);
+    }
+    assert_eq!(b.association_count(), 0);
+    assert_eq!(b.stats().inits_answered, 1000);
+    // Replies are bounded: the queue holds at most max_stateless_replies.
+    assert_eq!(out(&mut b, now).len(), 256);
+    assert_eq!(b.stats().replies_dropped, 744);
+}
+
+#[test]
+fn bad_checksum_and_bad_vtag_counted_and_dropped() {
+    let mut p = Pair::established();
+    let hb = p.hb();
+    p.b.send(hb, 0, 11, true, Bytes::from_static(b"x")).unwrap();
+    let mut pkts = out(&mut p.b, p.now);
+    let mut bad = pkts[0].clone();
+    bad[pkts[0].len() - 1] ^= 1;
+    p.deliver_to_a(vec![bad]);
+    assert_eq!(p.a.stats().bad_checksum, 1);
+    pkts[0][4] ^= 0xff;
+    finish_packet(&mut pkts[0]);
+    p.deliver_to_a(pkts);
+    assert_eq!(p.a.stats().bad_vtag, 1);
+    assert!(events(&mut p.a).is_empty());
+}
+
+#[test]
+fn out_of_the_blue_gets_abort_or_shutdown_complete() {
+    let now = Instant::now();
+    let mut b = Endpoint::new(cfg(), 2).unwrap();
+    let mk = |c: Chunk| Packet { header: CommonHeader { src_port: 1, dst_port: 2, vtag: 77 }, chunks: vec![c] }.encode();
+    b.handle_datagram(now, None, addr(A), &mk(Chunk::Shutdown { cum_tsn: 1 }));
+    let r = Packet::decode(&out(&mut b, now)[0]).unwrap();
+    assert_eq!(r.chunks, vec![Chunk::Abort { t: true, causes: vec![] }]);
+    assert_eq!(r.header.vtag, 77);
+    b.handle_datagram(now, None, addr(A), &mk(Chunk::ShutdownAck));
+    let r = Packet::decode(&out(&mut b, now)[0]).unwrap();
+    assert_eq!(r.chunks, vec![Chunk::ShutdownComplete { t: true }]);
+    b.handle_datagram(now, None, addr(A), &mk(Chunk::Abort { t: false, causes: vec![] }));
+    assert!(out(&mut b, now).is_empty(), "no answer to an OOTB ABORT");
+    assert_eq!(b.stats().unknown_association, 3);
+}
+
+#[test]
+fn shutdown_state_sequence() {
+    let mut p = Pair::established();
+    let ha = p.ha;
+    p.a.send(ha, 0, 11, true, Bytes::from_static(b"last words")).unwrap();
+    p.a.shutdown(p.now, ha);
+    assert_eq!(p.state_a(), State::ShutdownPending);
+    let data = out(&mut p.a, p.now);
+    assert_eq!(types(&data), vec![chunk_type::DATA]);
+    p.deliver_to_b(data);
+    // The receiver delays its SACK; the sender stays pending until acked.
+    assert_eq!(p.state_a(), State::ShutdownPending);
+    p.now += Duration::from_millis(200);
+    p.b.handle_timeout(p.now);
+    let sack = out(&mut p.b, p.now);
+    assert_eq!(types(&sack), vec![chunk_type::SACK]);
+    p.deliver_to_a(sack);
+    assert_eq!(p.state_a(), State::ShutdownSent);
+    let sd = out(&mut p.a, p.now);
+    assert_eq!(types(&sd), vec![chunk_type::SHUTDOWN]);
+    p.deliver_to_b(sd);
+    assert_eq!(p.b.association_ref(p.hb()).unwrap().state(), State::ShutdownAckSent);
+    let sda = out(&mut p.b, p.now);
+    assert_eq!(types(&sda), vec![chunk_type::SHUTDOWN_ACK]);
+    p.deliver_to_a(sda);
+    assert!(p.a.association_ref(ha).is_none() || p.state_a() == State::Closed);
+    let sc = out(&mut p.a, p.now);
+    assert_eq!(types(&sc), vec![chunk_type::SHUTDOWN_COMPLETE]);
+    p.deliver_to_b(sc);
+    assert_eq!(p.b.association_count(), 0);
+    assert_eq!(p.a.association_count(), 0);
+    let eb = events(&mut p.b);
+    assert!(eb.contains(&Event::Closed { reason: CloseReason::Shutdown }));
+    assert!(eb.iter().any(|e| matches!(e, Event::Data { bytes, .. } if &bytes[..] == b"last words")));
+}
+
+#[test]
+fn shutdown_ack_retransmitted_on_t2_and_lost_complete_answered_statelessly() {
+    let mut p = Pair::established();
+    let ha = p.ha;
+    p.a.shutdown(p.now, ha);
+    let sd = out(&mut p.a, p.now);
+    p.deliver_to_b(sd);
+    let _lost = out(&mut p.b, p.now);
+    p.now = p.b.poll_timeout().unwrap();
+    p.b.handle_timeout(p.now);
+    let sda = out(&mut p.b, p.now);
+    assert!(types(&sda).contains(&chunk_type::SHUTDOWN_ACK));
+    p.deliver_to_a(sda.clone());
+    let _lost_complete = out(&mut p.a, p.now);
+    assert_eq!(p.a.association_count(), 0);
+    // A's association is gone; B's retransmitted SHUTDOWN ACK gets a T-bit COMPLETE.
+    p.deliver_to_a(sda);
+    let sc = out(&mut p.a, p.now);
+    assert_eq!(Packet::decode(&sc[0]).unwrap().chunks, vec![Chunk::ShutdownComplete { t: true }]);
+    p.deliver_to_b(sc);
+    assert_eq!(p.b.association_count(), 0);
+}
+
+#[test]
+fn simultaneous_shutdown() {
+    let mut p = Pair::established();
+    let (ha, hb) = (p.ha, p.hb());
+    p.a.shutdown(p.now, ha);
+    p.b.shutdown(p.now, hb);
+    p.exchange();
+    assert_eq!(p.a.association_count(), 0);
+    assert_eq!(p.b.association_count(), 0);
+    assert!(events(&mut p.a).contains(&Event::Closed { reason: CloseReason::Shutdown }));
+    assert!(events(&mut p.b).contains(&Event::Closed { reason: CloseReason::Shutdown }));
+}
+
+#[test]
+fn delayed_sack_every_second_packet_or_timer() {
+    let mut p = Pair::established();
+    let ha = p.ha;
+    events(&mut p.b);
+    p.a.send(ha, 0, 11, true, Bytes::from_static(b"one")).unwrap();
+    let d1 = out(&mut p.a, p.now);
+    p.deliver_to_b(d1);
+    assert!(out(&mut p.b, p.now).is_empty(), "first packet: SACK delayed");
+    p.a.send(ha, 0, 11, true, Bytes::from_static(b"two")).unwrap();
+    let d2 = out(&mut p.a, p.now);
+    p.deliver_to_b(d2);
+    assert_eq!(types(&out(&mut p.b, p.now)), vec![chunk_type::SACK], "second packet: SACK now");
+    p.a.send(ha, 0, 11, true, Bytes::from_static(b"three")).unwrap();
+    let d3 = out(&mut p.a, p.now);
+    p.deliver_to_b(d3);
+    assert_eq!(p.b.poll_timeout().unwrap() - p.now, Duration::from_millis(200));
+    p.now += Duration::from_millis(200);
+    p.b.handle_timeout(p.now);
+    assert_eq!(types(&out(&mut p.b, p.now)), vec![chunk_type::SACK]);
+}
+
+#[test]
+fn out_of_order_data_sacked_at_once_with_gap_and_dup() {
+    let mut p = Pair::established();
+    let ha = p.ha;
+    for m in [&b"a"[..], b"b", b"c"] {
+        p.a.send(ha, 0, 11, true, Bytes::copy_from_slice(m)).unwrap();
+        p.a.association(ha).unwrap();
+    }
+    // All three go in one packet; rebuild them as three single-chunk packets.
+    let pkt = Packet::decode(&out(&mut p.a, p.now)[0]).unwrap();
+    assert_eq!(pkt.chunks.len(), 3);
+    let single = |i: usize| Packet { header: pkt.header, chunks: vec![pkt.chunks[i].clone()] }.encode();
+    p.deliver_to_b(vec![single(2)]);
+    let s = Packet::decode(&out(&mut p.b, p.now)[0]).unwrap();
+    let Chunk::Sack(sack) = &s.chunks[0] else { panic!("expected SACK") };
+    assert_eq!(sack.gaps.len(), 1);
+    assert_eq!((sack.gaps[0].start, sack.gaps[0].end), (3, 3));
+    p.deliver_to_b(vec![single(2)]);
+    let s = Packet::decode(&out(&mut p.b, p.now)[0]).unwrap();
+    let Chunk::Sack(sack) = &s.chunks[0] else { panic!("expected SACK") };
+    assert_eq!(sack.dups.len(), 1);
+    // Ordered delivery holds "c" back until "a" and "b" arrive.
+    events(&mut p.b);
+    p.deliver_to_b(vec![single(0), single(1)]);
+    let got: Vec<Bytes> = events(&mut p.b)
+        .into_iter()
+        .filter_map(|e| if let Event::Data { bytes, .. } = e { Some(bytes) } else { None })
+        .collect();
+    assert_eq!(got, vec![Bytes::from_static(b"a"), Bytes::from_static(b"b"), Bytes::from_static(b"c")]);
+}
+
+#[test]
+fn fast_retransmit_after_three_miss_reports() {
+    let mut p = Pair::established();
+    let ha = p.ha;
+    for i in 0..5u8 {
+        p.a.send(ha, 0, 11, true, Bytes::from(vec![i; 1400])).unwrap();
+    }
+    let pkts = out(&mut p.a, p.now);
+    assert!(pkts.len() >= 4);
+    // Lose the first packet; each later one makes B report the gap.
+    let mut sacks = Vec::new();
+    for pk in &pkts[1..] {
+        p.deliver_to_b(vec![pk.clone()]);
+        sacks.extend(out(&mut p.b, p.now));
+    }
+    assert!(sacks.len() >= 3);
+    p.deliver_to_a(sacks);
+    let rtx = out(&mut p.a, p.now);
+    // The lost chunk goes first (ahead of the remaining new data).
+    let first = Packet::decode(&rtx[0]).unwrap();
+    assert!(matches!(&first.chunks[0], Chunk::Data(d) if d.payload[..] == [0u8; 1400][..]));
+    let a = p.a.association_ref(ha).unwrap();
+    assert_eq!(a.stats().fast_retransmits, 1);
+    assert_eq!(a.stats().retransmissions, 1);
+    assert_eq!(a.stats().t3_expiries, 0);
+}
+
+#[test]
+fn t3_retransmission_after_rto() {
+    let mut p = Pair::established();
+    let ha = p.ha;
+    p.a.send(ha, 0, 11, true, Bytes::from_static(b"x")).unwrap();
+    let _lost = out(&mut p.a, p.now);
+    let rto = p.a.association_ref(ha).unwrap().paths()[0].rto;
+    assert_eq!(p.a.poll_timeout().unwrap() - p.now, rto);
+    p.now += rto;
+    p.a.handle_timeout(p.now);
+    assert_eq!(types(&out(&mut p.a, p.now)), vec![chunk_type::DATA]);
+    let a = p.a.association_ref(ha).unwrap();
+    assert_eq!(a.stats().t3_expiries, 1);
+    assert_eq!(a.paths()[0].rto, rto * 2);
+    assert_eq!(a.paths()[0].cwnd, a.paths()[0].pmtu);
+}
+
+#[test]
+fn unknown_chunks_follow_upper_bits() {
+    let mut p = Pair::established();
+    let hb = p.hb();
+    let tag = p.a.association_ref(p.ha).unwrap().local_tag;
+    let _ = hb;
+    let data = |tsn_off: u32| {
+        Chunk::Data(DataChunk {
+            tsn: tsn_off,
+            stream: 0,
+            ssn: 0,
+            ppid: 1,
+            unordered: true,
+            beginning: true,
+            ending: true,
+            immediate: true,
+            payload: Bytes::from_static(b"z"),
+        })
+    };
+    let b_tsn = p.b.association_ref(p.hb()).unwrap().tx_next_tsn_for_tests();
+    let mk = |chunks: Vec<Chunk>| Packet { header: CommonHeader { src_port: 2, dst_port: 1, vtag: tag }, chunks }.encode();
+    // 0x80 (skip silently): the DATA after it is processed.
+    p.deliver_to_a(vec![mk(vec![Chunk::Unknown { typ: 0x80 | 20, flags: 0, value: Bytes::new() }, data(b_tsn)])]);
+    assert_eq!(events(&mut p.a).len(), 1);
+    // 0x40 (stop and report): the DATA after it is not processed; ERROR goes back.
+    p.deliver_to_a(vec![mk(vec![Chunk::Unknown { typ: 0x40 | 20, flags: 0, value: Bytes::new() }, data(b_tsn + 1)])]);
+    assert!(events(&mut p.a).is_empty());
+    let e = out(&mut p.a, p.now);
+    let pk = Packet::decode(&e[0]).unwrap();
+    assert!(pk.chunks.iter().any(|c| matches!(c, Chunk::Error(c) if c[0].code == 6)));
+}
+
+#[test]
+fn invalid_stream_reported() {
+    let mut p = Pair::established();
+    let tag = p.a.association_ref(p.ha).unwrap().local_tag;
+    let tsn = p.b.association_ref(p.hb()).unwrap().tx_next_tsn_for_tests();
+    let pkt = Packet {
+        header: CommonHeader { src_port: 2, dst_port: 1, vtag: tag },
+        chunks: vec![Chunk::Data(DataChunk {
+            tsn,
+            stream: 9999,
+            ssn: 0,
+            ppid: 1,
+            unordered: false,
+            beginning: true,
+            ending: true,
+            immediate: false,
+            payload: Bytes::from_static(b"z"),
+        })],
+    }
+    .encode();
+    p.deliver_to_a(vec![pkt]);
+    let e = out(&mut p.a, p.now);
+    let pk = Packet::decode(&e[0]).unwrap();
+    assert!(pk.chunks.iter().any(|c| matches!(c, Chunk::Error(c) if c[0].code == 1)));
+    assert!(pk.chunks.iter().any(|c| matches!(c, Chunk::Sack(s) if s.cum_tsn == tsn)));
+}
+
+#[test]
+fn peer_abort_closes_and_t_bit_abort_with_peer_tag_accepted() {
+    let mut p = Pair::established();
+    let tag_of_b = p.a.association_ref(p.ha).unwrap().local_tag;
+    let peer_tag = p.a.association_ref(p.ha).unwrap().peer_tag;
+    // ABORT with T bit must carry the receiver's peer tag (the tag B expects), so
+    // one carrying A's own tag with T set is rejected.
+    let bad = Packet { header: CommonHeader { src_port: 2, dst_port: 1, vtag: tag_of_b }, chunks: vec![Chunk::Abort { t: true, causes: vec![] }] }.encode();
+    p.deliver_to_a(vec![bad]);
+    assert_eq!(p.state_a(), State::Established);
+    let good = Packet { header: CommonHeader { src_port: 2, dst_port: 1, vtag: peer_tag }, chunks: vec![Chunk::Abort { t: true, causes: vec![] }] }.encode();
+    p.deliver_to_a(vec![good]);
+    assert!(events(&mut p.a).contains(&Event::Closed { reason: CloseReason::Aborted(vec![]) }));
+    assert_eq!(p.a.association_count(), 0);
+}
+
+#[test]
+fn tsn_unwrap_handles_wraparound() {
+    let base = (1u64 << 32) | 0xffff_fff0;
+    assert_eq!(super::unwrap_tsn(base, 0xffff_fff1), base + 1);
+    assert_eq!(super::unwrap_tsn(base, 0x0000_0005), base + 0x15);
+    assert_eq!(super::unwrap_tsn(base, 0xffff_ffe0), base - 0x10);
+}

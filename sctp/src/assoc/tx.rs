@@ -110,6 +110,11 @@ impl Sender {
         self.next_ssn.truncate(n as usize);
     }
 
+    #[cfg(test)]
+    pub fn next_tsn_raw(&self) -> u32 {
+        self.next_tsn as u32
+    }
+
     pub fn buffered(&self) -> usize {
         self.queued_bytes + self.inflight_bytes
     }
