@@ -146,6 +146,13 @@ fn limits_give_lack_of_resources() {
     hs.register(&h("b"), reg(3, 1, rr, 10), now).unwrap();
     assert_eq!((hs.pool_count(), hs.element_count()), (2, 5));
     hs.check_consistency().unwrap();
+
+    // max_increment 0 would freeze round robin; it means the default, 1.
+    let frozen = HandlespaceConfig {
+        max_increment: 0,
+        ..HandlespaceConfig::default()
+    };
+    assert_eq!(Handlespace::new(frozen).config().max_increment, 1);
 }
 
 #[test]

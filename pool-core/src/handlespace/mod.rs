@@ -108,7 +108,14 @@ impl Default for Handlespace {
 
 impl Handlespace {
     /// An empty handlespace with the given limits.
-    pub fn new(config: HandlespaceConfig) -> Self {
+    ///
+    /// Pool and per-pool limits above `u32::MAX` are lowered to it (indexes are
+    /// 32-bit), and a `max_increment` of 0 means the default, 1, as in RSPLIB.
+    pub fn new(mut config: HandlespaceConfig) -> Self {
+        let max32 = u32::MAX as usize;
+        config.max_pools = config.max_pools.min(max32);
+        config.max_elements_per_pool = config.max_elements_per_pool.min(max32);
+        config.max_increment = config.max_increment.max(1);
         Self {
             config,
             pools: Vec::new(),

@@ -181,15 +181,8 @@ impl Pool {
         } else {
             self.free.push(slot);
         }
-        if self.by_id.is_empty() {
-            self.slots = Vec::new();
-            self.free = Vec::new();
-        } else if self.slots.capacity() > 64 && self.by_id.len() < self.slots.capacity() / 4 {
-            self.by_id.shrink_to_fit();
-            if let SelectionIndex::Weighted { tree, .. } = &mut self.index {
-                tree.shrink_to_fit();
-            }
-        }
+        // Capacity is kept while the pool lives (it is dropped with its
+        // last PE): shrinking on every removal would cost more than it saves.
         pe
     }
 

@@ -98,12 +98,6 @@ impl Fenwick {
         self.tree.clear();
         self.weights.clear();
     }
-
-    /// Releases spare capacity after the pool shrank a lot.
-    pub(crate) fn shrink_to_fit(&mut self) {
-        self.tree.shrink_to_fit();
-        self.weights.shrink_to_fit();
-    }
 }
 
 #[cfg(test)]
