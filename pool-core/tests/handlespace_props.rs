@@ -70,6 +70,7 @@ enum Op {
     },
     Advance {
         ms: u64,
+        sweep: bool,
     },
     Select {
         pool: usize,
@@ -95,7 +96,7 @@ fn op() -> impl Strategy<Value = Op> {
         ),
         1 => (pool.clone(), id.clone()).prop_map(|(pool, id)| Op::WrongPolicy { pool, id }),
         2 => (pool.clone(), id).prop_map(|(pool, id)| Op::Deregister { pool, id }),
-        2 => (0u64..2500).prop_map(|ms| Op::Advance { ms }),
+        2 => (0u64..2500, any::<bool>()).prop_map(|(ms, sweep)| Op::Advance { ms, sweep }),
         4 => (pool, 0usize..9).prop_map(|(pool, n)| Op::Select { pool, n }),
         1 => (home.clone(), home).prop_map(|(from, to)| Op::TakeOver { from, to }),
     ]
@@ -211,8 +212,13 @@ proptest! {
                         prop_assert_eq!(r.handle, handle(pool));
                     }
                 }
-                Op::Advance { ms } => {
+                Op::Advance { ms, sweep } => {
                     now += Duration::from_millis(ms);
+                    // Without a sweep, selections must skip the expired PEs themselves.
+                    if !sweep {
+                        check(&hs, &model)?;
+                        continue;
+                    }
                     let mut gone: Vec<(usize, PeId)> = hs
                         .expire(now)
                         .into_iter()
