@@ -4,6 +4,7 @@
 //! No sockets, no async runtime, no clock reads: everything here is
 //! deterministic, fuzzable and runs in simulated time as well as real time.
 
+pub mod asap;
 pub mod cookie;
 pub mod handlespace;
 pub mod policy;
