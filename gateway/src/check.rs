@@ -40,11 +40,7 @@ pub fn run_check(args: &CheckArgs) -> ExitCode {
         Ok(r) => r,
         Err(why) => {
             // The files may not parse at all; show that rather than only "no role".
-            let diags: Vec<Diagnostic> = args
-                .config
-                .iter()
-                .filter_map(|f| unparsable(f))
-                .collect();
+            let diags: Vec<Diagnostic> = args.config.iter().filter_map(|f| unparsable(f)).collect();
             print_diagnostics(&diags);
             eprintln!("error: {why}");
             return ExitCode::from(1);
@@ -74,13 +70,19 @@ fn unparsable(file: &std::path::Path) -> Option<Diagnostic> {
         Ok(t) => t,
         Err(e) => {
             return Some(Diagnostic::error(
-                Some(config::Location::whole(std::sync::Arc::new(config::Source::File(file.to_path_buf())))),
+                Some(config::Location::whole(std::sync::Arc::new(
+                    config::Source::File(file.to_path_buf()),
+                ))),
                 "",
                 format!("cannot read configuration file: {e}"),
             ))
         }
     };
-    config::tree::Node::parse(&text, std::sync::Arc::new(config::Source::File(file.to_path_buf()))).err()
+    config::tree::Node::parse(
+        &text,
+        std::sync::Arc::new(config::Source::File(file.to_path_buf())),
+    )
+    .err()
 }
 
 /// `poolgate status`: fetch `/metrics` from a running instance and print its poolgate samples.
@@ -139,7 +141,11 @@ const MAX_STATUS_BODY: u64 = 4 * 1024 * 1024;
 /// GET `/metrics` at `addr` within `timeout`; the body on a 200 answer.
 pub fn fetch_metrics(addr: SocketAddr, timeout: Duration) -> std::io::Result<String> {
     let deadline = Instant::now() + timeout;
-    let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    };
     let mut s = TcpStream::connect_timeout(&addr, timeout)?;
     s.set_write_timeout(Some(left()))?;
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: poolgate\r\nConnection: close\r\n\r\n")?;
@@ -153,16 +159,22 @@ pub fn fetch_metrics(addr: SocketAddr, timeout: Duration) -> std::io::Result<Str
             n => raw.extend_from_slice(&buf[..n]),
         }
         if Instant::now() >= deadline {
-            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "answer too slow"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "answer too slow",
+            ));
         }
     }
     let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP answer"))?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP answer")
+    })?;
     let status = head.lines().next().unwrap_or("");
     if !status.starts_with("HTTP/1.1 200") && !status.starts_with("HTTP/1.0 200") {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("answer `{status}`")));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("answer `{status}`"),
+        ));
     }
     Ok(body.to_string())
 }

@@ -31,7 +31,13 @@ pub struct Cli {
     pub log_format: LogFormat,
 
     /// Log level or filter: error, warn, info, debug, trace, or per module (poolgate=debug,warn).
-    #[arg(long, global = true, default_value = "info", env = "POOLGATE_LOG", value_name = "LEVEL")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "info",
+        env = "POOLGATE_LOG",
+        value_name = "LEVEL"
+    )]
     pub log_level: String,
 
     /// What to run.
@@ -55,33 +61,39 @@ pub enum Command {
     Registrar(RoleArgs),
 
     /// Run a proxy pool element (PPE) in front of one unmodified backend server.
-    #[command(long_about = "Run a proxy pool element (PPE) in front of one backend.\n\n\
+    #[command(
+        long_about = "Run a proxy pool element (PPE) in front of one backend.\n\n\
         The PPE registers the backend into a pool (ppe.pool) at a registrar \
         (ppe.registrars), reports its load, health-checks the backend \
         (ppe.backend) and turns each ASAP session from a pool user into a TCP \
         connection to the backend, sealing the session's state into cookies \
         (ppe.key, ppe.cookie_interval) so that another pool element can resume it. \
-        Run one per backend: poolgate-ppe@NAME.service reads /etc/poolgate/ppe-NAME.toml.")]
+        Run one per backend: poolgate-ppe@NAME.service reads /etc/poolgate/ppe-NAME.toml."
+    )]
     Ppe(RoleArgs),
 
     /// Run a proxy pool user (PPU) gateway that accepts unmodified clients.
-    #[command(long_about = "Run a proxy pool user (PPU) gateway for unmodified clients.\n\n\
+    #[command(
+        long_about = "Run a proxy pool user (PPU) gateway for unmodified clients.\n\n\
         Each listener (ppu.listener) accepts TCP, TLS, HTTP or HTTPS clients, resolves \
         its pool at a registrar (ppu.registrars), picks a pool element and carries the \
         client's session there. Session keep-alives (ppu.session) detect a failed pool \
         element; the session then moves to another one, resuming from its last state \
-        cookie. Default configuration: /etc/poolgate/ppu.toml.")]
+        cookie. Default configuration: /etc/poolgate/ppu.toml."
+    )]
     Ppu(RoleArgs),
 
     /// Check configuration files and print every problem found, with file, line and key.
-    #[command(long_about = "Check configuration files without starting anything.\n\n\
+    #[command(
+        long_about = "Check configuration files without starting anything.\n\n\
         Reads the files as the role would (defaults, files, POOLGATE_* environment, \
         --set), then prints every problem at once, each with file, line, column, key \
         and reason: syntax errors, unknown keys, wrong types, bad addresses or \
         durations, missing or too short secret and key files, keep-alive timeouts \
         longer than their interval, duplicate listeners, and more. Warnings (such as \
         secret files readable by others) do not fail the check. Exits 0 when the \
-        configuration is usable, 1 otherwise.")]
+        configuration is usable, 1 otherwise."
+    )]
     Check(CheckArgs),
 
     /// Ask a running poolgate whether it is up, through its metrics endpoint.
@@ -178,7 +190,16 @@ mod tests {
     #[test]
     fn parses_roles_and_globals() {
         let cli = Cli::try_parse_from([
-            "poolgate", "ppu", "-c", "a.toml", "--config", "b.toml", "--set", "x=1", "--log-format", "json",
+            "poolgate",
+            "ppu",
+            "-c",
+            "a.toml",
+            "--config",
+            "b.toml",
+            "--set",
+            "x=1",
+            "--log-format",
+            "json",
         ])
         .unwrap();
         assert_eq!(cli.log_format, LogFormat::Json);
@@ -189,8 +210,19 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(Cli::try_parse_from(["poolgate", "check"]).is_err(), "check needs --config");
-        let st = Cli::try_parse_from(["poolgate", "status", "--address", "127.0.0.1:1", "--timeout", "250ms"]).unwrap();
+        assert!(
+            Cli::try_parse_from(["poolgate", "check"]).is_err(),
+            "check needs --config"
+        );
+        let st = Cli::try_parse_from([
+            "poolgate",
+            "status",
+            "--address",
+            "127.0.0.1:1",
+            "--timeout",
+            "250ms",
+        ])
+        .unwrap();
         match st.command {
             Command::Status(s) => assert_eq!(s.timeout, std::time::Duration::from_millis(250)),
             other => panic!("{other:?}"),

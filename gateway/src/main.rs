@@ -53,7 +53,10 @@ fn start(cli: &Cli, role: Role, args: &RoleArgs) -> ExitCode {
     for w in &loaded.warnings {
         tracing::warn!(key = %w.key, location = ?w.location.as_ref().map(ToString::to_string), "{}", w.message);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
@@ -69,7 +72,9 @@ fn start(cli: &Cli, role: Role, args: &RoleArgs) -> ExitCode {
         let metrics_addr = if metrics.enabled {
             let server = MetricsServer::bind(metrics.listen.0, registry.clone())
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot bind the metrics endpoint {}: {e}", metrics.listen))?;
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot bind the metrics endpoint {}: {e}", metrics.listen)
+                })?;
             let addr = server.local_addr()?;
             tracing::info!(%addr, "metrics endpoint listening");
             tokio::spawn(server.run(std::future::pending()));
@@ -91,7 +96,6 @@ fn start(cli: &Cli, role: Role, args: &RoleArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(role = %role, error = %format!("{e:#}"), "stopped");
-            eprintln!("poolgate: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -100,7 +104,11 @@ fn start(cli: &Cli, role: Role, args: &RoleArgs) -> ExitCode {
 /// Metrics every role exposes: build info and start time.
 fn register_process_metrics(registry: &Registry, role: Role) -> anyhow::Result<()> {
     registry
-        .gauge_vec("poolgate_build_info", "Build of this poolgate process (always 1).", &["version", "role"])?
+        .gauge_vec(
+            "poolgate_build_info",
+            "Build of this poolgate process (always 1).",
+            &["version", "role"],
+        )?
         .with(&[env!("CARGO_PKG_VERSION"), role.name()])?
         .set(1.0);
     let start = std::time::SystemTime::now()
@@ -108,7 +116,10 @@ fn register_process_metrics(registry: &Registry, role: Role) -> anyhow::Result<(
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
     registry
-        .gauge("poolgate_start_time_seconds", "Start time of the process since the Unix epoch.")?
+        .gauge(
+            "poolgate_start_time_seconds",
+            "Start time of the process since the Unix epoch.",
+        )?
         .set(start);
     Ok(())
 }

@@ -60,7 +60,9 @@ impl Notifier {
         } else {
             return Err(NotifyError::BadAddress(address.to_string()));
         };
-        Ok(Notifier { target: Some(target) })
+        Ok(Notifier {
+            target: Some(target),
+        })
     }
 
     /// A notifier that sends nothing.
@@ -136,12 +138,18 @@ fn send_abstract(sock: &UnixDatagram, name: &[u8], msg: &[u8]) -> io::Result<()>
 
 #[cfg(not(target_os = "linux"))]
 fn send_abstract(_sock: &UnixDatagram, _name: &[u8], _msg: &[u8]) -> io::Result<()> {
-    Err(io::Error::new(io::ErrorKind::Unsupported, "abstract sockets are Linux-only"))
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "abstract sockets are Linux-only",
+    ))
 }
 
 /// `CLOCK_MONOTONIC` in microseconds, the clock systemd compares reload times with.
 pub fn monotonic_usec() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     if rc != 0 {
@@ -161,7 +169,11 @@ pub fn watchdog_timeout() -> Option<Duration> {
 }
 
 /// [`watchdog_timeout`] from explicit values (testable without touching the environment).
-pub fn watchdog_timeout_from(usec: Option<&str>, pid: Option<&str>, my_pid: u32) -> Option<Duration> {
+pub fn watchdog_timeout_from(
+    usec: Option<&str>,
+    pid: Option<&str>,
+    my_pid: u32,
+) -> Option<Duration> {
     let usec: u64 = usec?.trim().parse().ok()?;
     if usec == 0 {
         return None;
@@ -208,15 +220,24 @@ mod tests {
     fn addresses() {
         assert!(Notifier::new("/run/systemd/notify").unwrap().is_active());
         assert!(Notifier::new("@abstract").unwrap().is_active());
-        assert!(matches!(Notifier::new("relative"), Err(NotifyError::BadAddress(_))));
+        assert!(matches!(
+            Notifier::new("relative"),
+            Err(NotifyError::BadAddress(_))
+        ));
         assert!(!Notifier::disabled().is_active());
         assert!(Notifier::disabled().ready().is_ok());
     }
 
     #[test]
     fn watchdog_env_rules() {
-        assert_eq!(watchdog_timeout_from(Some("2000000"), None, 7), Some(Duration::from_secs(2)));
-        assert_eq!(watchdog_timeout_from(Some("2000000"), Some("7"), 7), Some(Duration::from_secs(2)));
+        assert_eq!(
+            watchdog_timeout_from(Some("2000000"), None, 7),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            watchdog_timeout_from(Some("2000000"), Some("7"), 7),
+            Some(Duration::from_secs(2))
+        );
         assert_eq!(watchdog_timeout_from(Some("2000000"), Some("8"), 7), None);
         assert_eq!(watchdog_timeout_from(Some("0"), None, 7), None);
         assert_eq!(watchdog_timeout_from(Some("x"), None, 7), None);
@@ -226,7 +247,10 @@ mod tests {
     #[test]
     fn newlines_are_refused_in_fields() {
         let n = Notifier::new("/nonexistent/socket").unwrap();
-        assert!(matches!(n.send(&[("STATUS", "a\nb")]), Err(NotifyError::Newline)));
+        assert!(matches!(
+            n.send(&[("STATUS", "a\nb")]),
+            Err(NotifyError::Newline)
+        ));
     }
 
     #[test]

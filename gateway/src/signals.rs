@@ -66,10 +66,14 @@ mod tests {
     async fn hup_reloads_and_term_drains() {
         let mut s = Signals::install().unwrap();
         raise(libc::SIGHUP);
-        let got = tokio::time::timeout(Duration::from_secs(5), s.recv()).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), s.recv())
+            .await
+            .unwrap();
         assert_eq!(got, Some(Signal::Reload));
         raise(libc::SIGTERM);
-        let got = tokio::time::timeout(Duration::from_secs(5), s.recv()).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), s.recv())
+            .await
+            .unwrap();
         assert_eq!(got, Some(Signal::Drain));
     }
 }

@@ -50,7 +50,13 @@ pub(crate) fn positive(check: &mut Checker<'_>, path: &str, d: Duration) {
 
 /// Keep-alive timing: both positive, and the timeout no longer than the interval —
 /// a longer timeout means probes overlap and a dead peer is declared late.
-pub(crate) fn keepalive(check: &mut Checker<'_>, interval_path: &str, timeout_path: &str, interval: Duration, timeout: Duration) {
+pub(crate) fn keepalive(
+    check: &mut Checker<'_>,
+    interval_path: &str,
+    timeout_path: &str,
+    interval: Duration,
+    timeout: Duration,
+) {
     positive(check, interval_path, interval);
     positive(check, timeout_path, timeout);
     if timeout > interval && !interval.is_zero() {
@@ -89,14 +95,10 @@ pub(crate) fn address_list(check: &mut Checker<'_>, path: &str, addrs: &[Addr], 
     let mut seen = HashSet::new();
     for (i, a) in addrs.iter().enumerate() {
         if !seen.insert(a.0) {
-            check.error(&format!("{path}[{i}]"), format!("address {a} is listed twice"));
+            check.error(
+                &format!("{path}[{i}]"),
+                format!("address {a} is listed twice"),
+            );
         }
-    }
-}
-
-/// Error unless the plugin name is a plain identifier.
-pub(crate) fn plugin_name(check: &mut Checker<'_>, path: &str, name: &str) {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
-        check.error(path, format!("`{name}` is not a plugin name (lowercase letters, digits, - and _)"));
     }
 }

@@ -79,12 +79,19 @@ impl<'de> NodeDe<'de> {
     }
 
     /// Text from env/`--set` parsed as the type the key expects.
-    fn text_as<V: Visitor<'de>>(&self, text: &'de str, want: Want, visitor: V) -> Result<V::Value, DeError> {
+    fn text_as<V: Visitor<'de>>(
+        &self,
+        text: &'de str,
+        want: Want,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         let r = match want {
             Want::Bool => match text {
                 "true" => visitor.visit_bool(true),
                 "false" => visitor.visit_bool(false),
-                _ => Err(de::Error::custom(format!("expected true or false, found `{text}`"))),
+                _ => Err(de::Error::custom(format!(
+                    "expected true or false, found `{text}`"
+                ))),
             },
             Want::Int => {
                 if let Ok(i) = text.parse::<i64>() {
@@ -92,12 +99,16 @@ impl<'de> NodeDe<'de> {
                 } else if let Ok(u) = text.parse::<u64>() {
                     visitor.visit_u64(u)
                 } else {
-                    Err(de::Error::custom(format!("expected an integer, found `{text}`")))
+                    Err(de::Error::custom(format!(
+                        "expected an integer, found `{text}`"
+                    )))
                 }
             }
             Want::Float => match text.parse::<f64>() {
                 Ok(f) => visitor.visit_f64(f),
-                Err(_) => Err(de::Error::custom(format!("expected a number, found `{text}`"))),
+                Err(_) => Err(de::Error::custom(format!(
+                    "expected a number, found `{text}`"
+                ))),
             },
             Want::Any => {
                 if let Ok(i) = text.parse::<i64>() {
@@ -118,7 +129,9 @@ impl<'de> NodeDe<'de> {
     fn scalar<V: Visitor<'de>>(self, want: Want, visitor: V) -> Result<V::Value, DeError> {
         let r = match &self.node.kind {
             Kind::Scalar(Scalar::Text(t)) => return self.text_as(t, want, visitor),
-            Kind::Scalar(Scalar::Str(s)) | Kind::Scalar(Scalar::Datetime(s)) => visitor.visit_borrowed_str(s),
+            Kind::Scalar(Scalar::Str(s)) | Kind::Scalar(Scalar::Datetime(s)) => {
+                visitor.visit_borrowed_str(s)
+            }
             Kind::Scalar(Scalar::Int(i)) => visitor.visit_i64(*i),
             Kind::Scalar(Scalar::Float(f)) => visitor.visit_f64(*f),
             Kind::Scalar(Scalar::Bool(b)) => visitor.visit_bool(*b),
@@ -176,16 +189,30 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de> {
         visitor.visit_some(self).map_err(|e| e.tag(&trail))
     }
 
-    fn deserialize_unit_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         self.scalar(Want::Any, visitor)
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         let trail = self.trail.clone();
-        visitor.visit_newtype_struct(self).map_err(|e| e.tag(&trail))
+        visitor
+            .visit_newtype_struct(self)
+            .map_err(|e| e.tag(&trail))
     }
 
-    fn deserialize_tuple<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         self.scalar(Want::Any, visitor)
     }
 
@@ -243,13 +270,19 @@ struct Seq<'de, 't, I: Iterator<Item = (usize, &'de Node)>> {
 impl<'de, I: Iterator<Item = (usize, &'de Node)>> SeqAccess<'de> for Seq<'de, '_, I> {
     type Error = DeError;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
         match self.items.next() {
             None => Ok(None),
             Some((i, node)) => {
                 let mut trail = self.trail.to_vec();
                 trail.push(Seg::Index(i));
-                let r = seed.deserialize(NodeDe { node, trail: trail.clone() });
+                let r = seed.deserialize(NodeDe {
+                    node,
+                    trail: trail.clone(),
+                });
                 r.map(Some).map_err(|e| e.tag(&trail))
             }
         }
@@ -265,7 +298,10 @@ struct Map<'de, 't, I: Iterator<Item = &'de (String, Node)>> {
 impl<'de, I: Iterator<Item = &'de (String, Node)>> MapAccess<'de> for Map<'de, '_, I> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
         match self.entries.next() {
             None => Ok(None),
             Some((k, node)) => {
@@ -291,8 +327,11 @@ impl<'de, I: Iterator<Item = &'de (String, Node)>> MapAccess<'de> for Map<'de, '
             .pending
             .take()
             .ok_or_else(|| <DeError as de::Error>::custom("value requested before key"))?;
-        seed.deserialize(NodeDe { node, trail: trail.clone() })
-            .map_err(|e| e.tag(&trail))
+        seed.deserialize(NodeDe {
+            node,
+            trail: trail.clone(),
+        })
+        .map_err(|e| e.tag(&trail))
     }
 }
 
@@ -334,7 +373,8 @@ mod tests {
 
     #[test]
     fn decodes_a_valid_tree() {
-        let n = parse("mode = \"slow\"\nflag = true\n[[inner]]\nport = 1\nname = \"a\"\ntag = \"t\"\n");
+        let n =
+            parse("mode = \"slow\"\nflag = true\n[[inner]]\nport = 1\nname = \"a\"\ntag = \"t\"\n");
         let o: Outer = from_node(&n).unwrap();
         assert_eq!(o.mode, Mode::Slow);
         assert_eq!(o.inner[0].tag.as_deref(), Some("t"));
@@ -371,10 +411,26 @@ mod tests {
     fn override_text_takes_the_expected_type() {
         let mut n = parse("mode = \"fast\"\nflag = true\n[[inner]]\nport = 1\nname = \"a\"\n");
         let at = crate::config::diag::Location::whole(Arc::new(Source::Env("X".into())));
-        n.set(&parse_path("inner[0].port").unwrap(), crate::config::tree::override_value("8080", at.clone())).unwrap();
-        n.set(&parse_path("inner[0].name").unwrap(), crate::config::tree::override_value("42", at.clone())).unwrap();
-        n.set(&parse_path("flag").unwrap(), crate::config::tree::override_value("false", at.clone())).unwrap();
-        n.set(&parse_path("mode").unwrap(), crate::config::tree::override_value("slow", at)).unwrap();
+        n.set(
+            &parse_path("inner[0].port").unwrap(),
+            crate::config::tree::override_value("8080", at.clone()),
+        )
+        .unwrap();
+        n.set(
+            &parse_path("inner[0].name").unwrap(),
+            crate::config::tree::override_value("42", at.clone()),
+        )
+        .unwrap();
+        n.set(
+            &parse_path("flag").unwrap(),
+            crate::config::tree::override_value("false", at.clone()),
+        )
+        .unwrap();
+        n.set(
+            &parse_path("mode").unwrap(),
+            crate::config::tree::override_value("slow", at),
+        )
+        .unwrap();
         let o: Outer = from_node(&n).unwrap();
         assert_eq!(o.inner[0].port, 8080);
         assert_eq!(o.inner[0].name, "42");

@@ -105,7 +105,11 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// An error.
-    pub fn error(location: Option<Location>, key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn error(
+        location: Option<Location>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             severity: Severity::Error,
             location,
@@ -115,7 +119,11 @@ impl Diagnostic {
     }
 
     /// A warning.
-    pub fn warning(location: Option<Location>, key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn warning(
+        location: Option<Location>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             severity: Severity::Warning,
             ..Self::error(location, key, message)
@@ -188,7 +196,10 @@ mod tests {
             "ppu.y",
             "bad",
         );
-        assert_eq!(d.to_string(), "error: /etc/poolgate/ppu.toml:2:1: key `ppu.y`: bad");
+        assert_eq!(
+            d.to_string(),
+            "error: /etc/poolgate/ppu.toml:2:1: key `ppu.y`: bad"
+        );
         let w = Diagnostic::warning(None, "", "whole");
         assert_eq!(w.to_string(), "warning: whole");
     }

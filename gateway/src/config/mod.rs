@@ -21,6 +21,7 @@
 pub mod common;
 pub mod de;
 pub mod diag;
+pub mod plugin;
 pub mod ppe;
 pub mod ppu;
 pub mod registrar;
@@ -35,6 +36,7 @@ use serde::de::DeserializeOwned;
 
 pub use common::MetricsConfig;
 pub use diag::{Diagnostic, Location, Severity, Source};
+pub use plugin::{PluginKind, PluginOptions};
 pub use ppe::PpeConfig;
 pub use ppu::PpuConfig;
 pub use registrar::RegistrarConfig;
@@ -225,7 +227,10 @@ pub fn load<T: Section>(sources: &Sources) -> Result<Loaded<T>, Vec<Diagnostic>>
 
 /// [`load`] for a role chosen at run time.
 pub fn load_any(role: Role, sources: &Sources) -> Result<Loaded<AnyConfig>, Vec<Diagnostic>> {
-    fn wrap<T>(r: Result<Loaded<T>, Vec<Diagnostic>>, f: fn(T) -> AnyConfig) -> Result<Loaded<AnyConfig>, Vec<Diagnostic>> {
+    fn wrap<T>(
+        r: Result<Loaded<T>, Vec<Diagnostic>>,
+        f: fn(T) -> AnyConfig,
+    ) -> Result<Loaded<AnyConfig>, Vec<Diagnostic>> {
         r.map(|l| Loaded {
             config: f(l.config),
             warnings: l.warnings,
@@ -260,10 +265,16 @@ pub fn infer_role(files: &[PathBuf]) -> Result<Role, String> {
     }
     match found.as_slice() {
         [one] => Ok(*one),
-        [] => Err("cannot tell the role: no [registrar], [ppe] or [ppu] table in the file(s); use --role".into()),
+        [] => Err(
+            "cannot tell the role: no [registrar], [ppe] or [ppu] table in the file(s); use --role"
+                .into(),
+        ),
         many => Err(format!(
             "cannot tell the role: the file(s) have tables for {}; use --role",
-            many.iter().map(|r| r.name()).collect::<Vec<_>>().join(" and ")
+            many.iter()
+                .map(|r| r.name())
+                .collect::<Vec<_>>()
+                .join(" and ")
         )),
     }
 }
@@ -272,14 +283,19 @@ pub fn infer_role(files: &[PathBuf]) -> Result<Role, String> {
 fn builtin_tree(role: Role) -> Node {
     let source = Arc::new(Source::Builtin(role.default_file_name()));
     // The shipped files are tested to parse (see tests below); failing here is a build bug.
-    Node::parse(role.default_toml(), source).unwrap_or_else(|d| panic!("built-in defaults do not parse: {d}"))
+    Node::parse(role.default_toml(), source)
+        .unwrap_or_else(|d| panic!("built-in defaults do not parse: {d}"))
 }
 
 /// Read and parse one configuration file.
 fn read_file_tree(path: &Path) -> Result<Node, Diagnostic> {
     let source = Arc::new(Source::File(path.to_path_buf()));
     let text = std::fs::read_to_string(path).map_err(|e| {
-        Diagnostic::error(Some(Location::whole(source.clone())), "", format!("cannot read configuration file: {e}"))
+        Diagnostic::error(
+            Some(Location::whole(source.clone())),
+            "",
+            format!("cannot read configuration file: {e}"),
+        )
     })?;
     Node::parse(&text, source)
 }
@@ -307,7 +323,11 @@ fn apply_env(tree: &mut Node, role: Role, env: &[(String, String)], diags: &mut 
             })
             .collect::<Option<Vec<_>>>();
         let Some(segs) = segs else {
-            diags.push(Diagnostic::error(Some(at), "", "empty key segment in variable name"));
+            diags.push(Diagnostic::error(
+                Some(at),
+                "",
+                "empty key segment in variable name",
+            ));
             continue;
         };
         let node = tree::override_value(value, at.clone());
@@ -325,7 +345,11 @@ fn apply_sets(tree: &mut Node, role: Role, sets: &[String], diags: &mut Vec<Diag
             continue;
         };
         let Some(mut segs) = tree::parse_path(key.trim()) else {
-            diags.push(Diagnostic::error(Some(at), key.trim(), "not a key path (write e.g. ppu.session.keepalive_interval)"));
+            diags.push(Diagnostic::error(
+                Some(at),
+                key.trim(),
+                "not a key path (write e.g. ppu.session.keepalive_interval)",
+            ));
             continue;
         };
         if segs.first() != Some(&Seg::Key(role.name().to_string())) {
@@ -349,10 +373,18 @@ fn check_top_level(tree: &mut Node, role: Role, diags: &mut Vec<Diagnostic>) {
             return true;
         }
         let why = match Role::from_name(k) {
-            Some(other) => format!("this is a {other} table, but the configuration is for the {role} role"),
-            None => format!("unknown key; the only top-level table of a {role} configuration is [{role}]"),
+            Some(other) => {
+                format!("this is a {other} table, but the configuration is for the {role} role")
+            }
+            None => format!(
+                "unknown key; the only top-level table of a {role} configuration is [{role}]"
+            ),
         };
-        diags.push(Diagnostic::error(node.key_at.clone().or(node.at.clone()), node.path.clone(), why));
+        diags.push(Diagnostic::error(
+            node.key_at.clone().or(node.at.clone()),
+            node.path.clone(),
+            why,
+        ));
         false
     });
 }
@@ -364,7 +396,11 @@ fn decode<T: Section>(tree: &mut Node, defaults: &Node, diags: &mut Vec<Diagnost
     let mut removed: Vec<Vec<Seg>> = Vec::new();
     for _ in 0..MAX_ERRORS {
         let Some(section) = tree.get(std::slice::from_ref(&role_seg)) else {
-            diags.push(Diagnostic::error(None, T::ROLE.name(), "the role's table is missing"));
+            diags.push(Diagnostic::error(
+                None,
+                T::ROLE.name(),
+                "the role's table is missing",
+            ));
             return None;
         };
         let err = match de::from_node::<T>(section) {
@@ -374,7 +410,11 @@ fn decode<T: Section>(tree: &mut Node, defaults: &Node, diags: &mut Vec<Diagnost
         let mut at = vec![role_seg.clone()];
         at.extend(err.at.clone().unwrap_or_default());
         let node = tree.nearest(&at);
-        let missing = err.message.strip_prefix("missing field `").and_then(|m| m.split('`').next()).map(str::to_string);
+        let missing = err
+            .message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next())
+            .map(str::to_string);
 
         if let Some(field) = &missing {
             let mut child = at.clone();
@@ -409,7 +449,9 @@ fn decode<T: Section>(tree: &mut Node, defaults: &Node, diags: &mut Vec<Diagnost
         // whose elements have no defaults), otherwise drop the value.
         let in_array = at.iter().any(|s| matches!(s, Seg::Index(_)));
         let repaired = match defaults.get(&at) {
-            Some(def) if !in_array && !err.unknown_key && tree.get(&at) != Some(def) => tree.replace(&at, def.clone()),
+            Some(def) if !in_array && !err.unknown_key && tree.get(&at) != Some(def) => {
+                tree.replace(&at, def.clone())
+            }
             _ => {
                 let ok = tree.remove(&at);
                 if ok {
@@ -422,7 +464,11 @@ fn decode<T: Section>(tree: &mut Node, defaults: &Node, diags: &mut Vec<Diagnost
             return None;
         }
     }
-    diags.push(Diagnostic::error(None, "", format!("more than {MAX_ERRORS} errors; stopped checking")));
+    diags.push(Diagnostic::error(
+        None,
+        "",
+        format!("more than {MAX_ERRORS} errors; stopped checking"),
+    ));
     None
 }
 
@@ -473,7 +519,9 @@ impl Checker<'_> {
         }
         let (_, loc) = self.locate(path);
         match loc.as_ref().map(|l| &*l.source) {
-            Some(Source::File(f)) => f.parent().map_or_else(|| file.to_path_buf(), |d| d.join(file)),
+            Some(Source::File(f)) => f
+                .parent()
+                .map_or_else(|| file.to_path_buf(), |d| d.join(file)),
             _ => file.to_path_buf(),
         }
     }
@@ -502,7 +550,10 @@ impl Checker<'_> {
                 Some(bytes)
             }
             Err(e) => {
-                self.error(path, format!("cannot read secret file {}: {e}", full.display()));
+                self.error(
+                    path,
+                    format!("cannot read secret file {}: {e}", full.display()),
+                );
                 None
             }
         }
@@ -569,7 +620,12 @@ mod tests {
             seen += 1;
             let role = infer_role(std::slice::from_ref(&path)).unwrap();
             let text = std::fs::read_to_string(&path).unwrap();
-            assert_eq!(text, role.default_toml(), "{} differs from the embedded copy", path.display());
+            assert_eq!(
+                text,
+                role.default_toml(),
+                "{} differs from the embedded copy",
+                path.display()
+            );
             let tree = builtin_tree(role);
             let mut diags = Vec::new();
             let mut t2 = tree.clone();
@@ -595,7 +651,8 @@ mod tests {
 
     #[test]
     fn layers_apply_in_order() {
-        let (_d1, mut s) = sources_with("[registrar]\nlisten = [\"127.0.0.1:1000\"]\nmax_bad_pe_report = 7\n");
+        let (_d1, mut s) =
+            sources_with("[registrar]\nlisten = [\"127.0.0.1:1000\"]\nmax_bad_pe_report = 7\n");
         let d2 = tempdir::TempDir::new();
         let f2 = d2.path().join("b.toml");
         std::fs::write(&f2, "[registrar]\nlisten = [\"127.0.0.1:2000\"]\n").unwrap();
@@ -604,9 +661,18 @@ mod tests {
         assert_eq!(c.listen[0].0.port(), 2000);
         assert_eq!(c.max_bad_pe_report, 7);
 
-        s.env.push(("POOLGATE_REGISTRAR__LISTEN".into(), "[\"127.0.0.1:3000\"]".into()));
-        s.env.push(("POOLGATE_REGISTRAR__KEEPALIVE__INTERVAL".into(), "2s".into()));
-        s.env.push(("POOLGATE_REGISTRAR__KEEPALIVE__TIMEOUT".into(), "500ms".into()));
+        s.env.push((
+            "POOLGATE_REGISTRAR__LISTEN".into(),
+            "[\"127.0.0.1:3000\"]".into(),
+        ));
+        s.env.push((
+            "POOLGATE_REGISTRAR__KEEPALIVE__INTERVAL".into(),
+            "2s".into(),
+        ));
+        s.env.push((
+            "POOLGATE_REGISTRAR__KEEPALIVE__TIMEOUT".into(),
+            "500ms".into(),
+        ));
         s.env.push(("POOLGATE_PPU__NOT_OURS".into(), "x".into()));
         let c = load::<RegistrarConfig>(&s).unwrap().config;
         assert_eq!(c.listen[0].0.port(), 3000);
@@ -632,7 +698,10 @@ mod tests {
         assert!(keys.contains(&"registrar.keepalive.interval"), "{errs:#?}");
         let bogus = errs.iter().find(|d| d.key == "registrar.bogus").unwrap();
         assert_eq!(bogus.location.as_ref().unwrap().line_col, Some((2, 1)));
-        let interval = errs.iter().find(|d| d.key == "registrar.keepalive.interval").unwrap();
+        let interval = errs
+            .iter()
+            .find(|d| d.key == "registrar.keepalive.interval")
+            .unwrap();
         assert_eq!(interval.location.as_ref().unwrap().line_col, Some((7, 12)));
     }
 
@@ -640,11 +709,22 @@ mod tests {
     fn wrong_role_table_and_bad_overrides_are_reported() {
         let (_d, mut s) = sources_with("[ppe]\npool = \"x\"\n");
         s.sets.push("nonsense".into());
-        s.env.push(("POOLGATE_REGISTRAR__PEER__5__ID".into(), "1".into()));
+        s.env
+            .push(("POOLGATE_REGISTRAR__PEER__5__ID".into(), "1".into()));
         let errs = load::<RegistrarConfig>(&s).unwrap_err();
-        assert!(errs.iter().any(|d| d.key == "ppe" && d.message.contains("ppe table")), "{errs:#?}");
-        assert!(errs.iter().any(|d| d.message.contains("key.path=value")), "{errs:#?}");
-        assert!(errs.iter().any(|d| d.message.contains("out of range")), "{errs:#?}");
+        assert!(
+            errs.iter()
+                .any(|d| d.key == "ppe" && d.message.contains("ppe table")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter().any(|d| d.message.contains("key.path=value")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter().any(|d| d.message.contains("out of range")),
+            "{errs:#?}"
+        );
     }
 
     #[test]

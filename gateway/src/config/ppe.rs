@@ -8,6 +8,7 @@ use pool_core::types::{Load, Policy, PoolHandle};
 use serde::Deserialize;
 
 use super::common::{self, MetricsConfig};
+use super::plugin::{PluginKind, PluginOptions};
 use super::values::{Addr, HostPort, Secret};
 use super::{Checker, Role, Section};
 
@@ -35,8 +36,10 @@ pub struct PpeConfig {
     pub sctp_port: u16,
     /// The legacy backend this PE fronts.
     pub backend: BackendConfig,
-    /// Session-state plugin name (which legacy protocol the backend speaks).
-    pub plugin: String,
+    /// Session-state plugin (which legacy protocol the backend speaks).
+    pub plugin: PluginKind,
+    /// Options of the plugin (must match the PPU listeners of this pool).
+    pub plugin_options: PluginOptions,
     /// How often a session's state is checkpointed into a cookie for the PU.
     #[serde(deserialize_with = "super::values::duration")]
     pub cookie_interval: Duration,
@@ -102,10 +105,16 @@ impl PolicyConfig {
     pub fn to_policy(&self, load: Load) -> Policy {
         match self.kind {
             PolicyKind::RoundRobin => Policy::RoundRobin,
-            PolicyKind::WeightedRoundRobin => Policy::WeightedRoundRobin { weight: self.weight },
+            PolicyKind::WeightedRoundRobin => Policy::WeightedRoundRobin {
+                weight: self.weight,
+            },
             PolicyKind::Random => Policy::Random,
-            PolicyKind::WeightedRandom => Policy::WeightedRandom { weight: self.weight },
-            PolicyKind::Priority => Policy::Priority { priority: self.priority },
+            PolicyKind::WeightedRandom => Policy::WeightedRandom {
+                weight: self.weight,
+            },
+            PolicyKind::Priority => Policy::Priority {
+                priority: self.priority,
+            },
             PolicyKind::LeastUsed => Policy::LeastUsed { load },
             PolicyKind::LeastUsedDegradation => Policy::LeastUsedDegradation {
                 load,
@@ -182,18 +191,35 @@ impl Section for PpeConfig {
             check.error("ppe.sctp_port", "port 0 is not a valid SCTP port");
         }
         let p = &self.policy;
-        if matches!(p.kind, PolicyKind::WeightedRoundRobin | PolicyKind::WeightedRandom) && p.weight == 0 {
+        if matches!(
+            p.kind,
+            PolicyKind::WeightedRoundRobin | PolicyKind::WeightedRandom
+        ) && p.weight == 0
+        {
             check.error("ppe.policy.weight", "a weighted policy needs weight ≥ 1");
         }
-        for (key, v) in [("load_degradation", p.load_degradation), ("load_increment", p.load_increment)] {
+        for (key, v) in [
+            ("load_degradation", p.load_degradation),
+            ("load_increment", p.load_increment),
+        ] {
             if !(0.0..=1.0).contains(&v) {
-                check.error(&format!("ppe.policy.{key}"), "must be a fraction between 0.0 and 1.0");
+                check.error(
+                    &format!("ppe.policy.{key}"),
+                    "must be a fraction between 0.0 and 1.0",
+                );
             }
         }
         let b = &self.backend;
         common::positive(check, "ppe.backend.connect_timeout", b.connect_timeout);
-        common::keepalive(check, "ppe.backend.check_interval", "ppe.backend.check_timeout", b.check_interval, b.check_timeout);
-        common::plugin_name(check, "ppe.plugin", &self.plugin);
+        common::keepalive(
+            check,
+            "ppe.backend.check_interval",
+            "ppe.backend.check_timeout",
+            b.check_interval,
+            b.check_timeout,
+        );
+        self.plugin_options
+            .validate(check, "ppe.plugin_options", self.plugin);
         common::positive(check, "ppe.cookie_interval", self.cookie_interval);
         if self.max_sessions == 0 {
             check.error("ppe.max_sessions", "must be at least 1");
@@ -210,7 +236,10 @@ impl Section for PpeConfig {
         for (i, k) in self.keys.iter_mut().enumerate() {
             let path = format!("ppe.key[{i}]");
             if !ids.insert(k.id) {
-                check.error(&format!("{path}.id"), format!("key id {} is used twice", k.id));
+                check.error(
+                    &format!("{path}.id"),
+                    format!("key id {} is used twice", k.id),
+                );
             }
             let bytes = match (&k.key, &k.key_file) {
                 (Some(_), Some(_)) => {
@@ -224,7 +253,10 @@ impl Section for PpeConfig {
                 (Some(hex_text), None) => match hex::decode(hex_text.trim()) {
                     Ok(b) => Some(b),
                     Err(_) => {
-                        check.error(&format!("{path}.key"), "not hex (write the key as hex digits, or use key_file)");
+                        check.error(
+                            &format!("{path}.key"),
+                            "not hex (write the key as hex digits, or use key_file)",
+                        );
                         None
                     }
                 },
@@ -235,7 +267,10 @@ impl Section for PpeConfig {
                 if bytes.len() < MIN_POOL_KEY_LEN {
                     check.error(
                         &format!("{path}.{key}"),
-                        format!("pool key is {} bytes; at least {MIN_POOL_KEY_LEN} are needed", bytes.len()),
+                        format!(
+                            "pool key is {} bytes; at least {MIN_POOL_KEY_LEN} are needed",
+                            bytes.len()
+                        ),
                     );
                 } else {
                     k.material = Secret::new(bytes);
@@ -272,7 +307,13 @@ mod tests {
         };
         assert_eq!(p.to_policy(5), Policy::WeightedRandom { weight: 3 });
         p.kind = PolicyKind::PriorityLeastUsed;
-        assert_eq!(p.to_policy(5), Policy::PriorityLeastUsed { load: 5, increment: Load::MAX });
+        assert_eq!(
+            p.to_policy(5),
+            Policy::PriorityLeastUsed {
+                load: 5,
+                increment: Load::MAX
+            }
+        );
         p.kind = PolicyKind::Priority;
         assert_eq!(p.to_policy(5), Policy::Priority { priority: 9 });
     }

@@ -8,6 +8,7 @@ use pool_core::types::PoolHandle;
 use serde::Deserialize;
 
 use super::common::{self, MetricsConfig};
+use super::plugin::{PluginKind, PluginOptions};
 use super::values::Addr;
 use super::{Checker, Role, Section};
 
@@ -78,14 +79,6 @@ impl ListenerKind {
     pub fn is_tls(self) -> bool {
         matches!(self, ListenerKind::Tls | ListenerKind::Https)
     }
-
-    /// The plugin used when a listener names none.
-    pub fn default_plugin(self) -> &'static str {
-        match self {
-            ListenerKind::Tcp | ListenerKind::Tls => "tcp",
-            ListenerKind::Http | ListenerKind::Https => "http",
-        }
-    }
 }
 
 /// A client-facing listener.
@@ -100,9 +93,12 @@ pub struct Listener {
     pub bind: Addr,
     /// Pool handle whose PEs serve this listener's clients.
     pub pool: String,
-    /// Session-state plugin; default by kind (tcp/tls: "tcp", http/https: "http").
+    /// Session-state plugin; default "raw" (HTTP is carried as a byte stream for now).
+    #[serde(default = "default_plugin")]
+    pub plugin: PluginKind,
+    /// Plugin options (must match the PPEs of the pool); defaults when absent.
     #[serde(default)]
-    pub plugin: Option<String>,
+    pub plugin_options: PluginOptions,
     /// PEM certificate chain (tls/https only).
     #[serde(default)]
     pub tls_cert: Option<PathBuf>,
@@ -115,15 +111,14 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// The plugin to use: configured or the kind's default.
-    pub fn plugin_name(&self) -> &str {
-        self.plugin.as_deref().unwrap_or(self.kind.default_plugin())
-    }
-
     /// The pool handle as the handlespace type.
     pub fn pool_handle(&self) -> Option<PoolHandle> {
         PoolHandle::new(self.pool.as_bytes().to_vec())
     }
+}
+
+fn default_plugin() -> PluginKind {
+    PluginKind::Raw
 }
 
 /// Longest listener name (it becomes a metric label).
@@ -138,7 +133,11 @@ impl Section for PpuConfig {
 
     fn validate(&mut self, check: &mut Checker<'_>) {
         common::address_list(check, "ppu.registrars", &self.registrars, "registrar");
-        common::positive(check, "ppu.resolution.cache_staleness", self.resolution.cache_staleness);
+        common::positive(
+            check,
+            "ppu.resolution.cache_staleness",
+            self.resolution.cache_staleness,
+        );
         common::positive(check, "ppu.resolution.timeout", self.resolution.timeout);
         let s = &self.session;
         common::keepalive(
@@ -162,17 +161,25 @@ impl Section for PpuConfig {
             let path = format!("ppu.listener[{i}]");
             if l.name.is_empty()
                 || l.name.len() > MAX_LISTENER_NAME_LEN
-                || !l.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                || !l
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             {
                 check.error(
                     &format!("{path}.name"),
-                    format!("listener name must be 1–{MAX_LISTENER_NAME_LEN} letters, digits, - or _"),
+                    format!(
+                        "listener name must be 1–{MAX_LISTENER_NAME_LEN} letters, digits, - or _"
+                    ),
                 );
             }
             if let Some(first) = names.insert(&l.name, i) {
                 check.error(
                     &format!("{path}.name"),
-                    format!("listener name `{}` is already used by listener[{first}]", l.name),
+                    format!(
+                        "listener name `{}` is already used by listener[{first}]",
+                        l.name
+                    ),
                 );
             }
             if let Some(first) = binds.insert(l.bind.0, i) {
@@ -182,17 +189,22 @@ impl Section for PpuConfig {
                 );
             }
             if l.bind.0.port() == 0 {
-                check.error(&format!("{path}.bind"), "a client-facing listener needs a fixed port");
+                check.error(
+                    &format!("{path}.bind"),
+                    "a client-facing listener needs a fixed port",
+                );
             }
             common::pool_handle(check, &format!("{path}.pool"), &l.pool);
-            if let Some(p) = &l.plugin {
-                common::plugin_name(check, &format!("{path}.plugin"), p);
-            }
+            l.plugin_options
+                .validate(check, &format!("{path}.plugin_options"), l.plugin);
             if l.kind.is_tls() {
                 for (key, file) in [("tls_cert", &l.tls_cert), ("tls_key", &l.tls_key)] {
                     let kp = format!("{path}.{key}");
                     match file {
-                        None => check.error(&format!("{path}.kind"), format!("a TLS listener needs `{key}`")),
+                        None => check.error(
+                            &format!("{path}.kind"),
+                            format!("a TLS listener needs `{key}`"),
+                        ),
                         Some(f) => {
                             if key == "tls_key" {
                                 // Private key: read it now so a missing file or loose mode shows up in `check`.
@@ -200,7 +212,8 @@ impl Section for PpuConfig {
                             } else {
                                 let full = check.resolve_file(&kp, f);
                                 if let Err(e) = std::fs::metadata(&full) {
-                                    check.error(&kp, format!("cannot read {}: {e}", full.display()));
+                                    check
+                                        .error(&kp, format!("cannot read {}: {e}", full.display()));
                                 }
                             }
                         }

@@ -139,7 +139,10 @@ impl Section for RegistrarConfig {
             check.error("registrar.sctp_port", "port 0 is not a valid SCTP port");
         }
         if self.enrp_sctp_port == 0 {
-            check.error("registrar.enrp_sctp_port", "port 0 is not a valid SCTP port");
+            check.error(
+                "registrar.enrp_sctp_port",
+                "port 0 is not a valid SCTP port",
+            );
         }
         common::keepalive(
             check,
@@ -154,24 +157,40 @@ impl Section for RegistrarConfig {
         let reg = &self.registration;
         common::positive(check, "registrar.registration.min_life", reg.min_life);
         if reg.min_life > reg.max_life {
-            check.error("registrar.registration.max_life", "max_life is shorter than min_life");
+            check.error(
+                "registrar.registration.max_life",
+                "max_life is shorter than min_life",
+            );
         }
         let l = &self.limits;
         for (key, v) in [
             ("max_pools", l.max_pools),
             ("max_pes_per_pool", l.max_pes_per_pool),
             ("max_associations_per_peer", l.max_associations_per_peer),
-            ("failure_reports_per_pu_per_sec", l.failure_reports_per_pu_per_sec),
+            (
+                "failure_reports_per_pu_per_sec",
+                l.failure_reports_per_pu_per_sec,
+            ),
         ] {
             if v == 0 {
                 check.error(&format!("registrar.limits.{key}"), "must be at least 1");
             }
         }
         if !(1024..=16 * 1024 * 1024).contains(&l.max_message_size) {
-            check.error("registrar.limits.max_message_size", "must be between 1024 and 16777216 bytes");
+            check.error(
+                "registrar.limits.max_message_size",
+                "must be between 1024 and 16777216 bytes",
+            );
         }
         if self.pools.len() > l.max_pools as usize {
-            check.error("registrar.pool", format!("{} pools listed but limits.max_pools is {}", self.pools.len(), l.max_pools));
+            check.error(
+                "registrar.pool",
+                format!(
+                    "{} pools listed but limits.max_pools is {}",
+                    self.pools.len(),
+                    l.max_pools
+                ),
+            );
         }
 
         let mut handles = HashSet::new();
@@ -179,7 +198,10 @@ impl Section for RegistrarConfig {
             let path = format!("registrar.pool[{i}]");
             common::pool_handle(check, &format!("{path}.handle"), &pool.handle);
             if !handles.insert(pool.handle.clone()) {
-                check.error(&format!("{path}.handle"), format!("pool `{}` is listed twice", pool.handle));
+                check.error(
+                    &format!("{path}.handle"),
+                    format!("pool `{}` is listed twice", pool.handle),
+                );
             }
             let bytes = match (&pool.secret, &pool.secret_file) {
                 (Some(_), Some(_)) => {
@@ -191,16 +213,25 @@ impl Section for RegistrarConfig {
                     None
                 }
                 (Some(s), None) => Some(s.clone().into_bytes()),
-                (None, Some(f)) => check.read_secret_file(&format!("{path}.secret_file"), f).map(trim_newline),
+                (None, Some(f)) => check
+                    .read_secret_file(&format!("{path}.secret_file"), f)
+                    .map(trim_newline),
             };
             if let Some(bytes) = bytes {
-                let key = if pool.secret.is_some() { "secret" } else { "secret_file" };
+                let key = if pool.secret.is_some() {
+                    "secret"
+                } else {
+                    "secret_file"
+                };
                 if bytes.is_empty() {
                     check.error(&format!("{path}.{key}"), "registration secret is empty");
                 } else if bytes.len() < MIN_SECRET_LEN {
                     check.warning(
                         &format!("{path}.{key}"),
-                        format!("registration secret is only {} bytes; use at least {MIN_SECRET_LEN}", bytes.len()),
+                        format!(
+                            "registration secret is only {} bytes; use at least {MIN_SECRET_LEN}",
+                            bytes.len()
+                        ),
                     );
                 }
                 pool.resolved_secret = Secret::new(bytes);
@@ -218,7 +249,10 @@ impl Section for RegistrarConfig {
                 if id == 0 {
                     check.error(&format!("{path}.id"), "registrar id 0 is reserved");
                 } else if !ids.insert(id) || (self.id != 0 && id == self.id) {
-                    check.error(&format!("{path}.id"), format!("registrar id {id} is used twice"));
+                    check.error(
+                        &format!("{path}.id"),
+                        format!("registrar id {id} is used twice"),
+                    );
                 }
             }
         }

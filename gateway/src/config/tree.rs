@@ -137,7 +137,13 @@ impl Node {
                 None => Location::whole(source.clone()),
             };
             // toml_edit's message repeats the position and a source excerpt; keep the reason.
-            let reason = e.message().trim().to_string();
+            let reason = e
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
             Diagnostic::error(Some(loc), "", format!("not valid TOML: {reason}"))
         })?;
         let b = Builder { text, source };
@@ -258,10 +264,7 @@ impl Node {
             match s {
                 Seg::Key(k) => {
                     if !matches!(cur.kind, Kind::Table(_)) {
-                        return Err(format!(
-                            "`{}` is not a table",
-                            render_path(&segs[..depth])
-                        ));
+                        return Err(format!("`{}` is not a table", render_path(&segs[..depth])));
                     }
                     let Kind::Table(entries) = &mut cur.kind else {
                         unreachable!("checked just above")
@@ -282,17 +285,17 @@ impl Node {
                         }
                     };
                     if last {
-                        entries[pos].1 = Node { path: here, ..value };
+                        entries[pos].1 = Node {
+                            path: here,
+                            ..value
+                        };
                         return Ok(());
                     }
                     cur = &mut entries[pos].1;
                 }
                 Seg::Index(i) => {
                     let Kind::Array(items) = &mut cur.kind else {
-                        return Err(format!(
-                            "`{}` is not an array",
-                            render_path(&segs[..depth])
-                        ));
+                        return Err(format!("`{}` is not an array", render_path(&segs[..depth])));
                     };
                     let len = items.len();
                     let Some(item) = items.get_mut(*i) else {
@@ -302,7 +305,10 @@ impl Node {
                         ));
                     };
                     if last {
-                        *item = Node { path: here, ..value };
+                        *item = Node {
+                            path: here,
+                            ..value
+                        };
                         return Ok(());
                     }
                     cur = item;
@@ -493,7 +499,8 @@ mod tests {
 
     #[test]
     fn merge_tables_deep_and_replace_arrays_whole() {
-        let mut base = Node::parse("[r]\na = 1\nb = 2\nlist = [1, 2, 3]\n[r.t]\nx = 1\n", src()).unwrap();
+        let mut base =
+            Node::parse("[r]\na = 1\nb = 2\nlist = [1, 2, 3]\n[r.t]\nx = 1\n", src()).unwrap();
         let over = Node::parse("[r]\nb = 20\nlist = [9]\n[r.t]\ny = 2\n", src()).unwrap();
         base.merge(over);
         let int = |p: &str| match &base.get(&segs(p)).unwrap().kind {
@@ -512,14 +519,22 @@ mod tests {
     fn set_creates_tables_and_checks_indices() {
         let mut t = Node::parse("[p]\nl = [{a = 1}]\n", src()).unwrap();
         let at = Location::whole(Arc::new(Source::Set("x".into())));
-        t.set(&segs("p.new.deep"), override_value("5", at.clone())).unwrap();
+        t.set(&segs("p.new.deep"), override_value("5", at.clone()))
+            .unwrap();
         assert_eq!(
             t.get(&segs("p.new.deep")).unwrap().kind,
             Kind::Scalar(Scalar::Text("5".into()))
         );
-        t.set(&segs("p.l[0].a"), override_value("7", at.clone())).unwrap();
-        assert!(t.set(&segs("p.l[3].a"), override_value("7", at.clone())).unwrap_err().contains("out of range"));
-        assert!(t.set(&segs("p.new.deep.x"), override_value("1", at.clone())).unwrap_err().contains("not a table"));
+        t.set(&segs("p.l[0].a"), override_value("7", at.clone()))
+            .unwrap();
+        assert!(t
+            .set(&segs("p.l[3].a"), override_value("7", at.clone()))
+            .unwrap_err()
+            .contains("out of range"));
+        assert!(t
+            .set(&segs("p.new.deep.x"), override_value("1", at.clone()))
+            .unwrap_err()
+            .contains("not a table"));
         let arr = override_value("[\"a\", \"b\"]", at);
         assert!(matches!(arr.kind, Kind::Array(ref v) if v.len() == 2));
     }

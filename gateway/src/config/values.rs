@@ -27,7 +27,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .ok_or_else(|| format!("`{text}`: a number needs a unit (ns, us, ms, s, m, h, d)"))?;
         let (num, tail) = rest.split_at(num_end);
-        let unit_end = tail.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(tail.len());
+        let unit_end = tail
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_end);
         let nanos_per: u128 = match unit {
             "ns" => 1,
@@ -43,11 +45,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             return Err(bad());
         }
         let (int, frac) = match num.split_once('.') {
-            Some((i, f)) if !f.contains('.') && !(i.is_empty() && f.is_empty()) => (i, f),
+            Some((i, f)) if !(f.contains('.') || (i.is_empty() && f.is_empty())) => (i, f),
             Some(_) => return Err(bad()),
             None => (num, ""),
         };
-        let int: u128 = if int.is_empty() { 0 } else { int.parse().map_err(|_| bad())? };
+        let int: u128 = if int.is_empty() {
+            0
+        } else {
+            int.parse().map_err(|_| bad())?
+        };
         let mut part = int.checked_mul(nanos_per).ok_or_else(bad)?;
         // Fractions: at most 9 digits matter (nanoseconds); more would overflow nothing
         // but add nothing either.
@@ -132,11 +138,16 @@ pub struct HostPort {
 impl HostPort {
     /// Parse `host:port`, `1.2.3.4:port` or `[v6]:port`.
     pub fn parse(text: &str) -> Result<HostPort, String> {
-        let bad = |why: &str| format!("`{text}` is not host:port ({why}; write e.g. \"backend.example:8080\" or \"[::1]:8080\")");
+        let bad = |why: &str| {
+            format!("`{text}` is not host:port ({why}; write e.g. \"backend.example:8080\" or \"[::1]:8080\")")
+        };
         let t = text.trim();
         let (host, port) = if let Some(rest) = t.strip_prefix('[') {
-            let (h, p) = rest.split_once("]:").ok_or_else(|| bad("bracketed IPv6 needs ]:port"))?;
-            h.parse::<std::net::Ipv6Addr>().map_err(|_| bad("bad IPv6 address"))?;
+            let (h, p) = rest
+                .split_once("]:")
+                .ok_or_else(|| bad("bracketed IPv6 needs ]:port"))?;
+            h.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| bad("bad IPv6 address"))?;
             (h, p)
         } else {
             t.rsplit_once(':').ok_or_else(|| bad("no port"))?
@@ -240,7 +251,18 @@ mod tests {
         assert_eq!(parse_duration("10us"), Ok(Duration::from_micros(10)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert_eq!(parse_duration(" 3d "), Ok(Duration::from_secs(3 * 86400)));
-        for bad in ["", "1", "s", "1x", "-1s", "1.2.3s", "ms", "1s2", "99999999999999999999999d", "1 s"] {
+        for bad in [
+            "",
+            "1",
+            "s",
+            "1x",
+            "-1s",
+            "1.2.3s",
+            "ms",
+            "1s2",
+            "99999999999999999999999d",
+            "1 s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should fail");
         }
     }
@@ -254,7 +276,9 @@ mod tests {
         let hp = HostPort::parse("backend.example:8080").unwrap();
         assert_eq!((hp.host.as_str(), hp.port), ("backend.example", 8080));
         assert_eq!(HostPort::parse("[::1]:80").unwrap().to_string(), "[::1]:80");
-        for bad in ["x", ":80", "h:0", "h:99999", "::1:80", "[zz]:80", "a b:1", "h:"] {
+        for bad in [
+            "x", ":80", "h:0", "h:99999", "::1:80", "[zz]:80", "a b:1", "h:",
+        ] {
             assert!(HostPort::parse(bad).is_err(), "{bad:?} should fail");
         }
     }

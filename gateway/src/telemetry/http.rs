@@ -71,7 +71,10 @@ impl MetricsServer {
             let registry = self.registry.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                if tokio::time::timeout(IO_TIMEOUT, handle(stream, &registry)).await.is_err() {
+                if tokio::time::timeout(IO_TIMEOUT, handle(stream, &registry))
+                    .await
+                    .is_err()
+                {
                     tracing::debug!(%peer, "metrics connection timed out");
                 }
             });
@@ -102,7 +105,9 @@ pub fn parse_request(head: &[u8]) -> Request {
         return Request::Malformed;
     };
     let mut parts = line.trim_end_matches('\r').split(' ');
-    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Request::Malformed;
     };
     if !version.starts_with("HTTP/1.") || !target.starts_with('/') {
@@ -134,7 +139,12 @@ async fn handle(mut stream: TcpStream, registry: &Registry) -> std::io::Result<(
         len += n;
     };
     let response = match head_end {
-        None => simple(431, "Request Header Fields Too Large", "request head too large\n", true),
+        None => simple(
+            431,
+            "Request Header Fields Too Large",
+            "request head too large\n",
+            true,
+        ),
         Some(end) => match parse_request(&buf[..end]) {
             Request::Malformed => simple(400, "Bad Request", "bad request\n", true),
             Request::BadMethod => simple(405, "Method Not Allowed", "only GET and HEAD\n", true),
@@ -144,7 +154,12 @@ async fn handle(mut stream: TcpStream, registry: &Registry) -> std::io::Result<(
                     respond(200, "OK", CONTENT_TYPE, &text, body)
                 }
                 "/" => simple(200, "OK", "poolgate: metrics at /metrics\n", body),
-                _ => simple(404, "Not Found", "not found; metrics are at /metrics\n", body),
+                _ => simple(
+                    404,
+                    "Not Found",
+                    "not found; metrics are at /metrics\n",
+                    body,
+                ),
             },
         },
     };
@@ -163,7 +178,9 @@ async fn handle(mut stream: TcpStream, registry: &Registry) -> std::io::Result<(
 }
 
 fn find_head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n").or_else(|| buf.windows(2).position(|w| w == b"\n\n"))
+    buf.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .or_else(|| buf.windows(2).position(|w| w == b"\n\n"))
 }
 
 fn simple(code: u16, reason: &str, text: &str, body: bool) -> Vec<u8> {
@@ -195,9 +212,18 @@ mod tests {
     fn request_lines() {
         assert_eq!(
             parse_request(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a"),
-            Request::Fetch { body: true, path: "/metrics".into() }
+            Request::Fetch {
+                body: true,
+                path: "/metrics".into()
+            }
         );
-        assert_eq!(parse_request(b"HEAD / HTTP/1.0"), Request::Fetch { body: false, path: "/".into() });
+        assert_eq!(
+            parse_request(b"HEAD / HTTP/1.0"),
+            Request::Fetch {
+                body: false,
+                path: "/".into()
+            }
+        );
         assert_eq!(parse_request(b"POST /metrics HTTP/1.1"), Request::BadMethod);
         assert_eq!(parse_request(b"GET /metrics"), Request::Malformed);
         assert_eq!(parse_request(b"GET metrics HTTP/1.1"), Request::Malformed);
@@ -218,7 +244,9 @@ mod tests {
     async fn serves_metrics_and_rejects_bad_requests() {
         let registry = Registry::new();
         registry.counter("served_total", "t").unwrap().inc_by(42);
-        let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap(), registry).await.unwrap();
+        let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap(), registry)
+            .await
+            .unwrap();
         let addr = server.local_addr().unwrap();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
@@ -240,17 +268,26 @@ mod tests {
         assert_eq!(len, body.len());
 
         let head = exchange(addr, b"HEAD /metrics HTTP/1.1\r\n\r\n").await;
-        assert!(head.starts_with("HTTP/1.1 200") && head.ends_with("\r\n\r\n"), "{head}");
-        assert!(exchange(addr, b"GET /nope HTTP/1.1\r\n\r\n").await.starts_with("HTTP/1.1 404"));
+        assert!(
+            head.starts_with("HTTP/1.1 200") && head.ends_with("\r\n\r\n"),
+            "{head}"
+        );
+        assert!(exchange(addr, b"GET /nope HTTP/1.1\r\n\r\n")
+            .await
+            .starts_with("HTTP/1.1 404"));
         let post = exchange(addr, b"POST /metrics HTTP/1.1\r\n\r\n").await;
         assert!(post.starts_with("HTTP/1.1 405") && post.contains("Allow: GET, HEAD"));
-        assert!(exchange(addr, b"garbage\r\n\r\n").await.starts_with("HTTP/1.1 400"));
+        assert!(exchange(addr, b"garbage\r\n\r\n")
+            .await
+            .starts_with("HTTP/1.1 400"));
         let huge = vec![b'a'; MAX_HEAD + 100];
         assert!(exchange(addr, &huge).await.starts_with("HTTP/1.1 431"));
         // A client that connects and closes without a request gets nothing, and the
         // server keeps serving.
         drop(TcpStream::connect(addr).await.unwrap());
-        assert!(exchange(addr, b"GET /metrics HTTP/1.0\n\n").await.starts_with("HTTP/1.1 200"));
+        assert!(exchange(addr, b"GET /metrics HTTP/1.0\n\n")
+            .await
+            .starts_with("HTTP/1.1 200"));
 
         stop_tx.send(()).unwrap();
         task.await.unwrap();

@@ -19,7 +19,9 @@ pub enum LogFormat {
 #[derive(Debug, thiserror::Error)]
 pub enum LogInitError {
     /// The level/filter text is not understood.
-    #[error("invalid log level `{text}`: {reason} (write e.g. info, debug, or poolgate=debug,warn)")]
+    #[error(
+        "invalid log level `{text}`: {reason} (write e.g. info, debug, or poolgate=debug,warn)"
+    )]
     BadFilter {
         /// What was given.
         text: String,
@@ -34,10 +36,11 @@ pub enum LogInitError {
 /// Install the global log subscriber. `level` is an `EnvFilter` directive such as
 /// `info` or `poolgate=debug,warn`.
 pub fn init(format: LogFormat, level: &str) -> Result<(), LogInitError> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| LogInitError::BadFilter {
-        text: level.to_string(),
-        reason: e.to_string(),
-    })?;
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(level).map_err(|e| LogInitError::BadFilter {
+            text: level.to_string(),
+            reason: e.to_string(),
+        })?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

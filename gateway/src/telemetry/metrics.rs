@@ -16,7 +16,8 @@ pub const MAX_SERIES_PER_FAMILY: usize = 10_000;
 
 /// Default histogram buckets for latencies in seconds (100 µs .. 10 s).
 pub const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
 ];
 
 /// Errors of registration and label lookup.
@@ -140,7 +141,11 @@ impl Histogram {
     pub fn observe(&self, v: f64) {
         let h = &self.0;
         // Buckets are few and sorted; a linear scan beats a binary search here.
-        let i = h.bounds.iter().position(|b| v <= *b).unwrap_or(h.bounds.len());
+        let i = h
+            .bounds
+            .iter()
+            .position(|b| v <= *b)
+            .unwrap_or(h.bounds.len());
         h.counts[i].fetch_add(1, Ordering::Relaxed);
         add_f64(&h.sum, v);
         h.count.fetch_add(1, Ordering::Relaxed);
@@ -282,7 +287,14 @@ impl Registry {
         Arc::new(Registry::default())
     }
 
-    fn register(&self, name: &str, help: &str, kind: Type, labels: &[&str], buckets: &[f64]) -> Result<Arc<Family>, MetricsError> {
+    fn register(
+        &self,
+        name: &str,
+        help: &str,
+        kind: Type,
+        labels: &[&str],
+        buckets: &[f64],
+    ) -> Result<Arc<Family>, MetricsError> {
         if !valid_metric_name(name) {
             return Err(MetricsError::BadName(name.to_string()));
         }
@@ -290,7 +302,9 @@ impl Registry {
             return Err(MetricsError::BadLabel(bad.to_string()));
         }
         if kind == Type::Histogram
-            && (buckets.is_empty() || buckets.iter().any(|b| !b.is_finite()) || buckets.windows(2).any(|w| w[0] >= w[1]))
+            && (buckets.is_empty()
+                || buckets.iter().any(|b| !b.is_finite())
+                || buckets.windows(2).any(|w| w[0] >= w[1]))
         {
             return Err(MetricsError::BadBuckets(name.to_string()));
         }
@@ -316,8 +330,14 @@ impl Registry {
     }
 
     /// Register a counter family with labels.
-    pub fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> Result<CounterVec, MetricsError> {
-        self.register(name, help, Type::Counter, labels, &[]).map(CounterVec)
+    pub fn counter_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<CounterVec, MetricsError> {
+        self.register(name, help, Type::Counter, labels, &[])
+            .map(CounterVec)
     }
 
     /// Register a gauge without labels.
@@ -326,24 +346,46 @@ impl Registry {
     }
 
     /// Register a gauge family with labels.
-    pub fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> Result<GaugeVec, MetricsError> {
-        self.register(name, help, Type::Gauge, labels, &[]).map(GaugeVec)
+    pub fn gauge_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<GaugeVec, MetricsError> {
+        self.register(name, help, Type::Gauge, labels, &[])
+            .map(GaugeVec)
     }
 
     /// Register a histogram without labels; `buckets` are upper bounds, increasing.
-    pub fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Result<Histogram, MetricsError> {
+    pub fn histogram(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: &[f64],
+    ) -> Result<Histogram, MetricsError> {
         self.histogram_vec(name, help, &[], buckets)?.with(&[])
     }
 
     /// Register a histogram family with labels.
-    pub fn histogram_vec(&self, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> Result<HistogramVec, MetricsError> {
-        self.register(name, help, Type::Histogram, labels, buckets).map(HistogramVec)
+    pub fn histogram_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        buckets: &[f64],
+    ) -> Result<HistogramVec, MetricsError> {
+        self.register(name, help, Type::Histogram, labels, buckets)
+            .map(HistogramVec)
     }
 
     /// Everything in Prometheus text exposition format 0.0.4. Families appear in
     /// registration order, series sorted by label values (stable output).
     pub fn render(&self) -> String {
-        let fams: Vec<Arc<Family>> = self.families.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let fams: Vec<Arc<Family>> = self
+            .families
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut out = String::new();
         for f in fams {
             let mut series: Vec<(Vec<String>, Series)> = {
@@ -366,7 +408,10 @@ impl Registry {
                         let mut cumulative = 0u64;
                         for (i, c) in h.0.counts.iter().enumerate() {
                             cumulative += c.load(Ordering::Relaxed);
-                            let le = h.0.bounds.get(i).map_or_else(|| "+Inf".to_string(), |b| fmt_f64(*b));
+                            let le =
+                                h.0.bounds
+                                    .get(i)
+                                    .map_or_else(|| "+Inf".to_string(), |b| fmt_f64(*b));
                             let l = render_labels(&f.labels, &values, Some(&le));
                             let _ = writeln!(out, "{}_bucket{l} {cumulative}", f.name);
                         }
@@ -444,12 +489,22 @@ mod tests {
     #[test]
     fn exposition_format_is_exact() {
         let r = Registry::new();
-        let c = r.counter_vec("poolgate_sessions_total", "Sessions opened.", &["role", "listener"]).unwrap();
+        let c = r
+            .counter_vec(
+                "poolgate_sessions_total",
+                "Sessions opened.",
+                &["role", "listener"],
+            )
+            .unwrap();
         c.with(&["ppu", "b"]).unwrap().inc_by(2);
         c.with(&["ppu", "a"]).unwrap().inc();
-        let g = r.gauge("poolgate_up", "1 when serving.\nSecond line \\ here").unwrap();
+        let g = r
+            .gauge("poolgate_up", "1 when serving.\nSecond line \\ here")
+            .unwrap();
         g.set(1.0);
-        let h = r.histogram("poolgate_rtt_seconds", "Round trip.", &[0.1, 1.0]).unwrap();
+        let h = r
+            .histogram("poolgate_rtt_seconds", "Round trip.", &[0.1, 1.0])
+            .unwrap();
         h.observe(0.05);
         h.observe(0.5);
         h.observe(7.0);
@@ -478,7 +533,11 @@ poolgate_rtt_seconds_count 3
         let r = Registry::new();
         let c = r.counter_vec("x_total", "x", &["v"]).unwrap();
         c.with(&["a\"b\\c\nd"]).unwrap().inc();
-        assert!(r.render().contains("x_total{v=\"a\\\"b\\\\c\\nd\"} 1\n"), "{}", r.render());
+        assert!(
+            r.render().contains("x_total{v=\"a\\\"b\\\\c\\nd\"} 1\n"),
+            "{}",
+            r.render()
+        );
     }
 
     #[test]
@@ -487,22 +546,50 @@ poolgate_rtt_seconds_count 3
         let h = r.histogram_vec("h_seconds", "h", &["op"], &[1.0]).unwrap();
         h.with(&["get"]).unwrap().observe(0.5);
         let text = r.render();
-        assert!(text.contains("h_seconds_bucket{op=\"get\",le=\"1\"} 1\n"), "{text}");
+        assert!(
+            text.contains("h_seconds_bucket{op=\"get\",le=\"1\"} 1\n"),
+            "{text}"
+        );
         assert!(text.contains("h_seconds_count{op=\"get\"} 1\n"), "{text}");
     }
 
     #[test]
     fn registration_errors() {
         let r = Registry::new();
-        assert_eq!(r.counter("9bad", "").unwrap_err(), MetricsError::BadName("9bad".into()));
-        assert!(matches!(r.counter_vec("ok", "", &["__x"]), Err(MetricsError::BadLabel(_))));
-        assert!(matches!(r.counter_vec("ok2", "", &["le"]), Err(MetricsError::BadLabel(_))));
+        assert_eq!(
+            r.counter("9bad", "").unwrap_err(),
+            MetricsError::BadName("9bad".into())
+        );
+        assert!(matches!(
+            r.counter_vec("ok", "", &["__x"]),
+            Err(MetricsError::BadLabel(_))
+        ));
+        assert!(matches!(
+            r.counter_vec("ok2", "", &["le"]),
+            Err(MetricsError::BadLabel(_))
+        ));
         r.counter("dup", "").unwrap();
-        assert_eq!(r.gauge("dup", "").unwrap_err(), MetricsError::Duplicate("dup".into()));
-        assert!(matches!(r.histogram("h", "", &[1.0, 1.0]), Err(MetricsError::BadBuckets(_))));
-        assert!(matches!(r.histogram("h2", "", &[f64::NAN]), Err(MetricsError::BadBuckets(_))));
+        assert_eq!(
+            r.gauge("dup", "").unwrap_err(),
+            MetricsError::Duplicate("dup".into())
+        );
+        assert!(matches!(
+            r.histogram("h", "", &[1.0, 1.0]),
+            Err(MetricsError::BadBuckets(_))
+        ));
+        assert!(matches!(
+            r.histogram("h2", "", &[f64::NAN]),
+            Err(MetricsError::BadBuckets(_))
+        ));
         let v = r.counter_vec("v", "", &["a"]).unwrap();
-        assert!(matches!(v.with(&[]), Err(MetricsError::LabelCount { want: 1, got: 0, .. })));
+        assert!(matches!(
+            v.with(&[]),
+            Err(MetricsError::LabelCount {
+                want: 1,
+                got: 0,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -512,7 +599,10 @@ poolgate_rtt_seconds_count 3
         for i in 0..MAX_SERIES_PER_FAMILY {
             v.with(&[&i.to_string()]).unwrap();
         }
-        assert!(matches!(v.with(&["one-more"]), Err(MetricsError::TooManySeries(_))));
+        assert!(matches!(
+            v.with(&["one-more"]),
+            Err(MetricsError::TooManySeries(_))
+        ));
         // Existing series stay reachable.
         v.with(&["0"]).unwrap().inc();
     }
