@@ -353,6 +353,47 @@ fn quoted_inline_prelude_is_not_tracked() {
 }
 
 #[test]
+fn hello_with_auth_splits_into_private_and_immutable() {
+    let mut pe = RespSession::new(RespConfig::default());
+    pe.on_client_bytes(&cmd(&["HELLO", "3", "AUTH", "u", "p", "SETNAME", "n"]));
+    let mut d = Vec::new();
+    assert!(
+        pe.on_backend_bytes(b"%1\r\n+proto\r\n:3\r\n", &mut d)
+            .checkpoint
+    );
+    let parts = pe.checkpoint();
+    assert_eq!(parts.private, cmd(&["AUTH", "u", "p"]));
+    assert_eq!(
+        parts.immutable,
+        [cmd(&["HELLO", "3"]), cmd(&["CLIENT", "SETNAME", "n"])].concat()
+    );
+    // Unknown HELLO options are not guessed at.
+    let mut pe = RespSession::new(RespConfig::default());
+    pe.on_client_bytes(&cmd(&["HELLO", "3", "FROB"]));
+    pe.on_backend_bytes(b"%0\r\n", &mut d);
+    assert_eq!(not_resumable(pe.failover()), NotResumable::Mode("HELLO"));
+}
+
+#[test]
+fn factory_builds_each_plugin() {
+    use poolgate_plugins::{line::LineConfig, raw::RawConfig, PluginConfig};
+    for (cfg, name) in [
+        (PluginConfig::Raw(RawConfig::default()), "raw"),
+        (PluginConfig::Line(LineConfig::default()), "line"),
+        (PluginConfig::Resp(RespConfig::default()), "resp"),
+    ] {
+        let mut s = cfg.new_session();
+        assert_eq!((cfg.protocol(), s.protocol()), (name, name));
+        let parts = s.checkpoint();
+        assert_eq!(
+            PublicState::decode(&parts.public).unwrap(),
+            PublicState::default()
+        );
+        assert_eq!(s.restore(&parts).unwrap().swallow_replies, 0);
+    }
+}
+
+#[test]
 fn reset_clears_the_prelude() {
     let mut pe = RespSession::new(RespConfig::default());
     pe.on_client_bytes(&[cmd(&["SELECT", "2"]), cmd(&["RESET"])].concat());
