@@ -86,25 +86,33 @@ impl AssociationConfig {
             return Err(ConfigError::Invalid("rto_min must be > 0 and <= rto_max"));
         }
         if self.rto_initial < self.rto_min || self.rto_initial > self.rto_max {
-            return Err(ConfigError::Invalid("rto_initial must be within [rto_min, rto_max]"));
+            return Err(ConfigError::Invalid(
+                "rto_initial must be within [rto_min, rto_max]",
+            ));
         }
         if !(MIN_PMTU..=MAX_PMTU).contains(&self.pmtu) {
             return Err(ConfigError::Invalid("pmtu out of range"));
         }
         if self.max_message_size == 0 || self.max_message_size > self.receive_buffer as usize {
-            return Err(ConfigError::Invalid("max_message_size must be in 1..=receive_buffer"));
+            return Err(ConfigError::Invalid(
+                "max_message_size must be in 1..=receive_buffer",
+            ));
         }
         if (self.receive_buffer as usize) < 2 * self.pmtu {
             return Err(ConfigError::Invalid("receive_buffer must hold two packets"));
         }
         if self.send_buffer < self.max_message_size {
-            return Err(ConfigError::Invalid("send_buffer must hold the largest message"));
+            return Err(ConfigError::Invalid(
+                "send_buffer must hold the largest message",
+            ));
         }
         if self.outbound_streams == 0 || self.inbound_streams == 0 {
             return Err(ConfigError::Invalid("stream counts must be > 0"));
         }
         if self.sack_frequency == 0 || self.max_burst == 0 {
-            return Err(ConfigError::Invalid("sack_frequency and max_burst must be > 0"));
+            return Err(ConfigError::Invalid(
+                "sack_frequency and max_burst must be > 0",
+            ));
         }
         if self.heartbeat_interval.is_some_and(|d| d.is_zero()) {
             return Err(ConfigError::Invalid("heartbeat_interval must be > 0"));

@@ -67,7 +67,9 @@ pub struct CookieSecret {
 
 impl std::fmt::Debug for CookieSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CookieSecret").field("keys", &self.keys.len()).finish()
+        f.debug_struct("CookieSecret")
+            .field("keys", &self.keys.len())
+            .finish()
     }
 }
 
@@ -96,7 +98,9 @@ fn get_ip(b: &[u8]) -> Option<IpAddr> {
 impl CookieSecret {
     /// A secret with one key.
     pub fn new(key: [u8; 32]) -> Self {
-        CookieSecret { keys: vec![(0, key)] }
+        CookieSecret {
+            keys: vec![(0, key)],
+        }
     }
 
     /// Makes `key` the sealing key; the previous one still opens cookies.
@@ -120,8 +124,15 @@ impl CookieSecret {
         out.push(VERSION);
         out.push(*id);
         out.extend_from_slice(&d.created_ms.to_be_bytes());
-        for v in [d.local_tag, d.local_tsn, d.peer_tag, d.peer_tsn, d.peer_rwnd, d.tie_local, d.tie_peer]
-        {
+        for v in [
+            d.local_tag,
+            d.local_tsn,
+            d.peer_tag,
+            d.peer_tsn,
+            d.peer_rwnd,
+            d.tie_local,
+            d.tie_peer,
+        ] {
             out.extend_from_slice(&v.to_be_bytes());
         }
         for v in [d.peer_os, d.peer_mis, d.local_port, d.peer_port] {
@@ -148,11 +159,19 @@ impl CookieSecret {
             return Err(CookieError::Invalid);
         }
         let (body, tag) = c.split_at(c.len() - MAC_LEN);
-        let key = self.keys.iter().find(|(id, _)| *id == c[1]).ok_or(CookieError::Invalid)?;
-        Self::mac(&key.1, body).verify_slice(tag).map_err(|_| CookieError::Invalid)?;
-        let u32_at = |i: usize| u32::from_be_bytes([body[i], body[i + 1], body[i + 2], body[i + 3]]);
+        let key = self
+            .keys
+            .iter()
+            .find(|(id, _)| *id == c[1])
+            .ok_or(CookieError::Invalid)?;
+        Self::mac(&key.1, body)
+            .verify_slice(tag)
+            .map_err(|_| CookieError::Invalid)?;
+        let u32_at =
+            |i: usize| u32::from_be_bytes([body[i], body[i + 1], body[i + 2], body[i + 3]]);
         let u16_at = |i: usize| u16::from_be_bytes([body[i], body[i + 1]]);
-        let created_ms = u64::from_be_bytes(body[2..10].try_into().map_err(|_| CookieError::Invalid)?);
+        let created_ms =
+            u64::from_be_bytes(body[2..10].try_into().map_err(|_| CookieError::Invalid)?);
         let origin_ip = get_ip(&body[46..63]).ok_or(CookieError::Invalid)?;
         let mut peer_addrs = Vec::with_capacity(naddrs);
         for i in 0..naddrs {
@@ -181,7 +200,6 @@ impl CookieSecret {
         })
     }
 }
-
 
 #[cfg(test)]
 mod tests {

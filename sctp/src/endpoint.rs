@@ -165,7 +165,9 @@ impl Endpoint {
         ordered: bool,
         data: Bytes,
     ) -> Result<(), SendError> {
-        self.association(h).ok_or(SendError::NotConnected)?.send(stream, ppid, ordered, data)
+        self.association(h)
+            .ok_or(SendError::NotConnected)?
+            .send(stream, ppid, ordered, data)
     }
 
     /// Starts a graceful shutdown of an association.
@@ -226,12 +228,16 @@ impl Endpoint {
 
     /// Moves events out of an association, registers new paths, retires it if done.
     fn after(&mut self, h: AssocHandle) {
-        let Some(a) = self.assocs.get_mut(&h) else { return };
+        let Some(a) = self.assocs.get_mut(&h) else {
+            return;
+        };
         for ev in a.take_events() {
             self.events.push_back((h, ev));
         }
         for p in &a.paths {
-            self.by_addr.entry((p.addr, a.local_port, a.peer_port)).or_insert(h);
+            self.by_addr
+                .entry((p.addr, a.local_port, a.peer_port))
+                .or_insert(h);
         }
         if !a.queued {
             a.queued = true;
@@ -288,7 +294,11 @@ impl Endpoint {
         h.encode(&mut out);
         c.encode(&mut out);
         finish_packet(&mut out);
-        self.reply(Transmit { destination: to, source: from, contents: out });
+        self.reply(Transmit {
+            destination: to,
+            source: from,
+            contents: out,
+        });
     }
 
     /// Handles one received UDP payload from `remote` (received on `local`, if known).
@@ -344,11 +354,11 @@ impl Endpoint {
         } else {
             None
         };
-        let by_tag = self
-            .by_tag
-            .get(&header.vtag)
-            .copied()
-            .filter(|h| self.assocs.get(h).is_some_and(|a| a.local_port == header.dst_port && a.peer_port == header.src_port));
+        let by_tag = self.by_tag.get(&header.vtag).copied().filter(|h| {
+            self.assocs
+                .get(h)
+                .is_some_and(|a| a.local_port == header.dst_port && a.peer_port == header.src_port)
+        });
         let target = match (by_tag, &cookie) {
             (Some(h), _) => Some(h),
             (None, Some(c)) => self.cookie_target(now, local, remote, c),
@@ -381,10 +391,15 @@ impl Endpoint {
         value: &[u8],
     ) -> Option<CookieData> {
         let now_ms = self.now_ms(now);
-        match self.secret.open(value, now_ms, self.config.cookie_lifetime.as_millis() as u64) {
-            Ok(c) if c.local_tag == header.vtag
-                && c.local_port == header.dst_port
-                && c.peer_port == header.src_port =>
+        match self.secret.open(
+            value,
+            now_ms,
+            self.config.cookie_lifetime.as_millis() as u64,
+        ) {
+            Ok(c)
+                if c.local_tag == header.vtag
+                    && c.local_port == header.dst_port
+                    && c.peer_port == header.src_port =>
             {
                 Some(c)
             }
@@ -399,8 +414,13 @@ impl Endpoint {
                 // claimed peer tag only if the MAC held (it did: Stale implies that).
                 if let Some(peer_tag) = self.stale_peer_tag(value) {
                     let usec = (ms.saturating_mul(1000)).min(u32::MAX as u64) as u32;
-                    let h = CommonHeader { src_port: header.dst_port, dst_port: header.src_port, vtag: peer_tag };
-                    let cause = ErrorCause::new(cause_code::STALE_COOKIE, usec.to_be_bytes().to_vec());
+                    let h = CommonHeader {
+                        src_port: header.dst_port,
+                        dst_port: header.src_port,
+                        vtag: peer_tag,
+                    };
+                    let cause =
+                        ErrorCause::new(cause_code::STALE_COOKIE, usec.to_be_bytes().to_vec());
                     self.reply_chunk(remote, local, h, Chunk::Error(vec![cause]));
                 }
                 None
@@ -410,7 +430,10 @@ impl Endpoint {
 
     fn stale_peer_tag(&self, value: &[u8]) -> Option<u32> {
         // Reopen with an unbounded lifetime to read the authenticated fields.
-        self.secret.open(value, 0, u64::MAX).ok().map(|c| c.peer_tag)
+        self.secret
+            .open(value, 0, u64::MAX)
+            .ok()
+            .map(|c| c.peer_tag)
     }
 
     /// Decides which association a valid COOKIE ECHO with an unknown tag belongs to:
@@ -425,7 +448,8 @@ impl Endpoint {
         let key = (remote, c.local_port, c.peer_port);
         if let Some(old) = self.by_addr.get(&key).copied() {
             let a = self.assocs.get(&old)?;
-            let restart = c.tie_local == a.local_tag && c.tie_peer == a.peer_tag && c.peer_tag != a.peer_tag;
+            let restart =
+                c.tie_local == a.local_tag && c.tie_peer == a.peer_tag && c.peer_tag != a.peer_tag;
             let fresh = c.tie_local == 0 && c.tie_peer == 0;
             if !(restart || fresh) {
                 return None;
@@ -435,7 +459,12 @@ impl Endpoint {
                 return None;
             }
             self.stats.restarts += 1;
-            self.events.push_back((old, Event::Closed { reason: CloseReason::PeerRestarted }));
+            self.events.push_back((
+                old,
+                Event::Closed {
+                    reason: CloseReason::PeerRestarted,
+                },
+            ));
             self.remove(old);
         }
         if self.assocs.len() >= self.config.max_associations {
@@ -467,15 +496,29 @@ impl Endpoint {
             dst_port: header.src_port,
             vtag: init.initiate_tag,
         };
-        let answer = match existing.and_then(|h| self.assocs.get_mut(&h)) {
-            Some(a) => Some(a.init_answer()),
-            None => None,
-        };
+        let answer = existing
+            .and_then(|h| self.assocs.get_mut(&h))
+            .map(|a| a.init_answer());
         if answer.is_none() {
-            let port_ok = self.config.listen_ports.is_empty() || self.config.listen_ports.contains(&header.dst_port);
-            if !self.config.accept_incoming || !port_ok || self.assocs.len() >= self.config.max_associations {
-                let h = CommonHeader { vtag: init.initiate_tag, ..reply_header };
-                self.reply_chunk(remote, local, h, Chunk::Abort { t: false, causes: Vec::new() });
+            let port_ok = self.config.listen_ports.is_empty()
+                || self.config.listen_ports.contains(&header.dst_port);
+            if !self.config.accept_incoming
+                || !port_ok
+                || self.assocs.len() >= self.config.max_associations
+            {
+                let h = CommonHeader {
+                    vtag: init.initiate_tag,
+                    ..reply_header
+                };
+                self.reply_chunk(
+                    remote,
+                    local,
+                    h,
+                    Chunk::Abort {
+                        t: false,
+                        causes: Vec::new(),
+                    },
+                );
                 return;
             }
         }
@@ -519,8 +562,12 @@ impl Endpoint {
             peer_addrs,
         });
         let cfg = &self.config.association;
-        let mut params: Vec<InitParam> =
-            self.config.local_addresses.iter().map(|a| InitParam::Address(*a)).collect();
+        let mut params: Vec<InitParam> = self
+            .config
+            .local_addresses
+            .iter()
+            .map(|a| InitParam::Address(*a))
+            .collect();
         params.push(InitParam::StateCookie(cookie));
         params.extend(unrecognized.into_iter().take(4));
         let ack = InitChunk {
@@ -558,11 +605,18 @@ impl Endpoint {
                 _ => {}
             }
         }
-        let h = CommonHeader { src_port: header.dst_port, dst_port: header.src_port, vtag: header.vtag };
+        let h = CommonHeader {
+            src_port: header.dst_port,
+            dst_port: header.src_port,
+            vtag: header.vtag,
+        };
         let c = if shutdown_ack {
             Chunk::ShutdownComplete { t: true }
         } else {
-            Chunk::Abort { t: true, causes: Vec::new() }
+            Chunk::Abort {
+                t: true,
+                causes: Vec::new(),
+            }
         };
         self.reply_chunk(remote, local, h, c);
     }
@@ -571,7 +625,11 @@ impl Endpoint {
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
         let mut buf = Vec::new();
         let (destination, source) = self.poll_transmit_into(now, &mut buf)?;
-        Some(Transmit { destination, source, contents: buf })
+        Some(Transmit {
+            destination,
+            source,
+            contents: buf,
+        })
     }
 
     /// Like [`Endpoint::poll_transmit`] but writes into a reusable buffer (cleared first);

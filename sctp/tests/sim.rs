@@ -19,11 +19,26 @@ fn closed(net: &Net, node: usize) -> Option<CloseReason> {
 #[test]
 fn handshake_and_data_both_ways() {
     let (mut net, ha, hb) = pair(1, fast_config());
-    net.nodes[0].ep.send(ha, 0, 11, true, Bytes::from_static(b"asap")).unwrap();
-    net.nodes[1].ep.send(hb, 1, 12, false, Bytes::from_static(b"enrp")).unwrap();
-    assert!(net.run_until(Duration::from_secs(5), |n| n.data(0).len() == 1 && n.data(1).len() == 1));
-    assert_eq!(net.data(1), vec![(0, 11, true, Bytes::from_static(b"asap"))]);
-    assert_eq!(net.data(0), vec![(1, 12, false, Bytes::from_static(b"enrp"))]);
+    net.nodes[0]
+        .ep
+        .send(ha, 0, 11, true, Bytes::from_static(b"asap"))
+        .unwrap();
+    net.nodes[1]
+        .ep
+        .send(hb, 1, 12, false, Bytes::from_static(b"enrp"))
+        .unwrap();
+    assert!(
+        net.run_until(Duration::from_secs(5), |n| n.data(0).len() == 1
+            && n.data(1).len() == 1)
+    );
+    assert_eq!(
+        net.data(1),
+        vec![(0, 11, true, Bytes::from_static(b"asap"))]
+    );
+    assert_eq!(
+        net.data(0),
+        vec![(1, 12, false, Bytes::from_static(b"enrp"))]
+    );
     // The server kept no state before the COOKIE ECHO: exactly one association each.
     assert_eq!(net.nodes[1].ep.association_count(), 1);
     assert_eq!(net.nodes[1].ep.stats().inits_answered, 1);
@@ -35,10 +50,17 @@ fn large_message_fragmented_and_pmtu_respected() {
     cfg.association.pmtu = 1200;
     let (mut net, ha, _) = pair(2, cfg);
     let msg: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-    net.nodes[0].ep.send(ha, 3, 11, true, Bytes::from(msg.clone())).unwrap();
+    net.nodes[0]
+        .ep
+        .send(ha, 3, 11, true, Bytes::from(msg.clone()))
+        .unwrap();
     assert!(net.run_until(Duration::from_secs(10), |n| !n.data(1).is_empty()));
     assert_eq!(net.data(1)[0].3, Bytes::from(msg));
-    assert!(net.nodes[0].max_sent <= 1200, "sent {} > pmtu", net.nodes[0].max_sent);
+    assert!(
+        net.nodes[0].max_sent <= 1200,
+        "sent {} > pmtu",
+        net.nodes[0].max_sent
+    );
     assert!(net.nodes[1].max_sent <= 1200);
 }
 
@@ -46,17 +68,28 @@ fn large_message_fragmented_and_pmtu_respected() {
 fn graceful_shutdown_delivers_queued_data() {
     let (mut net, ha, _) = pair(3, fast_config());
     for i in 0..50u32 {
-        net.nodes[0].ep.send(ha, 0, 11, true, Bytes::from(i.to_be_bytes().to_vec())).unwrap();
+        net.nodes[0]
+            .ep
+            .send(ha, 0, 11, true, Bytes::from(i.to_be_bytes().to_vec()))
+            .unwrap();
     }
     let now = net.now;
     net.nodes[0].ep.shutdown(now, ha);
-    assert!(net.run_until(Duration::from_secs(10), |n| closed(n, 0).is_some() && closed(n, 1).is_some()));
+    assert!(
+        net.run_until(Duration::from_secs(10), |n| closed(n, 0).is_some()
+            && closed(n, 1).is_some())
+    );
     assert_eq!(closed(&net, 0), Some(CloseReason::Shutdown));
     assert_eq!(closed(&net, 1), Some(CloseReason::Shutdown));
     assert_eq!(net.data(1).len(), 50);
     assert_eq!(net.nodes[0].ep.association_count(), 0);
     assert_eq!(net.nodes[1].ep.association_count(), 0);
-    assert_eq!(net.nodes[0].ep.send(ha, 0, 11, true, Bytes::from_static(b"x")), Err(SendError::NotConnected));
+    assert_eq!(
+        net.nodes[0]
+            .ep
+            .send(ha, 0, 11, true, Bytes::from_static(b"x")),
+        Err(SendError::NotConnected)
+    );
 }
 
 #[test]
@@ -87,10 +120,18 @@ fn silent_peer_detected_within_bound() {
     let frozen_at = net.now;
     assert!(net.run_until(Duration::from_secs(120), |n| closed(n, 0).is_some()));
     assert_eq!(closed(&net, 0), Some(CloseReason::Timeout));
-    let at = net.nodes[0].events.iter().find(|(_, e, _)| matches!(e, Event::Closed { .. })).unwrap().2;
+    let at = net.nodes[0]
+        .events
+        .iter()
+        .find(|(_, e, _)| matches!(e, Event::Closed { .. }))
+        .unwrap()
+        .2;
     let took = at - frozen_at;
     assert!(took <= bound, "detection took {took:?} > bound {bound:?}");
-    assert!(took >= cfg.association.heartbeat_interval.unwrap(), "too early: {took:?}");
+    assert!(
+        took >= cfg.association.heartbeat_interval.unwrap(),
+        "too early: {took:?}"
+    );
 }
 
 #[test]
@@ -99,7 +140,9 @@ fn silent_peer_during_bulk_detected() {
     let (mut net, ha, _) = pair(6, cfg);
     net.nodes[1].frozen = true;
     for _ in 0..20 {
-        let _ = net.nodes[0].ep.send(ha, 0, 11, true, Bytes::from(vec![1u8; 10_000]));
+        let _ = net.nodes[0]
+            .ep
+            .send(ha, 0, 11, true, Bytes::from(vec![1u8; 10_000]));
     }
     assert!(net.run_until(Duration::from_secs(120), |n| closed(n, 0).is_some()));
     assert_eq!(closed(&net, 0), Some(CloseReason::Timeout));
@@ -111,7 +154,10 @@ fn handshake_without_peer_times_out() {
     let mut net = Net::new(7);
     let a = net.add(fast_config(), &["10.0.0.1:9899"], 1);
     let now = net.now;
-    net.nodes[a].ep.connect(now, &["10.0.0.9:9899".parse().unwrap()], 1, 1).unwrap();
+    net.nodes[a]
+        .ep
+        .connect(now, &["10.0.0.9:9899".parse().unwrap()], 1, 1)
+        .unwrap();
     assert!(net.run_until(Duration::from_secs(600), |n| closed(n, 0).is_some()));
     assert_eq!(closed(&net, 0), Some(CloseReason::HandshakeTimeout));
 }
@@ -125,12 +171,24 @@ fn simultaneous_open_yields_one_association_each() {
     let (aa, ba) = (net.addr(a), net.addr(b));
     let ha = net.nodes[a].ep.connect(now, &[ba], 7, 7).unwrap();
     let hb = net.nodes[b].ep.connect(now, &[aa], 7, 7).unwrap();
-    assert!(net.run_until(Duration::from_secs(10), |n| n.first_handle(0).is_some() && n.first_handle(1).is_some()));
+    assert!(
+        net.run_until(Duration::from_secs(10), |n| n.first_handle(0).is_some()
+            && n.first_handle(1).is_some())
+    );
     assert_eq!(net.first_handle(0), Some(ha));
     assert_eq!(net.first_handle(1), Some(hb));
-    net.nodes[a].ep.send(ha, 0, 11, true, Bytes::from_static(b"ping")).unwrap();
-    net.nodes[b].ep.send(hb, 0, 11, true, Bytes::from_static(b"pong")).unwrap();
-    assert!(net.run_until(Duration::from_secs(5), |n| n.data(0).len() == 1 && n.data(1).len() == 1));
+    net.nodes[a]
+        .ep
+        .send(ha, 0, 11, true, Bytes::from_static(b"ping"))
+        .unwrap();
+    net.nodes[b]
+        .ep
+        .send(hb, 0, 11, true, Bytes::from_static(b"pong"))
+        .unwrap();
+    assert!(
+        net.run_until(Duration::from_secs(5), |n| n.data(0).len() == 1
+            && n.data(1).len() == 1)
+    );
     assert_eq!(net.nodes[0].ep.association_count(), 1);
     assert_eq!(net.nodes[1].ep.association_count(), 1);
 }
@@ -145,7 +203,12 @@ fn peer_restart_from_same_address() {
     let server = net.addr(1);
     let h2 = net.nodes[0].ep.connect(now, &[server], 3863, 3863).unwrap();
     assert!(net.run_until(Duration::from_secs(10), |n| n.first_handle(0).is_some()));
-    assert!(net.run_until(Duration::from_secs(1), |n| n.has_event(1, |e| *e == Event::Closed { reason: CloseReason::PeerRestarted })));
+    assert!(
+        net.run_until(Duration::from_secs(1), |n| n.has_event(1, |e| *e
+            == Event::Closed {
+                reason: CloseReason::PeerRestarted
+            }))
+    );
     let new_server_handle = net.nodes[1]
         .events
         .iter()
@@ -153,9 +216,19 @@ fn peer_restart_from_same_address() {
         .nth(1)
         .map(|(h, _, _)| *h)
         .expect("second Connected on the server");
-    net.nodes[0].ep.send(h2, 0, 11, true, Bytes::from_static(b"again")).unwrap();
+    net.nodes[0]
+        .ep
+        .send(h2, 0, 11, true, Bytes::from_static(b"again"))
+        .unwrap();
     assert!(net.run_until(Duration::from_secs(5), |n| !n.data(1).is_empty()));
-    assert_eq!(net.nodes[1].events.iter().filter(|(h, e, _)| *h == new_server_handle && matches!(e, Event::Data { .. })).count(), 1);
+    assert_eq!(
+        net.nodes[1]
+            .events
+            .iter()
+            .filter(|(h, e, _)| *h == new_server_handle && matches!(e, Event::Data { .. }))
+            .count(),
+        1
+    );
     assert_eq!(net.nodes[1].ep.association_count(), 1);
 }
 
@@ -171,29 +244,44 @@ fn multihoming_fails_over_to_alternate_path() {
     let a = net.add(ca, &["10.0.0.1:9899", "10.1.0.1:9899"], 21);
     let b = net.add(cb, &["10.0.0.2:9899", "10.1.0.2:9899"], 22);
     let now = net.now;
-    let ha = net.nodes[a].ep.connect(now, &["10.0.0.2:9899".parse().unwrap()], 5, 5).unwrap();
-    assert!(net.run_until(Duration::from_secs(5), |n| n.first_handle(1).is_some()));
+    let ha = net.nodes[a]
+        .ep
+        .connect(now, &["10.0.0.2:9899".parse().unwrap()], 5, 5)
+        .unwrap();
+    assert!(net.run_until(Duration::from_secs(5), |n| n.first_handle(b).is_some()));
     // Both of the server's addresses become confirmed paths of the client.
     assert!(net.run_until(Duration::from_secs(5), |n| {
-        n.nodes[0].ep.association_ref(ha).is_some_and(|x| x.paths().len() == 2 && x.paths().iter().all(|p| p.confirmed))
+        n.nodes[0]
+            .ep
+            .association_ref(ha)
+            .is_some_and(|x| x.paths().len() == 2 && x.paths().iter().all(|p| p.confirmed))
     }));
     // The primary network dies.
     net.blackholed.insert("10.0.0.2".parse().unwrap());
     let mut sent = 0u32;
-    let ok = net.run_until(Duration::from_secs(60), |n| n.data(1).len() >= 30);
-    let _ = ok;
     for i in 0..30u32 {
-        if net.nodes[0].ep.send(ha, 0, 11, true, Bytes::from(i.to_be_bytes().to_vec())).is_ok() {
+        if net.nodes[0]
+            .ep
+            .send(ha, 0, 11, true, Bytes::from(i.to_be_bytes().to_vec()))
+            .is_ok()
+        {
             sent += 1;
         }
     }
-    assert!(net.run_until(Duration::from_secs(60), |n| n.data(1).len() as u32 >= sent));
-    assert!(net.has_event(0, |e| matches!(e, Event::PathDown { addr } if addr.ip().to_string() == "10.0.0.2")));
-    assert!(net.has_event(0, |e| matches!(e, Event::PrimaryChanged { addr } if addr.ip().to_string() == "10.1.0.2")));
+    assert!(net.run_until(Duration::from_secs(60), |n| n.data(b).len() as u32 >= sent));
+    assert!(net.has_event(
+        0,
+        |e| matches!(e, Event::PathDown { addr } if addr.ip().to_string() == "10.0.0.2")
+    ));
+    assert!(net.has_event(
+        0,
+        |e| matches!(e, Event::PrimaryChanged { addr } if addr.ip().to_string() == "10.1.0.2")
+    ));
     assert!(closed(&net, 0).is_none());
     // The network comes back: the path is up again.
     net.blackholed.clear();
-    assert!(net.run_until(Duration::from_secs(30), |n| n.has_event(0, |e| matches!(e, Event::PathUp { .. }))));
+    assert!(net.run_until(Duration::from_secs(30), |n| n
+        .has_event(0, |e| matches!(e, Event::PathUp { .. }))));
 }
 
 #[test]
@@ -203,15 +291,27 @@ fn back_pressure_would_block_then_writable() {
     let (mut net, ha, _) = pair(11, cfg);
     let mut queued = 0;
     let err = loop {
-        match net.nodes[0].ep.send(ha, 0, 11, true, Bytes::from(vec![7u8; 100_000])) {
+        match net.nodes[0]
+            .ep
+            .send(ha, 0, 11, true, Bytes::from(vec![7u8; 100_000]))
+        {
             Ok(()) => queued += 1,
             Err(e) => break e,
         }
     };
     assert_eq!(queued, 3);
-    assert!(matches!(err, SendError::WouldBlock { buffered_amount: 300_000 }));
-    assert!(net.run_until(Duration::from_secs(10), |n| n.has_event(0, |e| *e == Event::Writable)));
-    assert!(net.nodes[0].ep.send(ha, 0, 11, true, Bytes::from(vec![7u8; 100_000])).is_ok());
+    assert!(matches!(
+        err,
+        SendError::WouldBlock {
+            buffered_amount: 300_000
+        }
+    ));
+    assert!(net.run_until(Duration::from_secs(10), |n| n
+        .has_event(0, |e| *e == Event::Writable)));
+    assert!(net.nodes[0]
+        .ep
+        .send(ha, 0, 11, true, Bytes::from(vec![7u8; 100_000]))
+        .is_ok());
 }
 
 #[derive(Debug, Clone)]
@@ -223,8 +323,16 @@ struct Msg {
 
 fn msgs() -> impl Strategy<Value = Vec<Msg>> {
     proptest::collection::vec(
-        (0u16..4, any::<bool>(), prop_oneof![1usize..100, 1usize..5000, 1usize..40_000])
-            .prop_map(|(stream, ordered, len)| Msg { stream, ordered, len }),
+        (
+            0u16..4,
+            any::<bool>(),
+            prop_oneof![1usize..100, 1usize..5000, 1usize..40_000],
+        )
+            .prop_map(|(stream, ordered, len)| Msg {
+                stream,
+                ordered,
+                len,
+            }),
         1..40,
     )
 }

@@ -251,7 +251,11 @@ impl Association {
     ) -> Association {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let local_tsn = rng.random();
-        let paths = remotes.iter().take(MAX_PATHS).map(|a| Path::new(*a, &cfg, true)).collect();
+        let paths = remotes
+            .iter()
+            .take(MAX_PATHS)
+            .map(|a| Path::new(*a, &cfg, true))
+            .collect();
         let mut a = Association::blank(
             cfg,
             now,
@@ -298,7 +302,14 @@ impl Association {
             }
         }
         a.paths = paths;
-        a.adopt_peer(now, c.peer_tag, c.peer_tsn, c.peer_rwnd, c.peer_os, c.peer_mis);
+        a.adopt_peer(
+            now,
+            c.peer_tag,
+            c.peer_tsn,
+            c.peer_rwnd,
+            c.peer_os,
+            c.peer_mis,
+        );
         a.establish(now);
         a.send_cookie_ack = true;
         a
@@ -406,7 +417,13 @@ impl Association {
     }
 
     /// Queues a message. Fails when the send buffer is full (back-pressure).
-    pub fn send(&mut self, stream: u16, ppid: u32, ordered: bool, data: Bytes) -> Result<(), SendError> {
+    pub fn send(
+        &mut self,
+        stream: u16,
+        ppid: u32,
+        ordered: bool,
+        data: Bytes,
+    ) -> Result<(), SendError> {
         match self.state {
             State::CookieWait | State::CookieEchoed | State::Established => {}
             _ => return Err(SendError::NotConnected),
@@ -442,7 +459,10 @@ impl Association {
         if self.state == State::Closed {
             return;
         }
-        let cause = ErrorCause::new(cause_code::USER_ABORT, Bytes::copy_from_slice(&reason[..reason.len().min(512)]));
+        let cause = ErrorCause::new(
+            cause_code::USER_ABORT,
+            Bytes::copy_from_slice(&reason[..reason.len().min(512)]),
+        );
         self.abort_with(cause);
     }
 
@@ -450,7 +470,13 @@ impl Association {
         let was_handshaking = self.state == State::CookieWait;
         self.ctrl.clear();
         if !was_handshaking {
-            self.ctrl.push_back((None, Chunk::Abort { t: false, causes: vec![cause.clone()] }));
+            self.ctrl.push_back((
+                None,
+                Chunk::Abort {
+                    t: false,
+                    causes: vec![cause.clone()],
+                },
+            ));
         }
         self.close(CloseReason::LocalAbort(cause));
     }
@@ -493,7 +519,10 @@ impl Association {
 
     /// Earliest timer deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut t = [self.t1, self.t2, self.rx.sack_deadline].into_iter().flatten().min();
+        let mut t = [self.t1, self.t2, self.rx.sack_deadline]
+            .into_iter()
+            .flatten()
+            .min();
         for p in &self.paths {
             for d in [p.t3, p.hb_due].into_iter().flatten() {
                 t = Some(t.map_or(d, |x: Instant| x.min(d)));
@@ -517,7 +546,9 @@ impl Association {
         if usable(&self.paths[self.primary]) {
             return self.primary;
         }
-        (0..self.paths.len()).find(|&i| usable(&self.paths[i])).unwrap_or(self.primary)
+        (0..self.paths.len())
+            .find(|&i| usable(&self.paths[i]))
+            .unwrap_or(self.primary)
     }
 
     fn update_data_path(&mut self) {
@@ -525,7 +556,9 @@ impl Association {
         if d != self.data_path {
             self.data_path = d;
             if self.state != State::Closed {
-                self.events.push_back(Event::PrimaryChanged { addr: self.paths[d].addr });
+                self.events.push_back(Event::PrimaryChanged {
+                    addr: self.paths[d].addr,
+                });
             }
         }
     }
@@ -598,7 +631,11 @@ impl Association {
             // Verification tag rules (RFC 9260 §8.5.1).
             let reflected = raw.flags & 1 != 0
                 && matches!(raw.typ, chunk_type::ABORT | chunk_type::SHUTDOWN_COMPLETE);
-            let ok = if reflected { header.vtag == self.peer_tag && self.peer_tag != 0 } else { vtag_ok };
+            let ok = if reflected {
+                header.vtag == self.peer_tag && self.peer_tag != 0
+            } else {
+                vtag_ok
+            };
             if !ok || raw.typ == chunk_type::INIT {
                 self.stats.bad_vtag += 1;
                 break;
@@ -666,7 +703,10 @@ impl Association {
                     self.rx.mark_only(d.tsn, &mut self.stats);
                     return true;
                 }
-                if let Err(cause) = self.rx.on_data(d, &mut self.events, &mut self.stats, &self.cfg) {
+                if let Err(cause) = self
+                    .rx
+                    .on_data(d, &mut self.events, &mut self.stats, &self.cfg)
+                {
                     self.abort_with(cause);
                     return false;
                 }
@@ -688,7 +728,8 @@ impl Association {
                 if self.state == State::CookieEchoed {
                     if let (Some(sent), 0) = (self.handshake_sent_at, self.t1_count) {
                         let cfg = self.cfg.clone();
-                        self.paths[self.primary].rtt_sample(now.saturating_duration_since(sent), &cfg);
+                        self.paths[self.primary]
+                            .rtt_sample(now.saturating_duration_since(sent), &cfg);
                     }
                     self.establish(now);
                 }
@@ -748,7 +789,9 @@ impl Association {
         if raw.typ & 0x40 != 0 {
             let mut info = Vec::with_capacity(4 + raw.value.len().min(256));
             info.extend_from_slice(&[raw.typ, raw.flags]);
-            info.extend_from_slice(&((raw.value.len() + 4).min(u16::MAX as usize) as u16).to_be_bytes());
+            info.extend_from_slice(
+                &((raw.value.len() + 4).min(u16::MAX as usize) as u16).to_be_bytes(),
+            );
             info.extend_from_slice(&raw.value[..raw.value.len().min(256)]);
             self.ctrl.push_back((
                 None,
@@ -833,16 +876,19 @@ impl Association {
         match self.state {
             State::CookieWait | State::CookieEchoed => {
                 // Case B or D during a collision: take the peer's parameters and finish.
-                self.adopt_peer(now, c.peer_tag, c.peer_tsn, c.peer_rwnd, c.peer_os, c.peer_mis);
+                self.adopt_peer(
+                    now,
+                    c.peer_tag,
+                    c.peer_tsn,
+                    c.peer_rwnd,
+                    c.peer_os,
+                    c.peer_mis,
+                );
                 self.establish(now);
                 self.send_cookie_ack = true;
             }
-            State::Established => {
-                if c.peer_tag == self.peer_tag {
-                    // Case D: our COOKIE ACK was lost.
-                    self.send_cookie_ack = true;
-                }
-            }
+            // Case D: our COOKIE ACK was lost.
+            State::Established if c.peer_tag == self.peer_tag => self.send_cookie_ack = true,
             _ => {}
         }
     }
@@ -853,7 +899,9 @@ impl Association {
         }
         let idx = u16::from_be_bytes([info[0], info[1]]) as usize;
         let nonce = u64::from_be_bytes(info[2..10].try_into().unwrap_or_default());
-        let Some(p) = self.paths.get_mut(idx) else { return };
+        let Some(p) = self.paths.get_mut(idx) else {
+            return;
+        };
         match p.hb_outstanding {
             Some((n, sent)) if n == nonce => {
                 p.hb_outstanding = None;
@@ -970,7 +1018,9 @@ impl Association {
     }
 
     fn heartbeat_timer(&mut self, now: Instant, i: usize) {
-        let Some(due) = self.paths[i].hb_due else { return };
+        let Some(due) = self.paths[i].hb_due else {
+            return;
+        };
         if due > now {
             return;
         }
@@ -995,7 +1045,9 @@ impl Association {
         // A path carrying data is not idle: T3-rtx watches it.
         let busy_until = p.last_data_sent.map(|t| t + iv).filter(|t| *t > now);
         match busy_until {
-            Some(t) if p.flight > 0 || p.t3.is_some() || t > now => p.hb_due = Some(t.max(now + iv / 4)),
+            Some(t) if p.flight > 0 || p.t3.is_some() || t > now => {
+                p.hb_due = Some(t.max(now + iv / 4))
+            }
             _ => {
                 p.hb_send_now = true;
                 p.hb_due = None;
@@ -1013,7 +1065,9 @@ impl Association {
         let mut info = Vec::with_capacity(18);
         info.extend_from_slice(&(i as u16).to_be_bytes());
         info.extend_from_slice(&nonce.to_be_bytes());
-        info.extend_from_slice(&(now.saturating_duration_since(self.created).as_nanos() as u64).to_be_bytes());
+        info.extend_from_slice(
+            &(now.saturating_duration_since(self.created).as_nanos() as u64).to_be_bytes(),
+        );
         self.stats.heartbeats_sent += 1;
         Chunk::Heartbeat(Bytes::from(info))
     }

@@ -162,7 +162,10 @@ mod tests {
         p.on_ack(15_000, 20_000, true);
         assert_eq!(p.cwnd, 20_000);
         p.on_ack(6_000, 20_000, true);
-        assert_eq!(p.cwnd, 21_472, "congestion avoidance adds one MTU per window");
+        assert_eq!(
+            p.cwnd, 21_472,
+            "congestion avoidance adds one MTU per window"
+        );
         p.on_fast_loss();
         assert_eq!((p.cwnd, p.ssthresh), (10_736, 10_736));
         p.on_t3_loss();

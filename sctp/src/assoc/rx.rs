@@ -122,7 +122,9 @@ impl Receiver {
         stats: &mut AssociationStats,
         _cfg: &AssociationConfig,
     ) -> Result<(), ErrorCause> {
-        let Some(tsn) = self.accept_tsn(d.tsn, stats) else { return Ok(()) };
+        let Some(tsn) = self.accept_tsn(d.tsn, stats) else {
+            return Ok(());
+        };
         let len = d.payload.len();
         if self.held + len > self.buffer {
             // Out of window. The next in-sequence TSN is still taken (up to twice the
@@ -142,7 +144,15 @@ impl Receiver {
         self.mark(tsn);
         self.held += len;
         if d.beginning && d.ending {
-            self.deliver(d.stream, d.unordered, d.ssn, d.ppid, d.payload, events, stats);
+            self.deliver(
+                d.stream,
+                d.unordered,
+                d.ssn,
+                d.ppid,
+                d.payload,
+                events,
+                stats,
+            );
             return Ok(());
         }
         let try_now = d.ending || self.reasm.contains_key(&(tsn + 1));
@@ -163,7 +173,9 @@ impl Receiver {
     ) -> Result<(), ErrorCause> {
         let mut first = tsn;
         loop {
-            let Some(c) = self.reasm.get(&first) else { return Ok(()) };
+            let Some(c) = self.reasm.get(&first) else {
+                return Ok(());
+            };
             if c.beginning {
                 break;
             }
@@ -174,7 +186,9 @@ impl Receiver {
         }
         let mut last = tsn;
         loop {
-            let Some(c) = self.reasm.get(&last) else { return Ok(()) };
+            let Some(c) = self.reasm.get(&last) else {
+                return Ok(());
+            };
             if c.ending {
                 break;
             }
@@ -193,7 +207,10 @@ impl Receiver {
                 || (!unordered && c.ssn != ssn)
                 || interior_flag
             {
-                return Err(ErrorCause::new(cause_code::PROTOCOL_VIOLATION, &b"inconsistent fragments"[..]));
+                return Err(ErrorCause::new(
+                    cause_code::PROTOCOL_VIOLATION,
+                    &b"inconsistent fragments"[..],
+                ));
             }
             total += c.payload.len();
         }
@@ -221,17 +238,32 @@ impl Receiver {
     ) {
         if unordered {
             stats.messages_received += 1;
-            events.push_back(Event::Data { stream, ppid, ordered: false, bytes });
+            events.push_back(Event::Data {
+                stream,
+                ppid,
+                ordered: false,
+                bytes,
+            });
             return;
         }
         let st = self.streams.entry(stream).or_default();
         if ssn == st.next_ssn {
             stats.messages_received += 1;
-            events.push_back(Event::Data { stream, ppid, ordered: true, bytes });
+            events.push_back(Event::Data {
+                stream,
+                ppid,
+                ordered: true,
+                bytes,
+            });
             st.next_ssn = st.next_ssn.wrapping_add(1);
             while let Some((ppid, bytes)) = st.pending.remove(&st.next_ssn) {
                 stats.messages_received += 1;
-                events.push_back(Event::Data { stream, ppid, ordered: true, bytes });
+                events.push_back(Event::Data {
+                    stream,
+                    ppid,
+                    ordered: true,
+                    bytes,
+                });
                 st.next_ssn = st.next_ssn.wrapping_add(1);
             }
         } else if (ssn.wrapping_sub(st.next_ssn) as i16) > 0 && !st.pending.contains_key(&ssn) {

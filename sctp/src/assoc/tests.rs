@@ -36,7 +36,13 @@ fn out(ep: &mut Endpoint, now: Instant) -> Vec<Vec<u8>> {
 
 fn types(pkts: &[Vec<u8>]) -> Vec<u8> {
     pkts.iter()
-        .flat_map(|p| Packet::decode(p).unwrap().chunks.into_iter().map(|c| c.typ()))
+        .flat_map(|p| {
+            Packet::decode(p)
+                .unwrap()
+                .chunks
+                .into_iter()
+                .map(|c| c.typ())
+        })
         .collect()
 }
 
@@ -105,7 +111,10 @@ fn four_way_handshake_states() {
     assert_eq!(types(&echo), vec![chunk_type::COOKIE_ECHO]);
     p.deliver_to_b(echo);
     assert_eq!(p.b.association_count(), 1);
-    assert_eq!(p.b.association_ref(p.hb()).unwrap().state(), State::Established);
+    assert_eq!(
+        p.b.association_ref(p.hb()).unwrap().state(),
+        State::Established
+    );
     assert_eq!(events(&mut p.b), vec![Event::Connected]);
     let ack = out(&mut p.b, p.now);
     assert_eq!(types(&ack), vec![chunk_type::COOKIE_ACK]);
@@ -127,14 +136,22 @@ fn t1_init_retransmits_then_gives_up() {
     // Same initiate tag on the retransmission.
     assert_eq!(first[0][20..24], again[0][20..24]);
     // Exponential back-off: 200 ms, then 400 ms.
-    assert_eq!(p.a.poll_timeout().unwrap() - p.now, Duration::from_millis(200));
+    assert_eq!(
+        p.a.poll_timeout().unwrap() - p.now,
+        Duration::from_millis(200)
+    );
     for _ in 0..3 {
         p.now = p.a.poll_timeout().unwrap();
         p.a.handle_timeout(p.now);
         out(&mut p.a, p.now);
     }
     let ev = events(&mut p.a);
-    assert_eq!(ev.last(), Some(&Event::Closed { reason: CloseReason::HandshakeTimeout }));
+    assert_eq!(
+        ev.last(),
+        Some(&Event::Closed {
+            reason: CloseReason::HandshakeTimeout
+        })
+    );
     assert_eq!(p.a.association_count(), 0);
 }
 
@@ -153,7 +170,11 @@ fn t1_cookie_retransmits_cookie_echo_and_duplicate_echo_gets_cookie_ack() {
     let echo2 = out(&mut p.a, p.now);
     assert_eq!(types(&echo2), vec![chunk_type::COOKIE_ECHO]);
     p.deliver_to_b(echo2);
-    assert_eq!(p.b.association_count(), 1, "duplicate COOKIE ECHO creates nothing new");
+    assert_eq!(
+        p.b.association_count(),
+        1,
+        "duplicate COOKIE ECHO creates nothing new"
+    );
     let ack = out(&mut p.b, p.now);
     assert_eq!(types(&ack), vec![chunk_type::COOKIE_ACK]);
     p.deliver_to_a(ack);
@@ -201,7 +222,9 @@ fn init_flood_creates_no_state() {
     let mut b = Endpoint::new(cfg(), 2).unwrap();
     let mut a = Endpoint::new(cfg(), 1).unwrap();
     for i in 0..1000u16 {
-        let src: SocketAddr = format!("10.9.{}.{}:{}", i / 250, i % 250, 1000 + i).parse().unwrap();
+        let src: SocketAddr = format!("10.9.{}.{}:{}", i / 250, i % 250, 1000 + i)
+            .parse()
+            .unwrap();
         let h = a.connect(now, &[addr(B)], i + 1, 2).unwrap();
         let init = a.poll_transmit(now).unwrap();
         a.abort(h, b"");
@@ -235,15 +258,39 @@ fn bad_checksum_and_bad_vtag_counted_and_dropped() {
 fn out_of_the_blue_gets_abort_or_shutdown_complete() {
     let now = Instant::now();
     let mut b = Endpoint::new(cfg(), 2).unwrap();
-    let mk = |c: Chunk| Packet { header: CommonHeader { src_port: 1, dst_port: 2, vtag: 77 }, chunks: vec![c] }.encode();
+    let mk = |c: Chunk| {
+        Packet {
+            header: CommonHeader {
+                src_port: 1,
+                dst_port: 2,
+                vtag: 77,
+            },
+            chunks: vec![c],
+        }
+        .encode()
+    };
     b.handle_datagram(now, None, addr(A), &mk(Chunk::Shutdown { cum_tsn: 1 }));
     let r = Packet::decode(&out(&mut b, now)[0]).unwrap();
-    assert_eq!(r.chunks, vec![Chunk::Abort { t: true, causes: vec![] }]);
+    assert_eq!(
+        r.chunks,
+        vec![Chunk::Abort {
+            t: true,
+            causes: vec![]
+        }]
+    );
     assert_eq!(r.header.vtag, 77);
     b.handle_datagram(now, None, addr(A), &mk(Chunk::ShutdownAck));
     let r = Packet::decode(&out(&mut b, now)[0]).unwrap();
     assert_eq!(r.chunks, vec![Chunk::ShutdownComplete { t: true }]);
-    b.handle_datagram(now, None, addr(A), &mk(Chunk::Abort { t: false, causes: vec![] }));
+    b.handle_datagram(
+        now,
+        None,
+        addr(A),
+        &mk(Chunk::Abort {
+            t: false,
+            causes: vec![],
+        }),
+    );
     assert!(out(&mut b, now).is_empty(), "no answer to an OOTB ABORT");
     assert_eq!(b.stats().unknown_association, 3);
 }
@@ -252,7 +299,8 @@ fn out_of_the_blue_gets_abort_or_shutdown_complete() {
 fn shutdown_state_sequence() {
     let mut p = Pair::established();
     let ha = p.ha;
-    p.a.send(ha, 0, 11, true, Bytes::from_static(b"last words")).unwrap();
+    p.a.send(ha, 0, 11, true, Bytes::from_static(b"last words"))
+        .unwrap();
     p.a.shutdown(p.now, ha);
     assert_eq!(p.state_a(), State::ShutdownPending);
     let data = out(&mut p.a, p.now);
@@ -269,7 +317,10 @@ fn shutdown_state_sequence() {
     let sd = out(&mut p.a, p.now);
     assert_eq!(types(&sd), vec![chunk_type::SHUTDOWN]);
     p.deliver_to_b(sd);
-    assert_eq!(p.b.association_ref(p.hb()).unwrap().state(), State::ShutdownAckSent);
+    assert_eq!(
+        p.b.association_ref(p.hb()).unwrap().state(),
+        State::ShutdownAckSent
+    );
     let sda = out(&mut p.b, p.now);
     assert_eq!(types(&sda), vec![chunk_type::SHUTDOWN_ACK]);
     p.deliver_to_a(sda);
@@ -280,8 +331,12 @@ fn shutdown_state_sequence() {
     assert_eq!(p.b.association_count(), 0);
     assert_eq!(p.a.association_count(), 0);
     let eb = events(&mut p.b);
-    assert!(eb.contains(&Event::Closed { reason: CloseReason::Shutdown }));
-    assert!(eb.iter().any(|e| matches!(e, Event::Data { bytes, .. } if &bytes[..] == b"last words")));
+    assert!(eb.contains(&Event::Closed {
+        reason: CloseReason::Shutdown
+    }));
+    assert!(eb
+        .iter()
+        .any(|e| matches!(e, Event::Data { bytes, .. } if &bytes[..] == b"last words")));
 }
 
 #[test]
@@ -302,7 +357,10 @@ fn shutdown_ack_retransmitted_on_t2_and_lost_complete_answered_statelessly() {
     // A's association is gone; B's retransmitted SHUTDOWN ACK gets a T-bit COMPLETE.
     p.deliver_to_a(sda);
     let sc = out(&mut p.a, p.now);
-    assert_eq!(Packet::decode(&sc[0]).unwrap().chunks, vec![Chunk::ShutdownComplete { t: true }]);
+    assert_eq!(
+        Packet::decode(&sc[0]).unwrap().chunks,
+        vec![Chunk::ShutdownComplete { t: true }]
+    );
     p.deliver_to_b(sc);
     assert_eq!(p.b.association_count(), 0);
 }
@@ -316,8 +374,12 @@ fn simultaneous_shutdown() {
     p.exchange();
     assert_eq!(p.a.association_count(), 0);
     assert_eq!(p.b.association_count(), 0);
-    assert!(events(&mut p.a).contains(&Event::Closed { reason: CloseReason::Shutdown }));
-    assert!(events(&mut p.b).contains(&Event::Closed { reason: CloseReason::Shutdown }));
+    assert!(events(&mut p.a).contains(&Event::Closed {
+        reason: CloseReason::Shutdown
+    }));
+    assert!(events(&mut p.b).contains(&Event::Closed {
+        reason: CloseReason::Shutdown
+    }));
 }
 
 #[test]
@@ -325,18 +387,31 @@ fn delayed_sack_every_second_packet_or_timer() {
     let mut p = Pair::established();
     let ha = p.ha;
     events(&mut p.b);
-    p.a.send(ha, 0, 11, true, Bytes::from_static(b"one")).unwrap();
+    p.a.send(ha, 0, 11, true, Bytes::from_static(b"one"))
+        .unwrap();
     let d1 = out(&mut p.a, p.now);
     p.deliver_to_b(d1);
-    assert!(out(&mut p.b, p.now).is_empty(), "first packet: SACK delayed");
-    p.a.send(ha, 0, 11, true, Bytes::from_static(b"two")).unwrap();
+    assert!(
+        out(&mut p.b, p.now).is_empty(),
+        "first packet: SACK delayed"
+    );
+    p.a.send(ha, 0, 11, true, Bytes::from_static(b"two"))
+        .unwrap();
     let d2 = out(&mut p.a, p.now);
     p.deliver_to_b(d2);
-    assert_eq!(types(&out(&mut p.b, p.now)), vec![chunk_type::SACK], "second packet: SACK now");
-    p.a.send(ha, 0, 11, true, Bytes::from_static(b"three")).unwrap();
+    assert_eq!(
+        types(&out(&mut p.b, p.now)),
+        vec![chunk_type::SACK],
+        "second packet: SACK now"
+    );
+    p.a.send(ha, 0, 11, true, Bytes::from_static(b"three"))
+        .unwrap();
     let d3 = out(&mut p.a, p.now);
     p.deliver_to_b(d3);
-    assert_eq!(p.b.poll_timeout().unwrap() - p.now, Duration::from_millis(200));
+    assert_eq!(
+        p.b.poll_timeout().unwrap() - p.now,
+        Duration::from_millis(200)
+    );
     p.now += Duration::from_millis(200);
     p.b.handle_timeout(p.now);
     assert_eq!(types(&out(&mut p.b, p.now)), vec![chunk_type::SACK]);
@@ -347,30 +422,54 @@ fn out_of_order_data_sacked_at_once_with_gap_and_dup() {
     let mut p = Pair::established();
     let ha = p.ha;
     for m in [&b"a"[..], b"b", b"c"] {
-        p.a.send(ha, 0, 11, true, Bytes::copy_from_slice(m)).unwrap();
+        p.a.send(ha, 0, 11, true, Bytes::copy_from_slice(m))
+            .unwrap();
         p.a.association(ha).unwrap();
     }
     // All three go in one packet; rebuild them as three single-chunk packets.
     let pkt = Packet::decode(&out(&mut p.a, p.now)[0]).unwrap();
     assert_eq!(pkt.chunks.len(), 3);
-    let single = |i: usize| Packet { header: pkt.header, chunks: vec![pkt.chunks[i].clone()] }.encode();
+    let single = |i: usize| {
+        Packet {
+            header: pkt.header,
+            chunks: vec![pkt.chunks[i].clone()],
+        }
+        .encode()
+    };
     p.deliver_to_b(vec![single(2)]);
     let s = Packet::decode(&out(&mut p.b, p.now)[0]).unwrap();
-    let Chunk::Sack(sack) = &s.chunks[0] else { panic!("expected SACK") };
+    let Chunk::Sack(sack) = &s.chunks[0] else {
+        panic!("expected SACK")
+    };
     assert_eq!(sack.gaps.len(), 1);
     assert_eq!((sack.gaps[0].start, sack.gaps[0].end), (3, 3));
     p.deliver_to_b(vec![single(2)]);
     let s = Packet::decode(&out(&mut p.b, p.now)[0]).unwrap();
-    let Chunk::Sack(sack) = &s.chunks[0] else { panic!("expected SACK") };
+    let Chunk::Sack(sack) = &s.chunks[0] else {
+        panic!("expected SACK")
+    };
     assert_eq!(sack.dups.len(), 1);
     // Ordered delivery holds "c" back until "a" and "b" arrive.
     events(&mut p.b);
     p.deliver_to_b(vec![single(0), single(1)]);
     let got: Vec<Bytes> = events(&mut p.b)
         .into_iter()
-        .filter_map(|e| if let Event::Data { bytes, .. } = e { Some(bytes) } else { None })
+        .filter_map(|e| {
+            if let Event::Data { bytes, .. } = e {
+                Some(bytes)
+            } else {
+                None
+            }
+        })
         .collect();
-    assert_eq!(got, vec![Bytes::from_static(b"a"), Bytes::from_static(b"b"), Bytes::from_static(b"c")]);
+    assert_eq!(
+        got,
+        vec![
+            Bytes::from_static(b"a"),
+            Bytes::from_static(b"b"),
+            Bytes::from_static(b"c")
+        ]
+    );
 }
 
 #[test]
@@ -378,7 +477,8 @@ fn fast_retransmit_after_three_miss_reports() {
     let mut p = Pair::established();
     let ha = p.ha;
     for i in 0..5u8 {
-        p.a.send(ha, 0, 11, true, Bytes::from(vec![i; 1400])).unwrap();
+        p.a.send(ha, 0, 11, true, Bytes::from(vec![i; 1400]))
+            .unwrap();
     }
     let pkts = out(&mut p.a, p.now);
     assert!(pkts.len() >= 4);
@@ -437,16 +537,43 @@ fn unknown_chunks_follow_upper_bits() {
         })
     };
     let b_tsn = p.b.association_ref(p.hb()).unwrap().tx_next_tsn_for_tests();
-    let mk = |chunks: Vec<Chunk>| Packet { header: CommonHeader { src_port: 2, dst_port: 1, vtag: tag }, chunks }.encode();
+    let mk = |chunks: Vec<Chunk>| {
+        Packet {
+            header: CommonHeader {
+                src_port: 2,
+                dst_port: 1,
+                vtag: tag,
+            },
+            chunks,
+        }
+        .encode()
+    };
     // 0x80 (skip silently): the DATA after it is processed.
-    p.deliver_to_a(vec![mk(vec![Chunk::Unknown { typ: 0x80 | 20, flags: 0, value: Bytes::new() }, data(b_tsn)])]);
+    p.deliver_to_a(vec![mk(vec![
+        Chunk::Unknown {
+            typ: 0x80 | 20,
+            flags: 0,
+            value: Bytes::new(),
+        },
+        data(b_tsn),
+    ])]);
     assert_eq!(events(&mut p.a).len(), 1);
     // 0x40 (stop and report): the DATA after it is not processed; ERROR goes back.
-    p.deliver_to_a(vec![mk(vec![Chunk::Unknown { typ: 0x40 | 20, flags: 0, value: Bytes::new() }, data(b_tsn + 1)])]);
+    p.deliver_to_a(vec![mk(vec![
+        Chunk::Unknown {
+            typ: 0x40 | 20,
+            flags: 0,
+            value: Bytes::new(),
+        },
+        data(b_tsn + 1),
+    ])]);
     assert!(events(&mut p.a).is_empty());
     let e = out(&mut p.a, p.now);
     let pk = Packet::decode(&e[0]).unwrap();
-    assert!(pk.chunks.iter().any(|c| matches!(c, Chunk::Error(c) if c[0].code == 6)));
+    assert!(pk
+        .chunks
+        .iter()
+        .any(|c| matches!(c, Chunk::Error(c) if c[0].code == 6)));
 }
 
 #[test]
@@ -455,7 +582,11 @@ fn invalid_stream_reported() {
     let tag = p.a.association_ref(p.ha).unwrap().local_tag;
     let tsn = p.b.association_ref(p.hb()).unwrap().tx_next_tsn_for_tests();
     let pkt = Packet {
-        header: CommonHeader { src_port: 2, dst_port: 1, vtag: tag },
+        header: CommonHeader {
+            src_port: 2,
+            dst_port: 1,
+            vtag: tag,
+        },
         chunks: vec![Chunk::Data(DataChunk {
             tsn,
             stream: 9999,
@@ -472,8 +603,14 @@ fn invalid_stream_reported() {
     p.deliver_to_a(vec![pkt]);
     let e = out(&mut p.a, p.now);
     let pk = Packet::decode(&e[0]).unwrap();
-    assert!(pk.chunks.iter().any(|c| matches!(c, Chunk::Error(c) if c[0].code == 1)));
-    assert!(pk.chunks.iter().any(|c| matches!(c, Chunk::Sack(s) if s.cum_tsn == tsn)));
+    assert!(pk
+        .chunks
+        .iter()
+        .any(|c| matches!(c, Chunk::Error(c) if c[0].code == 1)));
+    assert!(pk
+        .chunks
+        .iter()
+        .any(|c| matches!(c, Chunk::Sack(s) if s.cum_tsn == tsn)));
 }
 
 #[test]
@@ -483,12 +620,36 @@ fn peer_abort_closes_and_t_bit_abort_with_peer_tag_accepted() {
     let peer_tag = p.a.association_ref(p.ha).unwrap().peer_tag;
     // ABORT with T bit must carry the receiver's peer tag (the tag B expects), so
     // one carrying A's own tag with T set is rejected.
-    let bad = Packet { header: CommonHeader { src_port: 2, dst_port: 1, vtag: tag_of_b }, chunks: vec![Chunk::Abort { t: true, causes: vec![] }] }.encode();
+    let bad = Packet {
+        header: CommonHeader {
+            src_port: 2,
+            dst_port: 1,
+            vtag: tag_of_b,
+        },
+        chunks: vec![Chunk::Abort {
+            t: true,
+            causes: vec![],
+        }],
+    }
+    .encode();
     p.deliver_to_a(vec![bad]);
     assert_eq!(p.state_a(), State::Established);
-    let good = Packet { header: CommonHeader { src_port: 2, dst_port: 1, vtag: peer_tag }, chunks: vec![Chunk::Abort { t: true, causes: vec![] }] }.encode();
+    let good = Packet {
+        header: CommonHeader {
+            src_port: 2,
+            dst_port: 1,
+            vtag: peer_tag,
+        },
+        chunks: vec![Chunk::Abort {
+            t: true,
+            causes: vec![],
+        }],
+    }
+    .encode();
     p.deliver_to_a(vec![good]);
-    assert!(events(&mut p.a).contains(&Event::Closed { reason: CloseReason::Aborted(vec![]) }));
+    assert!(events(&mut p.a).contains(&Event::Closed {
+        reason: CloseReason::Aborted(vec![])
+    }));
     assert_eq!(p.a.association_count(), 0);
 }
 

@@ -10,7 +10,9 @@ use bytes::Bytes;
 use super::{unwrap_tsn, Association, SendError, State, MAX_PATHS};
 use crate::config::AssociationConfig;
 use crate::event::Event;
-use crate::wire::{finish_packet, Chunk, CommonHeader, DataChunk, GapBlock, InitChunk, InitParam, DATA_HEADER_LEN};
+use crate::wire::{
+    finish_packet, Chunk, CommonHeader, DataChunk, GapBlock, InitChunk, InitParam, DATA_HEADER_LEN,
+};
 
 /// A message not yet fully handed to TSNs.
 #[derive(Debug)]
@@ -145,7 +147,9 @@ impl Sender {
         let buffered = self.buffered();
         if buffered + data.len() > self.send_buffer {
             self.want_writable = true;
-            return Err(SendError::WouldBlock { buffered_amount: buffered });
+            return Err(SendError::WouldBlock {
+                buffered_amount: buffered,
+            });
         }
         let ssn = if ordered {
             let Some(s) = self.next_ssn.get_mut(stream as usize) else {
@@ -158,7 +162,14 @@ impl Sender {
             0
         };
         self.queued_bytes += data.len();
-        self.queue.push_back(OutMsg { stream, ppid, unordered: !ordered, ssn, data, offset: 0 });
+        self.queue.push_back(OutMsg {
+            stream,
+            ppid,
+            unordered: !ordered,
+            ssn,
+            data,
+            offset: 0,
+        });
         Ok(())
     }
 
@@ -179,12 +190,19 @@ impl Association {
             outbound_streams: self.cfg.outbound_streams,
             inbound_streams: self.cfg.inbound_streams,
             initial_tsn: self.local_tsn,
-            params: self.local_addresses.iter().map(|a| InitParam::Address(*a)).collect(),
+            params: self
+                .local_addresses
+                .iter()
+                .map(|a| InitParam::Address(*a))
+                .collect(),
         }
     }
 
     fn data_allowed(&self) -> bool {
-        matches!(self.state, State::Established | State::ShutdownPending | State::ShutdownReceived)
+        matches!(
+            self.state,
+            State::Established | State::ShutdownPending | State::ShutdownReceived
+        )
     }
 
     fn rtx_dest(&self) -> usize {
@@ -241,7 +259,12 @@ impl Association {
         if self.send_init {
             self.send_init = false;
             self.handshake_sent_at = Some(now);
-            CommonHeader { src_port: self.local_port, dst_port: self.peer_port, vtag: 0 }.encode(buf);
+            CommonHeader {
+                src_port: self.local_port,
+                dst_port: self.peer_port,
+                vtag: 0,
+            }
+            .encode(buf);
             Chunk::Init(self.init_chunk()).encode(buf);
             finish_packet(buf);
             self.stats.packets_sent += 1;
@@ -250,8 +273,12 @@ impl Association {
         }
         let dest = self.pick_dest()?;
         let pmtu = self.paths[dest].pmtu;
-        CommonHeader { src_port: self.local_port, dst_port: self.peer_port, vtag: self.peer_tag }
-            .encode(buf);
+        CommonHeader {
+            src_port: self.local_port,
+            dst_port: self.peer_port,
+            vtag: self.peer_tag,
+        }
+        .encode(buf);
         if self.send_cookie_echo {
             self.send_cookie_echo = false;
             self.handshake_sent_at = Some(now);
@@ -265,7 +292,9 @@ impl Association {
             if d.is_some_and(|d| d != dest) {
                 break;
             }
-            let Some((d, c)) = self.ctrl.pop_front() else { break };
+            let Some((d, c)) = self.ctrl.pop_front() else {
+                break;
+            };
             let mark = buf.len();
             c.encode(buf);
             if buf.len() > pmtu {
@@ -286,7 +315,10 @@ impl Association {
         }
         if self.send_shutdown {
             self.send_shutdown = false;
-            Chunk::Shutdown { cum_tsn: self.rx.cum32() }.encode(buf);
+            Chunk::Shutdown {
+                cum_tsn: self.rx.cum32(),
+            }
+            .encode(buf);
         }
         if self.send_shutdown_ack {
             self.send_shutdown_ack = false;
@@ -294,7 +326,10 @@ impl Association {
         }
         if self.send_shutdown_complete {
             self.send_shutdown_complete = false;
-            Chunk::ShutdownComplete { t: self.shutdown_t_bit }.encode(buf);
+            Chunk::ShutdownComplete {
+                t: self.shutdown_t_bit,
+            }
+            .encode(buf);
         }
         if self.state != State::Closed && self.paths[dest].hb_send_now && buf.len() + 28 <= pmtu {
             let hb = self.make_heartbeat(now, dest);
@@ -372,7 +407,9 @@ impl Association {
                 break;
             }
             let tx = &mut self.tx;
-            let Some(msg) = tx.queue.front_mut() else { break };
+            let Some(msg) = tx.queue.front_mut() else {
+                break;
+            };
             if buf.len() + DATA_HEADER_LEN + 4 > pmtu {
                 break;
             }
@@ -460,7 +497,9 @@ impl Association {
         let mut htna = 0u64;
         let tx = &mut self.tx;
         while tx.cum_ack < cum {
-            let Some(s) = tx.inflight.pop_front() else { break };
+            let Some(s) = tx.inflight.pop_front() else {
+                break;
+            };
             tx.cum_ack += 1;
             tx.inflight_bytes -= s.payload.len();
             if s.acked {
@@ -492,7 +531,9 @@ impl Association {
                 while gi < gaps.len() && (gaps[gi].end as usize) < off {
                     gi += 1;
                 }
-                let in_gap = gi < gaps.len() && gaps[gi].start as usize <= off && off <= gaps[gi].end as usize;
+                let in_gap = gi < gaps.len()
+                    && gaps[gi].start as usize <= off
+                    && off <= gaps[gi].end as usize;
                 if in_gap && !s.acked {
                     s.acked = true;
                     tx.gap_acked += 1;
@@ -587,8 +628,8 @@ impl Association {
             }
         }
         if any {
-            for i in 0..n {
-                if acked[i] > 0 {
+            for (i, a) in acked.iter().enumerate().take(n) {
+                if *a > 0 {
                     self.path_alive(i);
                 }
             }

@@ -46,7 +46,10 @@ pub struct ErrorCause {
 impl ErrorCause {
     /// Builds a cause from a code and its information.
     pub fn new(code: u16, info: impl Into<Bytes>) -> Self {
-        ErrorCause { code, info: info.into() }
+        ErrorCause {
+            code,
+            info: info.into(),
+        }
     }
 
     /// Appends the cause, padded; returns where the unpadded cause ends.

@@ -3,8 +3,8 @@
 use bytes::Bytes;
 
 use super::{
-    be16, be32, begin_chunk, end_chunk, end_chunk_tlv, put_tlv, tlv_items, DecodeError, ErrorCause, InitParam,
-    RawChunk,
+    be16, be32, begin_chunk, end_chunk, end_chunk_tlv, put_tlv, tlv_items, DecodeError, ErrorCause,
+    InitParam, RawChunk,
 };
 
 /// Chunk type codes.
@@ -251,7 +251,12 @@ fn init(value: &Bytes, ack: bool) -> Result<InitChunk, DecodeError> {
     if c.initiate_tag == 0 || c.outbound_streams == 0 || c.inbound_streams == 0 {
         return Err(DecodeError::Invalid("INIT"));
     }
-    if ack && !c.params.iter().any(|p| matches!(p, InitParam::StateCookie(_))) {
+    if ack
+        && !c
+            .params
+            .iter()
+            .any(|p| matches!(p, InitParam::StateCookie(_)))
+    {
         return Err(DecodeError::Invalid("INIT ACK without state cookie"));
     }
     Ok(c)
@@ -299,18 +304,31 @@ impl Chunk {
                     return Err(DecodeError::BadLength("SACK"));
                 }
                 let gaps = (0..ngaps)
-                    .map(|i| GapBlock { start: be16(v, 12 + 4 * i), end: be16(v, 14 + 4 * i) })
+                    .map(|i| GapBlock {
+                        start: be16(v, 12 + 4 * i),
+                        end: be16(v, 14 + 4 * i),
+                    })
                     .collect();
                 let base = 12 + 4 * ngaps;
                 let dups = (0..ndups).map(|i| be32(v, base + 4 * i)).collect();
-                Chunk::Sack(SackChunk { cum_tsn: be32(v, 0), a_rwnd: be32(v, 4), gaps, dups })
+                Chunk::Sack(SackChunk {
+                    cum_tsn: be32(v, 0),
+                    a_rwnd: be32(v, 4),
+                    gaps,
+                    dups,
+                })
             }
             chunk_type::HEARTBEAT => Chunk::Heartbeat(heartbeat_info(v)?),
             chunk_type::HEARTBEAT_ACK => Chunk::HeartbeatAck(heartbeat_info(v)?),
-            chunk_type::ABORT => Chunk::Abort { t: raw.flags & 1 != 0, causes: causes(v)? },
+            chunk_type::ABORT => Chunk::Abort {
+                t: raw.flags & 1 != 0,
+                causes: causes(v)?,
+            },
             chunk_type::SHUTDOWN => {
                 exact(v, 4, "SHUTDOWN")?;
-                Chunk::Shutdown { cum_tsn: be32(v, 0) }
+                Chunk::Shutdown {
+                    cum_tsn: be32(v, 0),
+                }
             }
             chunk_type::SHUTDOWN_ACK => {
                 exact(v, 0, "SHUTDOWN ACK")?;
@@ -324,7 +342,9 @@ impl Chunk {
             }
             chunk_type::SHUTDOWN_COMPLETE => {
                 exact(v, 0, "SHUTDOWN COMPLETE")?;
-                Chunk::ShutdownComplete { t: raw.flags & 1 != 0 }
+                Chunk::ShutdownComplete {
+                    t: raw.flags & 1 != 0,
+                }
             }
             chunk_type::I_DATA => {
                 if v.len() <= 16 {
@@ -343,9 +363,14 @@ impl Chunk {
                 if v.len() < 4 || v.len() % 4 != 0 {
                     return Err(DecodeError::BadLength("FORWARD-TSN"));
                 }
-                let streams =
-                    (4..v.len()).step_by(4).map(|i| (be16(v, i), be16(v, i + 2))).collect();
-                Chunk::ForwardTsn(ForwardTsnChunk { new_cum_tsn: be32(v, 0), streams })
+                let streams = (4..v.len())
+                    .step_by(4)
+                    .map(|i| (be16(v, i), be16(v, i + 2)))
+                    .collect();
+                Chunk::ForwardTsn(ForwardTsnChunk {
+                    new_cum_tsn: be32(v, 0),
+                    streams,
+                })
             }
             chunk_type::RE_CONFIG => {
                 for item in tlv_items(v, "RE-CONFIG parameter") {
@@ -353,7 +378,11 @@ impl Chunk {
                 }
                 Chunk::ReConfig(v.clone())
             }
-            typ => Chunk::Unknown { typ, flags: raw.flags, value: v.clone() },
+            typ => Chunk::Unknown {
+                typ,
+                flags: raw.flags,
+                value: v.clone(),
+            },
         })
     }
 
@@ -385,15 +414,7 @@ impl Chunk {
         match self {
             Chunk::Data(d) => {
                 let flags = DataChunk::flags(d.unordered, d.beginning, d.ending, d.immediate);
-                DataChunk::put_header(
-                    out,
-                    flags,
-                    d.payload.len(),
-                    d.tsn,
-                    d.stream,
-                    d.ssn,
-                    d.ppid,
-                );
+                DataChunk::put_header(out, flags, d.payload.len(), d.tsn, d.stream, d.ssn, d.ppid);
                 out.extend_from_slice(&d.payload);
                 super::pad4(out);
             }

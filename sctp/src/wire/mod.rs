@@ -113,7 +113,11 @@ impl ChunkIter {
     /// Iterates the chunks following the common header of `packet`.
     pub fn new(packet: Bytes) -> Self {
         let pos = COMMON_HEADER_LEN.min(packet.len());
-        ChunkIter { buf: packet, pos, failed: false }
+        ChunkIter {
+            buf: packet,
+            pos,
+            failed: false,
+        }
     }
 }
 

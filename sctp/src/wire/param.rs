@@ -61,20 +61,23 @@ impl InitParam {
     pub fn decode(typ: u16, v: Bytes) -> Result<InitParam, DecodeError> {
         Ok(match typ {
             param_type::IPV4 => {
-                let b: [u8; 4] =
-                    v[..].try_into().map_err(|_| DecodeError::BadLength("IPv4 address"))?;
+                let b: [u8; 4] = v[..]
+                    .try_into()
+                    .map_err(|_| DecodeError::BadLength("IPv4 address"))?;
                 InitParam::Address(IpAddr::V4(Ipv4Addr::from(b)))
             }
             param_type::IPV6 => {
-                let b: [u8; 16] =
-                    v[..].try_into().map_err(|_| DecodeError::BadLength("IPv6 address"))?;
+                let b: [u8; 16] = v[..]
+                    .try_into()
+                    .map_err(|_| DecodeError::BadLength("IPv6 address"))?;
                 InitParam::Address(IpAddr::V6(Ipv6Addr::from(b)))
             }
             param_type::STATE_COOKIE => InitParam::StateCookie(v),
             param_type::UNRECOGNIZED => InitParam::Unrecognized(v),
             param_type::COOKIE_PRESERVATIVE => {
-                let b: [u8; 4] =
-                    v[..].try_into().map_err(|_| DecodeError::BadLength("cookie preservative"))?;
+                let b: [u8; 4] = v[..]
+                    .try_into()
+                    .map_err(|_| DecodeError::BadLength("cookie preservative"))?;
                 InitParam::CookiePreservative(u32::from_be_bytes(b))
             }
             param_type::HOST_NAME => InitParam::HostName(v),
@@ -82,7 +85,9 @@ impl InitParam {
                 if v.len() % 2 != 0 {
                     return Err(DecodeError::BadLength("supported address types"));
                 }
-                InitParam::SupportedAddressTypes((0..v.len()).step_by(2).map(|i| be16(&v, i)).collect())
+                InitParam::SupportedAddressTypes(
+                    (0..v.len()).step_by(2).map(|i| be16(&v, i)).collect(),
+                )
             }
             param_type::SUPPORTED_EXTENSIONS => InitParam::SupportedExtensions(v),
             param_type::FORWARD_TSN_SUPPORTED => {

@@ -27,38 +27,60 @@ fn param() -> impl Strategy<Value = InitParam> {
         Just(InitParam::ForwardTsnSupported),
         (0x4000u16..0xffff, bytes(9))
             .prop_filter("known codes", |(t, _)| {
-                ![param_type::SUPPORTED_EXTENSIONS, param_type::FORWARD_TSN_SUPPORTED].contains(t)
+                ![
+                    param_type::SUPPORTED_EXTENSIONS,
+                    param_type::FORWARD_TSN_SUPPORTED,
+                ]
+                .contains(t)
             })
             .prop_map(|(typ, value)| InitParam::Unknown { typ, value }),
     ]
 }
 
 fn init() -> impl Strategy<Value = InitChunk> {
-    (1u32.., any::<u32>(), 1u16.., 1u16.., any::<u32>(), proptest::collection::vec(param(), 0..5))
-        .prop_map(|(initiate_tag, a_rwnd, os, mis, initial_tsn, params)| InitChunk {
-            initiate_tag,
-            a_rwnd,
-            outbound_streams: os,
-            inbound_streams: mis,
-            initial_tsn,
-            params,
-        })
+    (
+        1u32..,
+        any::<u32>(),
+        1u16..,
+        1u16..,
+        any::<u32>(),
+        proptest::collection::vec(param(), 0..5),
+    )
+        .prop_map(
+            |(initiate_tag, a_rwnd, os, mis, initial_tsn, params)| InitChunk {
+                initiate_tag,
+                a_rwnd,
+                outbound_streams: os,
+                inbound_streams: mis,
+                initial_tsn,
+                params,
+            },
+        )
 }
 
 fn chunk() -> impl Strategy<Value = Chunk> {
     prop_oneof![
-        (any::<u32>(), any::<u16>(), any::<u16>(), any::<u32>(), any::<[bool; 4]>(), nonempty(50))
-            .prop_map(|(tsn, stream, ssn, ppid, f, payload)| Chunk::Data(DataChunk {
-                tsn,
-                stream,
-                ssn,
-                ppid,
-                unordered: f[0],
-                beginning: f[1],
-                ending: f[2],
-                immediate: f[3],
-                payload
-            })),
+        (
+            any::<u32>(),
+            any::<u16>(),
+            any::<u16>(),
+            any::<u32>(),
+            any::<[bool; 4]>(),
+            nonempty(50)
+        )
+            .prop_map(
+                |(tsn, stream, ssn, ppid, f, payload)| Chunk::Data(DataChunk {
+                    tsn,
+                    stream,
+                    ssn,
+                    ppid,
+                    unordered: f[0],
+                    beginning: f[1],
+                    ending: f[2],
+                    immediate: f[3],
+                    payload
+                })
+            ),
         init().prop_map(Chunk::Init),
         (init(), bytes(30)).prop_map(|(mut c, cookie)| {
             c.params.push(InitParam::StateCookie(cookie));
@@ -73,7 +95,10 @@ fn chunk() -> impl Strategy<Value = Chunk> {
             .prop_map(|(cum_tsn, a_rwnd, g, dups)| Chunk::Sack(SackChunk {
                 cum_tsn,
                 a_rwnd,
-                gaps: g.into_iter().map(|(start, end)| GapBlock { start, end }).collect(),
+                gaps: g
+                    .into_iter()
+                    .map(|(start, end)| GapBlock { start, end })
+                    .collect(),
                 dups
             })),
         bytes(30).prop_map(Chunk::Heartbeat),
@@ -86,11 +111,28 @@ fn chunk() -> impl Strategy<Value = Chunk> {
         bytes(60).prop_map(Chunk::CookieEcho),
         Just(Chunk::CookieAck),
         any::<bool>().prop_map(|t| Chunk::ShutdownComplete { t }),
-        (any::<u8>(), any::<u32>(), any::<u16>(), any::<u32>(), any::<u32>(), nonempty(20))
-            .prop_map(|(flags, tsn, stream, mid, ppid_or_fsn, payload)| Chunk::IData(
-                IDataChunk { flags, tsn, stream, mid, ppid_or_fsn, payload }
-            )),
-        (any::<u32>(), proptest::collection::vec(any::<(u16, u16)>(), 0..5))
+        (
+            any::<u8>(),
+            any::<u32>(),
+            any::<u16>(),
+            any::<u32>(),
+            any::<u32>(),
+            nonempty(20)
+        )
+            .prop_map(
+                |(flags, tsn, stream, mid, ppid_or_fsn, payload)| Chunk::IData(IDataChunk {
+                    flags,
+                    tsn,
+                    stream,
+                    mid,
+                    ppid_or_fsn,
+                    payload
+                })
+            ),
+        (
+            any::<u32>(),
+            proptest::collection::vec(any::<(u16, u16)>(), 0..5)
+        )
             .prop_map(|(new_cum_tsn, streams)| Chunk::ForwardTsn(ForwardTsnChunk {
                 new_cum_tsn,
                 streams
@@ -104,7 +146,12 @@ fn chunk() -> impl Strategy<Value = Chunk> {
         }),
         (15u8..=255, any::<u8>(), bytes(30))
             .prop_filter("known types", |(t, _, _)| {
-                ![chunk_type::I_DATA, chunk_type::RE_CONFIG, chunk_type::FORWARD_TSN].contains(t)
+                ![
+                    chunk_type::I_DATA,
+                    chunk_type::RE_CONFIG,
+                    chunk_type::FORWARD_TSN,
+                ]
+                .contains(t)
             })
             .prop_map(|(typ, flags, value)| Chunk::Unknown { typ, flags, value }),
     ]
@@ -148,7 +195,11 @@ fn crc32c_known_vector() {
     // RFC 3720 B.4: 32 bytes of zeros have CRC32c 0x8a9136aa.
     assert_eq!(crc32c::crc32c(&[0u8; 32]), 0x8a91_36aa);
     let p = Packet {
-        header: CommonHeader { src_port: 5000, dst_port: 5000, vtag: 0 },
+        header: CommonHeader {
+            src_port: 5000,
+            dst_port: 5000,
+            vtag: 0,
+        },
         chunks: vec![Chunk::CookieAck],
     };
     let enc = p.encode();

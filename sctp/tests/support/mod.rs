@@ -97,9 +97,17 @@ impl Net {
                 let from = t.source.unwrap_or(n.addrs[0]);
                 // A source address this node does not own means the engine picked a
                 // wrong local address: fall back to the first (the driver would too).
-                let from = if n.addrs.contains(&from) { from } else { n.addrs[0] };
-                let Some(to_node) = self.route(t.destination) else { continue };
-                if self.blackholed.contains(&t.destination.ip()) || self.blackholed.contains(&from.ip()) {
+                let from = if n.addrs.contains(&from) {
+                    from
+                } else {
+                    n.addrs[0]
+                };
+                let Some(to_node) = self.route(t.destination) else {
+                    continue;
+                };
+                if self.blackholed.contains(&t.destination.ip())
+                    || self.blackholed.contains(&from.ip())
+                {
                     continue;
                 }
                 if self.rng.random_bool(self.loss) {
@@ -160,7 +168,12 @@ impl Net {
             n.ep.handle_datagram(self.now, Some(p.to), p.from, &p.data);
         }
         for i in 0..self.nodes.len() {
-            if !self.nodes[i].frozen && self.nodes[i].ep.poll_timeout().is_some_and(|t| t <= self.now) {
+            if !self.nodes[i].frozen
+                && self.nodes[i]
+                    .ep
+                    .poll_timeout()
+                    .is_some_and(|t| t <= self.now)
+            {
                 self.nodes[i].ep.handle_timeout(self.now);
             }
             self.collect(i);
@@ -210,7 +223,12 @@ impl Net {
             .events
             .iter()
             .filter_map(|(_, e, _)| match e {
-                Event::Data { stream, ppid, ordered, bytes } => Some((*stream, *ppid, *ordered, bytes.clone())),
+                Event::Data {
+                    stream,
+                    ppid,
+                    ordered,
+                    bytes,
+                } => Some((*stream, *ppid, *ordered, bytes.clone())),
                 _ => None,
             })
             .collect()
@@ -236,8 +254,14 @@ pub fn pair(seed: u64, cfg: EndpointConfig) -> (Net, AssocHandle, AssocHandle) {
     let b = net.add(cfg, &["10.0.0.2:9899"], seed ^ 2);
     let now = net.now;
     let server = net.addr(b);
-    let h = net.nodes[a].ep.connect(now, &[server], 3863, 3863).expect("connect");
-    assert!(net.run_until(Duration::from_secs(60), |n| n.first_handle(0).is_some() && n.first_handle(1).is_some()));
+    let h = net.nodes[a]
+        .ep
+        .connect(now, &[server], 3863, 3863)
+        .expect("connect");
+    assert!(
+        net.run_until(Duration::from_secs(60), |n| n.first_handle(0).is_some()
+            && n.first_handle(1).is_some())
+    );
     let hb = net.first_handle(b).expect("server side connected");
     (net, h, hb)
 }
