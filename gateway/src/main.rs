@@ -7,10 +7,11 @@ use clap::Parser;
 
 use poolgate::check::{self, EXIT_CONFIG};
 use poolgate::cli::{Cli, Command, RoleArgs};
+use poolgate::config::Diagnostic;
 use poolgate::config::{self, AnyConfig, Role, Sources};
 use poolgate::notify::{self, Notifier};
 use poolgate::signals::Signals;
-use poolgate::telemetry::{self, MetricsServer, Registry};
+use poolgate::telemetry::{self, LogFormat, MetricsServer, Registry};
 use poolgate::RoleContext;
 
 fn main() -> ExitCode {
@@ -45,14 +46,16 @@ fn start(cli: &Cli, role: Role, args: &RoleArgs) -> ExitCode {
     let loaded = match config::load_any(role, &sources) {
         Ok(l) => l,
         Err(diags) => {
-            check::print_diagnostics(&diags);
+            if cli.log_format == LogFormat::Json {
+                diags.iter().for_each(log_diagnostic);
+            } else {
+                check::print_diagnostics(&diags);
+            }
             tracing::error!(role = %role, errors = diags.iter().filter(|d| d.is_error()).count(), "configuration invalid");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    for w in &loaded.warnings {
-        tracing::warn!(key = %w.key, location = ?w.location.as_ref().map(ToString::to_string), "{}", w.message);
-    }
+    loaded.warnings.iter().for_each(log_diagnostic);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -98,6 +101,20 @@ fn start(cli: &Cli, role: Role, args: &RoleArgs) -> ExitCode {
             tracing::error!(role = %role, error = %format!("{e:#}"), "stopped");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// One configuration diagnostic as a log event (fields, so JSON logs stay queryable).
+fn log_diagnostic(d: &Diagnostic) {
+    let location = d
+        .location
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    if d.is_error() {
+        tracing::error!(key = %d.key, location = %location, reason = %d.message, "configuration error");
+    } else {
+        tracing::warn!(key = %d.key, location = %location, reason = %d.message, "configuration warning");
     }
 }
 

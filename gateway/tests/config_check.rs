@@ -399,3 +399,49 @@ fn status_reads_a_metrics_endpoint_or_reports_down() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("down: "));
 }
+
+#[test]
+fn json_logs_carry_configuration_errors_as_fields() {
+    let d = Dir::new("json");
+    let f = d.file(
+        "ppu.toml",
+        "[ppu]\nbogus = 1\n\n[ppu.session]\nkeepalive_timeout = \"5s\"\n",
+    );
+    let out = run(&[
+        "--log-format",
+        "json",
+        "ppu",
+        "--config",
+        f.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {l}"))
+        })
+        .collect();
+    let errors: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["message"] == "configuration error")
+        .collect();
+    assert_eq!(errors.len(), 2, "{stderr}");
+    let bogus = errors
+        .iter()
+        .find(|e| e["key"] == "ppu.bogus")
+        .expect("ppu.bogus reported");
+    assert_eq!(bogus["level"], "ERROR");
+    assert_eq!(bogus["location"], format!("{}:2:1", f.display()));
+    assert!(bogus["reason"].as_str().unwrap().contains("unknown key"));
+    assert!(errors
+        .iter()
+        .any(|e| e["key"] == "ppu.session.keepalive_timeout"));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["message"] == "configuration invalid" && e["errors"] == 2),
+        "{stderr}"
+    );
+}
