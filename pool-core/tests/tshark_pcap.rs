@@ -19,8 +19,8 @@ use pool_core::types::{Policy, PoolHandle, Transport, TransportProtocol, Transpo
 use pool_core::wire::asap::AsapMessage;
 use pool_core::wire::enrp::{EnrpBody, EnrpMessage, PoolEntry, UpdateAction};
 use pool_core::wire::{
-    ErrorCause, OperationError, Param, PoolElement, RawParam, RegistrationAuth, SelectionPolicy, ServerInfo,
-    ASAP_PORT, ASAP_PPID, ENRP_PORT, ENRP_PPID,
+    ErrorCause, OperationError, Param, PoolElement, RawParam, RegistrationAuth, SelectionPolicy,
+    ServerInfo, ASAP_PORT, ASAP_PPID, ENRP_PORT, ENRP_PPID,
 };
 
 const UDP_ENCAPS_PORT: u16 = 9899;
@@ -70,7 +70,8 @@ fn error() -> OperationError {
                 value: vec![1, 2, 3, 4],
             }),
             ErrorCause::InconsistentPoolingPolicy(Some(
-                RawParam::from_param(&Param::Policy(SelectionPolicy::Known(Policy::RoundRobin))).unwrap(),
+                RawParam::from_param(&Param::Policy(SelectionPolicy::Known(Policy::RoundRobin)))
+                    .unwrap(),
             )),
         ],
     }
@@ -127,7 +128,11 @@ fn asap_messages() -> Vec<AsapMessage> {
             accept_updates: false,
             pool_handle: ph("EchoPool"),
             policy: Some(SelectionPolicy::Known(Policy::RoundRobin)),
-            elements: policies.iter().enumerate().map(|(i, p)| pe(i as u32 + 1, *p)).collect(),
+            elements: policies
+                .iter()
+                .enumerate()
+                .map(|(i, p)| pe(i as u32 + 1, *p))
+                .collect(),
             error: None,
         },
         AsapMessage::EndpointKeepAlive {
@@ -156,7 +161,10 @@ fn asap_messages() -> Vec<AsapMessage> {
         AsapMessage::CookieEcho(b"cookie-bytes-17".to_vec()),
         AsapMessage::BusinessCard {
             pool_handle: ph("EchoPool"),
-            elements: vec![pe(1, Policy::Random), pe(2, Policy::Priority { priority: 1 })],
+            elements: vec![
+                pe(1, Policy::Random),
+                pe(2, Policy::Priority { priority: 1 }),
+            ],
         },
         AsapMessage::Error(error()),
     ]
@@ -205,9 +213,15 @@ fn enrp_messages() -> Vec<EnrpMessage> {
             reject: false,
             servers: vec![info.clone(), info],
         }),
-        m(EnrpBody::InitTakeover { target: 0x5151_0003 }),
-        m(EnrpBody::InitTakeoverAck { target: 0x5151_0003 }),
-        m(EnrpBody::TakeoverServer { target: 0x5151_0003 }),
+        m(EnrpBody::InitTakeover {
+            target: 0x5151_0003,
+        }),
+        m(EnrpBody::InitTakeoverAck {
+            target: 0x5151_0003,
+        }),
+        m(EnrpBody::TakeoverServer {
+            target: 0x5151_0003,
+        }),
         m(EnrpBody::Error(error())),
     ]
 }
@@ -261,7 +275,9 @@ fn packet(payload: &[u8], sctp_port: u16, ppid: u32, tsn: u32) -> Vec<u8> {
     udp.extend_from_slice(&sctp);
 
     let total = 20 + udp.len();
-    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2];
+    let mut ip = vec![
+        0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2,
+    ];
     ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
     ip[4..6].copy_from_slice(&(tsn as u16).to_be_bytes());
     let c = inet_checksum(&ip);
@@ -315,7 +331,11 @@ fn tshark_names_every_message_and_finds_nothing_malformed() {
     }
     // All 14 ASAP and 10 ENRP types are covered exactly once.
     for (proto, n) in [("asap", 14u8), ("enrp", 10u8)] {
-        let mut got: Vec<u8> = expected.iter().filter(|(p, _)| *p == proto).map(|(_, t)| *t).collect();
+        let mut got: Vec<u8> = expected
+            .iter()
+            .filter(|(p, _)| *p == proto)
+            .map(|(_, t)| *t)
+            .collect();
         got.sort_unstable();
         assert_eq!(got, (1..=n).collect::<Vec<_>>(), "{proto} coverage");
     }
@@ -328,10 +348,39 @@ fn tshark_names_every_message_and_finds_nothing_malformed() {
     let out = Command::new("tshark")
         .arg("-r")
         .arg(&pcap)
-        .args(["-n", "-d", "udp.port==9899,sctp", "-o", "sctp.checksum:CRC-32C", "-T", "fields"])
-        .args(["-E", "separator=|", "-E", "occurrence=a", "-E", "aggregator=,"])
-        .args(["-e", "frame.number", "-e", "asap.message_type", "-e", "enrp.message_type"])
-        .args(["-e", "sctp.checksum.status", "-e", "_ws.malformed", "-e", "_ws.expert.severity"])
+        .args([
+            "-n",
+            "-d",
+            "udp.port==9899,sctp",
+            "-o",
+            "sctp.checksum:CRC-32C",
+            "-T",
+            "fields",
+        ])
+        .args([
+            "-E",
+            "separator=|",
+            "-E",
+            "occurrence=a",
+            "-E",
+            "aggregator=,",
+        ])
+        .args([
+            "-e",
+            "frame.number",
+            "-e",
+            "asap.message_type",
+            "-e",
+            "enrp.message_type",
+        ])
+        .args([
+            "-e",
+            "sctp.checksum.status",
+            "-e",
+            "_ws.malformed",
+            "-e",
+            "_ws.expert.severity",
+        ])
         .output()
         .expect("run tshark");
     // POOLGATE_KEEP_PCAP=<path> keeps a copy for a look in Wireshark.
@@ -340,7 +389,11 @@ fn tshark_names_every_message_and_finds_nothing_malformed() {
     }
     let _ = std::fs::remove_dir_all(&dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "tshark failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), packets.len(), "tshark output:\n{stdout}");
@@ -348,17 +401,34 @@ fn tshark_names_every_message_and_finds_nothing_malformed() {
         let f: Vec<&str> = line.split('|').collect();
         assert_eq!(f.len(), 6, "{line}");
         let (asap, enrp) = (f[1], f[2]);
-        let (named, other) = if *proto == "asap" { (asap, enrp) } else { (enrp, asap) };
+        let (named, other) = if *proto == "asap" {
+            (asap, enrp)
+        } else {
+            (enrp, asap)
+        };
         // Only the outer message: error causes may embed nothing here, so
         // exactly one type per packet is expected.
-        assert_eq!(named, ty.to_string(), "frame {}: {proto} type (line {line})", f[0]);
-        assert!(other.is_empty(), "frame {}: dissected as the other protocol too: {line}", f[0]);
+        assert_eq!(
+            named,
+            ty.to_string(),
+            "frame {}: {proto} type (line {line})",
+            f[0]
+        );
+        assert!(
+            other.is_empty(),
+            "frame {}: dissected as the other protocol too: {line}",
+            f[0]
+        );
         assert_eq!(f[3], "1", "frame {}: SCTP CRC32c not good: {line}", f[0]);
         assert!(f[4].is_empty(), "frame {}: malformed: {line}", f[0]);
         // Expert severities: 0x00600000 = warn, 0x00800000 = error.
         for sev in f[5].split(',').filter(|s| !s.is_empty()) {
             let v: u32 = sev.parse().unwrap_or(0);
-            assert!(v < 0x0060_0000, "frame {}: expert info severity {sev}: {line}", f[0]);
+            assert!(
+                v < 0x0060_0000,
+                "frame {}: expert info severity {sev}: {line}",
+                f[0]
+            );
         }
     }
 }

@@ -8,8 +8,8 @@ use pool_core::wire::asap::AsapMessage;
 use pool_core::wire::auth::{signed_bytes, AUTH_DOMAIN};
 use pool_core::wire::enrp::{EnrpBody, EnrpMessage, PoolEntry, UpdateAction};
 use pool_core::wire::{
-    CauseCode, ErrorCause, OperationError, Param, PoolElement, RawParam, RegistrationAuth, SelectionPolicy,
-    WireError, MAX_RESOLUTION_PES,
+    CauseCode, ErrorCause, OperationError, Param, PoolElement, RawParam, RegistrationAuth,
+    SelectionPolicy, WireError, MAX_RESOLUTION_PES,
 };
 
 fn ph(s: &str) -> PoolHandle {
@@ -74,9 +74,11 @@ fn registration_layout() {
         0xde, 0xad, 0xbe, 0xef, // PE identifier
         0x11, 0x11, 0x22, 0x22, // home registrar
         0x00, 0x00, 0x75, 0x30, // registration life 30000
-        0x00, 0x04, 0x00, 0x10, 0x1f, 0x90, 0x00, 0x01, // SCTP transport, port 8080, data+control
+        0x00, 0x04, 0x00, 0x10, 0x1f, 0x90, 0x00,
+        0x01, // SCTP transport, port 8080, data+control
         0x00, 0x01, 0x00, 0x08, 10, 0, 0, 1, // IPv4 address
-        0x00, 0x08, 0x00, 0x0c, 0x40, 0x00, 0x00, 0x01, 0x80, 0x00, 0x00, 0x00, // LU policy, load 50 %
+        0x00, 0x08, 0x00, 0x0c, 0x40, 0x00, 0x00, 0x01, 0x80, 0x00, 0x00,
+        0x00, // LU policy, load 50 %
     ];
     assert_eq!(m.to_bytes().unwrap(), expect);
     assert_eq!(AsapMessage::decode(expect).unwrap(), m);
@@ -93,7 +95,10 @@ fn registration_response_reject_flag() {
     let b = m.to_bytes().unwrap();
     assert_eq!(&b[..2], &[0x03, 0x01]);
     // Operation error with one cause (code 9, length 4) at the end.
-    assert_eq!(&b[b.len() - 8..], &[0x00, 0x0c, 0x00, 0x08, 0x00, 0x09, 0x00, 0x04]);
+    assert_eq!(
+        &b[b.len() - 8..],
+        &[0x00, 0x0c, 0x00, 0x08, 0x00, 0x09, 0x00, 0x04]
+    );
     assert_eq!(AsapMessage::decode(&b).unwrap(), m);
 }
 
@@ -130,7 +135,11 @@ fn handle_update_and_table_flags() {
     };
     let b = m.to_bytes().unwrap();
     assert_eq!(&b[..2], &[0x04, 0x00]);
-    assert_eq!(&b[12..16], &[0x00, 0x01, 0x00, 0x00], "update action DEL_PE + reserved");
+    assert_eq!(
+        &b[12..16],
+        &[0x00, 0x01, 0x00, 0x00],
+        "update action DEL_PE + reserved"
+    );
     assert_eq!(&b[16..18], &[0x00, 0x09], "pool handle follows");
     assert_eq!(EnrpMessage::decode(&b).unwrap(), m);
 
@@ -151,11 +160,16 @@ fn handle_update_and_table_flags() {
             own_children_only: true,
         },
     };
-    assert_eq!(w.to_bytes().unwrap(), [0x02, 0x01, 0x00, 0x0c, 0, 0, 0, 5, 0, 0, 0, 6]);
+    assert_eq!(
+        w.to_bytes().unwrap(),
+        [0x02, 0x01, 0x00, 0x0c, 0, 0, 0, 5, 0, 0, 0, 6]
+    );
     let k = EnrpMessage {
         sender: 5,
         receiver: 6,
-        body: EnrpBody::InitTakeover { target: 0x0a0b_0c0d },
+        body: EnrpBody::InitTakeover {
+            target: 0x0a0b_0c0d,
+        },
     };
     assert_eq!(
         k.to_bytes().unwrap(),
@@ -202,7 +216,11 @@ fn signed_bytes_cover_handle_element_and_auth_fields() {
 
 /// A HANDLE_RESOLUTION for pool "p" with one extra parameter appended.
 fn resolution_with(extra_type: u16) -> Vec<u8> {
-    let mut b = AsapMessage::HandleResolution { pool_handle: ph("p") }.to_bytes().unwrap();
+    let mut b = AsapMessage::HandleResolution {
+        pool_handle: ph("p"),
+    }
+    .to_bytes()
+    .unwrap();
     RawParam {
         param_type: extra_type,
         value: vec![1, 2, 3],
@@ -215,7 +233,9 @@ fn resolution_with(extra_type: u16) -> Vec<u8> {
 
 #[test]
 fn unknown_parameter_action_bits() {
-    let want = AsapMessage::HandleResolution { pool_handle: ph("p") };
+    let want = AsapMessage::HandleResolution {
+        pool_handle: ph("p"),
+    };
     // 10: skip silently.
     let d = AsapMessage::decode_reporting(&resolution_with(0x8123)).unwrap();
     assert_eq!(d.message, want);
@@ -232,7 +252,10 @@ fn unknown_parameter_action_bits() {
     );
     // 01: stop, discard, report.
     let e = AsapMessage::decode(&resolution_with(0x4123)).unwrap_err();
-    assert!(matches!(e, WireError::UnrecognizedParameter { report: true, .. }));
+    assert!(matches!(
+        e,
+        WireError::UnrecognizedParameter { report: true, .. }
+    ));
     assert_eq!(e.cause(), CauseCode::UnrecognizedParameter);
     assert!(e.should_report());
     assert_eq!(
@@ -244,7 +267,10 @@ fn unknown_parameter_action_bits() {
     );
     // 00: stop, discard silently.
     let e = AsapMessage::decode(&resolution_with(0x0123)).unwrap_err();
-    assert!(matches!(e, WireError::UnrecognizedParameter { report: false, .. }));
+    assert!(matches!(
+        e,
+        WireError::UnrecognizedParameter { report: false, .. }
+    ));
     assert!(!e.should_report());
 }
 
@@ -284,29 +310,51 @@ fn unknown_message_types() {
 
 #[test]
 fn lengths_and_padding_are_checked() {
-    let good = AsapMessage::HandleResolution { pool_handle: ph("abc") }.to_bytes().unwrap();
+    let good = AsapMessage::HandleResolution {
+        pool_handle: ph("abc"),
+    }
+    .to_bytes()
+    .unwrap();
     // Length field disagreeing with the buffer.
     let mut b = good.clone();
     b.push(0);
-    assert!(matches!(AsapMessage::decode(&b), Err(WireError::LengthMismatch { .. })));
+    assert!(matches!(
+        AsapMessage::decode(&b),
+        Err(WireError::LengthMismatch { .. })
+    ));
     // Parameter length below its header.
     let mut b = good.clone();
     b[6..8].copy_from_slice(&[0, 3]);
-    assert!(matches!(AsapMessage::decode(&b), Err(WireError::BadLength { .. })));
+    assert!(matches!(
+        AsapMessage::decode(&b),
+        Err(WireError::BadLength { .. })
+    ));
     // Parameter length beyond the message.
     let mut b = good.clone();
     b[6..8].copy_from_slice(&[0, 9]);
-    assert!(matches!(AsapMessage::decode(&b), Err(WireError::BadLength { .. })));
+    assert!(matches!(
+        AsapMessage::decode(&b),
+        Err(WireError::BadLength { .. })
+    ));
     // Last parameter without its padding: "abc" param is 7 bytes, message 11.
     let b = [0x05, 0, 0, 11, 0, 9, 0, 7, b'a', b'b', b'c'];
-    assert!(matches!(AsapMessage::decode(&b), Err(WireError::MissingPadding)));
+    assert!(matches!(
+        AsapMessage::decode(&b),
+        Err(WireError::MissingPadding)
+    ));
     // Padding content is ignored, as RFC 5354 says.
     let mut b = good.clone();
     *b.last_mut().unwrap() = 0xff;
-    assert_eq!(AsapMessage::decode(&b).unwrap(), AsapMessage::decode(&good).unwrap());
+    assert_eq!(
+        AsapMessage::decode(&b).unwrap(),
+        AsapMessage::decode(&good).unwrap()
+    );
     // Empty pool handle.
     let b = [0x05, 0, 0, 8, 0, 9, 0, 4];
-    assert_eq!(AsapMessage::decode(&b).unwrap_err(), WireError::InvalidPoolHandle(0));
+    assert_eq!(
+        AsapMessage::decode(&b).unwrap_err(),
+        WireError::InvalidPoolHandle(0)
+    );
     // A parameter the message does not define.
     let mut b = AsapMessage::Deregistration {
         pool_handle: ph("p"),
@@ -316,12 +364,22 @@ fn lengths_and_padding_are_checked() {
     .unwrap();
     Param::Cookie(vec![1]).encode(&mut b).unwrap();
     fix_len(&mut b);
-    assert_eq!(AsapMessage::decode(&b).unwrap_err(), WireError::UnexpectedParameter(0x000d));
+    assert_eq!(
+        AsapMessage::decode(&b).unwrap_err(),
+        WireError::UnexpectedParameter(0x000d)
+    );
     // Missing PE identifier.
-    let b = AsapMessage::HandleResolution { pool_handle: ph("p") }.to_bytes().unwrap();
+    let b = AsapMessage::HandleResolution {
+        pool_handle: ph("p"),
+    }
+    .to_bytes()
+    .unwrap();
     let mut d = b.clone();
     d[0] = 0x02;
-    assert_eq!(AsapMessage::decode(&d).unwrap_err(), WireError::MissingParameter("PE identifier"));
+    assert_eq!(
+        AsapMessage::decode(&d).unwrap_err(),
+        WireError::MissingParameter("PE identifier")
+    );
 }
 
 #[test]
@@ -338,7 +396,13 @@ fn counts_are_bounded() {
     Param::PoolElement(pe(999)).encode(&mut b).unwrap();
     fix_len(&mut b);
     let e = AsapMessage::decode(&b).unwrap_err();
-    assert!(matches!(e, WireError::TooMany { what: "pool elements", .. }));
+    assert!(matches!(
+        e,
+        WireError::TooMany {
+            what: "pool elements",
+            ..
+        }
+    ));
     assert_eq!(e.cause(), CauseCode::LackOfResources);
 
     // The encoder refuses what the decoder would refuse.
@@ -357,7 +421,10 @@ fn size_cap_is_64k() {
     let b = fits.to_bytes().unwrap();
     assert_eq!(b.len(), 65_532);
     assert_eq!(AsapMessage::decode(&b).unwrap(), fits);
-    assert!(matches!(AsapMessage::decode(&vec![0u8; 70_000]), Err(WireError::TooLarge(_))));
+    assert!(matches!(
+        AsapMessage::decode(&vec![0u8; 70_000]),
+        Err(WireError::TooLarge(_))
+    ));
 }
 
 #[test]
@@ -378,7 +445,9 @@ fn policies_strict_and_unknown_preserved() {
 
     // Round robin must not carry data; least used needs exactly one word.
     let mut b = Vec::new();
-    Param::Policy(SelectionPolicy::Known(Policy::LeastUsed { load: 1 })).encode(&mut b).unwrap();
+    Param::Policy(SelectionPolicy::Known(Policy::LeastUsed { load: 1 }))
+        .encode(&mut b)
+        .unwrap();
     assert_eq!(b, [0, 8, 0, 12, 0x40, 0, 0, 1, 0, 0, 0, 1]);
     let mut m = AsapMessage::Registration {
         pool_handle: ph("p"),
@@ -392,7 +461,14 @@ fn policies_strict_and_unknown_preserved() {
     let pos = m.windows(4).position(|w| w == [0x40, 0, 0, 1]).unwrap();
     m[pos] = 0;
     let e = AsapMessage::decode(&m).unwrap_err();
-    assert!(matches!(e, WireError::PolicyDataLength { type_code: 1, len: 4, expected: 0 }));
+    assert!(matches!(
+        e,
+        WireError::PolicyDataLength {
+            type_code: 1,
+            len: 4,
+            expected: 0
+        }
+    ));
     assert_eq!(e.cause(), CauseCode::InconsistentPoolingPolicy);
 }
 
@@ -404,7 +480,10 @@ fn transports_strict() {
     t.addresses.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
     assert!(matches!(
         Param::Transport(t).encode(&mut Vec::new()),
-        Err(WireError::AddressCount { param_type: 5, count: 2 })
+        Err(WireError::AddressCount {
+            param_type: 5,
+            count: 2
+        })
     ));
     // UDP has no transport-use field: data+control cannot be encoded.
     let mut u = sctp(1, [1, 1, 1, 1]);
@@ -421,7 +500,10 @@ fn transports_strict() {
     }
     .to_bytes()
     .unwrap();
-    let pos = m.windows(4).position(|w| w == [0x1f, 0x90, 0x00, 0x01]).unwrap();
+    let pos = m
+        .windows(4)
+        .position(|w| w == [0x1f, 0x90, 0x00, 0x01])
+        .unwrap();
     m[pos + 3] = 2;
     let e = AsapMessage::decode(&m).unwrap_err();
     assert_eq!(e, WireError::InvalidTransportUse(2));
@@ -442,7 +524,9 @@ fn dccp_user_transport_is_refused_with_transport_cause() {
     })
     .encode(&mut b)
     .unwrap();
-    Param::Policy(SelectionPolicy::Known(Policy::RoundRobin)).encode(&mut b).unwrap();
+    Param::Policy(SelectionPolicy::Known(Policy::RoundRobin))
+        .encode(&mut b)
+        .unwrap();
     let pe_len = (b.len() - pe_start) as u16;
     b[pe_start + 2..pe_start + 4].copy_from_slice(&pe_len.to_be_bytes());
     fix_len(&mut b);
@@ -468,7 +552,8 @@ fn resolution_response_error_right_after_handle_decodes() {
 
 #[test]
 fn error_causes_carry_offending_parameter() {
-    let offending = RawParam::from_param(&Param::Policy(SelectionPolicy::Known(Policy::RoundRobin))).unwrap();
+    let offending =
+        RawParam::from_param(&Param::Policy(SelectionPolicy::Known(Policy::RoundRobin))).unwrap();
     assert_eq!(offending.param_type, 0x0008);
     assert_eq!(offending.value, [0, 0, 0, 1]);
     let m = EnrpMessage {
@@ -525,5 +610,8 @@ fn handle_table_response_groups_pools() {
     let mut bad = b.clone();
     Param::PoolHandle(ph("c")).encode(&mut bad).unwrap();
     fix_len(&mut bad);
-    assert_eq!(EnrpMessage::decode(&bad).unwrap_err(), WireError::MissingParameter("pool element"));
+    assert_eq!(
+        EnrpMessage::decode(&bad).unwrap_err(),
+        WireError::MissingParameter("pool element")
+    );
 }

@@ -21,28 +21,31 @@ fn addr() -> impl Strategy<Value = IpAddr> {
 }
 
 fn transport() -> impl Strategy<Value = Transport> {
-    (0u8..4, any::<u16>(), any::<bool>(), vec(addr(), 1..5)).prop_map(|(p, port, ctl, mut addresses)| {
-        let protocol = match p {
-            0 => TransportProtocol::Sctp,
-            1 => TransportProtocol::Tcp,
-            2 => TransportProtocol::Udp,
-            _ => TransportProtocol::UdpLite,
-        };
-        if protocol != TransportProtocol::Sctp {
-            addresses.truncate(1);
-        }
-        let transport_use = if ctl && matches!(protocol, TransportProtocol::Sctp | TransportProtocol::Tcp) {
-            TransportUse::DataPlusControl
-        } else {
-            TransportUse::DataOnly
-        };
-        Transport {
-            protocol,
-            port,
-            transport_use,
-            addresses,
-        }
-    })
+    (0u8..4, any::<u16>(), any::<bool>(), vec(addr(), 1..5)).prop_map(
+        |(p, port, ctl, mut addresses)| {
+            let protocol = match p {
+                0 => TransportProtocol::Sctp,
+                1 => TransportProtocol::Tcp,
+                2 => TransportProtocol::Udp,
+                _ => TransportProtocol::UdpLite,
+            };
+            if protocol != TransportProtocol::Sctp {
+                addresses.truncate(1);
+            }
+            let transport_use =
+                if ctl && matches!(protocol, TransportProtocol::Sctp | TransportProtocol::Tcp) {
+                    TransportUse::DataPlusControl
+                } else {
+                    TransportUse::DataOnly
+                };
+            Transport {
+                protocol,
+                port,
+                transport_use,
+                addresses,
+            }
+        },
+    )
 }
 
 fn policy() -> impl Strategy<Value = SelectionPolicy> {
@@ -53,8 +56,10 @@ fn policy() -> impl Strategy<Value = SelectionPolicy> {
         any::<u32>().prop_map(|weight| Policy::WeightedRandom { weight }),
         any::<u32>().prop_map(|priority| Policy::Priority { priority }),
         any::<u32>().prop_map(|load| Policy::LeastUsed { load }),
-        (any::<u32>(), any::<u32>()).prop_map(|(load, degradation)| Policy::LeastUsedDegradation { load, degradation }),
-        (any::<u32>(), any::<u32>()).prop_map(|(load, increment)| Policy::PriorityLeastUsed { load, increment }),
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(load, degradation)| Policy::LeastUsedDegradation { load, degradation }),
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(load, increment)| Policy::PriorityLeastUsed { load, increment }),
         any::<u32>().prop_map(|load| Policy::RandomizedLeastUsed { load }),
     ];
     prop_oneof![
@@ -69,20 +74,31 @@ fn handle() -> impl Strategy<Value = PoolHandle> {
 }
 
 fn element() -> impl Strategy<Value = PoolElement> {
-    (any::<u32>(), any::<u32>(), any::<u32>(), transport(), policy(), proptest::option::of(transport())).prop_map(
-        |(id, home_registrar, registration_life, user_transport, policy, asap_transport)| PoolElement {
-            id,
-            home_registrar,
-            registration_life,
-            user_transport,
-            policy,
-            asap_transport,
-        },
+    (
+        any::<u32>(),
+        any::<u32>(),
+        any::<u32>(),
+        transport(),
+        policy(),
+        proptest::option::of(transport()),
     )
+        .prop_map(
+            |(id, home_registrar, registration_life, user_transport, policy, asap_transport)| {
+                PoolElement {
+                    id,
+                    home_registrar,
+                    registration_life,
+                    user_transport,
+                    policy,
+                    asap_transport,
+                }
+            },
+        )
 }
 
 fn raw_param() -> impl Strategy<Value = RawParam> {
-    (any::<u16>(), vec(any::<u8>(), 0..20)).prop_map(|(param_type, value)| RawParam { param_type, value })
+    (any::<u16>(), vec(any::<u8>(), 0..20))
+        .prop_map(|(param_type, value)| RawParam { param_type, value })
 }
 
 fn cause() -> impl Strategy<Value = ErrorCause> {
@@ -98,7 +114,8 @@ fn cause() -> impl Strategy<Value = ErrorCause> {
         Just(ErrorCause::InconsistentDataControlConfiguration),
         Just(ErrorCause::UnknownPoolHandle),
         Just(ErrorCause::RejectedSecurity),
-        (0x000bu16.., vec(any::<u8>(), 0..8)).prop_map(|(code, info)| ErrorCause::Other { code, info }),
+        (0x000bu16.., vec(any::<u8>(), 0..8))
+            .prop_map(|(code, info)| ErrorCause::Other { code, info }),
     ]
 }
 
@@ -107,14 +124,14 @@ fn op_error() -> impl Strategy<Value = OperationError> {
 }
 
 fn auth() -> impl Strategy<Value = RegistrationAuth> {
-    (any::<u32>(), any::<u64>(), any::<u64>(), any::<[u8; 32]>()).prop_map(|(key_id, nonce, timestamp_ms, tag)| {
-        RegistrationAuth {
+    (any::<u32>(), any::<u64>(), any::<u64>(), any::<[u8; 32]>()).prop_map(
+        |(key_id, nonce, timestamp_ms, tag)| RegistrationAuth {
             key_id,
             nonce,
             timestamp_ms,
             tag,
-        }
-    })
+        },
+    )
 }
 
 fn server_info() -> impl Strategy<Value = ServerInfo> {
@@ -124,59 +141,145 @@ fn server_info() -> impl Strategy<Value = ServerInfo> {
 fn asap() -> impl Strategy<Value = AsapMessage> {
     let cookie = vec(any::<u8>(), 0..64);
     prop_oneof![
-        (handle(), element(), proptest::option::of(auth()))
-            .prop_map(|(pool_handle, element, auth)| AsapMessage::Registration { pool_handle, element, auth }),
-        (handle(), any::<u32>()).prop_map(|(pool_handle, pe_id)| AsapMessage::Deregistration { pool_handle, pe_id }),
-        (any::<bool>(), handle(), any::<u32>(), proptest::option::of(op_error())).prop_map(
-            |(reject, pool_handle, pe_id, error)| AsapMessage::RegistrationResponse { reject, pool_handle, pe_id, error }
+        (handle(), element(), proptest::option::of(auth())).prop_map(
+            |(pool_handle, element, auth)| AsapMessage::Registration {
+                pool_handle,
+                element,
+                auth
+            }
         ),
-        (handle(), any::<u32>(), proptest::option::of(op_error()))
-            .prop_map(|(pool_handle, pe_id, error)| AsapMessage::DeregistrationResponse { pool_handle, pe_id, error }),
-        handle().prop_map(|pool_handle| AsapMessage::HandleResolution { pool_handle }),
-        (any::<bool>(), handle(), proptest::option::of(policy()), vec(element(), 0..6), proptest::option::of(op_error()))
-            .prop_map(|(accept_updates, pool_handle, policy, elements, error)| {
-                AsapMessage::HandleResolutionResponse { accept_updates, pool_handle, policy, elements, error }
+        (handle(), any::<u32>())
+            .prop_map(|(pool_handle, pe_id)| AsapMessage::Deregistration { pool_handle, pe_id }),
+        (
+            any::<bool>(),
+            handle(),
+            any::<u32>(),
+            proptest::option::of(op_error())
+        )
+            .prop_map(|(reject, pool_handle, pe_id, error)| {
+                AsapMessage::RegistrationResponse {
+                    reject,
+                    pool_handle,
+                    pe_id,
+                    error,
+                }
             }),
-        (any::<bool>(), any::<u32>(), handle(), any::<u32>()).prop_map(|(home, server_id, pool_handle, pe_id)| {
-            AsapMessage::EndpointKeepAlive { home, server_id, pool_handle, pe_id }
+        (handle(), any::<u32>(), proptest::option::of(op_error())).prop_map(
+            |(pool_handle, pe_id, error)| AsapMessage::DeregistrationResponse {
+                pool_handle,
+                pe_id,
+                error
+            }
+        ),
+        handle().prop_map(|pool_handle| AsapMessage::HandleResolution { pool_handle }),
+        (
+            any::<bool>(),
+            handle(),
+            proptest::option::of(policy()),
+            vec(element(), 0..6),
+            proptest::option::of(op_error())
+        )
+            .prop_map(|(accept_updates, pool_handle, policy, elements, error)| {
+                AsapMessage::HandleResolutionResponse {
+                    accept_updates,
+                    pool_handle,
+                    policy,
+                    elements,
+                    error,
+                }
+            }),
+        (any::<bool>(), any::<u32>(), handle(), any::<u32>()).prop_map(
+            |(home, server_id, pool_handle, pe_id)| {
+                AsapMessage::EndpointKeepAlive {
+                    home,
+                    server_id,
+                    pool_handle,
+                    pe_id,
+                }
+            }
+        ),
+        (handle(), any::<u32>()).prop_map(|(pool_handle, pe_id)| {
+            AsapMessage::EndpointKeepAliveAck { pool_handle, pe_id }
         }),
-        (handle(), any::<u32>()).prop_map(|(pool_handle, pe_id)| AsapMessage::EndpointKeepAliveAck { pool_handle, pe_id }),
-        (handle(), any::<u32>()).prop_map(|(pool_handle, pe_id)| AsapMessage::EndpointUnreachable { pool_handle, pe_id }),
-        (any::<u32>(), vec(transport(), 0..3))
-            .prop_map(|(server_id, transports)| AsapMessage::ServerAnnounce { server_id, transports }),
+        (handle(), any::<u32>()).prop_map(|(pool_handle, pe_id)| {
+            AsapMessage::EndpointUnreachable { pool_handle, pe_id }
+        }),
+        (any::<u32>(), vec(transport(), 0..3)).prop_map(|(server_id, transports)| {
+            AsapMessage::ServerAnnounce {
+                server_id,
+                transports,
+            }
+        }),
         cookie.clone().prop_map(AsapMessage::Cookie),
         cookie.prop_map(AsapMessage::CookieEcho),
-        (handle(), vec(element(), 1..4))
-            .prop_map(|(pool_handle, elements)| AsapMessage::BusinessCard { pool_handle, elements }),
+        (handle(), vec(element(), 1..4)).prop_map(|(pool_handle, elements)| {
+            AsapMessage::BusinessCard {
+                pool_handle,
+                elements,
+            }
+        }),
         op_error().prop_map(AsapMessage::Error),
     ]
 }
 
 fn enrp() -> impl Strategy<Value = EnrpMessage> {
     let body = prop_oneof![
-        (any::<bool>(), any::<u16>(), proptest::option::of(server_info())).prop_map(
-            |(reply_required, checksum, server_info)| EnrpBody::Presence { reply_required, checksum, server_info }
-        ),
-        any::<bool>().prop_map(|own_children_only| EnrpBody::HandleTableRequest { own_children_only }),
+        (
+            any::<bool>(),
+            any::<u16>(),
+            proptest::option::of(server_info())
+        )
+            .prop_map(
+                |(reply_required, checksum, server_info)| EnrpBody::Presence {
+                    reply_required,
+                    checksum,
+                    server_info
+                }
+            ),
+        any::<bool>()
+            .prop_map(|own_children_only| EnrpBody::HandleTableRequest { own_children_only }),
         (
             any::<bool>(),
             any::<bool>(),
-            vec((handle(), vec(element(), 1..3)).prop_map(|(pool_handle, elements)| PoolEntry { pool_handle, elements }), 0..3)
+            vec(
+                (handle(), vec(element(), 1..3)).prop_map(|(pool_handle, elements)| PoolEntry {
+                    pool_handle,
+                    elements
+                }),
+                0..3
+            )
         )
-            .prop_map(|(reject, more_to_send, pools)| EnrpBody::HandleTableResponse { reject, more_to_send, pools }),
-        (any::<bool>(), handle(), element()).prop_map(|(del, pool_handle, element)| EnrpBody::HandleUpdate {
-            action: if del { UpdateAction::DelPe } else { UpdateAction::AddPe },
-            pool_handle,
-            element,
+            .prop_map(
+                |(reject, more_to_send, pools)| EnrpBody::HandleTableResponse {
+                    reject,
+                    more_to_send,
+                    pools
+                }
+            ),
+        (any::<bool>(), handle(), element()).prop_map(|(del, pool_handle, element)| {
+            EnrpBody::HandleUpdate {
+                action: if del {
+                    UpdateAction::DelPe
+                } else {
+                    UpdateAction::AddPe
+                },
+                pool_handle,
+                element,
+            }
         }),
         Just(EnrpBody::ListRequest),
-        (any::<bool>(), vec(server_info(), 0..4)).prop_map(|(reject, servers)| EnrpBody::ListResponse { reject, servers }),
+        (any::<bool>(), vec(server_info(), 0..4))
+            .prop_map(|(reject, servers)| EnrpBody::ListResponse { reject, servers }),
         any::<u32>().prop_map(|target| EnrpBody::InitTakeover { target }),
         any::<u32>().prop_map(|target| EnrpBody::InitTakeoverAck { target }),
         any::<u32>().prop_map(|target| EnrpBody::TakeoverServer { target }),
         op_error().prop_map(EnrpBody::Error),
     ];
-    (any::<u32>(), any::<u32>(), body).prop_map(|(sender, receiver, body)| EnrpMessage { sender, receiver, body })
+    (any::<u32>(), any::<u32>(), body).prop_map(|(sender, receiver, body)| EnrpMessage {
+        sender,
+        receiver,
+        body,
+    })
 }
 
 proptest! {

@@ -7,7 +7,9 @@
 use super::auth::RegistrationAuth;
 use super::error::WireError;
 use super::param::{decode_list, Cursor, OperationError, Param, PoolElement, SelectionPolicy};
-use super::{begin_tlv, end_tlv, split_message, Ctx, Decoded, Fields, MAX_ADDRESSES, MAX_RESOLUTION_PES};
+use super::{
+    begin_tlv, end_tlv, split_message, Ctx, Decoded, Fields, MAX_ADDRESSES, MAX_RESOLUTION_PES,
+};
 use crate::types::{PeId, PoolHandle, RegistrarId, Transport};
 
 /// ASAP message type codes (RFC 5352 §2.2).
@@ -275,7 +277,9 @@ impl AsapMessage {
                     Param::Transport(t.clone()).encode(buf)?;
                 }
             }
-            AsapMessage::Cookie(c) | AsapMessage::CookieEcho(c) => Param::Cookie(c.clone()).encode(buf)?,
+            AsapMessage::Cookie(c) | AsapMessage::CookieEcho(c) => {
+                Param::Cookie(c.clone()).encode(buf)?
+            }
             AsapMessage::BusinessCard {
                 pool_handle,
                 elements,

@@ -20,7 +20,11 @@ pub fn asap_decode(data: &[u8]) -> bool {
     assert!(bytes.len() <= data.len(), "re-encoding grew the message");
     let again = AsapMessage::decode(&bytes).expect("a re-encoded ASAP message must decode");
     assert_eq!(again, msg, "ASAP decode∘encode is not the identity");
-    assert_eq!(again.to_bytes().ok(), Some(bytes), "ASAP encoding is not canonical");
+    assert_eq!(
+        again.to_bytes().ok(),
+        Some(bytes),
+        "ASAP encoding is not canonical"
+    );
     true
 }
 
@@ -36,6 +40,10 @@ pub fn enrp_decode(data: &[u8]) -> bool {
     assert!(bytes.len() <= data.len(), "re-encoding grew the message");
     let again = EnrpMessage::decode(&bytes).expect("a re-encoded ENRP message must decode");
     assert_eq!(again, msg, "ENRP decode∘encode is not the identity");
-    assert_eq!(again.to_bytes().ok(), Some(bytes), "ENRP encoding is not canonical");
+    assert_eq!(
+        again.to_bytes().ok(),
+        Some(bytes),
+        "ENRP encoding is not canonical"
+    );
     true
 }

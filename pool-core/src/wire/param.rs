@@ -9,7 +9,9 @@ use super::error::{CauseCode, WireError};
 use super::{
     begin_tlv, end_tlv, Ctx, Fields, TlvIter, MAX_ADDRESSES, MAX_CAUSES, MAX_DEPTH, MAX_REPORTS,
 };
-use crate::types::{PeId, Policy, PoolHandle, RegistrarId, Transport, TransportProtocol, TransportUse};
+use crate::types::{
+    PeId, Policy, PoolHandle, RegistrarId, Transport, TransportProtocol, TransportUse,
+};
 
 /// Parameter type codes (RFC 5354 §2.2).
 pub mod types {
@@ -90,7 +92,9 @@ impl RawParam {
             });
         }
         if bytes.len() - len >= 4 {
-            return Err(WireError::InvalidValue("more than one parameter in an error cause"));
+            return Err(WireError::InvalidValue(
+                "more than one parameter in an error cause",
+            ));
         }
         Ok(Self {
             param_type,
@@ -175,7 +179,14 @@ impl SelectionPolicy {
                 expected: words * 4,
             });
         }
-        let w = |i: usize| u32::from_be_bytes([data[4 * i], data[4 * i + 1], data[4 * i + 2], data[4 * i + 3]]);
+        let w = |i: usize| {
+            u32::from_be_bytes([
+                data[4 * i],
+                data[4 * i + 1],
+                data[4 * i + 2],
+                data[4 * i + 3],
+            ])
+        };
         let p = match type_code {
             0x0000_0001 => Policy::RoundRobin,
             0x0000_0002 => Policy::WeightedRoundRobin { weight: w(0) },
@@ -347,15 +358,19 @@ impl ErrorCause {
             if info.is_empty() {
                 Ok(cause)
             } else {
-                Err(WireError::InvalidValue("information in an error cause that has none"))
+                Err(WireError::InvalidValue(
+                    "information in an error cause that has none",
+                ))
             }
         };
         match CauseCode::from_u16(code) {
             Some(CauseCode::Unspecified) => Ok(ErrorCause::Unspecified(info.to_vec())),
-            Some(CauseCode::UnrecognizedParameter) => {
-                Ok(ErrorCause::UnrecognizedParameter(RawParam::decode_exact(info)?))
+            Some(CauseCode::UnrecognizedParameter) => Ok(ErrorCause::UnrecognizedParameter(
+                RawParam::decode_exact(info)?,
+            )),
+            Some(CauseCode::UnrecognizedMessage) => {
+                Ok(ErrorCause::UnrecognizedMessage(info.to_vec()))
             }
-            Some(CauseCode::UnrecognizedMessage) => Ok(ErrorCause::UnrecognizedMessage(info.to_vec())),
             Some(CauseCode::InvalidValues) => Ok(ErrorCause::InvalidValues(opt_param(info)?)),
             Some(CauseCode::NonUniquePeIdentifier) => empty(ErrorCause::NonUniquePeIdentifier),
             Some(CauseCode::InconsistentPoolingPolicy) => {
@@ -552,7 +567,11 @@ fn check_address_count(param_type: u16, count: usize) -> Result<(), WireError> {
 
 /// Decode a parameter list (the body of a message or a nested list),
 /// applying the unknown-parameter rules. `depth` is this list's depth.
-pub(crate) fn decode_list(buf: &[u8], ctx: &mut Ctx, depth: usize) -> Result<Vec<Param>, WireError> {
+pub(crate) fn decode_list(
+    buf: &[u8],
+    ctx: &mut Ctx,
+    depth: usize,
+) -> Result<Vec<Param>, WireError> {
     if depth > MAX_DEPTH {
         return Err(WireError::TooDeep(MAX_DEPTH));
     }
@@ -566,7 +585,12 @@ pub(crate) fn decode_list(buf: &[u8], ctx: &mut Ctx, depth: usize) -> Result<Vec
     Ok(out)
 }
 
-fn decode_param(ty: u16, value: &[u8], ctx: &mut Ctx, depth: usize) -> Result<Option<Param>, WireError> {
+fn decode_param(
+    ty: u16,
+    value: &[u8],
+    ctx: &mut Ctx,
+    depth: usize,
+) -> Result<Option<Param>, WireError> {
     let fixed = |n: usize| -> Result<(), WireError> {
         if value.len() == n {
             Ok(())
@@ -601,7 +625,10 @@ fn decode_param(ty: u16, value: &[u8], ctx: &mut Ctx, depth: usize) -> Result<Op
                 address: addrs[0],
             })
         }
-        types::SCTP_TRANSPORT | types::TCP_TRANSPORT | types::UDP_TRANSPORT | types::UDP_LITE_TRANSPORT => {
+        types::SCTP_TRANSPORT
+        | types::TCP_TRANSPORT
+        | types::UDP_TRANSPORT
+        | types::UDP_LITE_TRANSPORT => {
             let (protocol, has_use) = match ty {
                 types::SCTP_TRANSPORT => (TransportProtocol::Sctp, true),
                 types::TCP_TRANSPORT => (TransportProtocol::Tcp, true),
@@ -626,9 +653,9 @@ fn decode_param(ty: u16, value: &[u8], ctx: &mut Ctx, depth: usize) -> Result<Op
             })
         }
         types::POLICY => Param::Policy(SelectionPolicy::decode_value(value)?),
-        types::POOL_HANDLE => {
-            Param::PoolHandle(PoolHandle::new(value).ok_or(WireError::InvalidPoolHandle(value.len()))?)
-        }
+        types::POOL_HANDLE => Param::PoolHandle(
+            PoolHandle::new(value).ok_or(WireError::InvalidPoolHandle(value.len()))?,
+        ),
         types::POOL_ELEMENT => {
             let mut f = Fields::new(value);
             let id = f.u32()?;
@@ -637,7 +664,9 @@ fn decode_param(ty: u16, value: &[u8], ctx: &mut Ctx, depth: usize) -> Result<Op
             let mut inner: VecDeque<Param> = decode_list(f.rest(), ctx, depth + 1)?.into();
             let user_transport = match inner.pop_front() {
                 Some(Param::Transport(t)) => t,
-                Some(Param::Dccp(_)) => return Err(WireError::UnsupportedTransport(types::DCCP_TRANSPORT)),
+                Some(Param::Dccp(_)) => {
+                    return Err(WireError::UnsupportedTransport(types::DCCP_TRANSPORT))
+                }
                 Some(other) => return Err(WireError::UnexpectedParameter(other.type_code())),
                 None => return Err(WireError::MissingParameter("user transport")),
             };
@@ -671,7 +700,9 @@ fn decode_param(ty: u16, value: &[u8], ctx: &mut Ctx, depth: usize) -> Result<Op
                 return Err(WireError::MissingParameter("server transport"));
             }
             match inner.pop() {
-                Some(Param::Transport(transport)) => Param::ServerInfo(ServerInfo { id, transport }),
+                Some(Param::Transport(transport)) => {
+                    Param::ServerInfo(ServerInfo { id, transport })
+                }
                 Some(other) => return Err(WireError::UnexpectedParameter(other.type_code())),
                 None => return Err(WireError::MissingParameter("server transport")),
             }
@@ -710,8 +741,18 @@ fn decode_param(ty: u16, value: &[u8], ctx: &mut Ctx, depth: usize) -> Result<Op
             };
             // RFC 5354 §2.1: the two high bits of the type say what to do.
             match unknown >> 14 {
-                0b00 => return Err(WireError::UnrecognizedParameter { param: raw(), report: false }),
-                0b01 => return Err(WireError::UnrecognizedParameter { param: raw(), report: true }),
+                0b00 => {
+                    return Err(WireError::UnrecognizedParameter {
+                        param: raw(),
+                        report: false,
+                    })
+                }
+                0b01 => {
+                    return Err(WireError::UnrecognizedParameter {
+                        param: raw(),
+                        report: true,
+                    })
+                }
                 0b10 => return Ok(None),
                 _ => {
                     if ctx.reports.len() < MAX_REPORTS {
@@ -749,7 +790,9 @@ pub(crate) struct Cursor {
 
 impl Cursor {
     pub(crate) fn new(items: Vec<Param>) -> Self {
-        Self { items: items.into() }
+        Self {
+            items: items.into(),
+        }
     }
 
     fn take_if(&mut self, ty: u16) -> Option<Param> {
@@ -775,7 +818,8 @@ impl Cursor {
     }
 
     pub(crate) fn pool_element(&mut self) -> Result<PoolElement, WireError> {
-        self.opt_pool_element().ok_or_else(|| self.missing("pool element"))
+        self.opt_pool_element()
+            .ok_or_else(|| self.missing("pool element"))
     }
 
     pub(crate) fn opt_pool_element(&mut self) -> Option<PoolElement> {
@@ -814,7 +858,8 @@ impl Cursor {
     }
 
     pub(crate) fn error(&mut self) -> Result<OperationError, WireError> {
-        self.opt_error().ok_or_else(|| self.missing("operation error"))
+        self.opt_error()
+            .ok_or_else(|| self.missing("operation error"))
     }
 
     pub(crate) fn cookie(&mut self) -> Result<Vec<u8>, WireError> {
