@@ -122,6 +122,15 @@ impl<'de> NodeDe<'de> {
                 }
             }
             Want::Str => visitor.visit_borrowed_str(text),
+            // `a,b,c` from the environment or --set is a list (TOML `[...]` is parsed earlier).
+            Want::Seq => {
+                let items = text
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(de::value::BorrowedStrDeserializer::<DeError>::new);
+                visitor.visit_seq(de::value::SeqDeserializer::new(items))
+            }
         };
         self.tagged(r)
     }
@@ -152,6 +161,7 @@ impl<'de> NodeDe<'de> {
 #[derive(Clone, Copy)]
 enum Want {
     Any,
+    Seq,
     Bool,
     Int,
     Float,
@@ -180,7 +190,7 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de> {
         deserialize_char => Str, deserialize_str => Str, deserialize_string => Str,
         deserialize_identifier => Str,
         deserialize_bytes => Any, deserialize_byte_buf => Any,
-        deserialize_seq => Any, deserialize_map => Any,
+        deserialize_seq => Seq, deserialize_map => Any,
         deserialize_unit => Any, deserialize_ignored_any => Any,
     }
 

@@ -12,7 +12,8 @@
 //!
 //! Tables merge key by key; arrays (such as `[[ppu.listener]]`) are replaced whole.
 //! Values from the environment and `--set` take the type the key expects; TOML
-//! arrays/inline tables (`["a", "b"]`) are parsed as such.
+//! arrays/inline tables (`["a", "b"]`) are parsed as such, and a plain `a,b` is a
+//! list where the key wants one (`POOLGATE_PPU__REGISTRARS=10.0.0.1:9899,10.0.0.2:9899`).
 //!
 //! [`load`] collects *every* problem in one pass: it records a failing value, falls
 //! back to the default (or drops the value), tries again, then runs each role's
@@ -679,10 +680,18 @@ mod tests {
         assert_eq!(c.keepalive.interval, std::time::Duration::from_secs(2));
 
         s.sets.push("registrar.listen=[\"127.0.0.1:4000\"]".into());
+        s.sets.push("announce.enabled=true".into());
         s.sets.push("max_bad_pe_report=1".into());
         let c = load::<RegistrarConfig>(&s).unwrap().config;
         assert_eq!(c.listen[0].0.port(), 4000);
         assert_eq!(c.max_bad_pe_report, 1);
+        assert!(c.announce.enabled);
+
+        // A plain comma-separated value is a list where a list is wanted.
+        s.sets.push("listen=127.0.0.1:5000, [::1]:5001".into());
+        let c = load::<RegistrarConfig>(&s).unwrap().config;
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.listen[1].0.port(), 5001);
     }
 
     #[test]
