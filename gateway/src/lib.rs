@@ -16,6 +16,7 @@ pub mod config;
 pub mod notify;
 pub mod signals;
 pub mod telemetry;
+pub mod transport;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,0 +1,116 @@
+//! The SCTP-over-UDP transport on loopback: two real UDP sockets, our engine, the driver.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use poolgate::transport::sctp_udp::{SctpUdp, SctpUdpConfig};
+use poolgate::transport::{AssocEvent, DownReason, Message, Transport, PPID_ASAP, PPID_ENRP};
+
+/// Loopback carries 65,507-byte UDP payloads; a 1,500-byte link 1,472.
+const PMTU_LOOPBACK: usize = 65_507;
+
+fn config(port_listen: bool) -> SctpUdpConfig {
+    config_pmtu(port_listen, PMTU_LOOPBACK)
+}
+
+fn config_pmtu(port_listen: bool, pmtu: usize) -> SctpUdpConfig {
+    let mut c = SctpUdpConfig::new("127.0.0.1:0".parse().unwrap());
+    c.engine.association.pmtu = pmtu;
+    if port_listen {
+        c.engine.listen_ports = vec![3863];
+    }
+    c
+}
+
+async fn next_message(a: &mut poolgate::transport::Association) -> Message {
+    loop {
+        match a.recv_timeout(Duration::from_secs(10)).await.expect("event in time") {
+            Some(AssocEvent::Message(m)) => return m,
+            Some(AssocEvent::Down(r)) => panic!("association down: {r}"),
+            Some(_) => continue,
+            None => panic!("association gone"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn ordered_messages_both_ways_with_ppids_and_graceful_close() {
+    let (server, mut listener) = SctpUdp::bind(config(true)).unwrap();
+    let (client, _l) = SctpUdp::bind(config(false)).unwrap();
+    let mut c = client.connect(&[server.local_addr()], 3863, Duration::from_secs(5)).await.unwrap();
+    let mut s = listener.accept().await.unwrap();
+    for i in 0..2000u32 {
+        let ppid = if i % 2 == 0 { PPID_ASAP } else { PPID_ENRP };
+        c.send(Message::new(ppid, Bytes::from(i.to_be_bytes().to_vec())), Duration::from_secs(5))
+            .await
+            .unwrap();
+    }
+    for i in 0..2000u32 {
+        let m = next_message(&mut s).await;
+        assert_eq!(m.data.as_ref(), &i.to_be_bytes());
+        assert_eq!(m.ppid, if i % 2 == 0 { PPID_ASAP } else { PPID_ENRP });
+    }
+    s.send(Message::new(PPID_ASAP, &b"reply"[..]), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(next_message(&mut c).await.data.as_ref(), b"reply");
+    c.close();
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < until, "no Down after close");
+        match s.recv_timeout(Duration::from_secs(10)).await.unwrap() {
+            Some(AssocEvent::Down(r)) => {
+                assert_eq!(r, DownReason::Shutdown);
+                break;
+            }
+            Some(_) => continue,
+            None => panic!("closed without Down"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn bulk_transfer_with_back_pressure_arrives_intact_at_loopback_pmtu() {
+    bulk(PMTU_LOOPBACK).await;
+}
+
+#[tokio::test]
+async fn bulk_transfer_with_back_pressure_arrives_intact_at_ethernet_pmtu() {
+    bulk(1472).await;
+}
+
+async fn bulk(pmtu: usize) {
+    let (server, mut listener) = SctpUdp::bind(config_pmtu(true, pmtu)).unwrap();
+    let (client, _l) = SctpUdp::bind(config_pmtu(false, pmtu)).unwrap();
+    let c = client.connect(&[server.local_addr()], 3863, Duration::from_secs(5)).await.unwrap();
+    let mut s = listener.accept().await.unwrap();
+    const N: usize = 400;
+    const SIZE: usize = 64 * 1024;
+    let sender = tokio::spawn(async move {
+        for i in 0..N {
+            let mut v = vec![(i % 251) as u8; SIZE];
+            v[0..8].copy_from_slice(&(i as u64).to_be_bytes());
+            c.send(Message::new(PPID_ASAP, v), Duration::from_secs(10)).await.unwrap();
+        }
+        c
+    });
+    for i in 0..N {
+        let m = next_message(&mut s).await;
+        assert_eq!(m.data.len(), SIZE);
+        assert_eq!(&m.data[0..8], &(i as u64).to_be_bytes());
+        assert!(m.data[8..].iter().all(|&b| b == (i % 251) as u8));
+    }
+    let _c = sender.await.unwrap();
+}
+
+#[tokio::test]
+async fn connect_to_silent_port_times_out_within_deadline() {
+    // A bound UDP socket that never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (client, _l) = SctpUdp::bind(config(false)).unwrap();
+    let t0 = Instant::now();
+    let r = client
+        .connect(&[silent.local_addr().unwrap()], 3863, Duration::from_millis(500))
+        .await;
+    assert!(r.is_err());
+    assert!(t0.elapsed() < Duration::from_secs(2), "deadline not honoured: {:?}", t0.elapsed());
+}
+
