@@ -170,7 +170,8 @@ pub enum Action {
         /// The message.
         msg: AsapMessage,
     },
-    /// Close (abort) an association: the peer misbehaved.
+    /// Close (abort) an association: the peer misbehaved. The registrar has
+    /// already forgotten it (as if [`Registrar::handle_peer_closed`] ran).
     Close {
         /// Association to close.
         peer: PeerId,
@@ -553,6 +554,9 @@ impl Registrar {
             *n += 1;
             if *n == limit {
                 self.actions.push_back(Action::Close { peer });
+                // The association is going away: forget it now, so the driver
+                // need not report the close back.
+                self.handle_peer_closed(peer);
             }
         }
     }
