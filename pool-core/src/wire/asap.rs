@@ -6,7 +6,7 @@
 
 use super::auth::RegistrationAuth;
 use super::error::WireError;
-use super::param::{decode_list, Cursor, OperationError, Param, PoolElement, SelectionPolicy};
+use super::param::{decode_list, Cursor, OperationError, PRef, PoolElement, SelectionPolicy};
 use super::{
     begin_tlv, end_tlv, split_message, Ctx, Decoded, Fields, MAX_ADDRESSES, MAX_RESOLUTION_PES,
 };
@@ -194,7 +194,7 @@ impl AsapMessage {
     /// partial message; truncate it to its previous length if you reuse it.
     pub fn encode(&self, buf: &mut Vec<u8>) -> Result<(), WireError> {
         let start = begin_tlv(buf, [self.type_code(), self.flags()]);
-        let ph = |buf: &mut Vec<u8>, h: &PoolHandle| Param::PoolHandle(h.clone()).encode(buf);
+        let ph = |buf: &mut Vec<u8>, h: &PoolHandle| PRef::PoolHandle(h).encode(buf);
         match self {
             AsapMessage::Registration {
                 pool_handle,
@@ -202,16 +202,16 @@ impl AsapMessage {
                 auth,
             } => {
                 ph(buf, pool_handle)?;
-                Param::PoolElement(element.clone()).encode(buf)?;
+                PRef::PoolElement(element).encode(buf)?;
                 if let Some(a) = auth {
-                    Param::RegistrationAuth(a.clone()).encode(buf)?;
+                    PRef::RegistrationAuth(a).encode(buf)?;
                 }
             }
             AsapMessage::Deregistration { pool_handle, pe_id }
             | AsapMessage::EndpointKeepAliveAck { pool_handle, pe_id }
             | AsapMessage::EndpointUnreachable { pool_handle, pe_id } => {
                 ph(buf, pool_handle)?;
-                Param::PeId(*pe_id).encode(buf)?;
+                PRef::PeId(*pe_id).encode(buf)?;
             }
             AsapMessage::RegistrationResponse {
                 pool_handle,
@@ -225,9 +225,9 @@ impl AsapMessage {
                 error,
             } => {
                 ph(buf, pool_handle)?;
-                Param::PeId(*pe_id).encode(buf)?;
+                PRef::PeId(*pe_id).encode(buf)?;
                 if let Some(e) = error {
-                    Param::OperationError(e.clone()).encode(buf)?;
+                    PRef::OperationError(e).encode(buf)?;
                 }
             }
             AsapMessage::HandleResolution { pool_handle } => ph(buf, pool_handle)?,
@@ -243,13 +243,13 @@ impl AsapMessage {
                 }
                 ph(buf, pool_handle)?;
                 if let Some(p) = policy {
-                    Param::Policy(p.clone()).encode(buf)?;
+                    PRef::Policy(p).encode(buf)?;
                 }
                 for pe in elements {
-                    Param::PoolElement(pe.clone()).encode(buf)?;
+                    PRef::PoolElement(pe).encode(buf)?;
                 }
                 if let Some(e) = error {
-                    Param::OperationError(e.clone()).encode(buf)?;
+                    PRef::OperationError(e).encode(buf)?;
                 }
             }
             AsapMessage::EndpointKeepAlive {
@@ -260,7 +260,7 @@ impl AsapMessage {
             } => {
                 buf.extend_from_slice(&server_id.to_be_bytes());
                 ph(buf, pool_handle)?;
-                Param::PeId(*pe_id).encode(buf)?;
+                PRef::PeId(*pe_id).encode(buf)?;
             }
             AsapMessage::ServerAnnounce {
                 server_id,
@@ -274,12 +274,10 @@ impl AsapMessage {
                 }
                 buf.extend_from_slice(&server_id.to_be_bytes());
                 for t in transports {
-                    Param::Transport(t.clone()).encode(buf)?;
+                    PRef::Transport(t).encode(buf)?;
                 }
             }
-            AsapMessage::Cookie(c) | AsapMessage::CookieEcho(c) => {
-                Param::Cookie(c.clone()).encode(buf)?
-            }
+            AsapMessage::Cookie(c) | AsapMessage::CookieEcho(c) => PRef::Cookie(c).encode(buf)?,
             AsapMessage::BusinessCard {
                 pool_handle,
                 elements,
@@ -292,10 +290,10 @@ impl AsapMessage {
                 }
                 ph(buf, pool_handle)?;
                 for pe in elements {
-                    Param::PoolElement(pe.clone()).encode(buf)?;
+                    PRef::PoolElement(pe).encode(buf)?;
                 }
             }
-            AsapMessage::Error(e) => Param::OperationError(e.clone()).encode(buf)?,
+            AsapMessage::Error(e) => PRef::OperationError(e).encode(buf)?,
         }
         end_tlv(buf, start)
     }

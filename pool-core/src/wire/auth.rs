@@ -19,7 +19,7 @@
 //! ```
 
 use super::error::WireError;
-use super::param::{Param, PoolElement};
+use super::param::{PRef, PoolElement};
 use super::Fields;
 use crate::types::PoolHandle;
 
@@ -91,8 +91,8 @@ pub fn signed_bytes(
 ) -> Result<Vec<u8>, WireError> {
     let mut buf = Vec::with_capacity(256);
     buf.extend_from_slice(AUTH_DOMAIN);
-    Param::PoolHandle(pool_handle.clone()).encode(&mut buf)?;
-    Param::PoolElement(element.clone()).encode(&mut buf)?;
+    PRef::PoolHandle(pool_handle).encode(&mut buf)?;
+    PRef::PoolElement(element).encode(&mut buf)?;
     buf.extend_from_slice(&key_id.to_be_bytes());
     buf.extend_from_slice(&nonce.to_be_bytes());
     buf.extend_from_slice(&timestamp_ms.to_be_bytes());

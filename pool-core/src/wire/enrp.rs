@@ -5,7 +5,7 @@
 //! message-specific fields and parameters.
 
 use super::error::WireError;
-use super::param::{decode_list, Cursor, OperationError, Param, PoolElement, ServerInfo};
+use super::param::{decode_list, Cursor, OperationError, PRef, PoolElement, ServerInfo};
 use super::{begin_tlv, end_tlv, split_message, Ctx, Decoded, Fields, MAX_SERVERS, MAX_TABLE_PES};
 use crate::types::{PoolHandle, RegistrarId};
 
@@ -179,9 +179,9 @@ impl EnrpMessage {
                 server_info,
                 ..
             } => {
-                Param::PeChecksum(*checksum).encode(buf)?;
+                PRef::PeChecksum(*checksum).encode(buf)?;
                 if let Some(s) = server_info {
-                    Param::ServerInfo(s.clone()).encode(buf)?;
+                    PRef::ServerInfo(s).encode(buf)?;
                 }
             }
             EnrpBody::HandleTableRequest { .. } | EnrpBody::ListRequest => {}
@@ -197,9 +197,9 @@ impl EnrpMessage {
                     if pool.elements.is_empty() {
                         return Err(WireError::MissingParameter("pool element"));
                     }
-                    Param::PoolHandle(pool.pool_handle.clone()).encode(buf)?;
+                    PRef::PoolHandle(&pool.pool_handle).encode(buf)?;
                     for pe in &pool.elements {
-                        Param::PoolElement(pe.clone()).encode(buf)?;
+                        PRef::PoolElement(pe).encode(buf)?;
                     }
                 }
             }
@@ -214,8 +214,8 @@ impl EnrpMessage {
                 };
                 buf.extend_from_slice(&a.to_be_bytes());
                 buf.extend_from_slice(&[0, 0]);
-                Param::PoolHandle(pool_handle.clone()).encode(buf)?;
-                Param::PoolElement(element.clone()).encode(buf)?;
+                PRef::PoolHandle(pool_handle).encode(buf)?;
+                PRef::PoolElement(element).encode(buf)?;
             }
             EnrpBody::ListResponse { servers, .. } => {
                 if servers.len() > MAX_SERVERS {
@@ -225,13 +225,13 @@ impl EnrpMessage {
                     });
                 }
                 for s in servers {
-                    Param::ServerInfo(s.clone()).encode(buf)?;
+                    PRef::ServerInfo(s).encode(buf)?;
                 }
             }
             EnrpBody::InitTakeover { target }
             | EnrpBody::InitTakeoverAck { target }
             | EnrpBody::TakeoverServer { target } => buf.extend_from_slice(&target.to_be_bytes()),
-            EnrpBody::Error(e) => Param::OperationError(e.clone()).encode(buf)?,
+            EnrpBody::Error(e) => PRef::OperationError(e).encode(buf)?,
         }
         end_tlv(buf, start)
     }

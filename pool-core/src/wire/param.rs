@@ -472,34 +472,95 @@ impl Param {
 
     /// Encode this parameter (header, value, padding) onto `buf`.
     pub fn encode(&self, buf: &mut Vec<u8>) -> Result<(), WireError> {
+        self.as_ref().encode(buf)
+    }
+
+    fn as_ref(&self) -> PRef<'_> {
+        match self {
+            Param::Ipv4(a) => PRef::Ipv4(*a),
+            Param::Ipv6(a) => PRef::Ipv6(*a),
+            Param::Dccp(d) => PRef::Dccp(d),
+            Param::Transport(t) => PRef::Transport(t),
+            Param::Policy(p) => PRef::Policy(p),
+            Param::PoolHandle(h) => PRef::PoolHandle(h),
+            Param::PoolElement(pe) => PRef::PoolElement(pe),
+            Param::ServerInfo(si) => PRef::ServerInfo(si),
+            Param::OperationError(e) => PRef::OperationError(e),
+            Param::Cookie(c) => PRef::Cookie(c),
+            Param::PeId(id) => PRef::PeId(*id),
+            Param::PeChecksum(c) => PRef::PeChecksum(*c),
+            Param::RegistrationAuth(a) => PRef::RegistrationAuth(a),
+        }
+    }
+}
+
+/// A borrowed parameter, so that messages encode their fields without
+/// cloning them into a [`Param`].
+pub(crate) enum PRef<'a> {
+    Ipv4(Ipv4Addr),
+    Ipv6(Ipv6Addr),
+    Dccp(&'a DccpTransport),
+    Transport(&'a Transport),
+    Policy(&'a SelectionPolicy),
+    PoolHandle(&'a PoolHandle),
+    PoolElement(&'a PoolElement),
+    ServerInfo(&'a ServerInfo),
+    OperationError(&'a OperationError),
+    Cookie(&'a [u8]),
+    PeId(PeId),
+    PeChecksum(u16),
+    RegistrationAuth(&'a RegistrationAuth),
+}
+
+impl PRef<'_> {
+    fn type_code(&self) -> u16 {
+        match self {
+            PRef::Ipv4(_) => types::IPV4_ADDRESS,
+            PRef::Ipv6(_) => types::IPV6_ADDRESS,
+            PRef::Dccp(_) => types::DCCP_TRANSPORT,
+            PRef::Transport(t) => transport_type(t.protocol),
+            PRef::Policy(_) => types::POLICY,
+            PRef::PoolHandle(_) => types::POOL_HANDLE,
+            PRef::PoolElement(_) => types::POOL_ELEMENT,
+            PRef::ServerInfo(_) => types::SERVER_INFORMATION,
+            PRef::OperationError(_) => types::OPERATION_ERROR,
+            PRef::Cookie(_) => types::COOKIE,
+            PRef::PeId(_) => types::PE_IDENTIFIER,
+            PRef::PeChecksum(_) => types::PE_CHECKSUM,
+            PRef::RegistrationAuth(_) => AUTH_PARAM_TYPE,
+        }
+    }
+
+    /// Encode this parameter (header, value, padding) onto `buf`.
+    pub(crate) fn encode(&self, buf: &mut Vec<u8>) -> Result<(), WireError> {
         let start = begin_tlv(buf, self.type_code().to_be_bytes());
         match self {
-            Param::Ipv4(a) => buf.extend_from_slice(&a.octets()),
-            Param::Ipv6(a) => buf.extend_from_slice(&a.octets()),
-            Param::Dccp(d) => {
+            PRef::Ipv4(a) => buf.extend_from_slice(&a.octets()),
+            PRef::Ipv6(a) => buf.extend_from_slice(&a.octets()),
+            PRef::Dccp(d) => {
                 buf.extend_from_slice(&d.port.to_be_bytes());
                 buf.extend_from_slice(&[0, 0]);
                 buf.extend_from_slice(&d.service_code.to_be_bytes());
                 encode_address(buf, d.address)?;
             }
-            Param::Transport(t) => encode_transport_value(buf, t)?,
-            Param::Policy(p) => p.encode_value(buf),
-            Param::PoolHandle(h) => buf.extend_from_slice(h.as_bytes()),
-            Param::PoolElement(pe) => {
+            PRef::Transport(t) => encode_transport_value(buf, t)?,
+            PRef::Policy(p) => p.encode_value(buf),
+            PRef::PoolHandle(h) => buf.extend_from_slice(h.as_bytes()),
+            PRef::PoolElement(pe) => {
                 buf.extend_from_slice(&pe.id.to_be_bytes());
                 buf.extend_from_slice(&pe.home_registrar.to_be_bytes());
                 buf.extend_from_slice(&pe.registration_life.to_be_bytes());
                 encode_transport(buf, &pe.user_transport)?;
-                Param::Policy(pe.policy.clone()).encode(buf)?;
+                PRef::Policy(&pe.policy).encode(buf)?;
                 if let Some(t) = &pe.asap_transport {
                     encode_transport(buf, t)?;
                 }
             }
-            Param::ServerInfo(s) => {
+            PRef::ServerInfo(s) => {
                 buf.extend_from_slice(&s.id.to_be_bytes());
                 encode_transport(buf, &s.transport)?;
             }
-            Param::OperationError(e) => {
+            PRef::OperationError(e) => {
                 if e.causes.is_empty() {
                     return Err(WireError::InvalidValue("operation error without causes"));
                 }
@@ -513,10 +574,10 @@ impl Param {
                     c.encode(buf)?;
                 }
             }
-            Param::Cookie(c) => buf.extend_from_slice(c),
-            Param::PeId(id) => buf.extend_from_slice(&id.to_be_bytes()),
-            Param::PeChecksum(c) => buf.extend_from_slice(&c.to_be_bytes()),
-            Param::RegistrationAuth(a) => a.encode_value(buf),
+            PRef::Cookie(c) => buf.extend_from_slice(c),
+            PRef::PeId(id) => buf.extend_from_slice(&id.to_be_bytes()),
+            PRef::PeChecksum(c) => buf.extend_from_slice(&c.to_be_bytes()),
+            PRef::RegistrationAuth(a) => a.encode_value(buf),
         }
         end_tlv(buf, start)
     }
@@ -524,8 +585,8 @@ impl Param {
 
 fn encode_address(buf: &mut Vec<u8>, a: IpAddr) -> Result<(), WireError> {
     match a {
-        IpAddr::V4(a) => Param::Ipv4(a).encode(buf),
-        IpAddr::V6(a) => Param::Ipv6(a).encode(buf),
+        IpAddr::V4(a) => PRef::Ipv4(a).encode(buf),
+        IpAddr::V6(a) => PRef::Ipv6(a).encode(buf),
     }
 }
 
