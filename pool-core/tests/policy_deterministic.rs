@@ -221,3 +221,39 @@ fn priority_least_used_orders_by_load_plus_increment() {
     f.register(1, plu(0, 10));
     assert_eq!(f.sequence(3), [1, 1, 1]);
 }
+
+#[test]
+fn policy_kinds_carry_the_rfc_5356_type_codes() {
+    use pool_core::policy::PolicyKind;
+    let all = [
+        (Policy::RoundRobin, 0x0000_0001, false),
+        (Policy::WeightedRoundRobin { weight: 1 }, 0x0000_0002, false),
+        (Policy::Random, 0x0000_0003, false),
+        (Policy::WeightedRandom { weight: 1 }, 0x0000_0004, false),
+        (Policy::Priority { priority: 1 }, 0x0000_0005, false),
+        (Policy::LeastUsed { load: 1 }, 0x4000_0001, true),
+        (
+            Policy::LeastUsedDegradation {
+                load: 1,
+                degradation: 1,
+            },
+            0x4000_0002,
+            true,
+        ),
+        (
+            Policy::PriorityLeastUsed {
+                load: 1,
+                increment: 1,
+            },
+            0x4000_0003,
+            true,
+        ),
+        (Policy::RandomizedLeastUsed { load: 1 }, 0x4000_0004, true),
+    ];
+    for (p, code, adaptive) in all {
+        let kind = PolicyKind::of(&p);
+        assert_eq!(kind.type_code(), code, "{p:?}");
+        assert_eq!(p.type_code(), code, "{p:?}");
+        assert_eq!(kind.is_adaptive(), adaptive, "{p:?}");
+    }
+}
