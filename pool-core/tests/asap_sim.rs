@@ -388,3 +388,46 @@ fn shutdown_deregisters_and_drains() {
     assert_eq!(sim.pes[pe].c.poll_timeout(), None);
     sim.registrars[0].r.check_consistency().unwrap();
 }
+
+#[test]
+fn authenticated_pe_registers_and_reregisters_while_a_wrong_secret_is_refused() {
+    use pool_core::asap::auth::PoolSecret;
+    use std::collections::HashMap;
+    let key = PoolSecret {
+        key_id: 3,
+        secret: b"0123456789abcdef0123456789abcdef".to_vec(),
+    };
+    let mut pool_secrets = HashMap::new();
+    pool_secrets.insert(handle("sec"), vec![key.clone()]);
+    let mut sim = Sim::new(2 * MS);
+    sim.add_registrar(RegistrarConfig {
+        pool_secrets,
+        allow_open_pools: false,
+        ..registrar_config(1)
+    });
+    let mut good = pe_config("sec", 1, Policy::RoundRobin, 1);
+    good.auth = Some(key.clone());
+    good.registration_life = Duration::from_secs(2);
+    good.reregistration_interval = Duration::from_millis(500);
+    let good = sim.add_pe(good);
+    let mut bad = pe_config("sec", 2, Policy::RoundRobin, 1);
+    bad.auth = Some(PoolSecret {
+        key_id: 3,
+        secret: b"not the pool secret".to_vec(),
+    });
+    let bad = sim.add_pe(bad);
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(sim.pes[good].c.registered_with(), Some(0));
+    assert_eq!(sim.pes[bad].c.registered_with(), None);
+    assert!(sim.pes[bad].events.iter().any(|(_, e)| matches!(
+        e,
+        PeEvent::RegistrationRejected { cause: Some(ErrorCause::RejectedSecurity), .. }
+    )));
+    let c = sim.registrars[0].r.counters();
+    // Every re-registration carried a fresh nonce: none was taken for a replay.
+    assert!(c.reregistrations >= 9, "{c:?}");
+    assert_eq!(c.replays, 0);
+    assert!(c.auth_failures >= 2);
+    let hs = sim.registrars[0].r.handlespace();
+    assert!(hs.get(&handle("sec"), 1).is_some() && hs.get(&handle("sec"), 2).is_none());
+}
