@@ -46,6 +46,9 @@ pub struct AssociationConfig {
     pub inbound_streams: u16,
     /// Default largest UDP payload per path (path MTU minus IP and UDP headers).
     pub pmtu: usize,
+    /// Per-peer-IP overrides of `pmtu` (e.g. 65,507 for loopback peers), applied when a
+    /// path is created; `Association::set_path_mtu` changes one later.
+    pub pmtu_overrides: Vec<(std::net::IpAddr, usize)>,
     /// Maximum number of packets sent in one burst per path [Max.Burst].
     pub max_burst: usize,
 }
@@ -68,6 +71,7 @@ impl Default for AssociationConfig {
             outbound_streams: 256,
             inbound_streams: 256,
             pmtu: 1472,
+            pmtu_overrides: Vec::new(),
             max_burst: 16,
         }
     }
@@ -98,7 +102,19 @@ impl AssociationConfig {
                 "max_message_size must be in 1..=receive_buffer",
             ));
         }
-        if (self.receive_buffer as usize) < 2 * self.pmtu {
+        if self
+            .pmtu_overrides
+            .iter()
+            .any(|(_, m)| !(MIN_PMTU..=MAX_PMTU).contains(m))
+        {
+            return Err(ConfigError::Invalid("pmtu override out of range"));
+        }
+        let largest = self
+            .pmtu_overrides
+            .iter()
+            .map(|(_, m)| *m)
+            .fold(self.pmtu, usize::max);
+        if (self.receive_buffer as usize) < 2 * largest {
             return Err(ConfigError::Invalid("receive_buffer must hold two packets"));
         }
         if self.send_buffer < self.max_message_size {

@@ -310,8 +310,20 @@ impl Endpoint {
         remote: SocketAddr,
         data: &[u8],
     ) -> Option<AssocHandle> {
+        self.handle_datagram_bytes(now, local, remote, Bytes::copy_from_slice(data))
+    }
+
+    /// Like [`Endpoint::handle_datagram`] but takes ownership of the datagram, so DATA
+    /// payloads are delivered as slices of it without a copy.
+    pub fn handle_datagram_bytes(
+        &mut self,
+        now: Instant,
+        local: Option<SocketAddr>,
+        remote: SocketAddr,
+        packet: Bytes,
+    ) -> Option<AssocHandle> {
         self.stats.datagrams_received += 1;
-        let header = match decode_header(data) {
+        let header = match decode_header(&packet) {
             Ok(h) => h,
             Err(crate::wire::DecodeError::BadChecksum) => {
                 self.stats.bad_checksum += 1;
@@ -322,7 +334,6 @@ impl Endpoint {
                 return None;
             }
         };
-        let packet = Bytes::copy_from_slice(data);
         let mut chunks = ChunkIter::new(packet.clone());
         let first = match chunks.next() {
             Some(Ok(c)) => c,
@@ -448,6 +459,10 @@ impl Endpoint {
         let key = (remote, c.local_port, c.peer_port);
         if let Some(old) = self.by_addr.get(&key).copied() {
             let a = self.assocs.get(&old)?;
+            if a.is_closed() {
+                self.remove(old);
+                return self.new_from_cookie(now, local, c);
+            }
             let restart =
                 c.tie_local == a.local_tag && c.tie_peer == a.peer_tag && c.peer_tag != a.peer_tag;
             let fresh = c.tie_local == 0 && c.tie_peer == 0;
@@ -467,6 +482,15 @@ impl Endpoint {
             ));
             self.remove(old);
         }
+        self.new_from_cookie(now, local, c)
+    }
+
+    fn new_from_cookie(
+        &mut self,
+        now: Instant,
+        local: Option<SocketAddr>,
+        c: &CookieData,
+    ) -> Option<AssocHandle> {
         if self.assocs.len() >= self.config.max_associations {
             return None;
         }
@@ -496,8 +520,10 @@ impl Endpoint {
             dst_port: header.src_port,
             vtag: init.initiate_tag,
         };
+        // A closed association waiting to send its last packet answers like no association.
         let answer = existing
             .and_then(|h| self.assocs.get_mut(&h))
+            .filter(|a| !a.is_closed())
             .map(|a| a.init_answer());
         if answer.is_none() {
             let port_ok = self.config.listen_ports.is_empty()

@@ -406,3 +406,77 @@ proptest! {
         prop_assert!(seen.iter().all(|s| *s));
     }
 }
+
+#[test]
+fn unreachable_advertised_address_does_not_kill_association() {
+    let mut net = Net::new(12);
+    let ca = fast_config();
+    let mut cb = fast_config();
+    // The server advertises an address nobody can reach.
+    cb.local_addresses = vec!["10.0.0.2".parse().unwrap(), "192.0.2.99".parse().unwrap()];
+    let a = net.add(ca, &["10.0.0.1:9899"], 31);
+    let b = net.add(cb, &["10.0.0.2:9899"], 32);
+    let now = net.now;
+    let server = net.addr(b);
+    let ha = net.nodes[a].ep.connect(now, &[server], 5, 5).unwrap();
+    net.run_for(Duration::from_secs(30));
+    assert!(closed(&net, a).is_none());
+    let paths = net.nodes[a].ep.association_ref(ha).unwrap().paths();
+    assert_eq!(paths.len(), 2);
+    assert!(paths
+        .iter()
+        .any(|p| p.addr.ip().to_string() == "192.0.2.99" && !p.confirmed));
+    net.nodes[a]
+        .ep
+        .send(ha, 0, 11, true, Bytes::from_static(b"fine"))
+        .unwrap();
+    assert!(net.run_until(Duration::from_secs(1), |n| n.data(b).len() == 1));
+}
+
+#[test]
+fn pmtu_override_per_peer_address() {
+    let mut cfg = fast_config();
+    cfg.association.pmtu = 1200;
+    cfg.association.pmtu_overrides = vec![("10.0.0.2".parse().unwrap(), 9000)];
+    let (mut net, ha, _) = pair(13, cfg);
+    assert_eq!(
+        net.nodes[0].ep.association_ref(ha).unwrap().paths()[0].pmtu,
+        9000
+    );
+    net.nodes[0]
+        .ep
+        .send(ha, 0, 11, true, Bytes::from(vec![1u8; 30_000]))
+        .unwrap();
+    assert!(net.run_until(Duration::from_secs(5), |n| n.data(1).len() == 1));
+    assert!(net.nodes[0].max_sent > 1200 && net.nodes[0].max_sent <= 9000);
+    // The server side has no override for 10.0.0.1 and stays at 1200.
+    assert!(net.nodes[1].max_sent <= 1200);
+}
+
+#[test]
+fn zero_copy_input_delivers_slices_of_the_datagram() {
+    let (mut net, ha, _) = pair(14, fast_config());
+    net.nodes[0]
+        .ep
+        .send(ha, 0, 11, true, Bytes::from_static(b"zero copy"))
+        .unwrap();
+    let now = net.now;
+    let t = net.nodes[0].ep.poll_transmit(now).unwrap();
+    let datagram = Bytes::from(t.contents);
+    let (to, from) = (net.addr(1), net.addr(0));
+    net.nodes[1]
+        .ep
+        .handle_datagram_bytes(now, Some(to), from, datagram.clone());
+    let (_, ev) = std::iter::from_fn(|| net.nodes[1].ep.poll_event())
+        .find(|(_, e)| matches!(e, Event::Data { .. }))
+        .unwrap();
+    let Event::Data { bytes, .. } = ev else {
+        unreachable!()
+    };
+    assert_eq!(&bytes[..], b"zero copy");
+    let inside = datagram.as_ptr() as usize..datagram.as_ptr() as usize + datagram.len();
+    assert!(
+        inside.contains(&(bytes.as_ptr() as usize)),
+        "payload was copied"
+    );
+}

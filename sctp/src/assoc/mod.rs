@@ -182,6 +182,8 @@ pub struct Association {
     created: Instant,
     /// Set by the endpoint while the handle sits in its transmit queue.
     pub(crate) queued: bool,
+    /// Packets of new data that may still go out before the next input [Max.Burst].
+    burst_left: usize,
 }
 
 impl Association {
@@ -234,6 +236,7 @@ impl Association {
             rng: ChaCha8Rng::seed_from_u64(seed),
             created: now,
             queued: false,
+            burst_left: 0,
         }
     }
 
@@ -437,6 +440,7 @@ impl Association {
         if stream >= self.out_streams {
             return Err(SendError::InvalidStream(stream));
         }
+        self.burst_left = self.cfg.max_burst;
         self.tx.enqueue(stream, ppid, ordered, data, &self.cfg)
     }
 
@@ -574,7 +578,11 @@ impl Association {
 
     /// Counts an error on a path and on the association (RFC 9260 §8.1, §8.2).
     fn path_error(&mut self, idx: usize) {
-        self.error_count += 1;
+        // Probes of addresses never confirmed do not count against the association:
+        // a peer may list addresses we cannot reach (RFC 9260 §5.4).
+        if self.paths[idx].confirmed {
+            self.error_count += 1;
+        }
         let p = &mut self.paths[idx];
         p.errors += 1;
         if p.active && p.errors > self.cfg.path_max_retransmissions {
@@ -613,6 +621,7 @@ impl Association {
         if self.state == State::Closed {
             return;
         }
+        self.burst_left = self.cfg.max_burst;
         let Some(pidx) = self.path_index(remote) else {
             self.stats.bad_vtag += 1;
             return;
@@ -966,6 +975,7 @@ impl Association {
         if self.state == State::Closed {
             return;
         }
+        self.burst_left = self.cfg.max_burst;
         if self.t1.is_some_and(|t| t <= now) {
             self.t1_count += 1;
             if self.t1_count > self.cfg.max_init_retransmissions {

@@ -35,7 +35,11 @@ pub(crate) struct Path {
 
 impl Path {
     pub fn new(addr: SocketAddr, cfg: &AssociationConfig, confirmed: bool) -> Path {
-        let pmtu = cfg.pmtu;
+        let pmtu = cfg
+            .pmtu_overrides
+            .iter()
+            .find(|(ip, _)| *ip == addr.ip())
+            .map_or(cfg.pmtu, |(_, m)| *m);
         Path {
             addr,
             local: None,

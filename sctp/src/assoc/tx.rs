@@ -239,6 +239,7 @@ impl Association {
                 }
             }
             if !self.tx.queue.is_empty()
+                && self.burst_left > 0
                 && self.paths[self.data_path].can_send_data()
                 && self.tx.rwnd_allows()
             {
@@ -339,8 +340,12 @@ impl Association {
             if self.tx.rtx_count > 0 && dest == self.rtx_dest() {
                 self.fill_retransmissions(now, dest, buf, pmtu);
             }
-            if dest == self.data_path {
+            if dest == self.data_path && self.burst_left > 0 {
+                let before = buf.len();
                 self.fill_new_data(now, dest, buf, pmtu);
+                if buf.len() > before {
+                    self.burst_left -= 1;
+                }
             }
         }
         if buf.len() <= crate::wire::COMMON_HEADER_LEN {
