@@ -79,7 +79,11 @@ impl Mock {
     }
 }
 
-fn registration(pool: &str, el: wire::PoolElement, auth: Option<wire::RegistrationAuth>) -> AsapMessage {
+fn registration(
+    pool: &str,
+    el: wire::PoolElement,
+    auth: Option<wire::RegistrationAuth>,
+) -> AsapMessage {
     AsapMessage::Registration {
         pool_handle: handle(pool),
         element: el,
@@ -106,7 +110,17 @@ fn reg_response(actions: &[Action]) -> (bool, Option<ErrorCause>) {
 #[test]
 fn authenticated_registration_is_accepted() {
     let mut m = Mock::secured("sec");
-    let a = m.send(0, 1, signed("sec", element(1, Policy::RoundRobin), &secret(1, SECRET), 11, EPOCH_MS));
+    let a = m.send(
+        0,
+        1,
+        signed(
+            "sec",
+            element(1, Policy::RoundRobin),
+            &secret(1, SECRET),
+            11,
+            EPOCH_MS,
+        ),
+    );
     assert_eq!(reg_response(&a), (false, None));
     assert_eq!(m.r.counters().registrations, 1);
     assert_eq!(m.r.counters().auth_failures, 0);
@@ -115,14 +129,55 @@ fn authenticated_registration_is_accepted() {
 #[test]
 fn wrong_secret_missing_auth_and_unknown_key_are_rejected_and_counted() {
     let mut m = Mock::secured("sec");
-    let wrong = m.send(0, 1, signed("sec", element(1, Policy::RoundRobin), &secret(1, b"guess"), 1, EPOCH_MS));
-    assert_eq!(reg_response(&wrong), (true, Some(ErrorCause::RejectedSecurity)));
-    let missing = m.send(0, 1, registration("sec", element(1, Policy::RoundRobin), None));
-    assert_eq!(reg_response(&missing), (true, Some(ErrorCause::RejectedSecurity)));
-    let unknown = m.send(0, 1, signed("sec", element(1, Policy::RoundRobin), &secret(9, SECRET), 2, EPOCH_MS));
-    assert_eq!(reg_response(&unknown), (true, Some(ErrorCause::RejectedSecurity)));
+    let wrong = m.send(
+        0,
+        1,
+        signed(
+            "sec",
+            element(1, Policy::RoundRobin),
+            &secret(1, b"guess"),
+            1,
+            EPOCH_MS,
+        ),
+    );
+    assert_eq!(
+        reg_response(&wrong),
+        (true, Some(ErrorCause::RejectedSecurity))
+    );
+    let missing = m.send(
+        0,
+        1,
+        registration("sec", element(1, Policy::RoundRobin), None),
+    );
+    assert_eq!(
+        reg_response(&missing),
+        (true, Some(ErrorCause::RejectedSecurity))
+    );
+    let unknown = m.send(
+        0,
+        1,
+        signed(
+            "sec",
+            element(1, Policy::RoundRobin),
+            &secret(9, SECRET),
+            2,
+            EPOCH_MS,
+        ),
+    );
+    assert_eq!(
+        reg_response(&unknown),
+        (true, Some(ErrorCause::RejectedSecurity))
+    );
     let c = m.r.counters();
-    assert_eq!((c.auth_failures, c.replays, c.registrations, c.registrations_rejected), (3, 0, 0, 3));
+    assert_eq!(
+        (
+            c.auth_failures,
+            c.replays,
+            c.registrations,
+            c.registrations_rejected
+        ),
+        (3, 0, 0, 3)
+    );
     assert_eq!(m.r.handlespace().element_count(), 0);
     let errors: Vec<AuthError> = m
         .events()
@@ -132,7 +187,14 @@ fn wrong_secret_missing_auth_and_unknown_key_are_rejected_and_counted() {
             _ => None,
         })
         .collect();
-    assert_eq!(errors, [AuthError::BadTag, AuthError::Missing, AuthError::UnknownKey(9)]);
+    assert_eq!(
+        errors,
+        [
+            AuthError::BadTag,
+            AuthError::Missing,
+            AuthError::UnknownKey(9)
+        ]
+    );
 }
 
 #[test]
@@ -151,20 +213,53 @@ fn a_tag_does_not_cover_a_changed_element() {
 #[test]
 fn replayed_and_stale_registrations_are_rejected_and_counted() {
     let mut m = Mock::secured("sec");
-    let msg = signed("sec", element(1, Policy::RoundRobin), &secret(1, SECRET), 77, EPOCH_MS);
+    let msg = signed(
+        "sec",
+        element(1, Policy::RoundRobin),
+        &secret(1, SECRET),
+        77,
+        EPOCH_MS,
+    );
     assert_eq!(reg_response(&m.send(0, 1, msg.clone())), (false, None));
     // The same bytes again, even on another association: a replay.
-    assert_eq!(reg_response(&m.send(10, 2, msg.clone())), (true, Some(ErrorCause::RejectedSecurity)));
+    assert_eq!(
+        reg_response(&m.send(10, 2, msg.clone())),
+        (true, Some(ErrorCause::RejectedSecurity))
+    );
     // A timestamp 31 s old (window 30 s) is refused whatever the nonce.
-    let old = signed("sec", element(1, Policy::RoundRobin), &secret(1, SECRET), 78, EPOCH_MS);
-    assert_eq!(reg_response(&m.send(31_001, 1, old)), (true, Some(ErrorCause::RejectedSecurity)));
+    let old = signed(
+        "sec",
+        element(1, Policy::RoundRobin),
+        &secret(1, SECRET),
+        78,
+        EPOCH_MS,
+    );
+    assert_eq!(
+        reg_response(&m.send(31_001, 1, old)),
+        (true, Some(ErrorCause::RejectedSecurity))
+    );
     // So is one from the future.
-    let future = signed("sec", element(1, Policy::RoundRobin), &secret(1, SECRET), 79, EPOCH_MS + 60_000);
-    assert_eq!(reg_response(&m.send(0, 1, future)), (true, Some(ErrorCause::RejectedSecurity)));
+    let future = signed(
+        "sec",
+        element(1, Policy::RoundRobin),
+        &secret(1, SECRET),
+        79,
+        EPOCH_MS + 60_000,
+    );
+    assert_eq!(
+        reg_response(&m.send(0, 1, future)),
+        (true, Some(ErrorCause::RejectedSecurity))
+    );
     let c = m.r.counters();
     assert_eq!((c.replays, c.auth_failures, c.registrations), (3, 0, 1));
     // A fresh nonce and timestamp re-registers fine.
-    let fresh = signed("sec", element(1, Policy::RoundRobin), &secret(1, SECRET), 80, EPOCH_MS + 20);
+    let fresh = signed(
+        "sec",
+        element(1, Policy::RoundRobin),
+        &secret(1, SECRET),
+        80,
+        EPOCH_MS + 20,
+    );
     assert_eq!(reg_response(&m.send(20, 1, fresh)), (false, None));
     assert_eq!(m.r.counters().reregistrations, 1);
 }
@@ -172,22 +267,55 @@ fn replayed_and_stale_registrations_are_rejected_and_counted() {
 #[test]
 fn key_rotation_accepts_every_configured_key() {
     let mut pool_secrets = HashMap::new();
-    pool_secrets.insert(handle("sec"), vec![secret(1, b"old key"), secret(2, b"new key")]);
+    pool_secrets.insert(
+        handle("sec"),
+        vec![secret(1, b"old key"), secret(2, b"new key")],
+    );
     let mut m = Mock::new(RegistrarConfig {
         pool_secrets,
         ..RegistrarConfig::default()
     });
-    let a = m.send(0, 1, signed("sec", element(1, Policy::RoundRobin), &secret(1, b"old key"), 1, EPOCH_MS));
-    let b = m.send(0, 2, signed("sec", element(2, Policy::RoundRobin), &secret(2, b"new key"), 2, EPOCH_MS));
-    assert_eq!((reg_response(&a), reg_response(&b)), ((false, None), (false, None)));
+    let a = m.send(
+        0,
+        1,
+        signed(
+            "sec",
+            element(1, Policy::RoundRobin),
+            &secret(1, b"old key"),
+            1,
+            EPOCH_MS,
+        ),
+    );
+    let b = m.send(
+        0,
+        2,
+        signed(
+            "sec",
+            element(2, Policy::RoundRobin),
+            &secret(2, b"new key"),
+            2,
+            EPOCH_MS,
+        ),
+    );
+    assert_eq!(
+        (reg_response(&a), reg_response(&b)),
+        ((false, None), (false, None))
+    );
 }
 
 #[test]
 fn open_pools_follow_the_configuration() {
     let mut open = Mock::new(RegistrarConfig::default());
-    assert_eq!(reg_response(&open.send(0, 1, registration("any", element(1, Policy::Random), None))), (false, None));
+    assert_eq!(
+        reg_response(&open.send(0, 1, registration("any", element(1, Policy::Random), None))),
+        (false, None)
+    );
     let mut closed = Mock::secured("sec");
-    let a = closed.send(0, 1, registration("other", element(1, Policy::Random), None));
+    let a = closed.send(
+        0,
+        1,
+        registration("other", element(1, Policy::Random), None),
+    );
     assert_eq!(reg_response(&a), (true, Some(ErrorCause::RejectedSecurity)));
     assert_eq!(closed.r.counters().auth_failures, 1);
 }
@@ -195,7 +323,17 @@ fn open_pools_follow_the_configuration() {
 #[test]
 fn secured_deregistration_must_come_from_the_registering_association() {
     let mut m = Mock::secured("sec");
-    m.send(0, 1, signed("sec", element(1, Policy::RoundRobin), &secret(1, SECRET), 1, EPOCH_MS));
+    m.send(
+        0,
+        1,
+        signed(
+            "sec",
+            element(1, Policy::RoundRobin),
+            &secret(1, SECRET),
+            1,
+            EPOCH_MS,
+        ),
+    );
     let dereg = AsapMessage::Deregistration {
         pool_handle: handle("sec"),
         pe_id: 1,
@@ -215,7 +353,13 @@ fn secured_deregistration_must_come_from_the_registering_association() {
     assert!(m.r.handlespace().get(&handle("sec"), 1).is_some());
     assert_eq!(m.r.counters().auth_failures, 1);
     let b = m.send(6, 1, dereg);
-    assert!(matches!(&b[..], [Action::Send { peer: 1, msg: AsapMessage::DeregistrationResponse { error: None, .. } }]));
+    assert!(matches!(
+        &b[..],
+        [Action::Send {
+            peer: 1,
+            msg: AsapMessage::DeregistrationResponse { error: None, .. }
+        }]
+    ));
     assert_eq!(m.r.handlespace().element_count(), 0);
     m.r.check_consistency().unwrap();
 }
@@ -225,8 +369,15 @@ fn a_peer_that_keeps_failing_auth_is_closed() {
     let mut m = Mock::secured("sec");
     let mut closed = 0;
     for i in 0..10 {
-        let acts = m.send(i, 5, registration("sec", element(1, Policy::RoundRobin), None));
-        closed += acts.iter().filter(|a| **a == Action::Close { peer: 5 }).count();
+        let acts = m.send(
+            i,
+            5,
+            registration("sec", element(1, Policy::RoundRobin), None),
+        );
+        closed += acts
+            .iter()
+            .filter(|a| **a == Action::Close { peer: 5 })
+            .count();
     }
     assert_eq!(closed, 1);
     assert_eq!(m.r.counters().auth_failures, 10);
@@ -235,16 +386,30 @@ fn a_peer_that_keeps_failing_auth_is_closed() {
 #[test]
 fn inconsistent_policy_and_unknown_policy_are_refused() {
     let mut m = Mock::new(RegistrarConfig::default());
-    m.send(0, 1, registration("p", element(1, Policy::RoundRobin), None));
-    let a = m.send(0, 1, registration("p", element(2, Policy::LeastUsed { load: 0 }), None));
-    assert_eq!(reg_response(&a), (true, Some(ErrorCause::InconsistentPoolingPolicy(None))));
+    m.send(
+        0,
+        1,
+        registration("p", element(1, Policy::RoundRobin), None),
+    );
+    let a = m.send(
+        0,
+        1,
+        registration("p", element(2, Policy::LeastUsed { load: 0 }), None),
+    );
+    assert_eq!(
+        reg_response(&a),
+        (true, Some(ErrorCause::InconsistentPoolingPolicy(None)))
+    );
     let mut odd = element(3, Policy::RoundRobin);
     odd.policy = SelectionPolicy::Unknown {
         type_code: 0x4000_00ff,
         data: vec![0; 4],
     };
     let b = m.send(0, 1, registration("q", odd, None));
-    assert_eq!(reg_response(&b), (true, Some(ErrorCause::InconsistentPoolingPolicy(None))));
+    assert_eq!(
+        reg_response(&b),
+        (true, Some(ErrorCause::InconsistentPoolingPolicy(None)))
+    );
     assert_eq!(m.r.counters().registrations_rejected, 2);
     assert_eq!(m.r.handlespace().element_count(), 1);
 }
@@ -260,12 +425,21 @@ fn limits_refuse_with_lack_of_resources_and_count() {
         ..RegistrarConfig::default()
     });
     for id in 1..=2 {
-        assert_eq!(reg_response(&m.send(0, 1, registration("p", element(id, Policy::Random), None))), (false, None));
+        assert_eq!(
+            reg_response(&m.send(0, 1, registration("p", element(id, Policy::Random), None))),
+            (false, None)
+        );
     }
     let full = m.send(0, 1, registration("p", element(3, Policy::Random), None));
-    assert_eq!(reg_response(&full), (true, Some(ErrorCause::LackOfResources)));
+    assert_eq!(
+        reg_response(&full),
+        (true, Some(ErrorCause::LackOfResources))
+    );
     let second_pool = m.send(0, 1, registration("q", element(4, Policy::Random), None));
-    assert_eq!(reg_response(&second_pool), (true, Some(ErrorCause::LackOfResources)));
+    assert_eq!(
+        reg_response(&second_pool),
+        (true, Some(ErrorCause::LackOfResources))
+    );
     assert_eq!(m.r.counters().limit_hits, 2);
 }
 
@@ -283,8 +457,14 @@ fn registration_life_is_clamped_to_the_configured_range() {
     m.send(0, 1, registration("p", short, None));
     m.send(0, 1, registration("p", long, None));
     let hs = m.r.handlespace();
-    assert_eq!(hs.get(&handle("p"), 1).unwrap().registration_life, Duration::from_secs(2));
-    assert_eq!(hs.get(&handle("p"), 2).unwrap().registration_life, Duration::from_secs(60));
+    assert_eq!(
+        hs.get(&handle("p"), 1).unwrap().registration_life,
+        Duration::from_secs(2)
+    );
+    assert_eq!(
+        hs.get(&handle("p"), 2).unwrap().registration_life,
+        Duration::from_secs(60)
+    );
 }
 
 #[test]
@@ -334,7 +514,10 @@ fn keep_alives_go_to_the_registering_peer_and_only_its_ack_counts() {
         reason: RemovalReason::KeepAliveTimeout
     }));
     let c = m.r.counters();
-    assert_eq!((c.keep_alives_sent, c.keep_alive_failures, c.removed_pes), (2, 1, 1));
+    assert_eq!(
+        (c.keep_alives_sent, c.keep_alive_failures, c.removed_pes),
+        (2, 1, 1)
+    );
     m.r.check_consistency().unwrap();
 }
 
@@ -371,27 +554,73 @@ fn resolution_returns_up_to_n_by_policy_with_the_pool_policy() {
         ..RegistrarConfig::default()
     });
     for (id, load) in [(1, 300), (2, 100), (3, 200)] {
-        m.send(0, 1, registration("lu", element(id, Policy::LeastUsed { load }), None));
+        m.send(
+            0,
+            1,
+            registration("lu", element(id, Policy::LeastUsed { load }), None),
+        );
     }
-    let a = m.send(1, 8, AsapMessage::HandleResolution { pool_handle: handle("lu") });
-    let [Action::Send { peer: 8, msg: AsapMessage::HandleResolutionResponse { policy, elements, error: None, .. } }] = &a[..] else {
+    let a = m.send(
+        1,
+        8,
+        AsapMessage::HandleResolution {
+            pool_handle: handle("lu"),
+        },
+    );
+    let [Action::Send {
+        peer: 8,
+        msg:
+            AsapMessage::HandleResolutionResponse {
+                policy,
+                elements,
+                error: None,
+                ..
+            },
+    }] = &a[..]
+    else {
         panic!("{a:?}");
     };
     assert_eq!(elements.iter().map(|e| e.id).collect::<Vec<_>>(), [2, 3]);
-    assert_eq!(*policy, Some(SelectionPolicy::Known(Policy::LeastUsed { load: 100 })));
+    assert_eq!(
+        *policy,
+        Some(SelectionPolicy::Known(Policy::LeastUsed { load: 100 }))
+    );
     assert!(elements.iter().all(|e| e.asap_transport.is_none()));
 }
 
 #[test]
 fn snapshot_lists_pools_pes_load_home_and_age() {
     let mut m = Mock::secured("sec");
-    m.send(0, 1, signed("sec", element(2, Policy::LeastUsed { load: 9 }), &secret(1, SECRET), 1, EPOCH_MS));
-    m.send(100, 1, signed("sec", element(1, Policy::LeastUsed { load: 5 }), &secret(1, SECRET), 2, EPOCH_MS + 100));
+    m.send(
+        0,
+        1,
+        signed(
+            "sec",
+            element(2, Policy::LeastUsed { load: 9 }),
+            &secret(1, SECRET),
+            1,
+            EPOCH_MS,
+        ),
+    );
+    m.send(
+        100,
+        1,
+        signed(
+            "sec",
+            element(1, Policy::LeastUsed { load: 5 }),
+            &secret(1, SECRET),
+            2,
+            EPOCH_MS + 100,
+        ),
+    );
     let s = m.r.snapshot(m.at(1100));
     assert_eq!(s.id, 1);
     assert_eq!(s.pools.len(), 1);
     let p = &s.pools[0];
-    assert_eq!((p.handle.clone(), p.policy, p.secured), (handle("sec"), PolicyKind::LeastUsed, true));
+    assert_eq!(
+        (p.handle.clone(), p.policy, p.secured),
+        (handle("sec"), PolicyKind::LeastUsed, true)
+    );
     assert_eq!(p.elements.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2]);
     assert_eq!(p.elements[0].load, Some(5));
     assert_eq!(p.elements[0].age, Duration::from_secs(1));
@@ -429,7 +658,9 @@ fn server_announce_names_this_registrar() {
 
 #[test]
 fn invalid_configurations_are_refused() {
-    let bad = |c: RegistrarConfig| Registrar::new(c, WallClock::new(Instant::now(), 0), rng(0)).unwrap_err();
+    let bad = |c: RegistrarConfig| {
+        Registrar::new(c, WallClock::new(Instant::now(), 0), rng(0)).unwrap_err()
+    };
     assert_eq!(
         bad(RegistrarConfig {
             keep_alive_interval: Duration::ZERO,

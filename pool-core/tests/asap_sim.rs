@@ -29,7 +29,9 @@ fn pu_config(n: usize) -> PuConfig {
 
 fn removal_time(sim: &Sim, r: usize, pe_id: u32) -> Option<(std::time::Instant, RemovalReason)> {
     sim.registrars[r].events.iter().find_map(|(t, e)| match e {
-        RegistrarEvent::Removed { pe_id: id, reason, .. } if *id == pe_id => Some((*t, *reason)),
+        RegistrarEvent::Removed {
+            pe_id: id, reason, ..
+        } if *id == pe_id => Some((*t, *reason)),
         _ => None,
     })
 }
@@ -41,7 +43,10 @@ fn registration_then_resolution() {
     let pe = sim.add_pe(pe_config("echo", 42, Policy::RoundRobin, 1));
     sim.run_for(100 * MS);
     assert_eq!(sim.pes[pe].c.registered_with(), Some(0));
-    assert!(matches!(sim.pes[pe].events[..], [(_, PeEvent::Registered { registrar: 0 })]));
+    assert!(matches!(
+        sim.pes[pe].events[..],
+        [(_, PeEvent::Registered { registrar: 0 })]
+    ));
     // Registration needs one round trip.
     assert_eq!(sim.pes[pe].events[0].0 - sim.start, 20 * MS);
     let hs = sim.registrars[0].r.handlespace();
@@ -51,11 +56,20 @@ fn registration_then_resolution() {
 
     let pu = sim.add_pu(pu_config(1));
     let now = sim.now;
-    assert_eq!(sim.pus[pu].c.resolve(now, &handle("echo")), Resolve::Pending);
+    assert_eq!(
+        sim.pus[pu].c.resolve(now, &handle("echo")),
+        Resolve::Pending
+    );
     sim.run_for(100 * MS);
-    assert!(sim.pus[pu].events.iter().any(|(_, e)| matches!(e, PuEvent::Resolved { elements: 1, .. })));
+    assert!(sim.pus[pu]
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, PuEvent::Resolved { elements: 1, .. })));
     let now = sim.now;
-    let chosen = sim.pus[pu].c.select(now, &handle("echo")).expect("cached PE");
+    let chosen = sim.pus[pu]
+        .c
+        .select(now, &handle("echo"))
+        .expect("cached PE");
     assert_eq!(chosen.id, 42);
     assert_eq!(chosen.user_transport, user_transport(42));
     assert_eq!(chosen.home_registrar, 7);
@@ -73,7 +87,10 @@ fn unknown_pool_fails_resolution_with_the_rfc_cause() {
     sim.run_for(50 * MS);
     assert!(sim.pus[pu].events.iter().any(|(_, e)| matches!(
         e,
-        PuEvent::ResolutionFailed { error: ResolutionError::Registrar(ErrorCause::UnknownPoolHandle), .. }
+        PuEvent::ResolutionFailed {
+            error: ResolutionError::Registrar(ErrorCause::UnknownPoolHandle),
+            ..
+        }
     )));
     assert_eq!(sim.registrars[0].r.counters().resolutions_unknown_pool, 1);
 }
@@ -82,7 +99,11 @@ fn unknown_pool_fails_resolution_with_the_rfc_cause() {
 /// of its last acknowledgement, for the default 1 s / 1 s and sub-second.
 #[test]
 fn keep_alive_timeout_removes_a_silent_pe_in_time() {
-    for (interval, timeout) in [(1000 * MS, 1000 * MS), (200 * MS, 100 * MS), (50 * MS, 20 * MS)] {
+    for (interval, timeout) in [
+        (1000 * MS, 1000 * MS),
+        (200 * MS, 100 * MS),
+        (50 * MS, 20 * MS),
+    ] {
         let delay = 2 * MS;
         let mut sim = Sim::new(delay);
         sim.add_registrar(RegistrarConfig {
@@ -95,7 +116,10 @@ fn keep_alive_timeout_removes_a_silent_pe_in_time() {
         sim.run_for(10 * interval + 3 * MS);
         assert!(removal_time(&sim, 0, 1).is_none());
         let acks = sim.pes[pe].c.counters().keep_alives_answered;
-        assert!(acks >= 9 && acks <= 11, "{acks} keep-alives in 10 intervals");
+        assert!(
+            (9..=11).contains(&acks),
+            "{acks} keep-alives in 10 intervals"
+        );
         let frozen_at = sim.now;
         sim.pes[pe].frozen = true;
         sim.run_for(3 * (interval + timeout));
@@ -103,12 +127,22 @@ fn keep_alive_timeout_removes_a_silent_pe_in_time() {
         assert_eq!(reason, RemovalReason::KeepAliveTimeout);
         let took = removed_at - frozen_at;
         // The last ACK left the PE at most `delay` before it froze.
-        assert!(took <= interval + timeout + delay, "{interval:?}/{timeout:?}: removed after {took:?}");
+        assert!(
+            took <= interval + timeout + delay,
+            "{interval:?}/{timeout:?}: removed after {took:?}"
+        );
         // The keep-alive that timed out left at most `delay` before the freeze
         // (an earlier one would have been answered), so removal cannot come sooner.
-        assert!(took + delay >= timeout, "removed after {took:?}, before a keep-alive could time out");
+        assert!(
+            took + delay >= timeout,
+            "removed after {took:?}, before a keep-alive could time out"
+        );
         assert_eq!(sim.registrars[0].r.counters().keep_alive_failures, 1);
-        assert!(sim.registrars[0].r.handlespace().get(&handle("p"), 1).is_none());
+        assert!(sim.registrars[0]
+            .r
+            .handlespace()
+            .get(&handle("p"), 1)
+            .is_none());
         sim.registrars[0].r.check_consistency().unwrap();
     }
 }
@@ -132,7 +166,11 @@ fn reregistration_updates_load_and_least_used_follows() {
     sim.pes[a].c.set_load(now, u32::MAX / 2);
     sim.run_for(10 * MS);
     assert_eq!(sim.pes[a].c.counters().load_updates, 1);
-    let stored = sim.registrars[0].r.handlespace().get(&handle("lu"), 1).unwrap();
+    let stored = sim.registrars[0]
+        .r
+        .handlespace()
+        .get(&handle("lu"), 1)
+        .unwrap();
     assert_eq!(stored.policy, Policy::LeastUsed { load: u32::MAX / 2 });
     assert_eq!(sim.registrars[0].r.counters().reregistrations, 1);
     // A small change does not.
@@ -164,7 +202,11 @@ fn pe_reregisters_before_its_life_runs_out() {
     cfg.reregistration_interval = Duration::from_secs(1);
     let pe = sim.add_pe(cfg);
     sim.run_for(Duration::from_secs(20));
-    assert!(sim.registrars[0].r.handlespace().get(&handle("p"), 5).is_some());
+    assert!(sim.registrars[0]
+        .r
+        .handlespace()
+        .get(&handle("p"), 5)
+        .is_some());
     assert!(sim.registrars[0].r.counters().reregistrations >= 18);
     // Frozen, it stops re-registering and its life runs out.
     let frozen_at = sim.now;
@@ -192,18 +234,37 @@ fn failure_reports_need_distinct_pool_users() {
         sim.pus[pus[0]].c.report_failure(&handle("p"), 1);
         sim.run_for(5 * MS);
     }
-    assert!(sim.registrars[0].r.handlespace().get(&handle("p"), 1).is_some());
+    assert!(sim.registrars[0]
+        .r
+        .handlespace()
+        .get(&handle("p"), 1)
+        .is_some());
     sim.pus[pus[1]].c.report_failure(&handle("p"), 1);
     sim.run_for(5 * MS);
-    assert!(sim.registrars[0].r.handlespace().get(&handle("p"), 1).is_some());
+    assert!(sim.registrars[0]
+        .r
+        .handlespace()
+        .get(&handle("p"), 1)
+        .is_some());
     let snap = sim.registrars[0].r.snapshot(sim.now);
     assert_eq!(snap.pools[0].elements[0].failure_reports, 2);
     // The third distinct PU reaches MAX-BAD-PE-REPORT.
     sim.pus[pus[2]].c.report_failure(&handle("p"), 1);
     sim.run_for(5 * MS);
-    assert!(sim.registrars[0].r.handlespace().get(&handle("p"), 1).is_none());
-    assert!(sim.registrars[0].r.handlespace().get(&handle("p"), 2).is_some());
-    assert_eq!(removal_time(&sim, 0, 1).unwrap().1, RemovalReason::FailureReports);
+    assert!(sim.registrars[0]
+        .r
+        .handlespace()
+        .get(&handle("p"), 1)
+        .is_none());
+    assert!(sim.registrars[0]
+        .r
+        .handlespace()
+        .get(&handle("p"), 2)
+        .is_some());
+    assert_eq!(
+        removal_time(&sim, 0, 1).unwrap().1,
+        RemovalReason::FailureReports
+    );
     let c = sim.registrars[0].r.counters();
     assert_eq!((c.failure_reports, c.removed_by_reports), (7, 1));
     sim.registrars[0].r.check_consistency().unwrap();
@@ -231,7 +292,11 @@ fn with_limit_one_a_single_report_removes_and_the_pu_cache_drops_it() {
         assert_eq!(sim.pus[pu].c.select(now, &handle("p")).unwrap().id, 2);
     }
     sim.run_for(10 * MS);
-    assert!(sim.registrars[0].r.handlespace().get(&handle("p"), 1).is_none());
+    assert!(sim.registrars[0]
+        .r
+        .handlespace()
+        .get(&handle("p"), 1)
+        .is_none());
 }
 
 #[test]
@@ -277,7 +342,11 @@ fn pe_hunts_to_the_next_registrar_when_its_registrar_aborts() {
             &PeEvent::Registered { registrar: 1 }
         ]
     );
-    assert!(sim.registrars[1].r.handlespace().get(&handle("p"), 9).is_some());
+    assert!(sim.registrars[1]
+        .r
+        .handlespace()
+        .get(&handle("p"), 9)
+        .is_some());
     // The new home monitors it.
     sim.run_for(Duration::from_secs(3));
     assert_eq!(sim.pes[pe].c.home_registrar(), Some(2));
@@ -346,7 +415,10 @@ fn pu_hunts_when_the_registrar_does_not_answer() {
         .expect("resolved at the second registrar");
     assert_eq!(*t - asked, 250 * MS + 10 * MS);
     assert_eq!(sim.pus[pu].c.current_registrar(), 1);
-    assert!(sim.pus[pu].events.iter().any(|(_, e)| matches!(e, PuEvent::RegistrarLost { registrar: 0 })));
+    assert!(sim.pus[pu]
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, PuEvent::RegistrarLost { registrar: 0 })));
 }
 
 #[test]
@@ -364,7 +436,15 @@ fn pu_resolution_fails_after_max_attempts() {
     let fails: Vec<_> = sim.pus[pu]
         .events
         .iter()
-        .filter(|(_, e)| matches!(e, PuEvent::ResolutionFailed { error: ResolutionError::Timeout, .. }))
+        .filter(|(_, e)| {
+            matches!(
+                e,
+                PuEvent::ResolutionFailed {
+                    error: ResolutionError::Timeout,
+                    ..
+                }
+            )
+        })
         .collect();
     assert_eq!(fails.len(), 1);
     assert_eq!(fails[0].0 - sim.start, 300 * MS);
@@ -381,10 +461,16 @@ fn shutdown_deregisters_and_drains() {
     let now = sim.now;
     sim.pes[pe].c.shutdown(now);
     sim.run_for(10 * MS);
-    assert!(sim.pes[pe].events.iter().any(|(_, e)| *e == PeEvent::Deregistered { acknowledged: true }));
+    assert!(sim.pes[pe]
+        .events
+        .iter()
+        .any(|(_, e)| *e == PeEvent::Deregistered { acknowledged: true }));
     assert_eq!(sim.registrars[0].r.handlespace().element_count(), 0);
     assert_eq!(sim.registrars[0].r.counters().deregistrations, 1);
-    assert_eq!(removal_time(&sim, 0, 4).unwrap().1, RemovalReason::Deregistered);
+    assert_eq!(
+        removal_time(&sim, 0, 4).unwrap().1,
+        RemovalReason::Deregistered
+    );
     assert_eq!(sim.pes[pe].c.poll_timeout(), None);
     sim.registrars[0].r.check_consistency().unwrap();
 }
@@ -421,7 +507,10 @@ fn authenticated_pe_registers_and_reregisters_while_a_wrong_secret_is_refused() 
     assert_eq!(sim.pes[bad].c.registered_with(), None);
     assert!(sim.pes[bad].events.iter().any(|(_, e)| matches!(
         e,
-        PeEvent::RegistrationRejected { cause: Some(ErrorCause::RejectedSecurity), .. }
+        PeEvent::RegistrationRejected {
+            cause: Some(ErrorCause::RejectedSecurity),
+            ..
+        }
     )));
     let c = sim.registrars[0].r.counters();
     // Every re-registration carried a fresh nonce: none was taken for a replay.

@@ -115,8 +115,14 @@ pub fn verify(
         .find(|s| s.key_id == auth.key_id)
         .ok_or(AuthError::UnknownKey(auth.key_id))?;
     // An element that cannot be encoded cannot have been signed either.
-    let bytes = signed_bytes(pool_handle, element, auth.key_id, auth.nonce, auth.timestamp_ms)
-        .map_err(|_| AuthError::BadTag)?;
+    let bytes = signed_bytes(
+        pool_handle,
+        element,
+        auth.key_id,
+        auth.nonce,
+        auth.timestamp_ms,
+    )
+    .map_err(|_| AuthError::BadTag)?;
     let mut m = mac(&secret.secret);
     m.update(&bytes);
     m.verify_slice(&auth.tag).map_err(|_| AuthError::BadTag)
@@ -166,7 +172,8 @@ impl ReplayGuard {
         auth: &RegistrationAuth,
     ) -> Result<(), AuthError> {
         let ts = auth.timestamp_ms;
-        if ts.saturating_add(self.window_ms) < now_ms || ts > now_ms.saturating_add(self.window_ms) {
+        if ts.saturating_add(self.window_ms) < now_ms || ts > now_ms.saturating_add(self.window_ms)
+        {
             return Err(AuthError::Stale {
                 timestamp_ms: ts,
                 now_ms,
@@ -180,8 +187,7 @@ impl ReplayGuard {
         if self.seen.len() >= self.capacity {
             return Err(AuthError::Overloaded);
         }
-        self.by_time
-            .insert((ts, key.0.clone(), key.1, key.2));
+        self.by_time.insert((ts, key.0.clone(), key.1, key.2));
         self.seen.insert(key);
         Ok(())
     }

@@ -144,9 +144,13 @@ pub(crate) fn element_to_wire(pe: &handlespace::PoolElement) -> Option<wire::Poo
 pub(crate) fn handlespace_cause(err: &HandlespaceError) -> ErrorCause {
     match err.cause() {
         OperationErrorCause::InvalidValues => ErrorCause::InvalidValues(None),
-        OperationErrorCause::InconsistentPoolingPolicy => ErrorCause::InconsistentPoolingPolicy(None),
+        OperationErrorCause::InconsistentPoolingPolicy => {
+            ErrorCause::InconsistentPoolingPolicy(None)
+        }
         OperationErrorCause::LackOfResources => ErrorCause::LackOfResources,
-        OperationErrorCause::InconsistentTransportType => ErrorCause::InconsistentTransportType(None),
+        OperationErrorCause::InconsistentTransportType => {
+            ErrorCause::InconsistentTransportType(None)
+        }
         OperationErrorCause::InconsistentDataControlConfiguration => {
             ErrorCause::InconsistentDataControlConfiguration
         }

@@ -310,7 +310,9 @@ impl PoolElementClient {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Idle | State::Stopped => None,
-            State::Registering { deadline, .. } | State::Deregistering { deadline } => Some(deadline),
+            State::Registering { deadline, .. } | State::Deregistering { deadline } => {
+                Some(deadline)
+            }
             State::Registered {
                 refresh_at,
                 pending,
@@ -364,8 +366,9 @@ impl PoolElementClient {
             State::Deregistering { deadline } if deadline <= now => {
                 self.actions.push_back(PeAction::Close);
                 self.state = State::Stopped;
-                self.events
-                    .push_back(PeEvent::Deregistered { acknowledged: false });
+                self.events.push_back(PeEvent::Deregistered {
+                    acknowledged: false,
+                });
             }
             _ => {}
         }
@@ -381,8 +384,9 @@ impl PoolElementClient {
             }
             State::Deregistering { .. } => {
                 self.state = State::Stopped;
-                self.events
-                    .push_back(PeEvent::Deregistered { acknowledged: false });
+                self.events.push_back(PeEvent::Deregistered {
+                    acknowledged: false,
+                });
             }
             State::Idle | State::Waiting { .. } | State::Stopped => {}
         }
@@ -411,10 +415,11 @@ impl PoolElementClient {
     pub fn shutdown(&mut self, now: Instant) {
         match self.state {
             State::Registered { .. } => {
-                self.actions.push_back(PeAction::Send(AsapMessage::Deregistration {
-                    pool_handle: self.config.pool_handle.clone(),
-                    pe_id: self.pe_id,
-                }));
+                self.actions
+                    .push_back(PeAction::Send(AsapMessage::Deregistration {
+                        pool_handle: self.config.pool_handle.clone(),
+                        pe_id: self.pe_id,
+                    }));
                 self.state = State::Deregistering {
                     deadline: now + self.config.response_timeout,
                 };
@@ -422,14 +427,16 @@ impl PoolElementClient {
             State::Deregistering { .. } | State::Stopped => {}
             State::Idle | State::Waiting { .. } => {
                 self.state = State::Stopped;
-                self.events
-                    .push_back(PeEvent::Deregistered { acknowledged: false });
+                self.events.push_back(PeEvent::Deregistered {
+                    acknowledged: false,
+                });
             }
             State::Registering { .. } => {
                 self.actions.push_back(PeAction::Close);
                 self.state = State::Stopped;
-                self.events
-                    .push_back(PeEvent::Deregistered { acknowledged: false });
+                self.events.push_back(PeEvent::Deregistered {
+                    acknowledged: false,
+                });
             }
         }
     }
@@ -494,7 +501,8 @@ impl PoolElementClient {
             if self.random_id && cause == Some(ErrorCause::NonUniquePeIdentifier) {
                 self.pe_id = self.rng.next_u32();
             }
-            self.events.push_back(PeEvent::RegistrationRejected { registrar, cause });
+            self.events
+                .push_back(PeEvent::RegistrationRejected { registrar, cause });
             if was_registered {
                 self.events.push_back(PeEvent::RegistrarLost { registrar });
             }
@@ -571,11 +579,12 @@ impl PoolElementClient {
         });
         self.sent_load = policy_load(&self.policy);
         self.counters.registrations_sent += 1;
-        self.actions.push_back(PeAction::Send(AsapMessage::Registration {
-            pool_handle: self.config.pool_handle.clone(),
-            element,
-            auth,
-        }));
+        self.actions
+            .push_back(PeAction::Send(AsapMessage::Registration {
+                pool_handle: self.config.pool_handle.clone(),
+                element,
+                auth,
+            }));
         let deadline = now + self.config.response_timeout;
         match &mut self.state {
             State::Registering { deadline: d, .. } => *d = deadline,

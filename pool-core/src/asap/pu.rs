@@ -237,7 +237,8 @@ impl PoolUserClient {
 
     fn fresh(&self, now: Instant, handle: &PoolHandle) -> bool {
         self.cache.get(handle).is_some_and(|e| {
-            !e.selector.is_empty() && now.saturating_duration_since(e.fetched_at) < self.config.cache_staleness
+            !e.selector.is_empty()
+                && now.saturating_duration_since(e.fetched_at) < self.config.cache_staleness
         })
     }
 
@@ -274,7 +275,10 @@ impl PoolUserClient {
 
     /// The cached PEs of a pool (fresh or not), in no particular order.
     pub fn cached(&self, handle: &PoolHandle) -> impl Iterator<Item = &PoolElement> {
-        self.cache.get(handle).into_iter().flat_map(|e| e.elements.values())
+        self.cache
+            .get(handle)
+            .into_iter()
+            .flat_map(|e| e.elements.values())
     }
 
     /// Drops a pool's cached answer (the next selection resolves again).
@@ -306,7 +310,13 @@ impl PoolUserClient {
             ..
         } = msg
         {
-            self.on_response(now, pool_handle, policy, elements, error.and_then(|e| e.causes.into_iter().next()));
+            self.on_response(
+                now,
+                pool_handle,
+                policy,
+                elements,
+                error.and_then(|e| e.causes.into_iter().next()),
+            );
         }
     }
 
@@ -337,7 +347,9 @@ impl PoolUserClient {
             self.fail(pool_handle, ResolutionError::Empty);
             return;
         }
-        if !self.cache.contains_key(&pool_handle) && self.cache.len() >= self.config.max_cached_pools {
+        if !self.cache.contains_key(&pool_handle)
+            && self.cache.len() >= self.config.max_cached_pools
+        {
             let oldest = self
                 .cache
                 .iter()
@@ -347,14 +359,21 @@ impl PoolUserClient {
                 self.cache.remove(&h);
             }
         }
-        let entry = self.cache.entry(pool_handle.clone()).or_insert_with(|| CacheEntry {
-            selector: PuSelector::new(),
-            elements: HashMap::new(),
-            fetched_at: now,
-        });
+        let entry = self
+            .cache
+            .entry(pool_handle.clone())
+            .or_insert_with(|| CacheEntry {
+                selector: PuSelector::new(),
+                elements: HashMap::new(),
+                fetched_at: now,
+            });
         // A refresh replaces the list but keeps the rotation of PEs still in it.
         let fresh_ids: Vec<PeId> = known.iter().map(|(id, _)| *id).collect();
-        let stale: Vec<PeId> = entry.selector.ids().filter(|id| !fresh_ids.contains(id)).collect();
+        let stale: Vec<PeId> = entry
+            .selector
+            .ids()
+            .filter(|id| !fresh_ids.contains(id))
+            .collect();
         for id in stale {
             entry.selector.remove(id);
         }

@@ -20,11 +20,15 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 
 use super::auth::{self, AuthError, PoolSecret, ReplayGuard};
-use super::{element_to_wire, handlespace_cause, policy_load, registration_from_wire, PeerId, WallClock};
+use super::{
+    element_to_wire, handlespace_cause, policy_load, registration_from_wire, PeerId, WallClock,
+};
 use crate::handlespace::{Handlespace, HandlespaceConfig, HandlespaceError, RegisterOutcome};
 use crate::policy::PolicyKind;
 use crate::types::{Load, PeId, Policy, PoolHandle, RegistrarId, Transport};
-use crate::wire::{self, AsapMessage, ErrorCause, OperationError, SelectionPolicy, MAX_RESOLUTION_PES};
+use crate::wire::{
+    self, AsapMessage, ErrorCause, OperationError, SelectionPolicy, MAX_RESOLUTION_PES,
+};
 
 /// A token bucket: `burst` reports at once, then one per `per`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -372,7 +376,10 @@ impl Registrar {
         rng: Box<dyn RngCore + Send>,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let replay = ReplayGuard::new(super::millis(config.auth_window), config.max_remembered_nonces);
+        let replay = ReplayGuard::new(
+            super::millis(config.auth_window),
+            config.max_remembered_nonces,
+        );
         Ok(Self {
             hs: Handlespace::new(config.handlespace.clone()),
             config,
@@ -523,7 +530,13 @@ impl Registrar {
         self.actions.push_back(Action::Send { peer, msg });
     }
 
-    fn reject_registration(&mut self, peer: PeerId, pool_handle: PoolHandle, pe_id: PeId, cause: ErrorCause) {
+    fn reject_registration(
+        &mut self,
+        peer: PeerId,
+        pool_handle: PoolHandle,
+        pe_id: PeId,
+        cause: ErrorCause,
+    ) {
         self.counters.registrations_rejected += 1;
         self.send(
             peer,
@@ -597,7 +610,10 @@ impl Registrar {
             return;
         }
         let requested = Duration::from_millis(u64::from(element.registration_life));
-        let life = requested.clamp(self.config.min_registration_life, self.config.max_registration_life);
+        let life = requested.clamp(
+            self.config.min_registration_life,
+            self.config.max_registration_life,
+        );
         let reg = match registration_from_wire(&element, self.config.id, life) {
             Ok(r) => r,
             Err(cause) => {
@@ -807,7 +823,8 @@ impl Registrar {
 
     fn take_token(&mut self, now: Instant, peer: PeerId) -> bool {
         let rate = self.config.failure_report_rate;
-        if !self.buckets.contains_key(&peer) && self.buckets.len() >= self.config.max_tracked_peers {
+        if !self.buckets.contains_key(&peer) && self.buckets.len() >= self.config.max_tracked_peers
+        {
             self.counters.limit_hits += 1;
             return false;
         }

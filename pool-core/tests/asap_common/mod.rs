@@ -72,6 +72,9 @@ enum Target {
     Pu { idx: usize, peer: PeerId },
 }
 
+/// A message on its way: (arrival, sequence, target, encoded bytes), earliest first.
+type InFlight = Reverse<(Instant, u64, Target, Vec<u8>)>;
+
 pub struct RegNode {
     pub r: Registrar,
     pub frozen: bool,
@@ -100,7 +103,7 @@ pub struct Sim {
     pub registrars: Vec<RegNode>,
     pub pes: Vec<PeNode>,
     pub pus: Vec<PuNode>,
-    queue: BinaryHeap<Reverse<(Instant, u64, Target, Vec<u8>)>>,
+    queue: BinaryHeap<InFlight>,
     /// Which client holds an association id: (is_pe, index).
     owners: HashMap<PeerId, (bool, usize)>,
     next_peer: PeerId,
@@ -219,11 +222,15 @@ impl Sim {
                         Action::Close { peer } => {
                             let now = self.now;
                             match self.owners.remove(&peer) {
-                                Some((true, idx)) if self.pes[idx].assoc.map(|a| a.1) == Some(peer) => {
+                                Some((true, idx))
+                                    if self.pes[idx].assoc.map(|a| a.1) == Some(peer) =>
+                                {
                                     self.pes[idx].assoc = None;
                                     self.pes[idx].c.handle_registrar_closed(now);
                                 }
-                                Some((false, idx)) if self.pus[idx].assoc.map(|a| a.1) == Some(peer) => {
+                                Some((false, idx))
+                                    if self.pus[idx].assoc.map(|a| a.1) == Some(peer) =>
+                                {
                                     self.pus[idx].assoc = None;
                                     self.pus[idx].c.handle_registrar_closed(now);
                                 }
