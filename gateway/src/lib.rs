@@ -10,10 +10,12 @@
 //! The roles themselves (registrar, PPE, PPU drivers) are added as modules here and
 //! dispatched from `main.rs`'s `run_role`; each receives a [`RoleContext`].
 
+pub mod asap_client;
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod notify;
+pub mod registrar;
 pub mod signals;
 pub mod telemetry;
 pub mod transport;

@@ -28,9 +28,9 @@ fn main() -> ExitCode {
 /// The one place that runs a role. The integrator replaces each arm with the
 /// role's driver, e.g. `AnyConfig::Ppu(c) => poolgate::ppu::run(c, ctx).await`.
 async fn run_role(config: AnyConfig, ctx: RoleContext) -> anyhow::Result<()> {
-    let _ = ctx;
     match config {
-        AnyConfig::Registrar(_) | AnyConfig::Ppe(_) | AnyConfig::Ppu(_) => {
+        AnyConfig::Registrar(c) => poolgate::registrar::run(c, ctx).await,
+        AnyConfig::Ppe(_) | AnyConfig::Ppu(_) => {
             anyhow::bail!("the {} role is not built in this version", config.role())
         }
     }

@@ -1,0 +1,362 @@
+//! `poolgate registrar`: the tokio driver around [`pool_core::asap::registrar::Registrar`].
+//!
+//! One task owns the state machine. Each association gets a reader task (decoded ASAP
+//! messages in, bounded, so a fast peer slows down instead of growing memory) and a
+//! writer task (bounded queue; a peer that does not drain it is aborted and counted).
+//! Timers come from the state machine's `poll_timeout`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use rand::SeedableRng;
+use tokio::sync::mpsc;
+
+use pool_core::asap::auth::PoolSecret;
+use pool_core::asap::registrar::{
+    Action, RateLimit, Registrar, RegistrarConfig as CoreConfig, RegistrarCounters,
+    RegistrarEvent, RegistrarSnapshot,
+};
+use pool_core::asap::{PeerId, WallClock};
+use pool_core::handlespace::HandlespaceConfig;
+use pool_core::types::PoolHandle;
+use pool_core::wire::AsapMessage;
+
+use crate::config::registrar::{RegistrarConfig, UnlistedPools};
+use crate::signals::Signal;
+use crate::telemetry::{Counter, Gauge, Registry};
+use crate::transport::sctp_udp::{SctpUdp, SctpUdpConfig};
+use crate::transport::{
+    AssocEvent, AssocSender, Association, Listener, Message, Transport, PPID_ASAP,
+};
+use crate::RoleContext;
+
+/// Messages a peer may have queued towards it before it counts as stuck.
+const WRITER_QUEUE: usize = 1024;
+/// Decoded messages waiting for the state machine, over all peers.
+const INBOUND_QUEUE: usize = 4096;
+/// How long a write to one peer may wait for its send budget.
+const WRITE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The state machine's configuration from the operator's file.
+pub fn core_config(cfg: &RegistrarConfig, id: u32) -> anyhow::Result<CoreConfig> {
+    let mut pool_secrets = HashMap::new();
+    for p in &cfg.pools {
+        let handle = PoolHandle::new(p.handle.as_bytes().to_vec())
+            .with_context(|| format!("pool handle `{}` is empty or too long", p.handle))?;
+        if !p.resolved_secret.is_empty() {
+            pool_secrets.insert(
+                handle,
+                vec![PoolSecret { key_id: 1, secret: p.resolved_secret.expose().to_vec() }],
+            );
+        }
+    }
+    let per_sec = cfg.limits.failure_reports_per_pu_per_sec.max(1);
+    let core = CoreConfig {
+        id,
+        keep_alive_interval: cfg.keepalive.interval,
+        keep_alive_timeout: cfg.keepalive.timeout,
+        max_bad_pe_reports: cfg.max_bad_pe_report,
+        failure_report_rate: RateLimit { burst: per_sec, per: Duration::from_secs(1) / per_sec },
+        min_registration_life: cfg.registration.min_life,
+        max_registration_life: cfg.registration.max_life,
+        handlespace: HandlespaceConfig {
+            max_pools: cfg.limits.max_pools as usize,
+            max_elements_per_pool: cfg.limits.max_pes_per_pool as usize,
+            ..HandlespaceConfig::default()
+        },
+        pool_secrets,
+        allow_open_pools: cfg.registration.unlisted_pools == UnlistedPools::Accept,
+        ..CoreConfig::default()
+    };
+    core.validate().context("registrar configuration")?;
+    Ok(core)
+}
+
+/// Engine settings for a UDP address: loopback carries 64 KiB datagrams.
+pub fn transport_config(bind: SocketAddr, sctp_port: u16) -> SctpUdpConfig {
+    let mut t = SctpUdpConfig::new(bind);
+    t.engine.listen_ports = vec![sctp_port];
+    t.engine.association.pmtu = if bind.ip().is_loopback() { 65_507 } else { 1_472 };
+    t
+}
+
+/// Prometheus series of the registrar.
+struct Metrics {
+    counters: Vec<(Counter, fn(&RegistrarCounters) -> u64)>,
+    last: RegistrarCounters,
+    pools: Gauge,
+    elements: Gauge,
+    peers: Gauge,
+    decode_errors: Counter,
+    stuck_peers: Counter,
+}
+
+impl Metrics {
+    fn new(r: &Registry) -> anyhow::Result<Self> {
+        type Field = fn(&RegistrarCounters) -> u64;
+        let defs: [(&str, &str, Field); 16] = [
+            ("registrations", "New PE registrations accepted", |c| c.registrations),
+            ("reregistrations", "Re-registrations (updates in place)", |c| c.reregistrations),
+            ("registrations_rejected", "Registrations refused", |c| c.registrations_rejected),
+            ("deregistrations", "Deregistrations", |c| c.deregistrations),
+            ("resolutions", "Handle resolutions answered", |c| c.resolutions),
+            ("resolutions_unknown_pool", "Resolutions of unknown pools", |c| c.resolutions_unknown_pool),
+            ("keepalives_sent", "Endpoint keep-alives sent", |c| c.keep_alives_sent),
+            ("keepalive_failures", "PEs removed for a missing keep-alive ACK", |c| c.keep_alive_failures),
+            ("failure_reports", "ENDPOINT_UNREACHABLE reports received", |c| c.failure_reports),
+            ("removed_pes", "PEs removed (any reason)", |c| c.removed_pes),
+            ("removed_by_reports", "PEs removed at MAX-BAD-PE-REPORT", |c| c.removed_by_reports),
+            ("expired", "PEs whose registration life ran out", |c| c.expired),
+            ("auth_failures", "Registrations failing authentication", |c| c.auth_failures),
+            ("replays", "Replayed authenticated messages refused", |c| c.replays),
+            ("rate_limited", "Failure reports dropped by the per-PU rate limit", |c| c.rate_limited),
+            ("limit_hits", "Registrations refused by a handlespace limit", |c| c.limit_hits),
+        ];
+        let mut counters = Vec::new();
+        for (name, help, f) in defs {
+            counters.push((r.counter(&format!("poolgate_registrar_{name}_total"), help)?, f));
+        }
+        Ok(Metrics {
+            counters,
+            last: RegistrarCounters::default(),
+            pools: r.gauge("poolgate_registrar_pools", "Pools in the handlespace")?,
+            elements: r.gauge("poolgate_registrar_pool_elements", "PEs in the handlespace")?,
+            peers: r.gauge("poolgate_registrar_associations", "Open ASAP associations")?,
+            decode_errors: r.counter(
+                "poolgate_registrar_decode_errors_total",
+                "ASAP messages that failed to decode",
+            )?,
+            stuck_peers: r.counter(
+                "poolgate_registrar_stuck_peers_total",
+                "Associations aborted because they did not drain their send queue",
+            )?,
+        })
+    }
+
+    fn update(&mut self, reg: &Registrar, peers: usize) {
+        let now = reg.counters();
+        for (c, f) in &self.counters {
+            c.inc_by(f(&now).saturating_sub(f(&self.last)));
+        }
+        self.last = now;
+        self.pools.set(reg.handlespace().pool_count() as f64);
+        self.elements.set(reg.handlespace().element_count() as f64);
+        self.peers.set(peers as f64);
+    }
+}
+
+enum Inbound {
+    Message(PeerId, AsapMessage),
+    Closed(PeerId),
+}
+
+/// A registrar's latest handlespace snapshot, for `poolgate status`.
+pub type SharedSnapshot = Arc<Mutex<Option<RegistrarSnapshot>>>;
+
+/// Runs the registrar until drained.
+pub async fn run(cfg: RegistrarConfig, mut ctx: RoleContext) -> anyhow::Result<()> {
+    let id = if cfg.id == 0 { rand::random::<u32>().max(1) } else { cfg.id };
+    let core = core_config(&cfg, id)?;
+    let bind = cfg.listen.first().context("registrar.listen is empty")?.0;
+    let (transport, listener) = SctpUdp::bind(transport_config(bind, cfg.sctp_port))
+        .with_context(|| format!("binding SCTP over UDP on {bind}"))?;
+    let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let clock = WallClock::new(std::time::Instant::now(), unix_ms);
+    let rng = Box::new(rand_chacha::ChaCha8Rng::from_os_rng());
+    let registrar = Registrar::new(core, clock, rng).context("registrar")?;
+    let metrics = Metrics::new(&ctx.registry).context("registering metrics")?;
+    tracing::info!(
+        registrar_id = id,
+        listen = %transport.local_addr(),
+        sctp_port = cfg.sctp_port,
+        keepalive_interval = ?cfg.keepalive.interval,
+        keepalive_timeout = ?cfg.keepalive.timeout,
+        max_bad_pe_report = cfg.max_bad_pe_report,
+        "registrar listening"
+    );
+    let _ = ctx.notifier.ready();
+    let _ = ctx.notifier.status(&format!("registrar {id} on {}", transport.local_addr()));
+    let server = Server {
+        registrar,
+        metrics,
+        writers: HashMap::new(),
+        snapshot: SharedSnapshot::default(),
+        _transport: transport,
+    };
+    server.serve(listener, &mut ctx).await
+}
+
+struct Server {
+    registrar: Registrar,
+    metrics: Metrics,
+    writers: HashMap<PeerId, mpsc::Sender<Bytes>>,
+    snapshot: SharedSnapshot,
+    /// Keeps the UDP driver alive for as long as the server runs.
+    _transport: SctpUdp,
+}
+
+impl Server {
+    async fn serve(mut self, mut listener: Listener, ctx: &mut RoleContext) -> anyhow::Result<()> {
+        let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
+        let mut status_tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            let deadline = self
+                .registrar
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                assoc = listener.accept() => {
+                    let Some(assoc) = assoc else { anyhow::bail!("transport stopped") };
+                    self.attach(assoc, in_tx.clone());
+                }
+                msg = in_rx.recv() => {
+                    let Some(first) = msg else { continue };
+                    let now = std::time::Instant::now();
+                    self.inbound(now, first);
+                    // Take what is already queued in one go.
+                    for _ in 0..256 {
+                        match in_rx.try_recv() {
+                            Ok(m) => self.inbound(now, m),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.registrar.handle_timeout(std::time::Instant::now());
+                }
+                _ = status_tick.tick() => {
+                    let snap = self.registrar.snapshot(std::time::Instant::now());
+                    if let Ok(mut s) = self.snapshot.lock() {
+                        *s = Some(snap);
+                    }
+                }
+                sig = ctx.signals.recv() => match sig {
+                    Some(Signal::Reload) => {
+                        // Keep-alive timing, limits and secrets are read at start; a
+                        // reload re-validates the file and says what still needs a restart.
+                        let _ = ctx.notifier.reloading();
+                        match crate::config::load_any(crate::config::Role::Registrar, &ctx.sources) {
+                            Ok(_) => tracing::warn!("registrar configuration is valid; registrar settings take effect on restart"),
+                            Err(d) => tracing::error!(errors = d.len(), "reload refused: configuration invalid; keeping the running one"),
+                        }
+                        let _ = ctx.notifier.ready();
+                    }
+                    Some(Signal::Drain) | None => {
+                        let _ = ctx.notifier.stopping();
+                        tracing::info!(pes = self.registrar.handlespace().element_count(), "registrar stopping");
+                        return Ok(());
+                    }
+                },
+            }
+            self.act();
+            self.metrics.update(&self.registrar, self.writers.len());
+        }
+    }
+
+    fn inbound(&mut self, now: std::time::Instant, m: Inbound) {
+        match m {
+            Inbound::Message(peer, msg) => self.registrar.handle_message(now, peer, msg),
+            Inbound::Closed(peer) => {
+                self.writers.remove(&peer);
+                self.registrar.handle_peer_closed(peer);
+            }
+        }
+    }
+
+    fn act(&mut self) {
+        while let Some(action) = self.registrar.poll_action() {
+            match action {
+                Action::Send { peer, msg } => {
+                    let Some(w) = self.writers.get(&peer) else { continue };
+                    let mut buf = Vec::with_capacity(256);
+                    if let Err(e) = msg.encode(&mut buf) {
+                        tracing::error!(peer, error = %e, "cannot encode ASAP message");
+                        continue;
+                    }
+                    if w.try_send(Bytes::from(buf)).is_err() {
+                        self.metrics.stuck_peers.inc();
+                        tracing::warn!(peer, "peer does not drain its queue; closing");
+                        self.writers.remove(&peer);
+                        self.registrar.handle_peer_closed(peer);
+                    }
+                }
+                Action::Close { peer } => {
+                    // Dropping the writer ends its task, which aborts the association.
+                    self.writers.remove(&peer);
+                }
+            }
+        }
+        while let Some(ev) = self.registrar.poll_event() {
+            match ev {
+                RegistrarEvent::Registered { pool_handle, pe_id, updated } => {
+                    tracing::info!(pool = %pool_handle, pe = format_args!("{pe_id:08x}"), updated, "registered")
+                }
+                RegistrarEvent::Removed { pool_handle, pe_id, reason } => {
+                    tracing::info!(pool = %pool_handle, pe = format_args!("{pe_id:08x}"), ?reason, "removed")
+                }
+                RegistrarEvent::AuthRejected { peer, pool_handle, error } => {
+                    tracing::warn!(peer, pool = %pool_handle, ?error, "authentication failed")
+                }
+            }
+        }
+    }
+
+    fn attach(&mut self, assoc: Association, inbound: mpsc::Sender<Inbound>) {
+        let peer: PeerId = assoc.id().0;
+        let remote = assoc.remote();
+        tracing::debug!(peer, %remote, "association up");
+        let (sender, events) = assoc.split();
+        let (w_tx, w_rx) = mpsc::channel(WRITER_QUEUE);
+        self.writers.insert(peer, w_tx);
+        tokio::spawn(write_loop(sender, w_rx));
+        tokio::spawn(read_loop(peer, events, inbound, self.metrics.decode_errors.clone()));
+    }
+}
+
+async fn write_loop(sender: AssocSender, mut queue: mpsc::Receiver<Bytes>) {
+    while let Some(bytes) = queue.recv().await {
+        if sender.send(Message::new(PPID_ASAP, bytes), WRITE_DEADLINE).await.is_err() {
+            break;
+        }
+    }
+    // Queue closed (peer forgotten) or send failed: the association ends here.
+    sender.abort("registrar closed the association");
+}
+
+async fn read_loop(
+    peer: PeerId,
+    mut events: mpsc::UnboundedReceiver<AssocEvent>,
+    inbound: mpsc::Sender<Inbound>,
+    decode_errors: Counter,
+) {
+    while let Some(ev) = events.recv().await {
+        match ev {
+            AssocEvent::Message(m) if m.ppid == PPID_ASAP => match AsapMessage::decode(&m.data) {
+                Ok(msg) => {
+                    if inbound.send(Inbound::Message(peer, msg)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    decode_errors.inc();
+                    tracing::debug!(peer, error = %e, len = m.data.len(), "undecodable ASAP message");
+                }
+            },
+            AssocEvent::Message(m) => {
+                decode_errors.inc();
+                tracing::debug!(peer, ppid = m.ppid, "message with a foreign PPID ignored");
+            }
+            AssocEvent::Down(reason) => {
+                tracing::debug!(peer, %reason, "association down");
+                break;
+            }
+            AssocEvent::PathUp(_) | AssocEvent::PathDown(_) | AssocEvent::PrimaryChanged(_) => {}
+        }
+    }
+    let _ = inbound.send(Inbound::Closed(peer)).await;
+}

@@ -1,0 +1,131 @@
+//! Real processes on loopback: `poolgate registrar`, bare ASAP PEs (`pg-pe`) and a
+//! resolving PU (`pg-resolve`), all over our SCTP engine inside UDP.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use poolgate_integration::{bin, free_tcp_port, free_udp_port, Child};
+
+struct Registrar {
+    _child: Child,
+    addr: String,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn start_registrar(extra: &str) -> Registrar {
+    let port = free_udp_port();
+    let metrics = free_tcp_port();
+    let dir = std::env::temp_dir().join(format!("pg-reg-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("registrar.toml");
+    let mut f = std::fs::File::create(&file).unwrap();
+    write!(
+        f,
+        "[registrar]\nid = 1\nlisten = [\"127.0.0.1:{port}\"]\n{extra}\n[registrar.metrics]\nlisten = \"127.0.0.1:{metrics}\"\n"
+    )
+    .unwrap();
+    let child = Command::new(bin("poolgate"))
+        .args(["--log-level", "info", "registrar", "--config"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    Registrar { _child: Child(child), addr: format!("127.0.0.1:{port}"), _dir: TempDir(dir) }
+}
+
+fn start_pe(reg: &Registrar, pool: &str, id: &str) -> Child {
+    Child(
+        Command::new(bin("pg-pe"))
+            .args(["--registrar", &reg.addr, "--pool", pool, "--id", id, "--life", "30s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn resolve(reg: &Registrar, pool: &str, report: Option<&str>) -> Vec<String> {
+    let mut cmd = Command::new(bin("pg-resolve"));
+    cmd.args(["--registrar", &reg.addr, "--pool", pool]);
+    if let Some(r) = report {
+        cmd.args(["--report", r]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "pg-resolve failed: {}", String::from_utf8_lossy(&out.stderr));
+    let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn wait_for(reg: &Registrar, pool: &str, want: &[&str], within: Duration) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        let got = resolve(reg, pool, None);
+        if got == want {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < within, "pool {pool}: wanted {want:?}, have {got:?} after {:?}", t0.elapsed());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn pe_registers_resolves_and_killed_pe_disappears_within_keepalive_bound() {
+    let interval = Duration::from_millis(250);
+    let timeout = Duration::from_millis(250);
+    let reg = start_registrar("[registrar.keepalive]\ninterval = \"250ms\"\ntimeout = \"250ms\"\n");
+    let pe1 = start_pe(&reg, "echo", "0000aaaa");
+    let _pe2 = start_pe(&reg, "echo", "0000bbbb");
+    wait_for(&reg, "echo", &["0000aaaa", "0000bbbb"], Duration::from_secs(10));
+
+    let killed_at = Instant::now();
+    drop(pe1); // SIGKILL
+    let gone = loop {
+        if resolve(&reg, "echo", None) == ["0000bbbb"] {
+            break killed_at.elapsed();
+        }
+        assert!(killed_at.elapsed() < Duration::from_secs(10), "killed PE never removed");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let bound = interval + timeout;
+    println!("killed PE removed after {gone:?} (keep-alive interval {interval:?} + timeout {timeout:?} = {bound:?})");
+    // The PE may have been probed just before the kill: up to one interval, then the
+    // timeout, plus scheduling and the resolution round trip.
+    assert!(gone <= bound + Duration::from_millis(400), "removal took {gone:?}, bound {bound:?}");
+}
+
+#[test]
+fn failure_reports_remove_pe_only_at_max_bad_pe_report_from_distinct_pus() {
+    let reg = start_registrar("max_bad_pe_report = 3\n");
+    let _pe1 = start_pe(&reg, "calc", "00000001");
+    let _pe2 = start_pe(&reg, "calc", "00000002");
+    wait_for(&reg, "calc", &["00000001", "00000002"], Duration::from_secs(10));
+    // Each pg-resolve process is a distinct PU (its own association).
+    resolve(&reg, "calc", Some("00000001"));
+    resolve(&reg, "calc", Some("00000001"));
+    assert_eq!(resolve(&reg, "calc", None), ["00000001", "00000002"], "removed before the third report");
+    resolve(&reg, "calc", Some("00000001"));
+    wait_for(&reg, "calc", &["00000002"], Duration::from_secs(2));
+}
+
+#[test]
+fn graceful_pe_shutdown_deregisters() {
+    let reg = start_registrar("");
+    let pe = start_pe(&reg, "web", "00000c0c");
+    wait_for(&reg, "web", &["00000c0c"], Duration::from_secs(10));
+    pe.signal(15);
+    wait_for(&reg, "web", &[], Duration::from_secs(3));
+}
