@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Sans-IO ASAP state machines (RFC 5352): the registrar, the pool element
 //! side and the pool user side.
 //!
