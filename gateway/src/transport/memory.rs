@@ -93,7 +93,7 @@ impl Transport for MemoryTransport {
     async fn connect(
         &self,
         remotes: &[SocketAddr],
-        _sctp_port: u16,
+        sctp_port: u16,
         deadline: Duration,
     ) -> Result<Association, TransportError> {
         let remote = *remotes
@@ -114,8 +114,8 @@ impl Transport for MemoryTransport {
         let (ev_b, ev_b_rx) = mpsc::unbounded_channel();
         tokio::spawn(pump(cmd_a_rx, ev_b.clone(), ev_a.clone()));
         tokio::spawn(pump(cmd_b_rx, ev_a, ev_b));
-        let mine = Association::new(id_a, remote, cmd_a, ev_a_rx, BUDGET, BUDGET);
-        let theirs = Association::new(id_b, self.local, cmd_b, ev_b_rx, BUDGET, BUDGET);
+        let mine = Association::new(id_a, remote, 0, cmd_a, ev_a_rx, BUDGET, BUDGET);
+        let theirs = Association::new(id_b, self.local, sctp_port, cmd_b, ev_b_rx, BUDGET, BUDGET);
         tokio::time::timeout(deadline, listener.send(theirs))
             .await
             .map_err(|_| TransportError::Timeout(deadline))?

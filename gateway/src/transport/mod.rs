@@ -183,6 +183,7 @@ impl Association {
     pub(crate) fn new(
         id: AssocId,
         remote: SocketAddr,
+        local_sctp_port: u16,
         commands: mpsc::UnboundedSender<Command>,
         events: mpsc::UnboundedReceiver<AssocEvent>,
         budget_bytes: usize,
@@ -191,6 +192,7 @@ impl Association {
         let inner = SenderInner {
             id,
             remote,
+            local_sctp_port,
             commands,
             budget: Arc::new(Semaphore::new(budget_bytes)),
             budget_bytes,
@@ -213,6 +215,11 @@ impl Association {
     /// The peer's primary address as first known.
     pub fn remote(&self) -> SocketAddr {
         self.sender.remote()
+    }
+
+    /// The local SCTP port (e.g. 3863 for ASAP, 9901 for ENRP on accepted associations).
+    pub fn local_sctp_port(&self) -> u16 {
+        self.sender.inner.local_sctp_port
     }
 
     /// Queues a message, waiting while the association's send budget is used up
@@ -256,6 +263,7 @@ impl Association {
 struct SenderInner {
     id: AssocId,
     remote: SocketAddr,
+    local_sctp_port: u16,
     commands: mpsc::UnboundedSender<Command>,
     budget: Arc<Semaphore>,
     budget_bytes: usize,

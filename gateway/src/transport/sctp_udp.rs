@@ -498,9 +498,11 @@ impl Driver {
         if let Some(slot) = self.slots.get_mut(&h) {
             slot.events = Some(tx);
         }
+        let local_port = self.endpoint.association_ref(h).map(|a| a.ports().0).unwrap_or(0);
         Association::new(
             id,
             remote,
+            local_port,
             self.commands_tx.clone(),
             rx,
             self.send_budget,
