@@ -15,7 +15,7 @@ use sha2::Sha256;
 
 use crate::types::PoolHandle;
 use crate::wire::auth::{signed_bytes, RegistrationAuth, AUTH_TAG_LEN};
-use crate::wire::{PoolElement, WireError};
+use crate::wire::{Param, PoolElement, WireError};
 
 /// One registration secret of a pool, named by its key id (several allow rotation).
 #[derive(Clone, PartialEq, Eq)]
@@ -203,4 +203,78 @@ impl ReplayGuard {
             }
         }
     }
+}
+
+/// Domain separation prefix of [`deregistration_signed_bytes`]: a
+/// registration tag can never verify as a deregistration tag and back.
+pub const DEREGISTRATION_DOMAIN: &[u8] = b"poolgate deregistration auth v1\0";
+
+/// The bytes a deregistration's tag covers: [`DEREGISTRATION_DOMAIN`], the
+/// encoded pool handle and PE identifier parameters, then key id, nonce and
+/// timestamp (big-endian).
+///
+/// Ready for the day ASAP_DEREGISTRATION carries the auth parameter (the
+/// codec does not decode it there yet); until then the registrar binds
+/// deregistrations of secured pools to the registering association.
+pub fn deregistration_signed_bytes(
+    pool_handle: &PoolHandle,
+    pe_id: crate::types::PeId,
+    key_id: u32,
+    nonce: u64,
+    timestamp_ms: u64,
+) -> Result<Vec<u8>, WireError> {
+    let mut buf = Vec::with_capacity(96);
+    buf.extend_from_slice(DEREGISTRATION_DOMAIN);
+    Param::PoolHandle(pool_handle.clone()).encode(&mut buf)?;
+    Param::PeId(pe_id).encode(&mut buf)?;
+    buf.extend_from_slice(&key_id.to_be_bytes());
+    buf.extend_from_slice(&nonce.to_be_bytes());
+    buf.extend_from_slice(&timestamp_ms.to_be_bytes());
+    Ok(buf)
+}
+
+/// Signs a deregistration (see [`deregistration_signed_bytes`]).
+pub fn sign_deregistration(
+    secret: &PoolSecret,
+    pool_handle: &PoolHandle,
+    pe_id: crate::types::PeId,
+    nonce: u64,
+    timestamp_ms: u64,
+) -> Result<RegistrationAuth, WireError> {
+    let bytes =
+        deregistration_signed_bytes(pool_handle, pe_id, secret.key_id, nonce, timestamp_ms)?;
+    let mut m = mac(&secret.secret);
+    m.update(&bytes);
+    let mut tag = [0u8; AUTH_TAG_LEN];
+    tag.copy_from_slice(&m.finalize().into_bytes());
+    Ok(RegistrationAuth {
+        key_id: secret.key_id,
+        nonce,
+        timestamp_ms,
+        tag,
+    })
+}
+
+/// Checks a deregistration tag against the pool's secrets (constant time in the tag).
+pub fn verify_deregistration(
+    secrets: &[PoolSecret],
+    pool_handle: &PoolHandle,
+    pe_id: crate::types::PeId,
+    auth: &RegistrationAuth,
+) -> Result<(), AuthError> {
+    let secret = secrets
+        .iter()
+        .find(|s| s.key_id == auth.key_id)
+        .ok_or(AuthError::UnknownKey(auth.key_id))?;
+    let bytes = deregistration_signed_bytes(
+        pool_handle,
+        pe_id,
+        auth.key_id,
+        auth.nonce,
+        auth.timestamp_ms,
+    )
+    .map_err(|_| AuthError::BadTag)?;
+    let mut m = mac(&secret.secret);
+    m.update(&bytes);
+    m.verify_slice(&auth.tag).map_err(|_| AuthError::BadTag)
 }
