@@ -1,7 +1,7 @@
 //! The endpoint: demultiplexes datagrams to associations, answers INIT statelessly with
 //! a sealed cookie, and collects transmits, deadlines and events from its associations.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -88,6 +88,8 @@ pub struct Endpoint {
     replies: VecDeque<Transmit>,
     dirty: VecDeque<AssocHandle>,
     events: VecDeque<(AssocHandle, Event)>,
+    /// Each association's next deadline, indexed so polling costs O(log n).
+    timers: BTreeSet<(Instant, AssocHandle)>,
     stats: EndpointStats,
 }
 
@@ -110,6 +112,7 @@ impl Endpoint {
             replies: VecDeque::new(),
             dirty: VecDeque::new(),
             events: VecDeque::new(),
+            timers: BTreeSet::new(),
             stats: EndpointStats::default(),
         })
     }
@@ -212,8 +215,28 @@ impl Endpoint {
         h
     }
 
+    /// Re-indexes an association's deadline after anything that may have moved it.
+    fn refresh_timer(&mut self, h: AssocHandle) {
+        let Some(a) = self.assocs.get_mut(&h) else {
+            return;
+        };
+        let new = a.poll_timeout();
+        if new != a.indexed_timeout {
+            if let Some(old) = a.indexed_timeout {
+                self.timers.remove(&(old, h));
+            }
+            if let Some(t) = new {
+                self.timers.insert((t, h));
+            }
+            a.indexed_timeout = new;
+        }
+    }
+
     fn remove(&mut self, h: AssocHandle) {
         if let Some(a) = self.assocs.remove(&h) {
+            if let Some(t) = a.indexed_timeout {
+                self.timers.remove(&(t, h));
+            }
             if self.by_tag.get(&a.local_tag) == Some(&h) {
                 self.by_tag.remove(&a.local_tag);
             }
@@ -243,8 +266,11 @@ impl Endpoint {
             a.queued = true;
             self.dirty.push_back(h);
         }
-        if a.is_closed() && !a.has_final_transmit() {
+        let done = a.is_closed() && !a.has_final_transmit();
+        if done {
             self.remove(h);
+        } else {
+            self.refresh_timer(h);
         }
     }
 
@@ -676,25 +702,24 @@ impl Endpoint {
                 self.dirty.pop_front();
                 continue;
             };
-            if let Some(dst) = a.poll_transmit(now, buf) {
+            let sent = a.poll_transmit(now, buf);
+            self.events.extend(a.take_events().map(|e| (h, e)));
+            let done = a.is_closed() && !a.has_final_transmit();
+            self.dirty.pop_front();
+            if sent.is_some() {
                 // Round-robin between associations for fairness.
-                self.dirty.pop_front();
                 self.dirty.push_back(h);
                 self.stats.datagrams_sent += 1;
-                if a.is_closed() && !a.has_final_transmit() {
-                    let evs: Vec<_> = a.take_events().collect();
-                    self.events.extend(evs.into_iter().map(|e| (h, e)));
-                    self.remove(h);
-                }
-                return Some(dst);
+            } else {
+                a.queued = false;
             }
-            self.dirty.pop_front();
-            a.queued = false;
-            let evs: Vec<_> = a.take_events().collect();
-            let closed = a.is_closed() && !a.has_final_transmit();
-            self.events.extend(evs.into_iter().map(|e| (h, e)));
-            if closed {
+            if done {
                 self.remove(h);
+            } else {
+                self.refresh_timer(h);
+            }
+            if sent.is_some() {
+                return sent;
             }
         }
         None
@@ -702,19 +727,18 @@ impl Endpoint {
 
     /// Earliest deadline at which [`Endpoint::handle_timeout`] must be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.assocs.values().filter_map(|a| a.poll_timeout()).min()
+        self.timers.first().map(|(t, _)| *t)
     }
 
     /// Runs the timers that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<AssocHandle> = self
-            .assocs
-            .iter()
-            .filter(|(_, a)| a.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(h, _)| *h)
-            .collect();
-        for h in due {
+        while let Some(&(t, h)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.remove(&(t, h));
             if let Some(a) = self.assocs.get_mut(&h) {
+                a.indexed_timeout = None;
                 a.handle_timeout(now);
             }
             self.after(h);

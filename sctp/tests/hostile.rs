@@ -8,11 +8,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use proptest::prelude::*;
 use sctp::wire::{finish_packet, Chunk, CommonHeader};
-use sctp::Event;
+use sctp::{Event, SendError, State};
 use support::{fast_config, pair};
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256), .. ProptestConfig::default() })]
 
     #[test]
     fn fuzz_packet_decode(data in proptest::collection::vec(any::<u8>(), 0..400)) {
@@ -50,8 +50,20 @@ proptest! {
         net.run_for(Duration::from_secs(2));
         let closed = net.has_event(0, |e| matches!(e, Event::Closed { .. }));
         if !closed {
-            net.nodes[0].ep.send(ha, 0, 11, true, Bytes::from_static(b"still alive")).unwrap();
-            prop_assert!(net.run_until(Duration::from_secs(30), |n| n.data(1).iter().any(|d| &d.3[..] == b"still alive")));
+            match net.nodes[0].ep.send(ha, 0, 11, true, Bytes::from_static(b"still alive")) {
+                Ok(()) => prop_assert!(net.run_until(Duration::from_secs(30), |n| n.data(1).iter().any(|d| &d.3[..] == b"still alive"))),
+                // A forged SHUTDOWN (right tag) legitimately starts a shutdown; it must
+                // then end within the retransmission budget rather than hang.
+                Err(SendError::NotConnected) => {
+                    let state = net.nodes[0].ep.association_ref(ha).map(|a| a.state());
+                    prop_assert!(matches!(state, Some(State::ShutdownReceived | State::ShutdownAckSent)), "{:?}", state);
+                    let ended = net.run_until(Duration::from_secs(600), |n| {
+                        n.has_event(0, |e| matches!(e, Event::Closed { .. }))
+                    });
+                    prop_assert!(ended, "shutdown never finished");
+                }
+                Err(e) => return Err(TestCaseError::fail(format!("send: {e}"))),
+            }
         }
     }
 }

@@ -324,6 +324,9 @@ fn back_pressure_would_block_then_writable() {
         .is_ok());
 }
 
+static CASES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static PACKETS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 #[derive(Debug, Clone)]
 struct Msg {
     stream: u16,
@@ -348,7 +351,7 @@ fn msgs() -> impl Strategy<Value = Vec<Msg>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24), .. ProptestConfig::default() })]
 
     /// Every message arrives exactly once, and in order within each ordered stream,
     /// across loss, duplication, reordering and delay.
@@ -404,6 +407,11 @@ proptest! {
             }
         }
         prop_assert!(seen.iter().all(|s| *s));
+        CASES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        PACKETS.fetch_add(net.delivered, std::sync::atomic::Ordering::Relaxed);
+        if std::env::var("SIM_VERBOSE").is_ok() {
+            eprintln!("cases {} packets {}", CASES.load(std::sync::atomic::Ordering::Relaxed), PACKETS.load(std::sync::atomic::Ordering::Relaxed));
+        }
     }
 }
 
@@ -479,4 +487,98 @@ fn zero_copy_input_delivers_slices_of_the_datagram() {
         inside.contains(&(bytes.as_ptr() as usize)),
         "payload was copied"
     );
+}
+
+fn body(tag: u8, i: usize, len: usize) -> Vec<u8> {
+    let mut b = vec![tag ^ (i as u8); len];
+    let n = len.min(4);
+    b[..n].copy_from_slice(&(i as u32).to_be_bytes()[..n]);
+    b
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(16), .. ProptestConfig::default() })]
+
+    /// Both directions at once over two paths, with heavy loss, duplication, jitter,
+    /// small PMTU and a path that goes dark for a while: every message exactly once,
+    /// ordered streams in order, no association lost.
+    #[test]
+    fn bidirectional_multihomed_chaos(
+        seed in any::<u64>(), loss in 0.0f64..0.3, dup in 0.0f64..0.2, jitter_ms in 0u64..60,
+        a_msgs in msgs(), b_msgs in msgs(), dark_at_ms in 0u64..3000, dark_for_ms in 0u64..4000,
+    ) {
+        let mut cfg = fast_config();
+        cfg.association.max_retransmissions = 40;
+        cfg.association.max_init_retransmissions = 40;
+        cfg.association.path_max_retransmissions = 3;
+        cfg.association.pmtu = 600;
+        cfg.association.receive_buffer = 64 * 1024;
+        cfg.association.max_message_size = 40_000;
+        let mut ca = cfg.clone();
+        ca.local_addresses = vec!["10.0.0.1".parse().unwrap(), "10.1.0.1".parse().unwrap()];
+        let mut cb = cfg;
+        cb.local_addresses = vec!["10.0.0.2".parse().unwrap(), "10.1.0.2".parse().unwrap()];
+        let mut net = Net::new(seed);
+        let a = net.add(ca, &["10.0.0.1:9899", "10.1.0.1:9899"], seed ^ 7);
+        let b = net.add(cb, &["10.0.0.2:9899", "10.1.0.2:9899"], seed ^ 8);
+        net.loss = loss;
+        net.dup = dup;
+        net.jitter = Duration::from_millis(jitter_ms);
+        let now = net.now;
+        let ha = net.nodes[a].ep.connect(now, &["10.0.0.2:9899".parse().unwrap()], 9, 9).unwrap();
+        prop_assert!(net.run_until(Duration::from_secs(120), |n| n.first_handle(b).is_some() && n.first_handle(a).is_some()));
+        let hb = net.first_handle(b).unwrap();
+        let mut pending_a: std::collections::VecDeque<_> = a_msgs.iter().enumerate().collect();
+        let mut pending_b: std::collections::VecDeque<_> = b_msgs.iter().enumerate().collect();
+        let start = net.now;
+        let dark_from = start + Duration::from_millis(dark_at_ms);
+        let dark_until = dark_from + Duration::from_millis(dark_for_ms);
+        let deadline = start + Duration::from_secs(900);
+        while net.now < deadline {
+            while let Some((i, m)) = pending_a.front() {
+                match net.nodes[a].ep.send(ha, m.stream, 11, m.ordered, Bytes::from(body(0xa0, *i, m.len))) {
+                    Ok(()) => { pending_a.pop_front(); }
+                    Err(SendError::WouldBlock { .. }) => break,
+                    Err(e) => return Err(TestCaseError::fail(format!("send a: {e}"))),
+                }
+            }
+            while let Some((i, m)) = pending_b.front() {
+                match net.nodes[b].ep.send(hb, m.stream, 12, m.ordered, Bytes::from(body(0xb0, *i, m.len))) {
+                    Ok(()) => { pending_b.pop_front(); }
+                    Err(SendError::WouldBlock { .. }) => break,
+                    Err(e) => return Err(TestCaseError::fail(format!("send b: {e}"))),
+                }
+            }
+            if net.now >= dark_from && net.now < dark_until {
+                net.blackholed.insert("10.0.0.2".parse().unwrap());
+            } else {
+                net.blackholed.clear();
+            }
+            if net.data(b).len() == a_msgs.len() && net.data(a).len() == b_msgs.len() {
+                break;
+            }
+            if !net.step() {
+                break;
+            }
+        }
+        prop_assert!(closed(&net, a).is_none() && closed(&net, b).is_none(), "association lost: {:?} {:?}", closed(&net, a), closed(&net, b));
+        for (rx, tag, ppid, sent) in [(b, 0xa0u8, 11u32, &a_msgs), (a, 0xb0, 12, &b_msgs)] {
+            let got = net.data(rx);
+            prop_assert_eq!(got.len(), sent.len(), "node {} got {} of {}", rx, got.len(), sent.len());
+            let mut seen = vec![false; sent.len()];
+            let mut last = [None::<usize>; 4];
+            for (stream, p, ordered, bytes) in &got {
+                prop_assert_eq!(*p, ppid);
+                let idx = (0..sent.len()).find(|&i| !seen[i] && sent[i].stream == *stream && sent[i].ordered == *ordered && bytes[..] == body(tag, i, sent[i].len)[..]);
+                let Some(idx) = idx else { return Err(TestCaseError::fail("unknown or duplicate message")) };
+                seen[idx] = true;
+                if *ordered {
+                    if let Some(prev) = last[*stream as usize] {
+                        prop_assert!(prev < idx, "out of order on stream {}", stream);
+                    }
+                    last[*stream as usize] = Some(idx);
+                }
+            }
+        }
+    }
 }

@@ -169,6 +169,8 @@ pub struct Association {
     send_shutdown_complete: bool,
     shutdown_t_bit: bool,
     t2: Option<Instant>,
+    /// T5-shutdown-guard (RFC 9260 §9.2): bounds the whole shutdown exchange.
+    t5: Option<Instant>,
 
     /// Control chunks waiting, with their destination path (None: any).
     ctrl: VecDeque<(Option<usize>, Chunk)>,
@@ -184,6 +186,8 @@ pub struct Association {
     pub(crate) queued: bool,
     /// Packets of new data that may still go out before the next input [Max.Burst].
     burst_left: usize,
+    /// The deadline under which the endpoint has indexed this association.
+    pub(crate) indexed_timeout: Option<Instant>,
 }
 
 impl Association {
@@ -227,6 +231,7 @@ impl Association {
             send_shutdown_complete: false,
             shutdown_t_bit: false,
             t2: None,
+            t5: None,
             ctrl: VecDeque::new(),
             tx,
             rx,
@@ -237,6 +242,7 @@ impl Association {
             created: now,
             queued: false,
             burst_left: 0,
+            indexed_timeout: None,
         }
     }
 
@@ -492,6 +498,7 @@ impl Association {
         self.state = State::Closed;
         self.t1 = None;
         self.t2 = None;
+        self.t5 = None;
         self.send_init = false;
         self.send_cookie_echo = false;
         self.send_cookie_ack = false;
@@ -523,7 +530,7 @@ impl Association {
 
     /// Earliest timer deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut t = [self.t1, self.t2, self.rx.sack_deadline]
+        let mut t = [self.t1, self.t2, self.t5, self.rx.sack_deadline]
             .into_iter()
             .flatten()
             .min();
@@ -676,7 +683,7 @@ impl Association {
                 // RFC 9260 §9.2: answer DATA while shutting down with SHUTDOWN again.
                 self.send_shutdown = true;
                 self.rx.sack_needed = true;
-                self.t2 = Some(now + self.paths[self.data_path].rto);
+                self.arm_t2(now);
             }
         }
     }
@@ -940,13 +947,21 @@ impl Association {
                 self.state = State::ShutdownAckSent;
                 self.send_shutdown = false;
                 self.send_shutdown_ack = true;
-                self.t2 = Some(now + self.paths[self.data_path].rto);
+                self.arm_t2(now);
             }
             State::ShutdownReceived => {
                 self.on_sack(now, cum_tsn, self.tx.peer_rwnd_raw(), Vec::new(), true);
             }
             State::ShutdownAckSent => self.send_shutdown_ack = true,
             _ => {}
+        }
+    }
+
+    /// Starts T2-shutdown and, once per shutdown, the T5 guard of 5 × RTO.Max.
+    fn arm_t2(&mut self, now: Instant) {
+        self.t2 = Some(now + self.paths[self.data_path].rto);
+        if self.t5.is_none() {
+            self.t5 = Some(now + self.cfg.rto_max * 5);
         }
     }
 
@@ -959,12 +974,12 @@ impl Association {
             State::ShutdownPending => {
                 self.state = State::ShutdownSent;
                 self.send_shutdown = true;
-                self.t2 = Some(now + self.paths[self.data_path].rto);
+                self.arm_t2(now);
             }
             State::ShutdownReceived => {
                 self.state = State::ShutdownAckSent;
                 self.send_shutdown_ack = true;
-                self.t2 = Some(now + self.paths[self.data_path].rto);
+                self.arm_t2(now);
             }
             _ => {}
         }
@@ -991,6 +1006,19 @@ impl Association {
                 State::CookieEchoed => self.send_cookie_echo = true,
                 _ => self.t1 = None,
             }
+        }
+        if self.t5.is_some_and(|t| t <= now) {
+            // The peer never completed the shutdown: give up with ABORT.
+            self.ctrl.clear();
+            self.ctrl.push_back((
+                None,
+                Chunk::Abort {
+                    t: false,
+                    causes: Vec::new(),
+                },
+            ));
+            self.close(CloseReason::Timeout);
+            return;
         }
         if self.t2.is_some_and(|t| t <= now) {
             let dp = self.data_path;

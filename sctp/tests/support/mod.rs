@@ -47,6 +47,7 @@ pub struct Net {
     /// Addresses whose traffic (either direction) is dropped.
     pub blackholed: HashSet<std::net::IpAddr>,
     pub delivered: u64,
+    start: Instant,
 }
 
 impl Net {
@@ -63,6 +64,7 @@ impl Net {
             jitter: Duration::ZERO,
             blackholed: HashSet::new(),
             delivered: 0,
+            start: Instant::now(),
         }
     }
 
@@ -110,7 +112,20 @@ impl Net {
                 {
                     continue;
                 }
-                if self.rng.random_bool(self.loss) {
+                let lost = self.rng.random_bool(self.loss);
+                if std::env::var("SIM_TRACE").is_ok() {
+                    let types: Vec<u8> = sctp::wire::Packet::decode(&t.contents)
+                        .map(|pk| pk.chunks.iter().map(|c| c.typ()).collect())
+                        .unwrap_or_default();
+                    eprintln!(
+                        "{:?} SEND {} -> {} chunks {types:?}{}",
+                        self.now.duration_since(self.start),
+                        from,
+                        t.destination,
+                        if lost { " LOST" } else { "" }
+                    );
+                }
+                if lost {
                     continue;
                 }
                 let copies = if self.rng.random_bool(self.dup) { 2 } else { 1 };
@@ -160,11 +175,23 @@ impl Net {
         }
         while self.queue.peek().is_some_and(|r| r.0.at <= self.now) {
             let Reverse(p) = self.queue.pop().expect("peeked");
-            let n = &mut self.nodes[p.to_node];
-            if n.frozen {
+            if self.nodes[p.to_node].frozen {
                 continue;
             }
             self.delivered += 1;
+            if std::env::var("SIM_TRACE").is_ok() {
+                let types: Vec<u8> = sctp::wire::Packet::decode(&p.data)
+                    .map(|pk| pk.chunks.iter().map(|c| c.typ()).collect())
+                    .unwrap_or_default();
+                let vtag = u32::from_be_bytes([p.data[4], p.data[5], p.data[6], p.data[7]]);
+                eprintln!(
+                    "{:?} {} -> {} vtag {vtag:08x} chunks {types:?}",
+                    self.now.duration_since(self.start),
+                    p.from,
+                    p.to
+                );
+            }
+            let n = &mut self.nodes[p.to_node];
             n.ep.handle_datagram(self.now, Some(p.to), p.from, &p.data);
         }
         for i in 0..self.nodes.len() {
