@@ -377,3 +377,57 @@ proptest! {
         fuzzing::enrp_decode(&e);
     }
 }
+
+/// A type code no parameter of RFC 5354 or poolgate uses, with the given
+/// action bits.
+fn unknown_type(bits: u16, low: u16) -> u16 {
+    let t = (bits << 14) | (low & 0x3fff);
+    if matches!(t, 0x0000..=0x000f | 0x8001) {
+        (bits << 14) | 0x3fff
+    } else {
+        t
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Appending an unknown parameter obeys its two high type bits for every
+    /// message: 10 skip, 11 skip and report, 00/01 reject (01 reported).
+    #[test]
+    fn unknown_parameter_rules_hold_everywhere(
+        msg in asap(), emsg in enrp(), bits in 0u16..4, low in any::<u16>(), value in vec(any::<u8>(), 0..9)
+    ) {
+        let ty = unknown_type(bits, low);
+        let extra = RawParam { param_type: ty, value };
+        let mut a = msg.to_bytes().unwrap();
+        extra.encode(&mut a).unwrap();
+        let n = a.len() as u16;
+        a[2..4].copy_from_slice(&n.to_be_bytes());
+        let mut e = emsg.to_bytes().unwrap();
+        extra.encode(&mut e).unwrap();
+        let n = e.len() as u16;
+        e[2..4].copy_from_slice(&n.to_be_bytes());
+
+        let ra = AsapMessage::decode_reporting(&a);
+        let re = EnrpMessage::decode_reporting(&e);
+        match bits {
+            0b10 | 0b11 => {
+                let (da, de) = (ra.expect("skippable"), re.expect("skippable"));
+                prop_assert_eq!(&da.message, &msg);
+                prop_assert_eq!(&de.message, &emsg);
+                let want = if bits == 0b11 { vec![extra.clone()] } else { vec![] };
+                prop_assert_eq!(&da.unrecognized, &want);
+                prop_assert_eq!(&de.unrecognized, &want);
+            }
+            _ => {
+                for err in [ra.unwrap_err(), re.unwrap_err()] {
+                    prop_assert_eq!(
+                        err,
+                        pool_core::wire::WireError::UnrecognizedParameter { param: extra.clone(), report: bits == 0b01 }
+                    );
+                }
+            }
+        }
+    }
+}

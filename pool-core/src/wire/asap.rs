@@ -99,7 +99,8 @@ pub enum AsapMessage {
     },
     /// Registrar → PU: the elements (or an error).
     HandleResolutionResponse {
-        /// Low flag bit, kept so that it round-trips.
+        /// Low flag bit, kept so that it round-trips; not defined by RFC 5352
+        /// (see the [`super`] module docs): send `false`, ignore on receipt.
         accept_updates: bool,
         /// Pool.
         pool_handle: PoolHandle,

@@ -41,9 +41,12 @@
 //! * Error causes that carry a parameter or a message keep it as raw bytes
 //!   ([`param::RawParam`]): an offending parameter is by definition one we
 //!   could not decode, and raw bytes keep nesting flat.
-//! * The low flag bit of ASAP_HANDLE_RESOLUTION_RESPONSE is kept as
-//!   `accept_updates` so that it round-trips; RSPLIB reads the same bit as
-//!   "reject".
+//! * ASAP_HANDLE_RESOLUTION_RESPONSE: Wireshark's dissector (maintained by
+//!   RFC 5352's authors) decodes no flag for it, so RFC 5352 leaves the
+//!   flags zero; early ASAP drafts had an "A" (accept updates) bit there and
+//!   RSPLIB reads the same bit as "reject". We keep the bit as
+//!   `accept_updates` so that it round-trips; senders should leave it
+//!   `false` and receivers should not act on it.
 
 pub mod asap;
 pub mod auth;
