@@ -582,3 +582,42 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn slow_reader_closes_window_and_transfer_resumes() {
+    let mut cfg = fast_config();
+    cfg.association.receive_buffer = 64 * 1024;
+    cfg.association.max_message_size = 16 * 1024;
+    cfg.association.send_buffer = 2 << 20;
+    let (mut net, ha, hb) = pair(15, cfg);
+    net.nodes[1].paused = true;
+    for i in 0..100u32 {
+        net.nodes[0]
+            .ep
+            .send(ha, 0, 11, true, Bytes::from(vec![i as u8; 10_000]))
+            .unwrap();
+    }
+    // The reader sleeps for a long time: the window closes, nothing is lost, and the
+    // association survives on zero-window probes.
+    net.run_for(Duration::from_secs(60));
+    let held = net.nodes[1]
+        .ep
+        .association_ref(hb)
+        .unwrap()
+        .receive_buffered();
+    assert!(held <= 64 * 1024, "receiver holds {held}");
+    assert!(
+        net.nodes[0]
+            .ep
+            .association_ref(ha)
+            .unwrap()
+            .buffered_amount()
+            > 500_000
+    );
+    assert!(closed(&net, 0).is_none());
+    net.nodes[1].paused = false;
+    assert!(net.run_until(Duration::from_secs(120), |n| n.data(1).len() == 100));
+    for (i, d) in net.data(1).iter().enumerate() {
+        assert_eq!(d.3[0], i as u8);
+    }
+}

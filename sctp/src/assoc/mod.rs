@@ -397,6 +397,11 @@ impl Association {
         self.paths[self.primary].addr
     }
 
+    /// Bytes received and held for the user (reassembly, reordering, undelivered events).
+    pub fn receive_buffered(&self) -> usize {
+        self.rx.held()
+    }
+
     /// Bytes queued or sent but not yet acknowledged.
     pub fn buffered_amount(&self) -> usize {
         self.tx.buffered()
@@ -732,7 +737,12 @@ impl Association {
                     return true;
                 }
                 self.stats.sacks_received += 1;
-                self.on_sack(now, s.cum_tsn, s.a_rwnd, s.gaps, false);
+                let fresh = self.on_sack(now, s.cum_tsn, s.a_rwnd, s.gaps, false);
+                if fresh && self.state != State::Closed {
+                    // Any current SACK proves the peer alive, even one acknowledging
+                    // nothing new (a zero-window probe answered with a_rwnd 0).
+                    self.path_alive(pidx);
+                }
             }
             Chunk::InitAck(init) => self.on_init_ack(now, pidx, init),
             Chunk::CookieEcho(_) => {

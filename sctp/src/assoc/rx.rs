@@ -32,6 +32,8 @@ pub(crate) struct Receiver {
     reasm_bytes: usize,
     /// Bytes received and not yet consumed by the user (reassembly, reordering, events).
     held: usize,
+    /// Of `held`, bytes in complete messages waiting for the user to take them.
+    ready: usize,
     streams: HashMap<u16, InStream>,
     dups: Vec<u32>,
     urgent: bool,
@@ -52,6 +54,7 @@ impl Receiver {
             reasm: BTreeMap::new(),
             reasm_bytes: 0,
             held: 0,
+            ready: 0,
             streams: HashMap::new(),
             dups: Vec::new(),
             urgent: false,
@@ -62,6 +65,10 @@ impl Receiver {
             buffer: cfg.receive_buffer as usize,
             last_advertised: cfg.receive_buffer as usize,
         }
+    }
+
+    pub fn held(&self) -> usize {
+        self.held
     }
 
     pub fn cum32(&self) -> u32 {
@@ -127,9 +134,12 @@ impl Receiver {
         };
         let len = d.payload.len();
         if self.held + len > self.buffer {
-            // Out of window. The next in-sequence TSN is still taken (up to twice the
-            // buffer) so a full buffer of out-of-order data cannot deadlock.
-            if tsn != self.cum + 1 || self.held + len > 2 * self.buffer {
+            // Out of window. When nothing in the buffer is ready for the user, only new
+            // data can free it, so the next in-sequence TSN is still taken (up to twice
+            // the buffer) and partial or out-of-order data cannot deadlock. Unread
+            // messages, in contrast, are back-pressure.
+            let waiting_for_gap = self.ready == 0;
+            if tsn != self.cum + 1 || !waiting_for_gap || self.held + len > 2 * self.buffer {
                 stats.data_dropped += 1;
                 if tsn == self.cum + 1 && self.reasm_bytes >= self.buffer {
                     // One unfinished message fills the buffer: it can never complete.
@@ -238,6 +248,7 @@ impl Receiver {
     ) {
         if unordered {
             stats.messages_received += 1;
+            self.ready += bytes.len();
             events.push_back(Event::Data {
                 stream,
                 ppid,
@@ -249,6 +260,7 @@ impl Receiver {
         let st = self.streams.entry(stream).or_default();
         if ssn == st.next_ssn {
             stats.messages_received += 1;
+            self.ready += bytes.len();
             events.push_back(Event::Data {
                 stream,
                 ppid,
@@ -258,6 +270,7 @@ impl Receiver {
             st.next_ssn = st.next_ssn.wrapping_add(1);
             while let Some((ppid, bytes)) = st.pending.remove(&st.next_ssn) {
                 stats.messages_received += 1;
+                self.ready += bytes.len();
                 events.push_back(Event::Data {
                     stream,
                     ppid,
@@ -290,6 +303,7 @@ impl Receiver {
     /// when it grew by a quarter of the buffer.
     pub fn consumed(&mut self, n: usize) {
         self.held = self.held.saturating_sub(n);
+        self.ready = self.ready.saturating_sub(n);
         if self.a_rwnd() >= self.last_advertised + self.buffer / 4 {
             self.sack_needed = true;
         }

@@ -660,3 +660,44 @@ fn tsn_unwrap_handles_wraparound() {
     assert_eq!(super::unwrap_tsn(base, 0x0000_0005), base + 0x15);
     assert_eq!(super::unwrap_tsn(base, 0xffff_ffe0), base - 0x10);
 }
+
+#[test]
+fn receiver_memory_bounded_against_window_ignoring_sender() {
+    let mut p = Pair::established();
+    let tag = p.a.association_ref(p.ha).unwrap().local_tag;
+    let tsn = p.b.association_ref(p.hb()).unwrap().tx_next_tsn_for_tests();
+    let limit = cfg().association.receive_buffer as usize;
+    // Never send TSN `tsn` itself: everything else is out of order and cannot deliver.
+    for k in 1..3000u32 {
+        let pkt = Packet {
+            header: CommonHeader {
+                src_port: 2,
+                dst_port: 1,
+                vtag: tag,
+            },
+            chunks: vec![Chunk::Data(DataChunk {
+                tsn: tsn.wrapping_add(k),
+                stream: 0,
+                ssn: k as u16,
+                ppid: 1,
+                unordered: false,
+                beginning: true,
+                ending: true,
+                immediate: false,
+                payload: Bytes::from(vec![0u8; 1000]),
+            })],
+        }
+        .encode();
+        p.deliver_to_a(vec![pkt]);
+        out(&mut p.a, p.now);
+    }
+    let a = p.a.association_ref(p.ha).unwrap();
+    assert!(
+        a.receive_buffered() <= limit,
+        "{} > {}",
+        a.receive_buffered(),
+        limit
+    );
+    assert!(a.stats().data_dropped > 0);
+    assert!(events(&mut p.a).is_empty());
+}

@@ -485,11 +485,11 @@ impl Association {
         a_rwnd: u32,
         mut gaps: Vec<GapBlock>,
         from_shutdown: bool,
-    ) {
+    ) -> bool {
         let cum = unwrap_tsn(self.tx.cum_ack, cum_tsn);
         if cum < self.tx.cum_ack || cum >= self.tx.next_tsn {
             // Old or acknowledging TSNs never sent: ignore (RFC 9260 §6.2.1).
-            return;
+            return false;
         }
         let n = self.paths.len();
         let mut acked = [0usize; MAX_PATHS];
@@ -644,6 +644,7 @@ impl Association {
             self.events.push_back(Event::Writable);
         }
         self.check_shutdown_progress(now);
+        true
     }
 
     /// T3-rtx expired on a path (RFC 9260 §6.3.3).

@@ -21,6 +21,8 @@ pub struct Node {
     pub frozen: bool,
     /// Largest datagram this node ever sent.
     pub max_sent: usize,
+    /// The application stops reading events (a slow consumer).
+    pub paused: bool,
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -75,6 +77,7 @@ impl Net {
             events: Vec::new(),
             frozen: false,
             max_sent: 0,
+            paused: false,
         });
         self.nodes.len() - 1
     }
@@ -151,6 +154,9 @@ impl Net {
     }
 
     fn collect(&mut self, i: usize) {
+        if self.nodes[i].paused {
+            return;
+        }
         let now = self.now;
         while let Some((h, e)) = self.nodes[i].ep.poll_event() {
             self.nodes[i].events.push((h, e, now));
