@@ -701,3 +701,97 @@ fn receiver_memory_bounded_against_window_ignoring_sender() {
     assert!(a.stats().data_dropped > 0);
     assert!(events(&mut p.a).is_empty());
 }
+
+#[test]
+fn init_collision_in_cookie_echoed_state() {
+    let now = Instant::now();
+    let mut a = Endpoint::new(cfg(), 1).unwrap();
+    let mut b = Endpoint::new(cfg(), 2).unwrap();
+    let ha = a.connect(now, &[addr(B)], 1, 2).unwrap();
+    let hb = b.connect(now, &[addr(A)], 2, 1).unwrap();
+    let init_a = out(&mut a, now);
+    let init_b = out(&mut b, now);
+    // B (COOKIE-WAIT) answers A's INIT with its own tag.
+    for p in init_a {
+        b.handle_datagram(now, Some(addr(B)), addr(A), &p);
+    }
+    let ack_b = out(&mut b, now);
+    assert_eq!(types(&ack_b), vec![chunk_type::INIT_ACK]);
+    for p in ack_b {
+        a.handle_datagram(now, Some(addr(A)), addr(B), &p);
+    }
+    assert_eq!(a.association_ref(ha).unwrap().state(), State::CookieEchoed);
+    let echo_a = out(&mut a, now);
+    // Now B's INIT reaches A in COOKIE-ECHOED: A answers with its existing tag.
+    for p in init_b {
+        a.handle_datagram(now, Some(addr(A)), addr(B), &p);
+    }
+    let ack_a = out(&mut a, now);
+    assert_eq!(types(&ack_a), vec![chunk_type::INIT_ACK]);
+    let a_tag = a.association_ref(ha).unwrap().local_tag;
+    let Chunk::InitAck(ia) = &Packet::decode(&ack_a[0]).unwrap().chunks[0] else {
+        panic!()
+    };
+    assert_eq!(ia.initiate_tag, a_tag, "same tag as A's own INIT");
+    for p in ack_a {
+        b.handle_datagram(now, Some(addr(B)), addr(A), &p);
+    }
+    let echo_b = out(&mut b, now);
+    for p in echo_a {
+        b.handle_datagram(now, Some(addr(B)), addr(A), &p);
+    }
+    for p in echo_b {
+        a.handle_datagram(now, Some(addr(A)), addr(B), &p);
+    }
+    // Exchange the COOKIE ACKs and anything else until quiet.
+    for _ in 0..5 {
+        for p in out(&mut a, now) {
+            b.handle_datagram(now, Some(addr(B)), addr(A), &p);
+        }
+        for p in out(&mut b, now) {
+            a.handle_datagram(now, Some(addr(A)), addr(B), &p);
+        }
+    }
+    assert_eq!(a.association_ref(ha).unwrap().state(), State::Established);
+    assert_eq!(b.association_ref(hb).unwrap().state(), State::Established);
+    assert_eq!((a.association_count(), b.association_count()), (1, 1));
+    let (at, ap) = {
+        let x = a.association_ref(ha).unwrap();
+        (x.local_tag, x.peer_tag)
+    };
+    let (bt, bp) = {
+        let x = b.association_ref(hb).unwrap();
+        (x.local_tag, x.peer_tag)
+    };
+    assert_eq!((at, ap), (bp, bt), "tags agree");
+    a.send(ha, 0, 11, true, Bytes::from_static(b"after collision"))
+        .unwrap();
+    for p in out(&mut a, now) {
+        b.handle_datagram(now, Some(addr(B)), addr(A), &p);
+    }
+    assert!(events(&mut b)
+        .iter()
+        .any(|e| matches!(e, Event::Data { bytes, .. } if &bytes[..] == b"after collision")));
+}
+
+#[test]
+fn restart_while_established_gets_new_handle_and_tags() {
+    let mut p = Pair::established();
+    let old_b = p.hb();
+    let old_tag = p.b.association_ref(old_b).unwrap().local_tag;
+    // A reboots: fresh endpoint, same address, new INIT.
+    p.a = Endpoint::new(cfg(), 77).unwrap();
+    p.ha = p.a.connect(p.now, &[addr(B)], 1, 2).unwrap();
+    p.exchange();
+    assert_eq!(p.state_a(), State::Established);
+    let eb = events(&mut p.b);
+    assert!(eb.contains(&Event::Closed {
+        reason: CloseReason::PeerRestarted
+    }));
+    assert!(eb.contains(&Event::Connected));
+    assert_eq!(p.b.association_count(), 1);
+    let new_b = p.hb();
+    assert_ne!(new_b, old_b);
+    assert_ne!(p.b.association_ref(new_b).unwrap().local_tag, old_tag);
+    assert_eq!(p.b.stats().restarts, 1);
+}
