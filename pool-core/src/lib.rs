@@ -6,6 +6,7 @@
 
 pub mod asap;
 pub mod cookie;
+pub mod enrp;
 pub mod handlespace;
 pub mod policy;
 pub mod types;

@@ -349,6 +349,9 @@ pub struct Registrar {
     buckets: HashMap<PeerId, Bucket>,
     auth_failures: HashMap<PeerId, u32>,
     replay: ReplayGuard,
+    /// PEs homed here without a local association (ENRP takeover or a peer's
+    /// table naming this registrar): kept until they re-register or expire.
+    adopted: HashSet<PeKey>,
     actions: VecDeque<Action>,
     events: VecDeque<RegistrarEvent>,
     counters: RegistrarCounters,
@@ -392,6 +395,7 @@ impl Registrar {
             buckets: HashMap::new(),
             auth_failures: HashMap::new(),
             replay,
+            adopted: HashSet::new(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
             counters: RegistrarCounters::default(),
@@ -663,6 +667,7 @@ impl Registrar {
 
     /// (Re)starts monitoring a PE on `peer`: any registration is a sign of life.
     fn monitor(&mut self, now: Instant, peer: PeerId, key: &PeKey) {
+        self.adopted.remove(key);
         let due = now + self.config.keep_alive_interval;
         if let Some(old) = self.monitors.remove(key) {
             self.timers.remove(&(old.due, key.clone()));
@@ -698,6 +703,7 @@ impl Registrar {
             self.unlink_peer(m.peer, key);
         }
         self.reports.remove(key);
+        self.adopted.remove(key);
     }
 
     fn remove_pe(&mut self, key: &PeKey, reason: RemovalReason) -> bool {
@@ -851,6 +857,103 @@ impl Registrar {
         true
     }
 
+    // ---- ENRP (RFC 5353) hooks: the handlespace as peers change it. ----
+    //
+    // None of these queue a `RegistrarEvent`: events are what ENRP forwards to
+    // peers, and a change that came from a peer must not echo back.
+
+    /// Applies a peer's ENRP_HANDLE_UPDATE (ADD_PE) or handle-table entry:
+    /// the PE is (re-)registered with `home` as its home registrar.
+    ///
+    /// A PE this registrar monitored and that now has another home moved
+    /// (it re-registered there): local keep-alives for it stop. With `home`
+    /// equal to this registrar's id the PE is *adopted*: homed here, not
+    /// monitored, kept until it re-registers here (then monitored) or its
+    /// registration life runs out.
+    pub fn apply_peer_update(
+        &mut self,
+        now: Instant,
+        pool_handle: &PoolHandle,
+        element: &wire::PoolElement,
+        home: RegistrarId,
+    ) -> Result<RegisterOutcome, ErrorCause> {
+        let life = Duration::from_millis(u64::from(element.registration_life))
+            .min(self.config.max_registration_life);
+        let reg = registration_from_wire(element, home, life)?;
+        let key = (pool_handle.clone(), element.id);
+        let monitored_here = self.monitors.contains_key(&key);
+        if home == self.config.id && monitored_here {
+            // We already watch it; a peer's copy adds nothing.
+            return Ok(RegisterOutcome::Updated);
+        }
+        let outcome = self.hs.register(pool_handle, reg, now).map_err(|e| {
+            if matches!(
+                e,
+                HandlespaceError::TooManyPools { .. }
+                    | HandlespaceError::PoolFull { .. }
+                    | HandlespaceError::TooManyElements { .. }
+            ) {
+                self.counters.limit_hits += 1;
+            }
+            handlespace_cause(&e)
+        })?;
+        if home == self.config.id {
+            self.adopted.insert(key);
+        } else {
+            // Moved away (or never ours): stop watching it, keep failure reports.
+            if let Some(m) = self.monitors.remove(&key) {
+                self.timers.remove(&(m.due, key.clone()));
+                self.unlink_peer(m.peer, &key);
+            }
+            self.adopted.remove(&key);
+        }
+        Ok(outcome)
+    }
+
+    /// Applies a peer's ENRP_HANDLE_UPDATE (DEL_PE): removes the PE only if
+    /// its home is `home` (a registrar cannot delete another one's PEs).
+    /// Returns whether it was removed.
+    pub fn apply_peer_removal(
+        &mut self,
+        pool_handle: &PoolHandle,
+        pe_id: PeId,
+        home: RegistrarId,
+    ) -> bool {
+        match self.hs.get(pool_handle, pe_id) {
+            Some(pe) if pe.home == home && home != self.config.id => {}
+            _ => return false,
+        }
+        let key = (pool_handle.clone(), pe_id);
+        self.hs.remove(pool_handle, pe_id);
+        self.forget(&key);
+        true
+    }
+
+    /// ENRP takeover: every PE homed at `from` gets the home `to`. When `to`
+    /// is this registrar the PEs are adopted (see
+    /// [`apply_peer_update`](Self::apply_peer_update)); their keys are returned.
+    pub fn take_over(&mut self, from: RegistrarId, to: RegistrarId) -> Vec<(PoolHandle, PeId)> {
+        if from == to || from == self.config.id {
+            return Vec::new();
+        }
+        let mut keys: Vec<PeKey> = self
+            .hs
+            .owned_by(from)
+            .map(|(h, pe)| (h.clone(), pe.id))
+            .collect();
+        keys.sort();
+        self.hs.take_over(from, to);
+        if to == self.config.id {
+            self.adopted.extend(keys.iter().cloned());
+        }
+        keys
+    }
+
+    /// Number of PEs homed here that wait for a re-registration (adopted).
+    pub fn adopted_count(&self) -> usize {
+        self.adopted.len()
+    }
+
     /// The state for `poolgate status`: pools and PEs sorted, with ages at `now`.
     pub fn snapshot(&self, now: Instant) -> RegistrarSnapshot {
         let mut handles: Vec<&PoolHandle> = self.hs.pools().collect();
@@ -907,7 +1010,11 @@ impl Registrar {
             by_peer.entry(m.peer).or_default().insert(key.clone());
         }
         for (h, pe) in self.hs.iter() {
-            if pe.home == self.config.id && !self.monitors.contains_key(&(h.clone(), pe.id)) {
+            let key = (h.clone(), pe.id);
+            if pe.home == self.config.id
+                && !self.monitors.contains_key(&key)
+                && !self.adopted.contains(&key)
+            {
                 return Err(format!("PE {} homed here but not monitored", pe.id));
             }
         }
@@ -920,6 +1027,15 @@ impl Registrar {
         for key in self.reports.keys() {
             if self.hs.get(&key.0, key.1).is_none() {
                 return Err(format!("failure reports kept for removed PE {}", key.1));
+            }
+        }
+        for key in &self.adopted {
+            match self.hs.get(&key.0, key.1) {
+                Some(pe) if pe.home == self.config.id => {}
+                _ => return Err(format!("adopted PE {} not homed here", key.1)),
+            }
+            if self.monitors.contains_key(key) {
+                return Err(format!("adopted PE {} is also monitored", key.1));
             }
         }
         Ok(())
