@@ -203,7 +203,8 @@ pub fn load<T: Section>(sources: &Sources) -> Result<Loaded<T>, Vec<Diagnostic>>
     apply_sets(&mut tree, role, &sources.sets, &mut diags);
     check_top_level(&mut tree, role, &mut diags);
 
-    let config = decode::<T>(&mut tree, &defaults, &mut diags);
+    let mut shrunk = Vec::new();
+    let config = decode::<T>(&mut tree, &defaults, &mut diags, &mut shrunk);
     let Some(mut config) = config else {
         diag::sort(&mut diags);
         return Err(diags);
@@ -212,6 +213,7 @@ pub fn load<T: Section>(sources: &Sources) -> Result<Loaded<T>, Vec<Diagnostic>>
         tree: &tree,
         role,
         diags: Vec::new(),
+        shrunk,
     };
     config.validate(&mut checker);
     diags.extend(checker.diags);
@@ -391,7 +393,15 @@ fn check_top_level(tree: &mut Node, role: Role, diags: &mut Vec<Diagnostic>) {
 }
 
 /// Deserialize the role's section, repairing and retrying to collect every type error.
-fn decode<T: Section>(tree: &mut Node, defaults: &Node, diags: &mut Vec<Diagnostic>) -> Option<T> {
+///
+/// `shrunk` receives the paths of arrays that lost elements in the repair, so that
+/// validation does not report their emptiness as a second, derived error.
+fn decode<T: Section>(
+    tree: &mut Node,
+    defaults: &Node,
+    diags: &mut Vec<Diagnostic>,
+    shrunk: &mut Vec<String>,
+) -> Option<T> {
     let role_seg = Seg::Key(T::ROLE.name().to_string());
     // Paths we removed; a "missing field" error they cause is a consequence, not news.
     let mut removed: Vec<Vec<Seg>> = Vec::new();
@@ -429,6 +439,7 @@ fn decode<T: Section>(tree: &mut Node, defaults: &Node, diags: &mut Vec<Diagnost
             }
             // Only array elements can miss keys (tables get defaults): drop the element.
             if matches!(at.last(), Some(Seg::Index(_))) && tree.remove(&at) {
+                shrunk.push(tree::render_path(&at[..at.len() - 1]));
                 continue;
             }
             return None;
@@ -456,6 +467,9 @@ fn decode<T: Section>(tree: &mut Node, defaults: &Node, diags: &mut Vec<Diagnost
             _ => {
                 let ok = tree.remove(&at);
                 if ok {
+                    if matches!(at.last(), Some(Seg::Index(_))) {
+                        shrunk.push(tree::render_path(&at[..at.len() - 1]));
+                    }
                     removed.push(at.clone());
                 }
                 ok
@@ -478,6 +492,9 @@ pub struct Checker<'t> {
     tree: &'t Node,
     role: Role,
     diags: Vec<Diagnostic>,
+    /// Arrays that lost elements to earlier errors: problems of the array as a whole
+    /// (such as being empty now) follow from those and are not reported again.
+    shrunk: Vec<String>,
 }
 
 impl Checker<'_> {
@@ -502,6 +519,9 @@ impl Checker<'_> {
 
     /// Record an error at `path`.
     pub fn error(&mut self, path: &str, message: impl Into<String>) {
+        if self.shrunk.iter().any(|s| s == path) {
+            return;
+        }
         let (key, loc) = self.locate(path);
         self.diags.push(Diagnostic::error(loc, key, message));
     }
@@ -631,9 +651,15 @@ mod tests {
             let mut diags = Vec::new();
             let mut t2 = tree.clone();
             let ok = match role {
-                Role::Registrar => decode::<RegistrarConfig>(&mut t2, &tree, &mut diags).is_some(),
-                Role::Ppe => decode::<PpeConfig>(&mut t2, &tree, &mut diags).is_some(),
-                Role::Ppu => decode::<PpuConfig>(&mut t2, &tree, &mut diags).is_some(),
+                Role::Registrar => {
+                    decode::<RegistrarConfig>(&mut t2, &tree, &mut diags, &mut Vec::new()).is_some()
+                }
+                Role::Ppe => {
+                    decode::<PpeConfig>(&mut t2, &tree, &mut diags, &mut Vec::new()).is_some()
+                }
+                Role::Ppu => {
+                    decode::<PpuConfig>(&mut t2, &tree, &mut diags, &mut Vec::new()).is_some()
+                }
             };
             assert!(ok && diags.is_empty(), "{}: {diags:?}", path.display());
         }
@@ -744,5 +770,94 @@ mod tests {
         assert!(infer_role(&s2.files).unwrap_err().contains("ppu and ppe"));
         let (_d3, s3) = sources_with("x = 1\n");
         assert!(infer_role(&s3.files).is_err());
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// (section, line, key reported) — independent mistakes, one per key.
+        const MISTAKES: &[(&str, &str, &str)] = &[
+            ("ppu", "bogus_a = 1", "ppu.bogus_a"),
+            ("ppu", "drain_grace = 5", "ppu.drain_grace"),
+            ("ppu", "registrars = [\"nope\"]", "ppu.registrars[0]"),
+            (
+                "ppu.session",
+                "keepalive_interval = \"x\"",
+                "ppu.session.keepalive_interval",
+            ),
+            (
+                "ppu.session",
+                "failover_max_attempts = -1",
+                "ppu.session.failover_max_attempts",
+            ),
+            ("ppu.session", "bogus_b = true", "ppu.session.bogus_b"),
+            ("ppu.resolution", "timeout = 0", "ppu.resolution.timeout"),
+            ("ppu.metrics", "listen = \"x\"", "ppu.metrics.listen"),
+            ("ppu.metrics", "enabled = \"yes\"", "ppu.metrics.enabled"),
+        ];
+
+        /// Every subset of the mistakes (all of them, exhaustively) is reported
+        /// exactly: each mistake once, with a line, and no derived errors.
+        #[test]
+        fn every_mistake_subset_is_reported_exactly() {
+            for mask in 0u32..(1 << MISTAKES.len()) {
+                let mut text = String::new();
+                for section in ["ppu", "ppu.session", "ppu.resolution", "ppu.metrics"] {
+                    text.push_str(&format!("[{section}]\n"));
+                    for (i, (sec, line, _)) in MISTAKES.iter().enumerate() {
+                        if *sec == section && mask & (1 << i) != 0 {
+                            text.push_str(line);
+                            text.push('\n');
+                        }
+                    }
+                }
+                let (_d, s) = sources_with(&text);
+                let diags = match load::<PpuConfig>(&s) {
+                    Ok(l) => l.warnings,
+                    Err(d) => d,
+                };
+                let mut want: Vec<&str> = MISTAKES
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| mask & (1 << i) != 0)
+                    .map(|(_, m)| m.2)
+                    .collect();
+                let mut got: Vec<&str> = diags.iter().map(|d| d.key.as_str()).collect();
+                want.sort();
+                got.sort();
+                assert_eq!(got, want, "mask {mask:#b}: {diags:#?}");
+                for d in &diags {
+                    assert!(
+                        d.location.as_ref().and_then(|l| l.line_col).is_some(),
+                        "{d}"
+                    );
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// Arbitrary file contents never panic or hang, whatever the role.
+            #[test]
+            fn loading_is_total(text in "(\\[{0,2}(ppu|ppe|registrar)(\\.[a-z_]{1,12})?\\]{0,2}\n|[a-z_]{1,10} = (\"[^\"\\\\\n]{0,10}\"|-?[0-9]{1,5}|true|\\[\\]|\\{\\})\n|[ -~]{0,20}\n){0,12}") {
+                let (_d, s) = sources_with(&text);
+                let _ = load::<PpuConfig>(&s);
+                let _ = load::<PpeConfig>(&s);
+                let _ = load::<RegistrarConfig>(&s);
+            }
+
+            /// Arbitrary overrides never panic.
+            #[test]
+            fn overrides_are_total(key in "[a-z_.\\[\\]0-9]{0,30}", value in "[ -~]{0,30}") {
+                let s = Sources {
+                    env: vec![(format!("POOLGATE_PPU__{}", key.replace('.', "__").to_uppercase()), value.clone())],
+                    sets: vec![format!("{key}={value}")],
+                    ..Sources::default()
+                };
+                let _ = load::<PpuConfig>(&s);
+            }
+        }
     }
 }
