@@ -30,6 +30,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub struct MetricsServer {
     listener: TcpListener,
     registry: Arc<Registry>,
+    io_timeout: Duration,
 }
 
 impl MetricsServer {
@@ -38,7 +39,14 @@ impl MetricsServer {
         Ok(MetricsServer {
             listener: TcpListener::bind(addr).await?,
             registry,
+            io_timeout: IO_TIMEOUT,
         })
+    }
+
+    /// Use another per-connection time limit than [`IO_TIMEOUT`].
+    pub fn with_io_timeout(mut self, timeout: Duration) -> Self {
+        self.io_timeout = timeout;
+        self
     }
 
     /// The address actually bound.
@@ -69,9 +77,10 @@ impl MetricsServer {
                 continue;
             };
             let registry = self.registry.clone();
+            let io_timeout = self.io_timeout;
             tokio::spawn(async move {
                 let _permit = permit;
-                if tokio::time::timeout(IO_TIMEOUT, handle(stream, &registry))
+                if tokio::time::timeout(io_timeout, handle(stream, &registry))
                     .await
                     .is_err()
                 {
@@ -291,6 +300,47 @@ mod tests {
 
         stop_tx.send(()).unwrap();
         task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn idle_and_excess_connections_cannot_starve_scrapes() {
+        let registry = Registry::new();
+        let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap(), registry)
+            .await
+            .unwrap()
+            .with_io_timeout(Duration::from_millis(300));
+        let addr = server.local_addr().unwrap();
+        tokio::spawn(server.run(std::future::pending()));
+
+        // Fill every slot with a client that never finishes its request.
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /met").await.unwrap();
+            idle.push(s);
+        }
+        // Let the server accept them all before the next one arrives.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // One more is closed at once, unanswered.
+        let mut extra = TcpStream::connect(addr).await.unwrap();
+        let mut buf = Vec::new();
+        let n = tokio::time::timeout(Duration::from_millis(250), extra.read_to_end(&mut buf))
+            .await
+            .expect("an excess connection is closed, not parked")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        // The idle ones are cut off after the time limit...
+        let started = std::time::Instant::now();
+        let mut first = idle.pop().unwrap();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(5), first.read_to_end(&mut buf)).await;
+        assert!(closed.is_ok(), "idle connection not closed");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        drop(idle);
+        // ...and scrapes work again.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let ok = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
     }
 
     proptest! {
