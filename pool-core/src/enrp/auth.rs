@@ -160,7 +160,13 @@ mod tests {
         // The codec skips the unknown 0x8002 parameter (high bits 10).
         let m = EnrpMessage::decode(&b).unwrap();
         assert_eq!(m.sender, 1);
-        assert!(matches!(m.body, EnrpBody::Presence { checksum: 0xbeef, .. }));
+        assert!(matches!(
+            m.body,
+            EnrpBody::Presence {
+                checksum: 0xbeef,
+                ..
+            }
+        ));
     }
 
     #[test]

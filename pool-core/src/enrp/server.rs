@@ -6,7 +6,9 @@
 //!   which authenticates, decodes and applies them to the registrar's handlespace
 //!   and tells the driver which registrar sent them (to map associations to peers);
 //! * forwards every [`RegistrarEvent`] of the ASAP side to
-//!   [`EnrpServer::handle_registrar_event`] (→ ENRP_HANDLE_UPDATE to all peers);
+//!   [`EnrpServer::handle_registrar_event`] (→ ENRP_HANDLE_UPDATE to all peers),
+//!   *before* it runs ENRP timeouts: a presence must not overtake an update
+//!   whose change its checksum already counts (the peer would audit needlessly);
 //! * calls [`EnrpServer::handle_timeout`] at [`EnrpServer::poll_timeout`]
 //!   (presence, dead-peer detection, takeover, table-load timeouts);
 //! * sends each [`EnrpAction::Send`] on its association to that registrar and
@@ -665,7 +667,9 @@ impl EnrpServer {
                 };
                 self.send(now, from, &msg);
             }
-            EnrpBody::InitTakeover { target } => self.on_init_takeover(now, from, target, registrar),
+            EnrpBody::InitTakeover { target } => {
+                self.on_init_takeover(now, from, target, registrar)
+            }
             EnrpBody::InitTakeoverAck { target } => {
                 if let Some(t) = self.takeovers.get_mut(&target) {
                     t.waiting.remove(&from);
@@ -814,13 +818,16 @@ impl EnrpServer {
     ) {
         let id = self.config.id;
         let expires = now + self.config.table_request_timeout;
-        if self
-            .peers
-            .values()
-            .any(|p| p.load.as_ref().is_some_and(|l| !l.own_children_only))
+        if own_children_only
+            && self
+                .peers
+                .values()
+                .any(|p| p.load.as_ref().is_some_and(|l| !l.own_children_only))
         {
-            // Still loading from a mentor: our view (even of our own PEs,
-            // adopted from it) is incomplete. The peer retries at its next audit.
+            // Still loading from a mentor: our own PEs (adopted from it) are
+            // incomplete, and the requester would delete what is missing. It
+            // retries at its next audit. (A full table is served anyway: it
+            // only ever adds.)
             let msg = EnrpMessage {
                 sender: id,
                 receiver: from,
@@ -1153,6 +1160,15 @@ impl EnrpServer {
             self.abort_takeover(now, target, true);
         }
         if let Some(p) = self.peers.get_mut(&target) {
+            // We still hear the target: it is not dead, only cut off from the
+            // claimant. Agreeing would split its PEs between two homes.
+            if p.alive
+                && p.last_heard
+                    .is_some_and(|h| now < h + self.config.presence_interval * 3 / 2)
+            {
+                self.counters.rejected += 1;
+                return;
+            }
             // Give the claimant time to finish before trying ourselves.
             if !p.alive {
                 p.takeover_after = Some(now + self.config.takeover_timeout * 2);
@@ -1202,7 +1218,12 @@ impl EnrpServer {
 
     // ---- sending ----
 
-    fn presence(&self, registrar: &Registrar, to: RegistrarId, reply_required: bool) -> EnrpMessage {
+    fn presence(
+        &self,
+        registrar: &Registrar,
+        to: RegistrarId,
+        reply_required: bool,
+    ) -> EnrpMessage {
         EnrpMessage {
             sender: self.config.id,
             receiver: to,
