@@ -51,6 +51,9 @@ pub struct AssociationConfig {
     pub pmtu_overrides: Vec<(std::net::IpAddr, usize)>,
     /// Maximum number of packets sent in one burst per path [Max.Burst].
     pub max_burst: usize,
+    /// Offer partial reliability (RFC 3758 FORWARD-TSN) so `send_with` can abandon
+    /// messages by lifetime or retransmission count.
+    pub partial_reliability: bool,
 }
 
 impl Default for AssociationConfig {
@@ -73,6 +76,7 @@ impl Default for AssociationConfig {
             pmtu: 1472,
             pmtu_overrides: Vec::new(),
             max_burst: 16,
+            partial_reliability: true,
         }
     }
 }

@@ -10,11 +10,11 @@ use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const MAC_LEN: usize = 32;
 /// Most peer addresses carried in a cookie; more are ignored.
 pub const MAX_COOKIE_ADDRS: usize = 8;
-const FIXED_LEN: usize = 2 + 8 + 4 * 7 + 2 * 4 + 19 + 1;
+const FIXED_LEN: usize = 2 + 8 + 4 * 7 + 2 * 4 + 19 + 1 + 1;
 
 /// The association parameters sealed in a cookie.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +47,8 @@ pub struct CookieData {
     pub origin: SocketAddr,
     /// Further addresses the peer listed in its INIT.
     pub peer_addrs: Vec<IpAddr>,
+    /// The peer offered partial reliability (FORWARD-TSN).
+    pub peer_pr: bool,
 }
 
 /// Why a cookie was refused.
@@ -140,6 +142,7 @@ impl CookieSecret {
         }
         put_ip(&mut out, d.origin.ip());
         out.extend_from_slice(&d.origin.port().to_be_bytes());
+        out.push(u8::from(d.peer_pr));
         out.push(addrs.len() as u8);
         for a in addrs {
             put_ip(&mut out, *a);
@@ -197,6 +200,7 @@ impl CookieSecret {
             peer_port: u16_at(44),
             origin: SocketAddr::new(origin_ip, u16_at(63)),
             peer_addrs,
+            peer_pr: body[65] & 1 != 0,
         })
     }
 }
@@ -222,6 +226,7 @@ mod tests {
             peer_port: 11,
             origin: "[2001:db8::1]:9899".parse().unwrap(),
             peer_addrs: addrs,
+            peer_pr: true,
         }
     }
 
@@ -236,6 +241,7 @@ mod tests {
                 peer_os: ports[0], peer_mis: ports[1], local_port: ports[2], peer_port: ports[3],
                 origin: SocketAddr::new(IpAddr::from(v4), port),
                 peer_addrs: addrs.into_iter().map(IpAddr::from).collect(),
+                peer_pr: tags[0] & 1 == 0,
             };
             let s = CookieSecret::new([7; 32]);
             prop_assert_eq!(s.open(&s.seal(&d), 5, 10), Ok(d));

@@ -576,9 +576,11 @@ impl Endpoint {
         }
         let mut peer_addrs = Vec::new();
         let mut unrecognized = Vec::new();
+        let mut peer_pr = false;
         for p in &init.params {
             match p {
                 InitParam::Address(ip) => peer_addrs.push(*ip),
+                InitParam::ForwardTsnSupported => peer_pr = true,
                 InitParam::Unknown { typ, value } => {
                     if typ & 0x4000 != 0 {
                         let mut tlv = Vec::with_capacity(4 + value.len());
@@ -612,6 +614,7 @@ impl Endpoint {
             peer_port: header.src_port,
             origin: remote,
             peer_addrs,
+            peer_pr,
         });
         let cfg = &self.config.association;
         let mut params: Vec<InitParam> = self
@@ -621,6 +624,9 @@ impl Endpoint {
             .map(|a| InitParam::Address(*a))
             .collect();
         params.push(InitParam::StateCookie(cookie));
+        if cfg.partial_reliability {
+            params.push(InitParam::ForwardTsnSupported);
+        }
         params.extend(unrecognized.into_iter().take(4));
         let ack = InitChunk {
             initiate_tag: local_tag,

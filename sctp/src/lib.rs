@@ -51,7 +51,9 @@ mod event;
 pub mod fuzzing;
 pub mod wire;
 
-pub use assoc::{Association, AssociationStats, PathInfo, SendError, State, MAX_PATHS};
+pub use assoc::{
+    Association, AssociationStats, PathInfo, SendError, SendOptions, State, MAX_PATHS,
+};
 pub use config::{AssociationConfig, ConfigError, EndpointConfig};
 pub use endpoint::{ConnectError, Endpoint, EndpointStats, Transmit};
 pub use event::{AssocHandle, CloseReason, Event};

@@ -50,6 +50,15 @@ pub enum State {
     Closed,
 }
 
+/// Partial-reliability options for [`Association::send_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendOptions {
+    /// Give the message up after this many retransmissions (0: send once).
+    pub max_retransmissions: Option<u16>,
+    /// Give the message up once this much time has passed since `send_with`.
+    pub lifetime: Option<Duration>,
+}
+
 /// Why `send` refused a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -319,6 +328,7 @@ impl Association {
             c.peer_os,
             c.peer_mis,
         );
+        a.tx.pr_enabled = a.cfg.partial_reliability && c.peer_pr;
         a.establish(now);
         a.send_cookie_ack = true;
         a
@@ -430,13 +440,48 @@ impl Association {
         }
     }
 
-    /// Queues a message. Fails when the send buffer is full (back-pressure).
+    /// Queues a reliable message. Fails when the send buffer is full (back-pressure).
     pub fn send(
         &mut self,
         stream: u16,
         ppid: u32,
         ordered: bool,
         data: Bytes,
+    ) -> Result<(), SendError> {
+        self.send_inner(stream, ppid, ordered, data, None, None)
+    }
+
+    /// Queues a message that may be abandoned (RFC 3758) after `opts.max_retransmissions`
+    /// retransmissions or once `opts.lifetime` (from `now`) has passed. Without partial
+    /// reliability negotiated with the peer the message is sent reliably.
+    pub fn send_with(
+        &mut self,
+        now: Instant,
+        stream: u16,
+        ppid: u32,
+        ordered: bool,
+        data: Bytes,
+        opts: SendOptions,
+    ) -> Result<(), SendError> {
+        let expires = opts.lifetime.map(|l| now + l);
+        self.send_inner(
+            stream,
+            ppid,
+            ordered,
+            data,
+            opts.max_retransmissions,
+            expires,
+        )
+    }
+
+    fn send_inner(
+        &mut self,
+        stream: u16,
+        ppid: u32,
+        ordered: bool,
+        data: Bytes,
+        max_rtx: Option<u16>,
+        expires: Option<Instant>,
     ) -> Result<(), SendError> {
         match self.state {
             State::CookieWait | State::CookieEchoed | State::Established => {}
@@ -452,7 +497,8 @@ impl Association {
             return Err(SendError::InvalidStream(stream));
         }
         self.burst_left = self.cfg.max_burst;
-        self.tx.enqueue(stream, ppid, ordered, data, &self.cfg)
+        self.tx
+            .enqueue(stream, ppid, ordered, data, max_rtx, expires)
     }
 
     /// Starts a graceful shutdown: queued data is still delivered.
@@ -802,6 +848,16 @@ impl Association {
                 self.events.push_back(Event::PeerError(causes));
             }
             Chunk::Init(_) => return false,
+            Chunk::ForwardTsn(f)
+                if self.tx.pr_enabled
+                    && matches!(
+                        self.state,
+                        State::Established | State::ShutdownPending | State::ShutdownSent
+                    ) =>
+            {
+                *data_seen = true;
+                self.rx.on_forward_tsn(f, &mut self.events, &mut self.stats);
+            }
             // Extensions we did not negotiate are treated as unknown chunk types.
             Chunk::IData(_) | Chunk::ForwardTsn(_) | Chunk::ReConfig(_) | Chunk::Unknown { .. } => {
                 return self.unknown_chunk(raw);
@@ -832,6 +888,7 @@ impl Association {
             return;
         }
         let mut cookie = None;
+        let mut peer_pr = false;
         let port = self.paths[pidx].addr.port();
         for p in init.params {
             match p {
@@ -842,12 +899,14 @@ impl Association {
                         self.paths.push(Path::new(addr, &self.cfg, false));
                     }
                 }
+                InitParam::ForwardTsnSupported => peer_pr = true,
                 // 00 and 01: stop processing further parameters.
                 InitParam::Unknown { typ, .. } if typ & 0x8000 == 0 => break,
                 _ => {}
             }
         }
         let Some(cookie) = cookie else { return };
+        self.tx.pr_enabled = self.cfg.partial_reliability && peer_pr;
         self.adopt_peer(
             now,
             init.initiate_tag,
@@ -910,6 +969,7 @@ impl Association {
                     c.peer_os,
                     c.peer_mis,
                 );
+                self.tx.pr_enabled = self.cfg.partial_reliability && c.peer_pr;
                 self.establish(now);
                 self.send_cookie_ack = true;
             }

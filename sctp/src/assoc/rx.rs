@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use super::{unwrap_tsn, AssociationStats};
 use crate::config::AssociationConfig;
 use crate::event::Event;
-use crate::wire::{cause_code, chunk_type, DataChunk, ErrorCause};
+use crate::wire::{cause_code, chunk_type, DataChunk, ErrorCause, ForwardTsnChunk};
 
 /// Most duplicate TSNs reported in one SACK.
 const MAX_DUPS: usize = 16;
@@ -285,6 +285,84 @@ impl Receiver {
             // An SSN already delivered or duplicated: a broken peer; drop it.
             self.held -= bytes.len();
             stats.data_dropped += 1;
+        }
+    }
+
+    /// FORWARD-TSN (RFC 3758 §3.6): skip abandoned TSNs, drop their fragments and
+    /// release ordered messages the skipped SSNs were holding back.
+    pub fn on_forward_tsn(
+        &mut self,
+        f: ForwardTsnChunk,
+        events: &mut VecDeque<Event>,
+        stats: &mut AssociationStats,
+    ) {
+        self.urgent = true;
+        let new = unwrap_tsn(self.cum, f.new_cum_tsn);
+        if new <= self.cum || new - self.cum > u16::MAX as u64 {
+            return;
+        }
+        let keep = self.reasm.split_off(&(new + 1));
+        for c in std::mem::replace(&mut self.reasm, keep).into_values() {
+            self.reasm_bytes -= c.payload.len();
+            self.held -= c.payload.len();
+        }
+        self.above = self.above.split_off(&(new + 1));
+        self.cum = new;
+        while self.above.remove(&(self.cum + 1)) {
+            self.cum += 1;
+        }
+        for (stream, ssn) in f.streams {
+            let Some(st) = self.streams.get_mut(&stream) else {
+                self.streams.insert(
+                    stream,
+                    InStream {
+                        next_ssn: ssn.wrapping_add(1),
+                        pending: BTreeMap::new(),
+                    },
+                );
+                continue;
+            };
+            if (ssn.wrapping_sub(st.next_ssn) as i16) < 0 {
+                continue;
+            }
+            // Deliver what waited behind the skipped SSNs, in order.
+            let skipped: Vec<u16> = st
+                .pending
+                .keys()
+                .copied()
+                .filter(|k| {
+                    (ssn.wrapping_sub(*k) as i16) >= 0 && (k.wrapping_sub(st.next_ssn) as i16) >= 0
+                })
+                .collect();
+            let mut ordered: Vec<(u16, u16)> = skipped
+                .iter()
+                .map(|k| (k.wrapping_sub(st.next_ssn), *k))
+                .collect();
+            ordered.sort_unstable();
+            for (_, k) in ordered {
+                if let Some((ppid, bytes)) = st.pending.remove(&k) {
+                    stats.messages_received += 1;
+                    self.ready += bytes.len();
+                    events.push_back(Event::Data {
+                        stream,
+                        ppid,
+                        ordered: true,
+                        bytes,
+                    });
+                }
+            }
+            st.next_ssn = ssn.wrapping_add(1);
+            while let Some((ppid, bytes)) = st.pending.remove(&st.next_ssn) {
+                stats.messages_received += 1;
+                self.ready += bytes.len();
+                events.push_back(Event::Data {
+                    stream,
+                    ppid,
+                    ordered: true,
+                    bytes,
+                });
+                st.next_ssn = st.next_ssn.wrapping_add(1);
+            }
         }
     }
 

@@ -23,6 +23,21 @@ struct OutMsg {
     ssn: u16,
     data: Bytes,
     offset: usize,
+    pr: Pr,
+}
+
+/// Partial-reliability policy of one message (RFC 3758); `msg` links its fragments.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pr {
+    msg: u64,
+    max_rtx: Option<u16>,
+    expires: Option<Instant>,
+}
+
+impl Pr {
+    fn limited(&self) -> bool {
+        self.max_rtx.is_some() || self.expires.is_some()
+    }
 }
 
 /// A DATA chunk sent and not yet cumulatively acknowledged.
@@ -46,6 +61,9 @@ struct Sent {
     fast: bool,
     fast_done: bool,
     miss: u8,
+    pr: Pr,
+    /// Given up on (RFC 3758): neither retransmitted nor counted in flight.
+    abandoned: bool,
 }
 
 /// Sending-side state.
@@ -73,6 +91,12 @@ pub(crate) struct Sender {
     send_buffer: usize,
     /// Smallest fragment worth starting in a partly filled packet.
     min_fragment: usize,
+    /// Partial reliability negotiated with the peer.
+    pub pr_enabled: bool,
+    /// Advanced.Peer.Ack.Point (RFC 3758 §3.5), 64-bit unwrapped.
+    adv_ack: u64,
+    pub send_fwd_tsn: bool,
+    next_msg: u64,
 }
 
 impl Sender {
@@ -96,6 +120,10 @@ impl Sender {
             want_writable: false,
             send_buffer: cfg.send_buffer,
             min_fragment: 512,
+            pr_enabled: false,
+            adv_ack: base - 1,
+            send_fwd_tsn: false,
+            next_msg: 0,
         }
     }
 
@@ -142,7 +170,8 @@ impl Sender {
         ppid: u32,
         ordered: bool,
         data: Bytes,
-        _cfg: &AssociationConfig,
+        max_rtx: Option<u16>,
+        expires: Option<Instant>,
     ) -> Result<(), SendError> {
         let buffered = self.buffered();
         if buffered + data.len() > self.send_buffer {
@@ -151,22 +180,24 @@ impl Sender {
                 buffered_amount: buffered,
             });
         }
-        let ssn = if ordered {
-            let Some(s) = self.next_ssn.get_mut(stream as usize) else {
-                return Err(SendError::InvalidStream(stream));
-            };
-            let v = *s;
-            *s = s.wrapping_add(1);
-            v
-        } else {
-            0
-        };
+        if ordered && stream as usize >= self.next_ssn.len() {
+            return Err(SendError::InvalidStream(stream));
+        }
+        // The SSN is assigned at first transmission, so a message abandoned before it
+        // left leaves no hole in its stream.
+        let ssn = 0;
+        self.next_msg += 1;
         self.queued_bytes += data.len();
         self.queue.push_back(OutMsg {
             stream,
             ppid,
             unordered: !ordered,
             ssn,
+            pr: Pr {
+                msg: self.next_msg,
+                max_rtx,
+                expires,
+            },
             data,
             offset: 0,
         });
@@ -194,6 +225,11 @@ impl Association {
                 .local_addresses
                 .iter()
                 .map(|a| InitParam::Address(*a))
+                .chain(
+                    self.cfg
+                        .partial_reliability
+                        .then_some(InitParam::ForwardTsnSupported),
+                )
                 .collect(),
         }
     }
@@ -230,6 +266,9 @@ impl Association {
         }
         if self.rx.sack_needed {
             return Some(self.rx.sack_path.min(self.paths.len() - 1));
+        }
+        if self.tx.send_fwd_tsn && self.data_allowed() {
+            return Some(self.data_path);
         }
         if self.data_allowed() {
             if self.tx.rtx_count > 0 {
@@ -336,6 +375,9 @@ impl Association {
             let hb = self.make_heartbeat(now, dest);
             hb.encode(buf);
         }
+        if self.data_allowed() && self.tx.send_fwd_tsn {
+            self.write_forward_tsn(now, dest, buf, pmtu);
+        }
         if self.data_allowed() {
             if self.tx.rtx_count > 0 && dest == self.rtx_dest() {
                 self.fill_retransmissions(now, dest, buf, pmtu);
@@ -415,6 +457,12 @@ impl Association {
             let Some(msg) = tx.queue.front_mut() else {
                 break;
             };
+            if msg.offset == 0 && tx.pr_enabled && msg.pr.expires.is_some_and(|e| e <= now) {
+                // Expired before it was sent (RFC 3758 §3.1): drop without a trace.
+                tx.queued_bytes -= msg.data.len();
+                tx.queue.pop_front();
+                continue;
+            }
             if buf.len() + DATA_HEADER_LEN + 4 > pmtu {
                 break;
             }
@@ -432,6 +480,12 @@ impl Association {
             }
             let payload = msg.data.slice(msg.offset..msg.offset + len);
             let beginning = msg.offset == 0;
+            if beginning && !msg.unordered {
+                if let Some(s) = tx.next_ssn.get_mut(msg.stream as usize) {
+                    msg.ssn = *s;
+                    *s = s.wrapping_add(1);
+                }
+            }
             msg.offset += len;
             let ending = msg.offset == msg.data.len();
             let flags = DataChunk::flags(msg.unordered, beginning, ending, false);
@@ -440,7 +494,7 @@ impl Association {
             DataChunk::put_header(buf, flags, len, tsn as u32, msg.stream, msg.ssn, msg.ppid);
             buf.extend_from_slice(&payload);
             crate::wire::pad4(buf);
-            let (stream, ssn, ppid) = (msg.stream, msg.ssn, msg.ppid);
+            let (stream, ssn, ppid, pr) = (msg.stream, msg.ssn, msg.ppid, msg.pr);
             if ending {
                 tx.queue.pop_front();
             }
@@ -463,6 +517,8 @@ impl Association {
                 fast: false,
                 fast_done: false,
                 miss: 0,
+                pr,
+                abandoned: false,
             });
             path.flight += len;
             self.stats.data_chunks_sent += 1;
@@ -560,7 +616,7 @@ impl Association {
                     if s.sends == 1 && rtt.is_none() {
                         rtt = Some((s.path as usize, now.saturating_duration_since(s.sent_at)));
                     }
-                } else if !in_gap && s.acked {
+                } else if !in_gap && s.acked && !s.abandoned {
                     // Reneged (RFC 9260 §6.2.1): send it again.
                     s.acked = false;
                     tx.gap_acked -= 1;
@@ -573,7 +629,7 @@ impl Association {
                 let limit = (htna - tx.cum_ack - 1) as usize;
                 let mut fast_paths = [false; MAX_PATHS];
                 for s in tx.inflight.iter_mut().take(limit) {
-                    if s.acked || s.rtx || s.fast_done {
+                    if s.acked || s.rtx || s.fast_done || s.abandoned {
                         continue;
                     }
                     s.miss += 1;
@@ -643,6 +699,7 @@ impl Association {
             self.tx.want_writable = false;
             self.events.push_back(Event::Writable);
         }
+        self.pr_sweep(now);
         self.check_shutdown_progress(now);
         true
     }
@@ -668,6 +725,103 @@ impl Association {
                 }
             }
         }
+        if self.tx.adv_ack > self.tx.cum_ack {
+            // The FORWARD-TSN may have been lost: send it again (RFC 3758 §3.5 C4).
+            self.tx.send_fwd_tsn = true;
+        }
+        self.pr_sweep(now);
         self.path_error(i);
+    }
+
+    /// Abandons messages whose chunks are due for retransmission but ran out of
+    /// retransmissions or lifetime, and moves the Advanced.Peer.Ack.Point over them.
+    fn pr_sweep(&mut self, now: Instant) {
+        let tx = &mut self.tx;
+        if !tx.pr_enabled {
+            return;
+        }
+        let mut doomed: Vec<u64> = Vec::new();
+        for s in tx.inflight.iter() {
+            if !s.rtx || s.abandoned || !s.pr.limited() {
+                continue;
+            }
+            let over = s.pr.max_rtx.is_some_and(|m| s.sends > m);
+            let expired = s.pr.expires.is_some_and(|e| e <= now);
+            if (over || expired) && !doomed.contains(&s.pr.msg) {
+                doomed.push(s.pr.msg);
+            }
+        }
+        if !doomed.is_empty() {
+            for s in tx.inflight.iter_mut() {
+                if s.abandoned || !doomed.contains(&s.pr.msg) {
+                    continue;
+                }
+                // Every fragment goes, even gap-acked ones, so the FORWARD-TSN covers
+                // the whole message and the receiver drops its partial reassembly.
+                s.abandoned = true;
+                if s.in_flight {
+                    s.in_flight = false;
+                    self.paths[s.path as usize].flight -= s.payload.len();
+                    tx.outstanding -= s.payload.len();
+                }
+                if s.rtx {
+                    s.rtx = false;
+                    tx.rtx_count -= 1;
+                    if s.fast {
+                        s.fast = false;
+                        tx.fast_pending = tx.fast_pending.saturating_sub(1);
+                    }
+                }
+            }
+            // The unsent rest of a partly sent message goes too.
+            if let Some(front) = tx.queue.front() {
+                if front.offset > 0 && doomed.contains(&front.pr.msg) {
+                    tx.queued_bytes -= front.data.len() - front.offset;
+                    tx.queue.pop_front();
+                }
+            }
+        }
+        let mut adv = tx.cum_ack;
+        for s in tx.inflight.iter() {
+            if !s.abandoned {
+                break;
+            }
+            adv += 1;
+        }
+        tx.adv_ack = adv;
+        if adv > tx.cum_ack {
+            tx.send_fwd_tsn = true;
+        }
+    }
+
+    /// Writes FORWARD-TSN up to the Advanced.Peer.Ack.Point with the highest skipped
+    /// SSN of each ordered stream.
+    fn write_forward_tsn(&mut self, now: Instant, dest: usize, buf: &mut Vec<u8>, pmtu: usize) {
+        let tx = &mut self.tx;
+        tx.send_fwd_tsn = false;
+        if !tx.pr_enabled || tx.adv_ack <= tx.cum_ack {
+            return;
+        }
+        let n = (tx.adv_ack - tx.cum_ack) as usize;
+        let mut streams: Vec<(u16, u16)> = Vec::new();
+        for s in tx.inflight.iter().take(n) {
+            if s.flags & 0x04 == 0 {
+                match streams.iter_mut().find(|e| e.0 == s.stream) {
+                    Some(e) => e.1 = s.ssn,
+                    None => streams.push((s.stream, s.ssn)),
+                }
+            }
+        }
+        let max_streams = pmtu.saturating_sub(buf.len() + 8) / 4;
+        streams.truncate(max_streams);
+        Chunk::ForwardTsn(crate::wire::ForwardTsnChunk {
+            new_cum_tsn: tx.adv_ack as u32,
+            streams,
+        })
+        .encode(buf);
+        let p = &mut self.paths[dest];
+        if p.t3.is_none() {
+            p.t3 = Some(now + p.rto);
+        }
     }
 }
