@@ -1,0 +1,292 @@
+//! One session on the PE side: an association from a PU, a TCP connection to the backend.
+//!
+//! One task, one `select!` loop: read the backend (when the PU has taken what we sent),
+//! read the association (while the backend buffer is below [`BACKEND_BUFFER`]), write the
+//! backend from that bounded buffer, send a pending cookie when `cookie_interval` allows.
+//! A slow backend stops us reading the association; a slow PU (its send budget used up)
+//! stops us reading the backend — nothing is dropped, memory stays bounded.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use pool_core::wire::AsapMessage;
+use poolgate_plugins::{render, Delivery, PluginError, SessionState};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::Shared;
+use crate::session::{self, Control, SessionMessage, CHUNK, COOKIE_LIFETIME, OPEN_TIMEOUT};
+use crate::transport::{AssocEvent, AssocSender, Association};
+
+/// Client bytes buffered for the backend before we stop reading the association.
+pub const BACKEND_BUFFER: usize = 256 * 1024;
+/// Longest wait for the PU to take a message (its window full) before the session ends.
+const SEND_DEADLINE: Duration = Duration::from_secs(30);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Keeps the active-session count and load in step with this session's life.
+struct ActiveGuard(Arc<Shared>);
+
+impl ActiveGuard {
+    fn new(shared: Arc<Shared>) -> Self {
+        shared.active.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.active.inc();
+        shared.load_changed.notify_waiters();
+        ActiveGuard(shared)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.active.dec();
+        self.0.load_changed.notify_waiters();
+    }
+}
+
+fn refuse(shared: &Shared, assoc: &AssocSender, reason: &'static str) {
+    if let Ok(c) = shared.metrics.refused.with(&[reason]) {
+        c.inc();
+    }
+    tracing::debug!(reason, "session refused");
+    assoc.abort(reason);
+}
+
+async fn first_message(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<AssocEvent>,
+) -> Option<SessionMessage> {
+    let wait = async {
+        loop {
+            match events.recv().await? {
+                AssocEvent::Message(m) => return Some(SessionMessage::decode(m)),
+                AssocEvent::Down(_) => return None,
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(OPEN_TIMEOUT, wait).await.ok().flatten()
+}
+
+/// Seals the plugin's checkpoint and sends it as an ASAP COOKIE.
+async fn send_cookie(
+    shared: &Shared,
+    plugin: &mut dyn SessionState,
+    tx: &AssocSender,
+) -> Result<(), ()> {
+    let parts = plugin.checkpoint();
+    let expiry = now_ms() + COOKIE_LIFETIME.as_millis() as u64;
+    let sealed = shared
+        .keys
+        .seal(&shared.pool, &parts, expiry, &mut rand::rng())
+        .map_err(|e| tracing::warn!(error = %e, "cannot seal a cookie"))?;
+    let msg = session::asap(&AsapMessage::Cookie(sealed)).ok_or(())?;
+    tx.send(msg, SEND_DEADLINE).await.map_err(|_| ())?;
+    shared.metrics.cookies.inc();
+    Ok(())
+}
+
+/// Serves one session from its first message to its end.
+pub async fn serve(assoc: Association, shared: Arc<Shared>) {
+    let (tx, mut events) = assoc.split();
+    let mut plugin = shared.plugin.new_session();
+    let mut prelude = Vec::new();
+    let kind = match first_message(&mut events).await {
+        Some(SessionMessage::Control(Control::Open)) => "new",
+        Some(SessionMessage::Asap(AsapMessage::CookieEcho(c))) => {
+            match shared.keys.open(&shared.pool, &c, now_ms()) {
+                Ok(parts) => match plugin.restore(&parts) {
+                    Ok(r) => {
+                        prelude = r.prelude;
+                        "resumed"
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cookie does not restore this plugin");
+                        return refuse(&shared, &tx, "restore_failed");
+                    }
+                },
+                Err(e) => {
+                    if let Ok(c) = shared.metrics.cookies_rejected.with(&[e.kind()]) {
+                        c.inc();
+                    }
+                    tracing::warn!(error = %e, "COOKIE_ECHO rejected");
+                    return refuse(&shared, &tx, "bad_cookie");
+                }
+            }
+        }
+        _ => return refuse(&shared, &tx, "no_open"),
+    };
+    if shared.active.load(Ordering::Relaxed) >= shared.cfg.max_sessions as usize {
+        return refuse(&shared, &tx, "max_sessions");
+    }
+    let b = &shared.cfg.backend;
+    let backend = match tokio::time::timeout(
+        b.connect_timeout,
+        TcpStream::connect((b.address.host.as_str(), b.address.port)),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        _ => {
+            shared.backend_suspect.notify_one();
+            return refuse(&shared, &tx, "backend_unreachable");
+        }
+    };
+    let _ = backend.set_nodelay(true);
+    let _active = ActiveGuard::new(shared.clone());
+    if let Ok(c) = shared.metrics.sessions.with(&[kind]) {
+        c.inc();
+    }
+    tracing::debug!(kind, pu = %tx.remote(), "session open");
+    let end = relay(&shared, plugin.as_mut(), &tx, &mut events, backend, prelude).await;
+    tracing::debug!(end = end.label(), "session end");
+    match end {
+        End::Closed | End::HandOver => tx.close(),
+        End::PeerGone => {}
+        End::Failed(r) => tx.abort(r),
+    }
+}
+
+/// How a session ended.
+enum End {
+    /// The backend closed; everything relayed; close the association gracefully.
+    Closed,
+    /// Drain grace over: final cookie sent; close gracefully.
+    HandOver,
+    /// The PU closed or the association died.
+    PeerGone,
+    /// Something broke; abort.
+    Failed(&'static str),
+}
+
+impl End {
+    fn label(&self) -> &'static str {
+        match self {
+            End::Closed => "backend_closed",
+            End::HandOver => "hand_over",
+            End::PeerGone => "peer_gone",
+            End::Failed(r) => r,
+        }
+    }
+}
+
+async fn relay(
+    shared: &Shared,
+    plugin: &mut dyn SessionState,
+    tx: &AssocSender,
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<AssocEvent>,
+    backend: TcpStream,
+    prelude: Vec<u8>,
+) -> End {
+    let (mut br, mut bw) = backend.into_split();
+    let mut to_backend = BytesMut::from(&prelude[..]);
+    let mut from_backend = BytesMut::with_capacity(CHUNK);
+    let mut deliver: Vec<Delivery> = Vec::new();
+    let mut client_eof = false;
+    let mut backend_shut = false;
+    let mut hand_over = shared.hand_over.subscribe();
+    let interval = shared.cfg.cookie_interval;
+    let bytes_up = shared.metrics.bytes.with(&["to_backend"]).ok();
+    let bytes_down = shared.metrics.bytes.with(&["to_pu"]).ok();
+    // The initial cookie: the PU must hold one before anything can go wrong.
+    if send_cookie(shared, plugin, tx).await.is_err() {
+        return End::PeerGone;
+    }
+    let mut last_cookie = tokio::time::Instant::now();
+    let mut cookie_due = false;
+    loop {
+        if client_eof && to_backend.is_empty() && !backend_shut {
+            let _ = bw.shutdown().await;
+            backend_shut = true;
+        }
+        let cookie_at = last_cookie + interval;
+        tokio::select! {
+            r = br.read_buf(&mut from_backend) => {
+                match r {
+                    Ok(0) | Err(_) => return End::Closed,
+                    Ok(_) => {}
+                }
+                let chunk = from_backend.split().freeze();
+                deliver.clear();
+                let p = plugin.on_backend_bytes(&chunk, &mut deliver);
+                if let Some(e) = &p.error {
+                    tracing::warn!(error = %e, "plugin lost track of the backend stream");
+                    if matches!(e, PluginError::PreludeRejected(_)) {
+                        return End::Failed("prelude_rejected");
+                    }
+                }
+                let out = if matches!(deliver.as_slice(), [Delivery::Forward(r)] if r.start == 0 && r.end == chunk.len()) {
+                    chunk
+                } else {
+                    Bytes::from(render(&chunk, &deliver))
+                };
+                if !out.is_empty() {
+                    if let Some(c) = &bytes_down { c.inc_by(out.len() as u64); }
+                    if tx.send(session::data(out), SEND_DEADLINE).await.is_err() {
+                        return End::PeerGone;
+                    }
+                }
+                if p.checkpoint {
+                    cookie_due = true;
+                }
+                if from_backend.capacity() < CHUNK / 4 {
+                    from_backend.reserve(CHUNK);
+                }
+            }
+            ev = events.recv(), if to_backend.len() < BACKEND_BUFFER => {
+                let Some(ev) = ev else { return End::PeerGone };
+                match ev {
+                    AssocEvent::Message(m) => match SessionMessage::decode(m) {
+                        SessionMessage::Data(d) => {
+                            let p = plugin.on_client_bytes(&d);
+                            if let Some(e) = p.error {
+                                tracing::warn!(error = %e, "plugin lost track of the client stream");
+                            }
+                            if let Some(c) = &bytes_up { c.inc_by(d.len() as u64); }
+                            to_backend.extend_from_slice(&d);
+                        }
+                        SessionMessage::Control(Control::Eof) => client_eof = true,
+                        SessionMessage::Asap(AsapMessage::EndpointKeepAlive { pool_handle, .. }) => {
+                            let ack = AsapMessage::EndpointKeepAliveAck { pool_handle, pe_id: shared.pe_id };
+                            if let Some(m) = session::asap(&ack) {
+                                if tx.send(m, SEND_DEADLINE).await.is_err() {
+                                    return End::PeerGone;
+                                }
+                            }
+                        }
+                        _ => {}
+                    },
+                    AssocEvent::Down(_) => return End::PeerGone,
+                    _ => {}
+                }
+            }
+            r = bw.write_buf(&mut to_backend), if !to_backend.is_empty() => {
+                if matches!(r, Ok(0) | Err(_)) {
+                    return End::Closed;
+                }
+            }
+            _ = tokio::time::sleep_until(cookie_at), if cookie_due => {
+                if send_cookie(shared, plugin, tx).await.is_err() {
+                    return End::PeerGone;
+                }
+                cookie_due = false;
+                last_cookie = tokio::time::Instant::now();
+            }
+            ok = async { hand_over.wait_for(|h| *h).await.is_ok() } => {
+                if ok {
+                    // Client bytes still buffered here are unanswered requests the PU
+                    // replays; the cookie describes the state after the last reply sent.
+                    let _ = send_cookie(shared, plugin, tx).await;
+                    return End::HandOver;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,475 @@
+//! One client connection on the PPU: relay over a session to a PE, detect PE failure,
+//! move the session to another PE.
+//!
+//! One task and one `select!` loop per session: read the client (plugin first, then send
+//! to the PE with back-pressure), read the association while the client buffer is below
+//! [`CLIENT_BUFFER`], write the client from that buffer, and run the keep-alive timer.
+//! Every `await` inside the loop is cancel-safe or happens after the bytes were given to
+//! the plugin, so a failure at any point loses nothing the plugin cannot replay.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use pool_core::cookie::replace_public;
+use pool_core::types::{PeId, PoolHandle};
+use pool_core::wire::AsapMessage;
+use poolgate_plugins::{render, Delivery, Failover, PluginConfig, SessionState};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Mutex};
+use tokio::time::Instant;
+
+use super::PpuMetrics;
+use crate::asap_client::PoolUser;
+use crate::config::ppu::SessionConfig;
+use crate::session::{self, Control, SessionMessage, CHUNK};
+use crate::transport::sctp_udp::SctpUdp;
+use crate::transport::{AssocEvent, AssocSender, DownReason, Transport};
+
+/// Backend bytes buffered for the client before we stop reading the association.
+pub const CLIENT_BUFFER: usize = 256 * 1024;
+/// Longest wait for the PE to take a message before the session counts as failed.
+const SEND_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What the sessions of one listener share.
+pub struct SessionContext {
+    /// Listener name (metric label).
+    pub listener: String,
+    /// Pool served.
+    pub pool: PoolHandle,
+    /// Plugin factory.
+    pub plugin: PluginConfig,
+    /// Keep-alive and failover settings.
+    pub session: SessionConfig,
+    /// Deadline of one handle resolution.
+    pub resolution_timeout: Duration,
+    /// The shared pool user (resolution cache, failure reports).
+    pub pu: Arc<Mutex<PoolUser<SctpUdp>>>,
+    /// Transport for sessions.
+    pub transport: SctpUdp,
+    /// Metrics.
+    pub metrics: Arc<PpuMetrics>,
+}
+
+/// Why a session left its PE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    /// No message within the keep-alive timeout.
+    KeepaliveTimeout,
+    /// The PE closed the session cleanly (its backend closed, or it drained).
+    PeClosed,
+    /// The association went down otherwise.
+    Down(DownReason),
+    /// The PE did not take a message within the send deadline.
+    SendFailed,
+}
+
+impl Cause {
+    /// Metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Cause::KeepaliveTimeout => "keepalive_timeout",
+            Cause::PeClosed => "pe_closed",
+            Cause::Down(_) => "association_down",
+            Cause::SendFailed => "send_failed",
+        }
+    }
+
+    /// Whether the PE should be reported unreachable to the registrar.
+    pub fn reportable(&self) -> bool {
+        !matches!(self, Cause::PeClosed)
+    }
+}
+
+enum Outcome {
+    /// Client half-closed and the PE closed after answering everything.
+    Done,
+    /// The client went away.
+    ClientGone,
+    /// The PE failed.
+    Failed(Cause),
+}
+
+struct Link {
+    pe: PeId,
+    tx: AssocSender,
+    rx: mpsc::UnboundedReceiver<AssocEvent>,
+}
+
+struct Session<'a> {
+    ctx: &'a SessionContext,
+    plugin: Box<dyn SessionState>,
+    cookie: Option<Vec<u8>>,
+    requests: u64,
+    client_eof: bool,
+    to_client: BytesMut,
+    deliver: Vec<Delivery>,
+    last_seen: Instant,
+    waiting_since: Option<Instant>,
+    tried: Vec<PeId>,
+    fails_in_row: u32,
+}
+
+/// Runs one client session to its end.
+pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: &SessionContext) {
+    let (mut cr, mut cw) = stream.into_split();
+    let mut s = Session {
+        ctx,
+        plugin: ctx.plugin.new_session(),
+        cookie: None,
+        requests: 0,
+        client_eof: false,
+        to_client: BytesMut::new(),
+        deliver: Vec::new(),
+        last_seen: Instant::now(),
+        waiting_since: None,
+        tried: Vec::new(),
+        fails_in_row: 0,
+    };
+    let mut link = match s.open().await {
+        Some(l) => l,
+        None => {
+            s.count_unresumable("no_pe");
+            tracing::warn!(%peer, listener = %ctx.listener, "no pool element reachable; closing the client connection");
+            let _ = cw.shutdown().await;
+            return;
+        }
+    };
+    tracing::debug!(%peer, pe = format_args!("{:08x}", link.pe), "session open");
+    loop {
+        match s.relay(&mut link, &mut cr, &mut cw).await {
+            Outcome::Done => {
+                let _ = cw.write_all(&s.to_client).await;
+                let _ = cw.shutdown().await;
+                link.tx.close();
+                return;
+            }
+            Outcome::ClientGone => {
+                link.tx.close();
+                return;
+            }
+            Outcome::Failed(cause) => {
+                link.tx.abort("failover");
+                match s.failover(cause, link.pe, &mut cw).await {
+                    Some(l) => link = l,
+                    None => {
+                        let _ = cw.shutdown().await;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Session<'_> {
+    fn count_unresumable(&self, reason: &str) {
+        if let Ok(c) = self
+            .ctx
+            .metrics
+            .unresumable
+            .with(&[&self.ctx.listener, reason])
+        {
+            c.inc();
+        }
+    }
+
+    /// Selects a PE not yet tried for this session and opens an association to it.
+    async fn connect_next(&mut self) -> Option<Link> {
+        let ctx = self.ctx;
+        let pe = {
+            let mut pu = ctx.pu.lock().await;
+            match pu.select(&ctx.pool, ctx.resolution_timeout).await {
+                Ok(pe) if !self.tried.contains(&pe.id) => Some(pe),
+                _ => {
+                    let all = pu
+                        .resolve(&ctx.pool, ctx.resolution_timeout)
+                        .await
+                        .ok()?;
+                    let left: Vec<_> = all
+                        .into_iter()
+                        .filter(|p| !self.tried.contains(&p.id))
+                        .collect();
+                    if left.is_empty() {
+                        None
+                    } else {
+                        let i = rand::random_range(0..left.len());
+                        left.into_iter().nth(i)
+                    }
+                }
+            }
+        }?;
+        self.tried.push(pe.id);
+        let (addrs, port) = session::session_target(&pe.user_transport)?;
+        let deadline = ctx.session.keepalive_timeout.max(Duration::from_millis(500)) * 2;
+        match ctx.transport.connect(&addrs, port, deadline).await {
+            Ok(a) => {
+                let (tx, rx) = a.split();
+                Some(Link { pe: pe.id, tx, rx })
+            }
+            Err(e) => {
+                tracing::debug!(pe = format_args!("{:08x}", pe.id), error = %e, "PE unreachable");
+                if ctx.session.report_failures {
+                    ctx.pu.lock().await.report_failure(&ctx.pool, pe.id).await;
+                }
+                None
+            }
+        }
+    }
+
+    /// Opens a new session on some PE of the pool.
+    async fn open(&mut self) -> Option<Link> {
+        for _ in 0..self.ctx.session.failover_max_attempts {
+            let Some(link) = self.connect_next().await else {
+                continue;
+            };
+            if link
+                .tx
+                .send(Control::Open.message(), SEND_DEADLINE)
+                .await
+                .is_ok()
+            {
+                self.last_seen = Instant::now();
+                return Some(link);
+            }
+        }
+        None
+    }
+
+    /// Moves the session to another PE; `None` when it cannot be resumed.
+    async fn failover(&mut self, cause: Cause, failed: PeId, cw: &mut OwnedWriteHalf) -> Option<Link> {
+        let ctx = self.ctx;
+        let started = Instant::now();
+        if let Ok(c) = ctx.metrics.failovers.with(&[&ctx.listener, cause.label()]) {
+            c.inc();
+        }
+        tracing::info!(pe = format_args!("{failed:08x}"), cause = cause.label(), detail = ?cause, "session failover");
+        if cw.write_all(&self.to_client).await.is_err() {
+            return None;
+        }
+        self.to_client.clear();
+        if ctx.session.report_failures && cause.reportable() {
+            ctx.pu.lock().await.report_failure(&ctx.pool, failed).await;
+        }
+        loop {
+            if self.fails_in_row >= ctx.session.failover_max_attempts {
+                self.count_unresumable("attempts_exhausted");
+                tracing::warn!(attempts = self.fails_in_row, "session not resumed: no PE took it over; closing the client connection");
+                return None;
+            }
+            self.fails_in_row += 1;
+            let resume = match self.plugin.failover() {
+                Failover::Resume(r) => r,
+                Failover::NotResumable(r) => {
+                    self.count_unresumable(r.kind());
+                    tracing::warn!(reason = %r, "session not resumable; closing the client connection");
+                    return None;
+                }
+            };
+            let Some(link) = self.connect_next().await else {
+                continue;
+            };
+            let first = match &self.cookie {
+                Some(c) => match replace_public(c, &self.plugin.public_state().encode()) {
+                    Ok(c) => session::asap(&AsapMessage::CookieEcho(c)),
+                    Err(e) => {
+                        self.count_unresumable("bad_cookie");
+                        tracing::warn!(error = %e, "latest cookie unusable; closing the client connection");
+                        return None;
+                    }
+                },
+                None => Some(Control::Open.message()),
+            };
+            let Some(first) = first else { return None };
+            let mut ok = link.tx.send(first, SEND_DEADLINE).await.is_ok();
+            if ok && !resume.replay.is_empty() {
+                ok = link
+                    .tx
+                    .send(session::data(Bytes::from(resume.replay)), SEND_DEADLINE)
+                    .await
+                    .is_ok();
+            }
+            if ok && self.client_eof {
+                ok = link
+                    .tx
+                    .send(Control::Eof.message(), SEND_DEADLINE)
+                    .await
+                    .is_ok();
+            }
+            if !ok {
+                continue;
+            }
+            self.to_client.extend_from_slice(&resume.to_client);
+            let stall_from = self
+                .waiting_since
+                .map(|w| w.max(self.last_seen))
+                .unwrap_or(started);
+            if let Ok(h) = ctx.metrics.stall.with(&[&ctx.listener]) {
+                h.observe_duration(Instant::now() - stall_from);
+            }
+            if let Ok(c) = ctx.metrics.resumed.with(&[&ctx.listener]) {
+                c.inc();
+            }
+            self.last_seen = Instant::now();
+            tracing::info!(pe = format_args!("{:08x}", link.pe), replayed = resume.replayed_requests, "session resumed");
+            return Some(link);
+        }
+    }
+
+    fn pending_requests(&self) -> u64 {
+        self.requests
+            .saturating_sub(self.plugin.public_state().answered)
+    }
+
+    /// Handles one association event; `Some` ends the relay.
+    fn on_event(&mut self, ev: Option<AssocEvent>) -> Option<Outcome> {
+        let Some(ev) = ev else {
+            return Some(Outcome::Failed(Cause::Down(DownReason::TransportGone)));
+        };
+        match ev {
+            AssocEvent::Message(m) => {
+                self.last_seen = Instant::now();
+                match SessionMessage::decode(m) {
+                    SessionMessage::Data(b) => {
+                        self.waiting_since = None;
+                        self.deliver.clear();
+                        let p = self.plugin.on_backend_bytes(&b, &mut self.deliver);
+                        if let Some(e) = p.error {
+                            tracing::warn!(error = %e, "plugin lost track of the backend stream");
+                        }
+                        let before = self.to_client.len();
+                        if matches!(self.deliver.as_slice(), [Delivery::Forward(r)] if r.start == 0 && r.end == b.len())
+                        {
+                            self.to_client.extend_from_slice(&b);
+                        } else {
+                            self.to_client
+                                .extend_from_slice(&render(&b, &self.deliver));
+                        }
+                        if let Ok(c) = self
+                            .ctx
+                            .metrics
+                            .bytes
+                            .with(&[&self.ctx.listener, "to_client"])
+                        {
+                            c.inc_by((self.to_client.len() - before) as u64);
+                        }
+                    }
+                    SessionMessage::Asap(AsapMessage::Cookie(c)) => {
+                        self.cookie = Some(c);
+                        // The PE took the session: it counts as progress.
+                        self.fails_in_row = 0;
+                    }
+                    _ => {}
+                }
+                None
+            }
+            AssocEvent::Down(reason) => {
+                if self.client_eof && self.pending_requests() == 0 {
+                    Some(Outcome::Done)
+                } else if reason == DownReason::Shutdown {
+                    Some(Outcome::Failed(Cause::PeClosed))
+                } else {
+                    Some(Outcome::Failed(Cause::Down(reason)))
+                }
+            }
+            _ => None,
+        }
+    }
+
+    async fn relay(
+        &mut self,
+        link: &mut Link,
+        cr: &mut OwnedReadHalf,
+        cw: &mut OwnedWriteHalf,
+    ) -> Outcome {
+        let cfg = &self.ctx.session;
+        let mut buf = BytesMut::with_capacity(CHUNK);
+        let mut probe_deadline: Option<Instant> = None;
+        let up_bytes = self
+            .ctx
+            .metrics
+            .bytes
+            .with(&[&self.ctx.listener, "to_pe"])
+            .ok();
+        loop {
+            let timer = match probe_deadline {
+                Some(d) => d,
+                None => self.last_seen + cfg.keepalive_interval,
+            };
+            tokio::select! {
+                ev = link.rx.recv(), if self.to_client.len() < CLIENT_BUFFER => {
+                    if let Some(o) = self.on_event(ev) {
+                        return o;
+                    }
+                    probe_deadline = None;
+                }
+                r = cw.write_buf(&mut self.to_client), if !self.to_client.is_empty() => {
+                    if matches!(r, Ok(0) | Err(_)) {
+                        return Outcome::ClientGone;
+                    }
+                }
+                r = cr.read_buf(&mut buf), if !self.client_eof => {
+                    match r {
+                        Err(_) => return Outcome::ClientGone,
+                        Ok(0) => {
+                            self.client_eof = true;
+                            if link.tx.send(Control::Eof.message(), SEND_DEADLINE).await.is_err() {
+                                return Outcome::Failed(Cause::SendFailed);
+                            }
+                        }
+                        Ok(n) => {
+                            let chunk = buf.split().freeze();
+                            let p = self.plugin.on_client_bytes(&chunk);
+                            self.requests += p.requests;
+                            if let Some(e) = p.error {
+                                tracing::warn!(error = %e, "plugin lost track of the client stream");
+                            }
+                            if self.waiting_since.is_none() {
+                                self.waiting_since = Some(Instant::now());
+                            }
+                            if let Some(c) = &up_bytes { c.inc_by(n as u64); }
+                            if link.tx.send(session::data(chunk), SEND_DEADLINE).await.is_err() {
+                                return Outcome::Failed(Cause::SendFailed);
+                            }
+                            if buf.capacity() < CHUNK / 4 {
+                                buf.reserve(CHUNK);
+                            }
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(timer) => {
+                    if probe_deadline.is_some() {
+                        // Messages may have queued while we were busy: they count.
+                        let mut alive = false;
+                        while let Ok(ev) = link.rx.try_recv() {
+                            alive = true;
+                            if let Some(o) = self.on_event(Some(ev)) {
+                                return o;
+                            }
+                        }
+                        if !alive {
+                            return Outcome::Failed(Cause::KeepaliveTimeout);
+                        }
+                        probe_deadline = None;
+                    } else {
+                        let ka = AsapMessage::EndpointKeepAlive {
+                            home: false,
+                            server_id: 0,
+                            pool_handle: self.ctx.pool.clone(),
+                            pe_id: link.pe,
+                        };
+                        if let Some(m) = session::asap(&ka) {
+                            if link.tx.send(m, SEND_DEADLINE).await.is_err() {
+                                return Outcome::Failed(Cause::SendFailed);
+                            }
+                        }
+                        probe_deadline = Some(Instant::now() + cfg.keepalive_timeout);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The session protocol between a PPU and a PPE: one SCTP association per client session.
+//!
+//! ```text
+//!  client ─TCP─▶ PPU ══ one association per client session, stream 0, ordered ══▶ PPE ─TCP─▶ backend
+//! ```
+//!
+//! Everything travels on **stream 0, ordered**, so control messages sit at exact positions
+//! in the byte stream (a cookie describes the state after every byte before it):
+//!
+//! | PPID | direction | meaning |
+//! |------|-----------|---------|
+//! | [`PPID_DATA`] `0x706F6F6C` ("pool") | both | relayed bytes (client→backend, backend→client) |
+//! | [`PPID_CONTROL`] `0x706F6F63` ("pooc") | PU→PE | [`Control::Open`] (a new session) or [`Control::Eof`] (the client half-closed) |
+//! | 11 (ASAP) | PE→PU | `COOKIE` — the session state at this point of the stream |
+//! | 11 (ASAP) | PU→PE | `COOKIE_ECHO` — first message of a resumed session |
+//! | 11 (ASAP) | PU→PE | `ENDPOINT_KEEP_ALIVE` — session keep-alive |
+//! | 11 (ASAP) | PE→PU | `ENDPOINT_KEEP_ALIVE_ACK` — its answer |
+//!
+//! A session starts with exactly one PU message: `Open` or `COOKIE_ECHO`. The PE answers by
+//! connecting to its backend, writing the plugin's restore prelude (resumed sessions), and
+//! sending an initial `COOKIE` right away, then further cookies at the plugin's checkpoints
+//! (at most one per `cookie_interval`). When the backend closes, the PE relays what it
+//! has and closes the association gracefully (SCTP SHUTDOWN: all data first); when the
+//! PE drains, it sends a final cookie and closes the same way. The PU treats an
+//! association that goes down before the client half-closed as a failure of the PE and
+//! moves the session (see [`crate::ppu`]).
+//!
+//! **Addressing.** Our SCTP runs inside UDP (RFC 6951). A PPE registers an SCTP user
+//! transport whose port is the **UDP port** it listens on and accepts SCTP associations
+//! to that same port number (and to its configured `sctp_port`), so a PU needs nothing
+//! but the transport parameter: UDP address = SCTP port = the registered port.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pool_core::types::{Transport as UserTransport, TransportProtocol, TransportUse};
+use pool_core::wire::AsapMessage;
+
+use crate::transport::sctp_udp::SctpUdpConfig;
+use crate::transport::{Message, PPID_ASAP};
+
+/// PPID of relayed session bytes ("pool").
+pub const PPID_DATA: u32 = 0x706F_6F6C;
+/// PPID of poolgate session control messages ("pooc").
+pub const PPID_CONTROL: u32 = 0x706F_6F63;
+/// Most bytes relayed in one DATA message.
+pub const CHUNK: usize = 64 * 1024;
+/// How long a state cookie stays valid after it was sealed.
+pub const COOKIE_LIFETIME: Duration = Duration::from_secs(3600);
+/// How long a PE waits for the first message of a session.
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A poolgate control message (PPID [`PPID_CONTROL`], one byte).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// PU→PE: a new session (no state to restore).
+    Open,
+    /// PU→PE: the client will send nothing more (half-close the backend).
+    Eof,
+}
+
+impl Control {
+    /// The encoded message.
+    pub fn message(self) -> Message {
+        let b: u8 = match self {
+            Control::Open => 1,
+            Control::Eof => 2,
+        };
+        Message::new(PPID_CONTROL, Bytes::from(vec![b]))
+    }
+
+    /// Decodes a control payload; `None` for anything unknown.
+    pub fn decode(data: &[u8]) -> Option<Control> {
+        match data {
+            [1] => Some(Control::Open),
+            [2] => Some(Control::Eof),
+            _ => None,
+        }
+    }
+}
+
+/// One message of a session, decoded.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SessionMessage {
+    /// Relayed bytes.
+    Data(Bytes),
+    /// A poolgate control message.
+    Control(Control),
+    /// An ASAP message (cookie, cookie echo, keep-alive, keep-alive ACK).
+    Asap(AsapMessage),
+    /// Something this version does not understand (ignored, counted by callers).
+    Unknown,
+}
+
+impl SessionMessage {
+    /// Classifies a received message by PPID.
+    pub fn decode(m: Message) -> SessionMessage {
+        match m.ppid {
+            PPID_DATA => SessionMessage::Data(m.data),
+            PPID_CONTROL => Control::decode(&m.data)
+                .map(SessionMessage::Control)
+                .unwrap_or(SessionMessage::Unknown),
+            PPID_ASAP => AsapMessage::decode(&m.data)
+                .map(SessionMessage::Asap)
+                .unwrap_or(SessionMessage::Unknown),
+            _ => SessionMessage::Unknown,
+        }
+    }
+}
+
+/// An ASAP message ready to send on a session (stream 0, ordered).
+pub fn asap(msg: &AsapMessage) -> Option<Message> {
+    let mut buf = Vec::with_capacity(64);
+    msg.encode(&mut buf).ok()?;
+    Some(Message::new(PPID_ASAP, Bytes::from(buf)))
+}
+
+/// Relayed bytes as a DATA message.
+pub fn data(bytes: Bytes) -> Message {
+    Message::new(PPID_DATA, bytes)
+}
+
+/// The user transport a PPE listening on `udp` registers (see "Addressing" above).
+pub fn user_transport(udp: SocketAddr) -> UserTransport {
+    UserTransport {
+        protocol: TransportProtocol::Sctp,
+        port: udp.port(),
+        transport_use: TransportUse::DataOnly,
+        addresses: vec![udp.ip()],
+    }
+}
+
+/// Where a PU opens a session with a PE of this user transport: UDP addresses and the
+/// SCTP port. `None` when the transport carries no address or port.
+pub fn session_target(t: &UserTransport) -> Option<(Vec<SocketAddr>, u16)> {
+    if t.addresses.is_empty() || t.port == 0 {
+        return None;
+    }
+    let addrs = t
+        .addresses
+        .iter()
+        .map(|ip| SocketAddr::new(*ip, t.port))
+        .collect();
+    Some((addrs, t.port))
+}
+
+/// Engine settings for a session endpoint bound at `bind`, accepting `listen_ports`
+/// (empty: a pure client). Loopback carries 64 KiB datagrams.
+pub fn transport_config(bind: SocketAddr, listen_ports: Vec<u16>) -> SctpUdpConfig {
+    let mut t = SctpUdpConfig::new(bind);
+    t.engine.listen_ports = listen_ports;
+    t.engine.association.pmtu = if bind.ip().is_loopback() {
+        65_507
+    } else {
+        1_472
+    };
+    t.engine
+        .association
+        .pmtu_overrides
+        .push((std::net::IpAddr::from([127, 0, 0, 1]), 65_507));
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_round_trips_and_rejects_junk() {
+        for c in [Control::Open, Control::Eof] {
+            let m = c.message();
+            assert_eq!(m.ppid, PPID_CONTROL);
+            assert_eq!(SessionMessage::decode(m), SessionMessage::Control(c));
+        }
+        assert_eq!(Control::decode(&[]), None);
+        assert_eq!(Control::decode(&[1, 1]), None);
+        assert_eq!(Control::decode(&[9]), None);
+    }
+
+    #[test]
+    fn messages_are_classified_by_ppid() {
+        let d = SessionMessage::decode(data(Bytes::from_static(b"hi")));
+        assert_eq!(d, SessionMessage::Data(Bytes::from_static(b"hi")));
+        let c = asap(&AsapMessage::Cookie(vec![1, 2, 3])).unwrap();
+        assert_eq!(
+            SessionMessage::decode(c),
+            SessionMessage::Asap(AsapMessage::Cookie(vec![1, 2, 3]))
+        );
+        let junk = Message::new(PPID_ASAP, Bytes::from_static(b"\xff"));
+        assert_eq!(SessionMessage::decode(junk), SessionMessage::Unknown);
+        let other = Message::new(99, Bytes::from_static(b"x"));
+        assert_eq!(SessionMessage::decode(other), SessionMessage::Unknown);
+    }
+
+    #[test]
+    fn user_transport_names_the_udp_port_as_sctp_port() {
+        let udp: SocketAddr = "127.0.0.1:40123".parse().unwrap();
+        let t = user_transport(udp);
+        assert_eq!(t.protocol, TransportProtocol::Sctp);
+        let (addrs, port) = session_target(&t).unwrap();
+        assert_eq!(addrs, vec![udp]);
+        assert_eq!(port, 40123);
+        let empty = UserTransport {
+            addresses: vec![],
+            ..t
+        };
+        assert!(session_target(&empty).is_none());
+    }
+}

@@ -1,0 +1,277 @@
+//! A pool on loopback from real processes: `poolgate registrar`, PPEs (`poolgate ppe`)
+//! each in front of a `pg-line-backend`, and a PPU (`poolgate ppu`) with one tcp listener.
+//! Shared by the failover tests and `pg-failover-bench`.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use poolgate_integration::{bin, free_tcp_port, free_udp_port, Child};
+
+/// A pool key for the tests (64 hex digits).
+const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+/// Settings of a test pool.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    /// Number of PE/backend pairs.
+    pub pes: usize,
+    /// Plugin on both sides.
+    pub plugin: &'static str,
+    /// PPU session keep-alive interval = timeout.
+    pub keepalive: &'static str,
+    /// Log level of the poolgate processes.
+    pub log: &'static str,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup { pes: 3, plugin: "line", keepalive: "100ms", log: "warn" }
+    }
+}
+
+/// One backend: its process, port and the requests it has read.
+pub struct Backend {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub requests: Arc<Mutex<Vec<String>>>,
+}
+
+/// The running pool.
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub registrar: Option<Child>,
+    pub registrar_addr: String,
+    pub backends: Vec<Backend>,
+    pub ppes: Vec<Option<Child>>,
+    pub ppu: Option<Child>,
+    pub ppu_port: u16,
+    pub setup: Setup,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.ppu.take();
+        self.ppes.clear();
+        self.backends.clear();
+        self.registrar.take();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn write(path: &PathBuf, text: &str) {
+    std::fs::File::create(path).unwrap().write_all(text.as_bytes()).unwrap();
+}
+
+fn poolgate(role: &str, config: &PathBuf, log: &str) -> Child {
+    Child(
+        Command::new(bin("poolgate"))
+            .args(["--log-level", log, role, "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Starts a line backend; returns it once it listens.
+pub fn start_backend(name: &str) -> Backend {
+    let mut child = Command::new(bin("pg-line-backend"))
+        .args(["--name", name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let port: u16 = first.trim().strip_prefix("listening ").expect("backend banner").parse().unwrap();
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let r = requests.clone();
+    std::thread::spawn(move || {
+        for line in out.lines() {
+            let Ok(line) = line else { return };
+            if let Some(req) = line.strip_prefix("req ") {
+                r.lock().unwrap().push(req.to_string());
+            }
+        }
+    });
+    Backend { child: Some(Child(child)), port, requests }
+}
+
+impl Cluster {
+    /// Starts registrar, backends, PPEs and the PPU, and waits until the PPU listens
+    /// and all PEs are registered.
+    pub fn start(setup: Setup) -> Cluster {
+        let reg_port = free_udp_port();
+        let dir = std::env::temp_dir().join(format!("pg-fo-{}-{reg_port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let reg_file = dir.join("registrar.toml");
+        write(
+            &reg_file,
+            &format!(
+                "[registrar]\nid = 1\nlisten = [\"127.0.0.1:{reg_port}\"]\n\
+                 [registrar.keepalive]\ninterval = \"500ms\"\ntimeout = \"500ms\"\n\
+                 [registrar.metrics]\nenabled = false\n"
+            ),
+        );
+        let registrar = poolgate("registrar", &reg_file, setup.log);
+        let registrar_addr = format!("127.0.0.1:{reg_port}");
+        let mut c = Cluster {
+            dir,
+            registrar: Some(registrar),
+            registrar_addr,
+            backends: Vec::new(),
+            ppes: Vec::new(),
+            ppu: None,
+            ppu_port: 0,
+            setup: setup.clone(),
+        };
+        for i in 0..setup.pes {
+            let b = start_backend(&format!("b{i}"));
+            let ppe = c.start_ppe(i, b.port);
+            c.backends.push(b);
+            c.ppes.push(Some(ppe));
+        }
+        c.ppu_port = free_tcp_port();
+        let ppu_file = c.dir.join("ppu.toml");
+        write(
+            &ppu_file,
+            &format!(
+                "[ppu]\nregistrars = [\"{}\"]\ndrain_grace = \"1s\"\n\
+                 [ppu.resolution]\ncache_staleness = \"100ms\"\ntimeout = \"500ms\"\n\
+                 [ppu.session]\nkeepalive_interval = \"{ka}\"\nkeepalive_timeout = \"{ka}\"\n\
+                 failover_max_attempts = 3\nreport_failures = true\n\
+                 [ppu.metrics]\nenabled = false\n\
+                 [[ppu.listener]]\nname = \"t\"\nkind = \"tcp\"\nbind = \"127.0.0.1:{}\"\npool = \"fo\"\nplugin = \"{}\"\n",
+                c.registrar_addr,
+                c.ppu_port,
+                setup.plugin,
+                ka = setup.keepalive,
+            ),
+        );
+        c.ppu = Some(poolgate("ppu", &ppu_file, setup.log));
+        c.wait_pool(setup.pes, Duration::from_secs(10));
+        let t0 = Instant::now();
+        while TcpStream::connect(("127.0.0.1", c.ppu_port)).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "PPU does not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        c
+    }
+
+    fn start_ppe(&self, i: usize, backend_port: u16) -> Child {
+        let udp = free_udp_port();
+        let file = self.dir.join(format!("ppe{i}.toml"));
+        write(
+            &file,
+            &format!(
+                "[ppe]\npool = \"fo\"\nid = {id}\nregistrars = [\"{reg}\"]\nregistration_life = \"5s\"\n\
+                 listen = [\"127.0.0.1:{udp}\"]\nplugin = \"{plugin}\"\ncookie_interval = \"10ms\"\n\
+                 drain_grace = \"1s\"\n\
+                 [[ppe.key]]\nid = 1\nkey = \"{KEY}\"\n\
+                 [ppe.policy]\nkind = \"round-robin\"\n\
+                 [ppe.backend]\naddress = \"127.0.0.1:{backend_port}\"\nconnect_timeout = \"500ms\"\n\
+                 check_interval = \"200ms\"\ncheck_timeout = \"200ms\"\n\
+                 [ppe.metrics]\nenabled = false\n",
+                id = 0x100 + i,
+                reg = self.registrar_addr,
+                plugin = self.setup.plugin,
+            ),
+        );
+        poolgate("ppe", &file, self.setup.log)
+    }
+
+    /// PE ids the registrar lists for the pool.
+    pub fn resolve(&self) -> Vec<String> {
+        let out = Command::new(bin("pg-resolve"))
+            .args(["--registrar", &self.registrar_addr, "--pool", "fo"])
+            .output()
+            .unwrap();
+        let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Waits until `n` PEs are registered.
+    pub fn wait_pool(&self, n: usize, within: Duration) {
+        let t0 = Instant::now();
+        loop {
+            let got = self.resolve();
+            if got.len() == n {
+                return;
+            }
+            assert!(t0.elapsed() < within, "wanted {n} PEs, have {got:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Index of the backend that has read `request`, waiting for it up to `within`.
+    pub fn serving(&self, request: &str, within: Duration) -> usize {
+        let t0 = Instant::now();
+        loop {
+            for (i, b) in self.backends.iter().enumerate() {
+                if b.requests.lock().unwrap().iter().any(|r| r == request) {
+                    return i;
+                }
+            }
+            assert!(t0.elapsed() < within, "no backend read {request:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// SIGKILLs backend `i`.
+    pub fn kill_backend(&mut self, i: usize) {
+        self.backends[i].child.take();
+    }
+
+    /// SIGKILLs PPE `i`.
+    pub fn kill_ppe(&mut self, i: usize) {
+        self.ppes[i].take();
+    }
+
+    /// A client connected to the PPU.
+    pub fn client(&self) -> Client {
+        let s = TcpStream::connect(("127.0.0.1", self.ppu_port)).unwrap();
+        s.set_nodelay(true).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Client { r: BufReader::new(s.try_clone().unwrap()), w: s }
+    }
+}
+
+/// A line-protocol client.
+pub struct Client {
+    pub r: BufReader<TcpStream>,
+    pub w: TcpStream,
+}
+
+impl Client {
+    /// Sends one request line.
+    pub fn send(&mut self, line: &str) {
+        self.w.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+
+    /// Reads one reply line; `None` at end of stream (or error).
+    pub fn recv(&mut self) -> Option<String> {
+        let mut s = String::new();
+        match self.r.read_line(&mut s) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(s.trim_end().to_string()),
+        }
+    }
+
+    /// One request, one reply.
+    pub fn ask(&mut self, line: &str) -> String {
+        self.send(line);
+        self.recv().unwrap_or_else(|| panic!("no reply to {line:?}"))
+    }
+}
