@@ -30,9 +30,8 @@ fn main() -> ExitCode {
 async fn run_role(config: AnyConfig, ctx: RoleContext) -> anyhow::Result<()> {
     match config {
         AnyConfig::Registrar(c) => poolgate::registrar::run(c, ctx).await,
-        AnyConfig::Ppe(_) | AnyConfig::Ppu(_) => {
-            anyhow::bail!("the {} role is not built in this version", config.role())
-        }
+        AnyConfig::Ppe(c) => poolgate::ppe::run(c, ctx).await,
+        AnyConfig::Ppu(c) => poolgate::ppu::run(c, ctx).await,
     }
 }
 
