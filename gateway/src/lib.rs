@@ -14,6 +14,8 @@ pub mod asap_client;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod lab;
+pub mod enrp;
 pub mod notify;
 pub mod ppe;
 pub mod ppu;

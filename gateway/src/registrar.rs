@@ -4,6 +4,11 @@
 //! messages in, bounded, so a fast peer slows down instead of growing memory) and a
 //! writer task (bounded queue; a peer that does not drain it is aborted and counted).
 //! Timers come from the state machine's `poll_timeout`.
+//!
+//! ENRP (RFC 5353) runs in the same task: the [`pool_core::enrp::EnrpServer`] works on the
+//! registrar's handlespace, ENRP associations (SCTP port `enrp_sctp_port`, PPID 12) come
+//! from the same UDP socket, and every registrar event is forwarded to ENRP as a handle
+//! update before ENRP timers run (see [`crate::enrp`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,11 +26,13 @@ use pool_core::asap::registrar::{
     RegistrarEvent, RegistrarSnapshot,
 };
 use pool_core::asap::{PeerId, WallClock};
+use pool_core::enrp::{EnrpAction, EnrpEvent, EnrpServer};
 use pool_core::handlespace::HandlespaceConfig;
 use pool_core::types::PoolHandle;
 use pool_core::wire::AsapMessage;
 
 use crate::config::registrar::{RegistrarConfig, UnlistedPools};
+use crate::enrp::{EnrpDriver, EnrpInbound};
 use crate::signals::Signal;
 use crate::telemetry::{Counter, Gauge, Registry};
 use crate::transport::sctp_udp::{SctpUdp, SctpUdpConfig};
@@ -76,10 +83,11 @@ pub fn core_config(cfg: &RegistrarConfig, id: u32) -> anyhow::Result<CoreConfig>
     Ok(core)
 }
 
-/// Engine settings for a UDP address: loopback carries 64 KiB datagrams.
-pub fn transport_config(bind: SocketAddr, sctp_port: u16) -> SctpUdpConfig {
+/// Engine settings for a UDP address: loopback carries 64 KiB datagrams. The
+/// registrar serves ASAP on `sctp_port` and ENRP on `enrp_port` of the same socket.
+pub fn transport_config(bind: SocketAddr, sctp_port: u16, enrp_port: u16) -> SctpUdpConfig {
     let mut t = SctpUdpConfig::new(bind);
-    t.engine.listen_ports = vec![sctp_port];
+    t.engine.listen_ports = vec![sctp_port, enrp_port];
     t.engine.association.pmtu = if bind.ip().is_loopback() { 65_507 } else { 1_472 };
     t
 }
@@ -162,13 +170,19 @@ pub async fn run(cfg: RegistrarConfig, mut ctx: RoleContext) -> anyhow::Result<(
     let id = if cfg.id == 0 { rand::random::<u32>().max(1) } else { cfg.id };
     let core = core_config(&cfg, id)?;
     let bind = cfg.listen.first().context("registrar.listen is empty")?.0;
-    let (transport, listener) = SctpUdp::bind(transport_config(bind, cfg.sctp_port))
+    let (transport, listener) = SctpUdp::bind(transport_config(bind, cfg.sctp_port, cfg.enrp_sctp_port))
         .with_context(|| format!("binding SCTP over UDP on {bind}"))?;
     let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let clock = WallClock::new(std::time::Instant::now(), unix_ms);
     let rng = Box::new(rand_chacha::ChaCha8Rng::from_os_rng());
     let registrar = Registrar::new(core, clock, rng).context("registrar")?;
     let metrics = Metrics::new(&ctx.registry).context("registering metrics")?;
+    let enrp_core = crate::enrp::core_config(&cfg, id).context("ENRP configuration")?;
+    let mut enrp_server = EnrpServer::new(enrp_core, clock).context("ENRP")?;
+    enrp_server.start(std::time::Instant::now());
+    let enrp = EnrpDriver::new(enrp_server, &ctx.registry).context("registering ENRP metrics")?;
+    let (enrp_tx, enrp_rx) = mpsc::channel::<EnrpInbound>(INBOUND_QUEUE);
+    EnrpDriver::spawn_connectors(&cfg, &transport, enrp_tx.clone());
     tracing::info!(
         registrar_id = id,
         listen = %transport.local_addr(),
@@ -176,6 +190,9 @@ pub async fn run(cfg: RegistrarConfig, mut ctx: RoleContext) -> anyhow::Result<(
         keepalive_interval = ?cfg.keepalive.interval,
         keepalive_timeout = ?cfg.keepalive.timeout,
         max_bad_pe_report = cfg.max_bad_pe_report,
+        enrp_sctp_port = cfg.enrp_sctp_port,
+        enrp_peers = cfg.peers.len(),
+        enrp_authenticated = !cfg.enrp.resolved_secret.is_empty(),
         "registrar listening"
     );
     let _ = ctx.notifier.ready();
@@ -183,16 +200,22 @@ pub async fn run(cfg: RegistrarConfig, mut ctx: RoleContext) -> anyhow::Result<(
     let server = Server {
         registrar,
         metrics,
+        enrp,
+        enrp_tx,
+        enrp_port: cfg.enrp_sctp_port,
         writers: HashMap::new(),
         snapshot: SharedSnapshot::default(),
         _transport: transport,
     };
-    server.serve(listener, &mut ctx).await
+    server.serve(listener, enrp_rx, &mut ctx).await
 }
 
 struct Server {
     registrar: Registrar,
     metrics: Metrics,
+    enrp: EnrpDriver,
+    enrp_tx: mpsc::Sender<EnrpInbound>,
+    enrp_port: u16,
     writers: HashMap<PeerId, mpsc::Sender<Bytes>>,
     snapshot: SharedSnapshot,
     /// Keeps the UDP driver alive for as long as the server runs.
@@ -200,19 +223,41 @@ struct Server {
 }
 
 impl Server {
-    async fn serve(mut self, mut listener: Listener, ctx: &mut RoleContext) -> anyhow::Result<()> {
+    async fn serve(
+        mut self,
+        mut listener: Listener,
+        mut enrp_rx: mpsc::Receiver<EnrpInbound>,
+        ctx: &mut RoleContext,
+    ) -> anyhow::Result<()> {
         let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
         let mut status_tick = tokio::time::interval(Duration::from_millis(500));
         loop {
-            let deadline = self
-                .registrar
-                .poll_timeout()
+            let next = match (self.registrar.poll_timeout(), self.enrp.server.poll_timeout()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let deadline = next
                 .map(tokio::time::Instant::from_std)
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 assoc = listener.accept() => {
                     let Some(assoc) = assoc else { anyhow::bail!("transport stopped") };
-                    self.attach(assoc, in_tx.clone());
+                    if assoc.local_sctp_port() == self.enrp_port {
+                        self.enrp.attach(assoc, None, None, self.enrp_tx.clone());
+                    } else {
+                        self.attach(assoc, in_tx.clone());
+                    }
+                }
+                ev = enrp_rx.recv() => {
+                    let Some(first) = ev else { continue };
+                    let now = std::time::Instant::now();
+                    self.enrp_inbound(now, first);
+                    for _ in 0..256 {
+                        match enrp_rx.try_recv() {
+                            Ok(m) => self.enrp_inbound(now, m),
+                            Err(_) => break,
+                        }
+                    }
                 }
                 msg = in_rx.recv() => {
                     let Some(first) = msg else { continue };
@@ -227,7 +272,12 @@ impl Server {
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    self.registrar.handle_timeout(std::time::Instant::now());
+                    let now = std::time::Instant::now();
+                    self.registrar.handle_timeout(now);
+                    // Registrar events become handle updates before ENRP sends
+                    // a presence whose checksum already counts them.
+                    self.act();
+                    self.enrp.server.handle_timeout(now, &mut self.registrar);
                 }
                 _ = status_tick.tick() => {
                     let snap = self.registrar.snapshot(std::time::Instant::now());
@@ -255,6 +305,25 @@ impl Server {
             }
             self.act();
             self.metrics.update(&self.registrar, self.writers.len());
+            self.enrp.update_metrics(self.registrar.handlespace());
+        }
+    }
+
+    fn enrp_inbound(&mut self, now: std::time::Instant, m: EnrpInbound) {
+        match m {
+            EnrpInbound::Connected(assoc, ended) => {
+                let hello = self.enrp.server.hello(now, &self.registrar);
+                self.enrp.attach(assoc, Some(ended), Some(hello), self.enrp_tx.clone());
+            }
+            EnrpInbound::Message(link, bytes) => {
+                match self.enrp.server.handle_bytes(now, &bytes, &mut self.registrar) {
+                    Ok(from) => self.enrp.learned(link, from),
+                    Err(e) => tracing::debug!(link, error = %e, "ENRP message refused"),
+                }
+                // Peer changes may have queued ASAP work (none today) and ENRP answers.
+                self.act();
+            }
+            EnrpInbound::Closed(link) => self.enrp.closed(link),
         }
     }
 
@@ -291,7 +360,9 @@ impl Server {
                 }
             }
         }
+        let now = std::time::Instant::now();
         while let Some(ev) = self.registrar.poll_event() {
+            self.enrp.server.handle_registrar_event(now, &ev, &self.registrar);
             match ev {
                 RegistrarEvent::Registered { pool_handle, pe_id, updated } => {
                     tracing::info!(pool = %pool_handle, pe = format_args!("{pe_id:08x}"), updated, "registered")
@@ -302,6 +373,24 @@ impl Server {
                 RegistrarEvent::AuthRejected { peer, pool_handle, error } => {
                     tracing::warn!(peer, pool = %pool_handle, ?error, "authentication failed")
                 }
+            }
+        }
+        while let Some(EnrpAction::Send { to, bytes, .. }) = self.enrp.server.poll_action() {
+            self.enrp.send(to, bytes);
+        }
+        while let Some(ev) = self.enrp.server.poll_event() {
+            match ev {
+                EnrpEvent::Rejected { peer, reason } => {
+                    tracing::warn!(?peer, %reason, "ENRP message refused")
+                }
+                EnrpEvent::AuditMismatch { peer, theirs, ours } => {
+                    tracing::info!(peer, theirs, ours, "ENRP checksum mismatch; synchronising")
+                }
+                EnrpEvent::TookOver { target, pes } => {
+                    tracing::warn!(target, pes, "took over the PEs of a dead registrar")
+                }
+                EnrpEvent::PeerDead(p) => tracing::warn!(peer = p, "ENRP peer dead"),
+                other => tracing::info!(event = ?other, "ENRP"),
             }
         }
     }

@@ -40,6 +40,37 @@ pub struct RegistrarConfig {
     pub peers: Vec<Peer>,
     /// Metrics endpoint.
     pub metrics: MetricsConfig,
+    /// ENRP timing, secret and limits (`[registrar.enrp]`).
+    pub enrp: EnrpSettings,
+}
+
+/// `[registrar.enrp]`: ENRP between registrars.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrpSettings {
+    /// Time between presence messages.
+    #[serde(deserialize_with = "super::values::duration")]
+    pub presence_interval: Duration,
+    /// Silence after which a peer is probed.
+    #[serde(deserialize_with = "super::values::duration")]
+    pub max_time_last_heard: Duration,
+    /// Time a probed peer has to answer.
+    #[serde(deserialize_with = "super::values::duration")]
+    pub max_time_no_response: Duration,
+    /// Time to collect takeover agreement.
+    #[serde(deserialize_with = "super::values::duration")]
+    pub takeover_timeout: Duration,
+    /// Inline shared secret ("" = none).
+    #[serde(default)]
+    pub secret: String,
+    /// Shared secret from a file.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Most PEs one peer may own here.
+    pub max_pes_per_peer: u32,
+    /// The secret after validation (from `secret` or `secret_file`).
+    #[serde(skip)]
+    pub resolved_secret: Secret,
 }
 
 /// Registration life bounds and what to do with pools not listed.
@@ -263,6 +294,43 @@ impl Section for RegistrarConfig {
                 "registrar.registration.unlisted_pools",
                 "anyone who reaches the listen address can register into any pool; list pools with secrets and set unlisted_pools = \"reject\"",
             );
+        }
+        let e = &mut self.enrp;
+        for (key, d) in [
+            ("presence_interval", e.presence_interval),
+            ("max_time_last_heard", e.max_time_last_heard),
+            ("max_time_no_response", e.max_time_no_response),
+            ("takeover_timeout", e.takeover_timeout),
+        ] {
+            common::positive(check, &format!("registrar.enrp.{key}"), d);
+        }
+        if e.max_pes_per_peer == 0 {
+            check.error("registrar.enrp.max_pes_per_peer", "must be at least 1");
+        }
+        let enrp_secret = match (&e.secret, &e.secret_file) {
+            (s, Some(_)) if !s.is_empty() => {
+                check.error("registrar.enrp", "give either `secret` or `secret_file`, not both");
+                None
+            }
+            (_, Some(f)) => check
+                .read_secret_file("registrar.enrp.secret_file", f)
+                .map(trim_newline),
+            (s, None) => Some(s.clone().into_bytes()),
+        };
+        if let Some(bytes) = enrp_secret {
+            if !bytes.is_empty() && bytes.len() < MIN_SECRET_LEN {
+                check.warning(
+                    "registrar.enrp.secret",
+                    format!("ENRP secret is only {} bytes; use at least {MIN_SECRET_LEN}", bytes.len()),
+                );
+            }
+            if bytes.is_empty() && !self.peers.is_empty() && self.listen.iter().any(|a| !a.0.ip().is_loopback()) {
+                check.warning(
+                    "registrar.enrp.secret",
+                    "ENRP peers are configured without a shared secret: anyone who reaches the listen address can change the handlespace",
+                );
+            }
+            self.enrp.resolved_secret = Secret::new(bytes);
         }
         self.metrics.validate(check, "registrar.metrics");
     }
