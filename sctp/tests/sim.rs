@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use sctp::{CloseReason, Event, SendError};
+use sctp::{CloseReason, Event, SendError, SendOptions};
 use support::{fast_config, pair, Net};
 
 fn closed(net: &Net, node: usize) -> Option<CloseReason> {
@@ -619,5 +619,76 @@ fn slow_reader_closes_window_and_transfer_resumes() {
     assert!(net.run_until(Duration::from_secs(120), |n| n.data(1).len() == 100));
     for (i, d) in net.data(1).iter().enumerate() {
         assert_eq!(d.3[0], i as u8);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(16), .. ProptestConfig::default() })]
+
+    /// Partial reliability under loss: reliable messages arrive exactly once; messages
+    /// sent with a retransmission limit or lifetime arrive at most once; ordered streams
+    /// stay in order and never stall behind an abandoned message.
+    #[test]
+    fn partial_reliability_never_stalls(
+        seed in any::<u64>(), loss in 0.05f64..0.3, jitter_ms in 0u64..30,
+        plan in proptest::collection::vec((0u16..3, any::<bool>(), 0u8..3, 1usize..4000), 1..60),
+    ) {
+        let mut cfg = fast_config();
+        cfg.association.max_retransmissions = 40;
+        cfg.association.max_init_retransmissions = 40;
+        let mut net = Net::new(seed);
+        let a = net.add(cfg.clone(), &["10.0.0.1:9899"], seed ^ 3);
+        let b = net.add(cfg, &["10.0.0.2:9899"], seed ^ 4);
+        let now = net.now;
+        let server = net.addr(b);
+        let h = net.nodes[a].ep.connect(now, &[server], 1, 1).unwrap();
+        prop_assert!(net.run_until(Duration::from_secs(60), |n| n.first_handle(a).is_some()));
+        net.loss = loss;
+        net.jitter = Duration::from_millis(jitter_ms);
+        let now = net.now;
+        for (i, (stream, ordered, kind, len)) in plan.iter().enumerate() {
+            let opts = match kind {
+                0 => SendOptions::default(),
+                1 => SendOptions { max_retransmissions: Some(0), lifetime: None },
+                _ => SendOptions { max_retransmissions: None, lifetime: Some(Duration::from_millis(50)) },
+            };
+            let a_ep = net.nodes[a].ep.association(h).unwrap();
+            a_ep.send_with(now, *stream, 11, *ordered, Bytes::from(body(0x11, i, *len)), opts).unwrap();
+        }
+        // A final reliable message per stream proves no stream is stuck.
+        for s in 0..3u16 {
+            net.nodes[a].ep.send(h, s, 99, true, Bytes::from(vec![s as u8; 10])).unwrap();
+        }
+        let reliable = plan.iter().filter(|p| p.2 == 0).count();
+        let done = net.run_until(Duration::from_secs(600), |n| {
+            let d = n.data(b);
+            d.iter().filter(|d| d.1 == 99).count() == 3
+                && d.iter().filter(|d| d.1 == 11 && plan.iter().enumerate().any(|(i, p)| p.2 == 0 && d.3[..] == body(0x11, i, p.3)[..])).count() >= reliable
+        });
+        prop_assert!(done, "stalled: got {} messages", net.data(b).len());
+        net.run_for(Duration::from_secs(5));
+        let got = net.data(b);
+        let mut seen = vec![false; plan.len()];
+        let mut last = [None::<usize>; 3];
+        for (stream, ppid, ordered, bytes) in &got {
+            if *ppid == 99 {
+                continue;
+            }
+            let idx = (0..plan.len()).find(|&i| !seen[i] && plan[i].0 == *stream && plan[i].1 == *ordered && bytes[..] == body(0x11, i, plan[i].3)[..]);
+            let Some(idx) = idx else { return Err(TestCaseError::fail("duplicate or corrupt message")) };
+            seen[idx] = true;
+            if *ordered {
+                if let Some(p) = last[*stream as usize] {
+                    prop_assert!(p < idx, "stream {} out of order", stream);
+                }
+                last[*stream as usize] = Some(idx);
+            }
+        }
+        for (i, (_, _, kind, _)) in plan.iter().enumerate() {
+            if *kind == 0 {
+                prop_assert!(seen[i], "reliable message {} lost", i);
+            }
+        }
+        prop_assert!(closed(&net, a).is_none());
     }
 }

@@ -741,8 +741,11 @@ impl Association {
             return;
         }
         let mut doomed: Vec<u64> = Vec::new();
+        // A message is given up only once all its fragments have TSNs, so the
+        // FORWARD-TSN can name its SSN and cover every fragment the peer may hold.
+        let partly_sent = tx.queue.front().filter(|f| f.offset > 0).map(|f| f.pr.msg);
         for s in tx.inflight.iter() {
-            if !s.rtx || s.abandoned || !s.pr.limited() {
+            if !s.rtx || s.abandoned || !s.pr.limited() || partly_sent == Some(s.pr.msg) {
                 continue;
             }
             let over = s.pr.max_rtx.is_some_and(|m| s.sends > m);
@@ -771,13 +774,6 @@ impl Association {
                         s.fast = false;
                         tx.fast_pending = tx.fast_pending.saturating_sub(1);
                     }
-                }
-            }
-            // The unsent rest of a partly sent message goes too.
-            if let Some(front) = tx.queue.front() {
-                if front.offset > 0 && doomed.contains(&front.pr.msg) {
-                    tx.queued_bytes -= front.data.len() - front.offset;
-                    tx.queue.pop_front();
                 }
             }
         }

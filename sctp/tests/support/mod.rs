@@ -190,6 +190,27 @@ impl Net {
                     .map(|pk| pk.chunks.iter().map(|c| c.typ()).collect())
                     .unwrap_or_default();
                 let vtag = u32::from_be_bytes([p.data[4], p.data[5], p.data[6], p.data[7]]);
+                if let Ok(pk) = sctp::wire::Packet::decode(&p.data) {
+                    for c in &pk.chunks {
+                        match c {
+                            sctp::wire::Chunk::ForwardTsn(f) => eprintln!("  FWD {f:?}"),
+                            sctp::wire::Chunk::Data(d) => eprintln!(
+                                "  DATA tsn {} s {} ssn {} u {} b {} e {} len {}",
+                                d.tsn,
+                                d.stream,
+                                d.ssn,
+                                d.unordered,
+                                d.beginning,
+                                d.ending,
+                                d.payload.len()
+                            ),
+                            sctp::wire::Chunk::Sack(s) => {
+                                eprintln!("  SACK cum {} gaps {:?}", s.cum_tsn, s.gaps)
+                            }
+                            _ => {}
+                        }
+                    }
+                }
                 eprintln!(
                     "{:?} {} -> {} vtag {vtag:08x} chunks {types:?}",
                     self.now.duration_since(self.start),
