@@ -27,6 +27,9 @@ struct Lab {
     from_dc: usize,
     /// When set, packets from dcSCTP are dropped (a silent peer).
     drop_from_dc: bool,
+    /// Drop every n-th packet carrying DATA, in each direction (0: none).
+    drop_data_every: usize,
+    data_seen: usize,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -67,7 +70,18 @@ impl Lab {
             to_dc: 0,
             from_dc: 0,
             drop_from_dc: false,
+            drop_data_every: 0,
+            data_seen: 0,
         }
+    }
+
+    /// Whether to drop this packet: every n-th one whose first chunk is DATA.
+    fn lose(&mut self, packet: &[u8]) -> bool {
+        if self.drop_data_every == 0 || packet.get(12) != Some(&0) {
+            return false;
+        }
+        self.data_seen += 1;
+        self.data_seen % self.drop_data_every == 0
     }
 
     fn dc_time(&self) -> SocketTime {
@@ -80,14 +94,16 @@ impl Lab {
             let mut moved = false;
             while let Some(t) = self.ep.poll_transmit(self.now) {
                 self.to_dc += 1;
-                self.dc.handle_input(&t.contents);
                 moved = true;
+                if !self.lose(&t.contents) {
+                    self.dc.handle_input(&t.contents);
+                }
             }
             while let Some(e) = self.dc.poll_event() {
                 match e {
                     SocketEvent::SendPacket(p) => {
                         moved = true;
-                        if !self.drop_from_dc {
+                        if !self.drop_from_dc && !self.lose(&p) {
                             self.from_dc += 1;
                             self.ep
                                 .handle_datagram(self.now, Some(addr(OURS)), addr(THEIRS), &p);
@@ -332,4 +348,73 @@ fn silent_dcsctp_detected_by_heartbeats() {
     lab.drop_from_dc = true;
     lab.run(bound + Duration::from_millis(10));
     assert_eq!(lab.our_closed(), Some(CloseReason::Timeout));
+}
+
+#[test]
+fn partial_reliability_both_ways_with_loss() {
+    let (mut lab, h) = connected_by_us();
+    lab.drop_data_every = 3;
+    let now = lab.now;
+    let opts = sctp::SendOptions {
+        max_retransmissions: Some(0),
+        lifetime: None,
+    };
+    for i in 0..30u8 {
+        lab.ep
+            .association(h)
+            .unwrap()
+            .send_with(now, 0, 11, true, Bytes::from(vec![i; 100]), opts)
+            .unwrap();
+        lab.dc
+            .send(
+                Message::new(StreamId(0), PpId(12), vec![i; 100]),
+                &SendOptions {
+                    max_retransmissions: Some(0),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        // One packet per message, so losses hit individual messages.
+        lab.run(Duration::from_millis(20));
+    }
+    lab.drop_data_every = 0;
+    // A reliable message after the lossy ones proves neither side is stuck.
+    lab.ep
+        .send(h, 0, 11, true, Bytes::from_static(b"reliable tail"))
+        .unwrap();
+    lab.dc
+        .send(
+            Message::new(StreamId(0), PpId(12), b"reliable tail".to_vec()),
+            &SendOptions::default(),
+        )
+        .unwrap();
+    lab.run(Duration::from_secs(10));
+    let ours: Vec<Bytes> = lab
+        .ours_events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Data { bytes, .. } => Some(bytes.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ours.last().map(|b| &b[..]), Some(&b"reliable tail"[..]));
+    assert!(
+        ours.len() < 31,
+        "some messages were abandoned, got {}",
+        ours.len()
+    );
+    assert!(ours
+        .windows(2)
+        .all(|w| w[0][0] < w[1][0] || &w[1][..] == b"reliable tail"));
+    assert_eq!(
+        lab.dc_messages.last().map(|m| &m.payload[..]),
+        Some(&b"reliable tail"[..])
+    );
+    assert!(
+        lab.dc_messages.len() < 31,
+        "dcSCTP got {}",
+        lab.dc_messages.len()
+    );
+    assert!(lab.our_closed().is_none());
+    assert!(!lab.dc_has(|e| matches!(e, SocketEvent::OnAborted(..) | SocketEvent::OnError(..))));
 }
