@@ -681,7 +681,14 @@ impl Endpoint {
 
     /// Next datagram to send, if any. Call until `None` after every input.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
-        let mut buf = Vec::new();
+        // Sized once for the largest packet, so writing it never reallocates.
+        let a = &self.config.association;
+        let largest = a
+            .pmtu_overrides
+            .iter()
+            .map(|(_, m)| *m)
+            .fold(a.pmtu, usize::max);
+        let mut buf = Vec::with_capacity(largest);
         let (destination, source) = self.poll_transmit_into(now, &mut buf)?;
         Some(Transmit {
             destination,
