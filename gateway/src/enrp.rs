@@ -49,7 +49,10 @@ pub fn core_config(cfg: &RegistrarConfig, id: RegistrarId) -> anyhow::Result<Enr
     let secrets = if e.resolved_secret.is_empty() {
         Vec::new()
     } else {
-        vec![EnrpSecret { key_id: 1, secret: e.resolved_secret.expose().to_vec() }]
+        vec![EnrpSecret {
+            key_id: 1,
+            secret: e.resolved_secret.expose().to_vec(),
+        }]
     };
     let core = EnrpConfig {
         id,
@@ -88,9 +91,12 @@ struct Link {
     _ended: Option<oneshot::Sender<()>>,
 }
 
+/// Reads one counter out of the state machine's counters.
+type CounterField = fn(&EnrpCounters) -> u64;
+
 /// Prometheus series of ENRP.
 struct Metrics {
-    counters: Vec<(Counter, fn(&EnrpCounters) -> u64)>,
+    counters: Vec<(Counter, CounterField)>,
     last: EnrpCounters,
     live_peers: Gauge,
     links: Gauge,
@@ -104,24 +110,57 @@ impl Metrics {
         type Field = fn(&EnrpCounters) -> u64;
         let defs: [(&str, &str, Field); 15] = [
             ("messages_sent", "ENRP messages sent", |c| c.messages_sent),
-            ("messages_received", "ENRP messages received and accepted", |c| c.messages_received),
+            (
+                "messages_received",
+                "ENRP messages received and accepted",
+                |c| c.messages_received,
+            ),
             ("bytes_sent", "ENRP bytes sent", |c| c.bytes_sent),
-            ("presences_sent", "ENRP presence messages sent", |c| c.presences_sent),
-            ("updates_sent", "ENRP handle updates sent", |c| c.updates_sent),
-            ("updates_applied", "ENRP handle updates applied", |c| c.updates_applied),
-            ("table_responses_sent", "ENRP handle table responses sent", |c| c.table_responses_sent),
-            ("table_loads", "ENRP handle table loads completed", |c| c.table_loads),
-            ("audit_mismatches", "Peer checksums that differed from our view", |c| c.audit_mismatches),
+            ("presences_sent", "ENRP presence messages sent", |c| {
+                c.presences_sent
+            }),
+            ("updates_sent", "ENRP handle updates sent", |c| {
+                c.updates_sent
+            }),
+            ("updates_applied", "ENRP handle updates applied", |c| {
+                c.updates_applied
+            }),
+            (
+                "table_responses_sent",
+                "ENRP handle table responses sent",
+                |c| c.table_responses_sent,
+            ),
+            ("table_loads", "ENRP handle table loads completed", |c| {
+                c.table_loads
+            }),
+            (
+                "audit_mismatches",
+                "Peer checksums that differed from our view",
+                |c| c.audit_mismatches,
+            ),
             ("peers_dead", "Peers declared dead", |c| c.peers_dead),
             ("takeovers", "Takeovers of dead peers won", |c| c.takeovers),
-            ("pes_taken_over", "PEs adopted by takeovers", |c| c.pes_taken_over),
-            ("auth_failures", "ENRP messages failing authentication or replayed", |c| c.auth_failures),
-            ("limit_hits", "ENRP messages refused by a limit", |c| c.limit_hits),
-            ("rejected", "ENRP messages refused or unexpected", |c| c.rejected),
+            ("pes_taken_over", "PEs adopted by takeovers", |c| {
+                c.pes_taken_over
+            }),
+            (
+                "auth_failures",
+                "ENRP messages failing authentication or replayed",
+                |c| c.auth_failures,
+            ),
+            ("limit_hits", "ENRP messages refused by a limit", |c| {
+                c.limit_hits
+            }),
+            ("rejected", "ENRP messages refused or unexpected", |c| {
+                c.rejected
+            }),
         ];
         let mut counters = Vec::new();
         for (name, help, f) in defs {
-            counters.push((r.counter(&format!("poolgate_registrar_enrp_{name}_total"), help)?, f));
+            counters.push((
+                r.counter(&format!("poolgate_registrar_enrp_{name}_total"), help)?,
+                f,
+            ));
         }
         Ok(Metrics {
             counters,
@@ -179,7 +218,12 @@ impl EnrpDriver {
     ) {
         for peer in &cfg.peers {
             let addrs: Vec<SocketAddr> = peer.addresses.iter().map(|a| a.0).collect();
-            tokio::spawn(connector(transport.clone(), addrs, cfg.enrp_sctp_port, inbound.clone()));
+            tokio::spawn(connector(
+                transport.clone(),
+                addrs,
+                cfg.enrp_sctp_port,
+                inbound.clone(),
+            ));
         }
     }
 
@@ -201,7 +245,12 @@ impl EnrpDriver {
         }
         self.links.insert(
             link,
-            Link { writer: w_tx, registrar: None, outbound: outbound.is_some(), _ended: outbound },
+            Link {
+                writer: w_tx,
+                registrar: None,
+                outbound: outbound.is_some(),
+                _ended: outbound,
+            },
         );
         tokio::spawn(write_loop(sender, w_rx));
         tokio::spawn(read_loop(link, events, inbound));
@@ -210,7 +259,9 @@ impl EnrpDriver {
     /// The registrar at the other end of `link` spoke: route to it over this link
     /// unless it already has an outbound one.
     pub fn learned(&mut self, link: PeerId, registrar: RegistrarId) {
-        let Some(l) = self.links.get_mut(&link) else { return };
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
         if l.registrar == Some(registrar) {
             return;
         }
@@ -231,7 +282,9 @@ impl EnrpDriver {
 
     /// A link ended: forget it, and route its registrar over another link if any.
     pub fn closed(&mut self, link: PeerId) {
-        let Some(l) = self.links.remove(&link) else { return };
+        let Some(l) = self.links.remove(&link) else {
+            return;
+        };
         if let Some(r) = l.registrar {
             if self.routes.get(&r) == Some(&link) {
                 self.routes.remove(&r);
@@ -260,7 +313,11 @@ impl EnrpDriver {
         };
         if l.writer.try_send(Bytes::from(bytes)).is_err() {
             self.metrics.undeliverable.inc();
-            tracing::warn!(registrar = to, link, "ENRP peer does not drain its queue; closing");
+            tracing::warn!(
+                registrar = to,
+                link,
+                "ENRP peer does not drain its queue; closing"
+            );
             self.closed(link);
         }
     }
@@ -272,7 +329,9 @@ impl EnrpDriver {
             c.inc_by(f(&now).saturating_sub(f(&self.metrics.last)));
         }
         self.metrics.last = now;
-        self.metrics.live_peers.set(self.server.live_peers().len() as f64);
+        self.metrics
+            .live_peers
+            .set(self.server.live_peers().len() as f64);
         self.metrics.links.set(self.links.len() as f64);
         for r in hs.registrars() {
             if !self.known.contains(&r) {
@@ -304,7 +363,11 @@ async fn connector<T: Transport>(
             Ok(assoc) => {
                 backoff = MIN_BACKOFF;
                 let (tx, rx) = oneshot::channel();
-                if inbound.send(EnrpInbound::Connected(assoc, tx)).await.is_err() {
+                if inbound
+                    .send(EnrpInbound::Connected(assoc, tx))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 // Wait until the registrar task drops the link.
@@ -321,7 +384,11 @@ async fn connector<T: Transport>(
 
 async fn write_loop(sender: AssocSender, mut queue: mpsc::Receiver<Bytes>) {
     while let Some(bytes) = queue.recv().await {
-        if sender.send(Message::new(PPID_ENRP, bytes), WRITE_DEADLINE).await.is_err() {
+        if sender
+            .send(Message::new(PPID_ENRP, bytes), WRITE_DEADLINE)
+            .await
+            .is_err()
+        {
             break;
         }
     }
@@ -336,12 +403,20 @@ async fn read_loop(
     while let Some(ev) = events.recv().await {
         match ev {
             AssocEvent::Message(m) if m.ppid == PPID_ENRP => {
-                if inbound.send(EnrpInbound::Message(link, m.data)).await.is_err() {
+                if inbound
+                    .send(EnrpInbound::Message(link, m.data))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
             AssocEvent::Message(m) => {
-                tracing::debug!(link, ppid = m.ppid, "non-ENRP message on an ENRP association ignored");
+                tracing::debug!(
+                    link,
+                    ppid = m.ppid,
+                    "non-ENRP message on an ENRP association ignored"
+                );
             }
             AssocEvent::Down(reason) => {
                 tracing::debug!(link, %reason, "ENRP association down");

@@ -22,8 +22,8 @@ use tokio::sync::mpsc;
 
 use pool_core::asap::auth::PoolSecret;
 use pool_core::asap::registrar::{
-    Action, RateLimit, Registrar, RegistrarConfig as CoreConfig, RegistrarCounters,
-    RegistrarEvent, RegistrarSnapshot,
+    Action, RateLimit, Registrar, RegistrarConfig as CoreConfig, RegistrarCounters, RegistrarEvent,
+    RegistrarSnapshot,
 };
 use pool_core::asap::{PeerId, WallClock};
 use pool_core::enrp::{EnrpAction, EnrpEvent, EnrpServer};
@@ -57,7 +57,10 @@ pub fn core_config(cfg: &RegistrarConfig, id: u32) -> anyhow::Result<CoreConfig>
         if !p.resolved_secret.is_empty() {
             pool_secrets.insert(
                 handle,
-                vec![PoolSecret { key_id: 1, secret: p.resolved_secret.expose().to_vec() }],
+                vec![PoolSecret {
+                    key_id: 1,
+                    secret: p.resolved_secret.expose().to_vec(),
+                }],
             );
         }
     }
@@ -67,7 +70,10 @@ pub fn core_config(cfg: &RegistrarConfig, id: u32) -> anyhow::Result<CoreConfig>
         keep_alive_interval: cfg.keepalive.interval,
         keep_alive_timeout: cfg.keepalive.timeout,
         max_bad_pe_reports: cfg.max_bad_pe_report,
-        failure_report_rate: RateLimit { burst: per_sec, per: Duration::from_secs(1) / per_sec },
+        failure_report_rate: RateLimit {
+            burst: per_sec,
+            per: Duration::from_secs(1) / per_sec,
+        },
         min_registration_life: cfg.registration.min_life,
         max_registration_life: cfg.registration.max_life,
         handlespace: HandlespaceConfig {
@@ -88,13 +94,20 @@ pub fn core_config(cfg: &RegistrarConfig, id: u32) -> anyhow::Result<CoreConfig>
 pub fn transport_config(bind: SocketAddr, sctp_port: u16, enrp_port: u16) -> SctpUdpConfig {
     let mut t = SctpUdpConfig::new(bind);
     t.engine.listen_ports = vec![sctp_port, enrp_port];
-    t.engine.association.pmtu = if bind.ip().is_loopback() { 65_507 } else { 1_472 };
+    t.engine.association.pmtu = if bind.ip().is_loopback() {
+        65_507
+    } else {
+        1_472
+    };
     t
 }
 
+/// Reads one counter out of the state machine's counters.
+type CounterField = fn(&RegistrarCounters) -> u64;
+
 /// Prometheus series of the registrar.
 struct Metrics {
-    counters: Vec<(Counter, fn(&RegistrarCounters) -> u64)>,
+    counters: Vec<(Counter, CounterField)>,
     last: RegistrarCounters,
     pools: Gauge,
     elements: Gauge,
@@ -107,26 +120,73 @@ impl Metrics {
     fn new(r: &Registry) -> anyhow::Result<Self> {
         type Field = fn(&RegistrarCounters) -> u64;
         let defs: [(&str, &str, Field); 16] = [
-            ("registrations", "New PE registrations accepted", |c| c.registrations),
-            ("reregistrations", "Re-registrations (updates in place)", |c| c.reregistrations),
-            ("registrations_rejected", "Registrations refused", |c| c.registrations_rejected),
+            ("registrations", "New PE registrations accepted", |c| {
+                c.registrations
+            }),
+            (
+                "reregistrations",
+                "Re-registrations (updates in place)",
+                |c| c.reregistrations,
+            ),
+            ("registrations_rejected", "Registrations refused", |c| {
+                c.registrations_rejected
+            }),
             ("deregistrations", "Deregistrations", |c| c.deregistrations),
-            ("resolutions", "Handle resolutions answered", |c| c.resolutions),
-            ("resolutions_unknown_pool", "Resolutions of unknown pools", |c| c.resolutions_unknown_pool),
-            ("keepalives_sent", "Endpoint keep-alives sent", |c| c.keep_alives_sent),
-            ("keepalive_failures", "PEs removed for a missing keep-alive ACK", |c| c.keep_alive_failures),
-            ("failure_reports", "ENDPOINT_UNREACHABLE reports received", |c| c.failure_reports),
+            ("resolutions", "Handle resolutions answered", |c| {
+                c.resolutions
+            }),
+            (
+                "resolutions_unknown_pool",
+                "Resolutions of unknown pools",
+                |c| c.resolutions_unknown_pool,
+            ),
+            ("keepalives_sent", "Endpoint keep-alives sent", |c| {
+                c.keep_alives_sent
+            }),
+            (
+                "keepalive_failures",
+                "PEs removed for a missing keep-alive ACK",
+                |c| c.keep_alive_failures,
+            ),
+            (
+                "failure_reports",
+                "ENDPOINT_UNREACHABLE reports received",
+                |c| c.failure_reports,
+            ),
             ("removed_pes", "PEs removed (any reason)", |c| c.removed_pes),
-            ("removed_by_reports", "PEs removed at MAX-BAD-PE-REPORT", |c| c.removed_by_reports),
-            ("expired", "PEs whose registration life ran out", |c| c.expired),
-            ("auth_failures", "Registrations failing authentication", |c| c.auth_failures),
-            ("replays", "Replayed authenticated messages refused", |c| c.replays),
-            ("rate_limited", "Failure reports dropped by the per-PU rate limit", |c| c.rate_limited),
-            ("limit_hits", "Registrations refused by a handlespace limit", |c| c.limit_hits),
+            (
+                "removed_by_reports",
+                "PEs removed at MAX-BAD-PE-REPORT",
+                |c| c.removed_by_reports,
+            ),
+            ("expired", "PEs whose registration life ran out", |c| {
+                c.expired
+            }),
+            (
+                "auth_failures",
+                "Registrations failing authentication",
+                |c| c.auth_failures,
+            ),
+            ("replays", "Replayed authenticated messages refused", |c| {
+                c.replays
+            }),
+            (
+                "rate_limited",
+                "Failure reports dropped by the per-PU rate limit",
+                |c| c.rate_limited,
+            ),
+            (
+                "limit_hits",
+                "Registrations refused by a handlespace limit",
+                |c| c.limit_hits,
+            ),
         ];
         let mut counters = Vec::new();
         for (name, help, f) in defs {
-            counters.push((r.counter(&format!("poolgate_registrar_{name}_total"), help)?, f));
+            counters.push((
+                r.counter(&format!("poolgate_registrar_{name}_total"), help)?,
+                f,
+            ));
         }
         Ok(Metrics {
             counters,
@@ -167,12 +227,20 @@ pub type SharedSnapshot = Arc<Mutex<Option<RegistrarSnapshot>>>;
 
 /// Runs the registrar until drained.
 pub async fn run(cfg: RegistrarConfig, mut ctx: RoleContext) -> anyhow::Result<()> {
-    let id = if cfg.id == 0 { rand::random::<u32>().max(1) } else { cfg.id };
+    let id = if cfg.id == 0 {
+        rand::random::<u32>().max(1)
+    } else {
+        cfg.id
+    };
     let core = core_config(&cfg, id)?;
     let bind = cfg.listen.first().context("registrar.listen is empty")?.0;
-    let (transport, listener) = SctpUdp::bind(transport_config(bind, cfg.sctp_port, cfg.enrp_sctp_port))
-        .with_context(|| format!("binding SCTP over UDP on {bind}"))?;
-    let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let (transport, listener) =
+        SctpUdp::bind(transport_config(bind, cfg.sctp_port, cfg.enrp_sctp_port))
+            .with_context(|| format!("binding SCTP over UDP on {bind}"))?;
+    let unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
     let clock = WallClock::new(std::time::Instant::now(), unix_ms);
     let rng = Box::new(rand_chacha::ChaCha8Rng::from_os_rng());
     let registrar = Registrar::new(core, clock, rng).context("registrar")?;
@@ -196,7 +264,9 @@ pub async fn run(cfg: RegistrarConfig, mut ctx: RoleContext) -> anyhow::Result<(
         "registrar listening"
     );
     let _ = ctx.notifier.ready();
-    let _ = ctx.notifier.status(&format!("registrar {id} on {}", transport.local_addr()));
+    let _ = ctx
+        .notifier
+        .status(&format!("registrar {id} on {}", transport.local_addr()));
     let server = Server {
         registrar,
         metrics,
@@ -232,7 +302,10 @@ impl Server {
         let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
         let mut status_tick = tokio::time::interval(Duration::from_millis(500));
         loop {
-            let next = match (self.registrar.poll_timeout(), self.enrp.server.poll_timeout()) {
+            let next = match (
+                self.registrar.poll_timeout(),
+                self.enrp.server.poll_timeout(),
+            ) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
@@ -313,10 +386,15 @@ impl Server {
         match m {
             EnrpInbound::Connected(assoc, ended) => {
                 let hello = self.enrp.server.hello(now, &self.registrar);
-                self.enrp.attach(assoc, Some(ended), Some(hello), self.enrp_tx.clone());
+                self.enrp
+                    .attach(assoc, Some(ended), Some(hello), self.enrp_tx.clone());
             }
             EnrpInbound::Message(link, bytes) => {
-                match self.enrp.server.handle_bytes(now, &bytes, &mut self.registrar) {
+                match self
+                    .enrp
+                    .server
+                    .handle_bytes(now, &bytes, &mut self.registrar)
+                {
                     Ok(from) => self.enrp.learned(link, from),
                     Err(e) => tracing::debug!(link, error = %e, "ENRP message refused"),
                 }
@@ -341,7 +419,9 @@ impl Server {
         while let Some(action) = self.registrar.poll_action() {
             match action {
                 Action::Send { peer, msg } => {
-                    let Some(w) = self.writers.get(&peer) else { continue };
+                    let Some(w) = self.writers.get(&peer) else {
+                        continue;
+                    };
                     let mut buf = Vec::with_capacity(256);
                     if let Err(e) = msg.encode(&mut buf) {
                         tracing::error!(peer, error = %e, "cannot encode ASAP message");
@@ -362,15 +442,29 @@ impl Server {
         }
         let now = std::time::Instant::now();
         while let Some(ev) = self.registrar.poll_event() {
-            self.enrp.server.handle_registrar_event(now, &ev, &self.registrar);
+            self.enrp
+                .server
+                .handle_registrar_event(now, &ev, &self.registrar);
             match ev {
-                RegistrarEvent::Registered { pool_handle, pe_id, updated } => {
+                RegistrarEvent::Registered {
+                    pool_handle,
+                    pe_id,
+                    updated,
+                } => {
                     tracing::info!(pool = %pool_handle, pe = format_args!("{pe_id:08x}"), updated, "registered")
                 }
-                RegistrarEvent::Removed { pool_handle, pe_id, reason } => {
+                RegistrarEvent::Removed {
+                    pool_handle,
+                    pe_id,
+                    reason,
+                } => {
                     tracing::info!(pool = %pool_handle, pe = format_args!("{pe_id:08x}"), ?reason, "removed")
                 }
-                RegistrarEvent::AuthRejected { peer, pool_handle, error } => {
+                RegistrarEvent::AuthRejected {
+                    peer,
+                    pool_handle,
+                    error,
+                } => {
                     tracing::warn!(peer, pool = %pool_handle, ?error, "authentication failed")
                 }
             }
@@ -403,13 +497,22 @@ impl Server {
         let (w_tx, w_rx) = mpsc::channel(WRITER_QUEUE);
         self.writers.insert(peer, w_tx);
         tokio::spawn(write_loop(sender, w_rx));
-        tokio::spawn(read_loop(peer, events, inbound, self.metrics.decode_errors.clone()));
+        tokio::spawn(read_loop(
+            peer,
+            events,
+            inbound,
+            self.metrics.decode_errors.clone(),
+        ));
     }
 }
 
 async fn write_loop(sender: AssocSender, mut queue: mpsc::Receiver<Bytes>) {
     while let Some(bytes) = queue.recv().await {
-        if sender.send(Message::new(PPID_ASAP, bytes), WRITE_DEADLINE).await.is_err() {
+        if sender
+            .send(Message::new(PPID_ASAP, bytes), WRITE_DEADLINE)
+            .await
+            .is_err()
+        {
             break;
         }
     }

@@ -82,7 +82,11 @@ impl Drop for TempDir {
 }
 
 fn scope(n: u32) -> (Vec<Registrar>, TempDir) {
-    let dir = std::env::temp_dir().join(format!("pg-enrp-{}-{}", std::process::id(), free_udp_port()));
+    let dir = std::env::temp_dir().join(format!(
+        "pg-enrp-{}-{}",
+        std::process::id(),
+        free_udp_port()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let ports: Vec<u16> = (0..n).map(|_| free_udp_port()).collect();
     let mut regs = Vec::new();
@@ -92,7 +96,10 @@ fn scope(n: u32) -> (Vec<Registrar>, TempDir) {
         let mut peers = String::new();
         for (j, p) in ports.iter().enumerate() {
             if j != i {
-                peers += &format!("[[registrar.peer]]\nid = {}\naddresses = [\"127.0.0.1:{p}\"]\n", j + 1);
+                peers += &format!(
+                    "[[registrar.peer]]\nid = {}\naddresses = [\"127.0.0.1:{p}\"]\n",
+                    j + 1
+                );
             }
         }
         let config = dir.join(format!("r{id}.toml"));
@@ -108,7 +115,13 @@ fn scope(n: u32) -> (Vec<Registrar>, TempDir) {
             ),
         )
         .unwrap();
-        regs.push(Registrar { id, port: ports[i], metrics, config, child: None });
+        regs.push(Registrar {
+            id,
+            port: ports[i],
+            metrics,
+            config,
+            child: None,
+        });
     }
     (regs, TempDir(dir))
 }
@@ -159,16 +172,24 @@ fn killed_registrar_is_taken_over_and_resynchronises_after_restart() {
     }
     let t_start = Instant::now();
     wait_until("ENRP peers up", Duration::from_secs(15), || {
-        regs.iter().all(|r| r.metric("poolgate_registrar_enrp_live_peers") == Some(2.0))
+        regs.iter()
+            .all(|r| r.metric("poolgate_registrar_enrp_live_peers") == Some(2.0))
     });
-    println!("three registrars see each other after {:?}", t_start.elapsed());
+    println!(
+        "three registrars see each other after {:?}",
+        t_start.elapsed()
+    );
 
     // One PE of every pool at every registrar; each lists its registrar first.
     let mut pes = Vec::new();
     for (p, pool) in POOLS.iter().enumerate() {
         for r in 0..regs.len() {
             let mut list = vec![regs[r].addr()];
-            list.extend(regs.iter().filter(|x| x.id != regs[r].id).map(Registrar::addr));
+            list.extend(
+                regs.iter()
+                    .filter(|x| x.id != regs[r].id)
+                    .map(Registrar::addr),
+            );
             let child = Command::new(bin("pg-pe"))
                 .args(["--registrar", &list.join(","), "--pool", pool])
                 .args(["--id", &format!("{:08x}", pe_id(p, r)), "--life", "3s"])
@@ -180,15 +201,21 @@ fn killed_registrar_is_taken_over_and_resynchronises_after_restart() {
         }
     }
     let expected = |p: usize| -> Vec<u32> { (0..3).map(|r| pe_id(p, r)).collect() };
-    let t = wait_until("all PEs everywhere with their homes", Duration::from_secs(15), || {
-        regs.iter().all(|reg| {
-            POOLS.iter().enumerate().all(|(p, pool)| {
-                resolve(reg, pool).is_some_and(|v| {
-                    v == (0..3).map(|r| (pe_id(p, r), r as u32 + 1)).collect::<Vec<_>>()
+    let t = wait_until(
+        "all PEs everywhere with their homes",
+        Duration::from_secs(15),
+        || {
+            regs.iter().all(|reg| {
+                POOLS.iter().enumerate().all(|(p, pool)| {
+                    resolve(reg, pool).is_some_and(|v| {
+                        v == (0..3)
+                            .map(|r| (pe_id(p, r), r as u32 + 1))
+                            .collect::<Vec<_>>()
+                    })
                 })
             })
-        })
-    });
+        },
+    );
     println!("9 PEs replicated to all three registrars after {t:?}");
 
     // SIGKILL registrar 1.
@@ -196,49 +223,71 @@ fn killed_registrar_is_taken_over_and_resynchronises_after_restart() {
     drop(regs[0].child.take());
     let survivors = [&regs[1], &regs[2]];
     let mut resolutions = 0;
-    let took = wait_until("takeover of registrar 1's PEs", Duration::from_secs(20), || {
-        let mut all_moved = true;
-        for reg in survivors {
-            for (p, pool) in POOLS.iter().enumerate() {
-                let v = resolve(reg, pool).unwrap_or_else(|| panic!("resolution through {} failed", reg.id));
-                resolutions += 1;
-                let ids: Vec<u32> = v.iter().map(|&(id, _)| id).collect();
-                // Never lost, never duplicated: always exactly the three PEs.
-                assert_eq!(ids, expected(p), "pool {pool} through registrar {}", reg.id);
-                all_moved &= v.iter().all(|&(_, home)| home == 2 || home == 3);
+    let took = wait_until(
+        "takeover of registrar 1's PEs",
+        Duration::from_secs(20),
+        || {
+            let mut all_moved = true;
+            for reg in survivors {
+                for (p, pool) in POOLS.iter().enumerate() {
+                    let v = resolve(reg, pool)
+                        .unwrap_or_else(|| panic!("resolution through {} failed", reg.id));
+                    resolutions += 1;
+                    let ids: Vec<u32> = v.iter().map(|&(id, _)| id).collect();
+                    // Never lost, never duplicated: always exactly the three PEs.
+                    assert_eq!(ids, expected(p), "pool {pool} through registrar {}", reg.id);
+                    all_moved &= v.iter().all(|&(_, home)| home == 2 || home == 3);
+                }
             }
-        }
-        all_moved
-    });
+            all_moved
+        },
+    );
     println!(
         "registrar 1 SIGKILLed: its PEs stayed resolvable ({resolutions} resolutions) and had a new home after {took:?} \
          (ENRP detection bound 500ms + 250ms, takeover, PE re-registration interval 1s)"
     );
     assert!(took < Duration::from_secs(5), "takeover took {took:?}");
     let homes_agree = wait_until("survivors agree on homes", Duration::from_secs(5), || {
-        POOLS.iter().all(|pool| resolve(survivors[0], pool) == resolve(survivors[1], pool))
+        POOLS
+            .iter()
+            .all(|pool| resolve(survivors[0], pool) == resolve(survivors[1], pool))
     });
     let _ = homes_agree;
-    let taken = regs[1].metric("poolgate_registrar_enrp_takeovers_total").unwrap_or(0.0)
-        + regs[2].metric("poolgate_registrar_enrp_takeovers_total").unwrap_or(0.0);
+    let taken = regs[1]
+        .metric("poolgate_registrar_enrp_takeovers_total")
+        .unwrap_or(0.0)
+        + regs[2]
+            .metric("poolgate_registrar_enrp_takeovers_total")
+            .unwrap_or(0.0);
     println!("takeovers won by the survivors: {taken}");
     assert!(taken <= 1.0, "two registrars took over registrar 1");
 
     // Restart registrar 1: it loads the handlespace and the checksums agree.
     let restarted = Instant::now();
     regs[0].start();
-    let sync = wait_until("checksums agree after restart", Duration::from_secs(15), || {
-        let sums: Vec<Option<BTreeMap<u32, u16>>> = regs.iter().map(Registrar::checksums).collect();
-        let Some(first) = sums[0].clone() else { return false };
-        first.len() >= 3 && sums.iter().all(|s| s.as_ref() == Some(&first))
-    });
+    let sync = wait_until(
+        "checksums agree after restart",
+        Duration::from_secs(15),
+        || {
+            let sums: Vec<Option<BTreeMap<u32, u16>>> =
+                regs.iter().map(Registrar::checksums).collect();
+            let Some(first) = sums[0].clone() else {
+                return false;
+            };
+            first.len() >= 3 && sums.iter().all(|s| s.as_ref() == Some(&first))
+        },
+    );
     println!("restarted registrar 1 in sync (checksums equal) after {sync:?}");
     let sums = regs[0].checksums().unwrap();
     println!("checksums per home registrar: {sums:?}");
     for (p, pool) in POOLS.iter().enumerate() {
         let v = resolve(&regs[0], pool).expect("restarted registrar resolves");
         let ids: BTreeSet<u32> = v.iter().map(|&(id, _)| id).collect();
-        assert_eq!(ids, expected(p).into_iter().collect(), "pool {pool} at the restarted registrar");
+        assert_eq!(
+            ids,
+            expected(p).into_iter().collect(),
+            "pool {pool} at the restarted registrar"
+        );
     }
     println!("total {:?} since the kill", killed_at.elapsed());
     let _ = restarted;

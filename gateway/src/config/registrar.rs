@@ -309,7 +309,10 @@ impl Section for RegistrarConfig {
         }
         let enrp_secret = match (&e.secret, &e.secret_file) {
             (s, Some(_)) if !s.is_empty() => {
-                check.error("registrar.enrp", "give either `secret` or `secret_file`, not both");
+                check.error(
+                    "registrar.enrp",
+                    "give either `secret` or `secret_file`, not both",
+                );
                 None
             }
             (_, Some(f)) => check
@@ -321,10 +324,16 @@ impl Section for RegistrarConfig {
             if !bytes.is_empty() && bytes.len() < MIN_SECRET_LEN {
                 check.warning(
                     "registrar.enrp.secret",
-                    format!("ENRP secret is only {} bytes; use at least {MIN_SECRET_LEN}", bytes.len()),
+                    format!(
+                        "ENRP secret is only {} bytes; use at least {MIN_SECRET_LEN}",
+                        bytes.len()
+                    ),
                 );
             }
-            if bytes.is_empty() && !self.peers.is_empty() && self.listen.iter().any(|a| !a.0.ip().is_loopback()) {
+            if bytes.is_empty()
+                && !self.peers.is_empty()
+                && self.listen.iter().any(|a| !a.0.ip().is_loopback())
+            {
                 check.warning(
                     "registrar.enrp.secret",
                     "ENRP peers are configured without a shared secret: anyone who reaches the listen address can change the handlespace",
