@@ -566,15 +566,6 @@ impl Association {
         self.events.push_back(Event::Closed { reason });
     }
 
-    /// Next event, if any.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        let ev = self.events.pop_front()?;
-        if let Event::Data { bytes, .. } = &ev {
-            self.rx.consumed(bytes.len());
-        }
-        Some(ev)
-    }
-
     pub(crate) fn take_events(&mut self) -> std::collections::vec_deque::Drain<'_, Event> {
         self.events.drain(..)
     }
@@ -1055,8 +1046,8 @@ impl Association {
         }
     }
 
-    /// Runs every timer that is due.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    /// Runs every timer that is due (driven by [`crate::Endpoint::handle_timeout`]).
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
         if self.state == State::Closed {
             return;
         }
