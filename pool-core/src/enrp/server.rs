@@ -53,7 +53,7 @@
 //! most `max_peers` registrars are tracked. Refusals count in
 //! [`EnrpCounters::limit_hits`].
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::auth::{self, EnrpAuthError, EnrpSecret};
@@ -63,6 +63,9 @@ use crate::handlespace;
 use crate::types::{PeId, PoolHandle, RegistrarId};
 use crate::wire::enrp::{EnrpBody, EnrpMessage, PoolEntry, UpdateAction};
 use crate::wire::{self, SelectionPolicy, WireError, MAX_TABLE_PES};
+
+/// Sequence numbers remembered per peer against replay.
+const REPLAY_MEMORY: usize = 4096;
 
 /// ENRP configuration; checked by [`EnrpConfig::validate`].
 #[derive(Clone, Debug)]
@@ -336,7 +339,8 @@ struct Peer {
     last_heard: Option<Instant>,
     probe_sent: Option<Instant>,
     checksum: Option<u16>,
-    last_sequence: u64,
+    /// Latest authenticated sequence numbers (anti-replay memory).
+    seen: BTreeSet<u64>,
     load: Option<TableLoad>,
     serving: Option<TableCursor>,
     /// Earliest time a takeover of this (dead) peer may be (re)tried.
@@ -350,7 +354,7 @@ impl Peer {
             last_heard: None,
             probe_sent: None,
             checksum: None,
-            last_sequence: 0,
+            seen: BTreeSet::new(),
             load: None,
             serving: None,
             takeover_after: None,
@@ -726,15 +730,20 @@ impl EnrpServer {
             let now_ms = self.clock.unix_ms(now);
             let t = auth::sequence_time_ms(seq);
             let window = crate::asap::millis(self.config.auth_window);
-            let last = self.peers.get(&sender).map_or(0, |p| p.last_sequence);
-            if seq <= last || t.saturating_add(window) < now_ms || t > now_ms.saturating_add(window)
-            {
+            if t.saturating_add(window) < now_ms || t > now_ms.saturating_add(window) {
                 return Err((Some(sender), EnrpError::Replay));
             }
-            self.peers
-                .entry(sender)
-                .or_insert_with(Peer::new)
-                .last_sequence = seq;
+            // Messages of one sender may arrive out of order (two associations
+            // between a pair of registrars): remember the latest sequence numbers
+            // seen rather than only the highest one.
+            let seen = &mut self.peers.entry(sender).or_insert_with(Peer::new).seen;
+            let too_old = seen.len() >= REPLAY_MEMORY && seen.first().is_some_and(|&f| seq <= f);
+            if too_old || !seen.insert(seq) {
+                return Err((Some(sender), EnrpError::Replay));
+            }
+            if seen.len() > REPLAY_MEMORY {
+                seen.pop_first();
+            }
         }
         Ok(msg)
     }
