@@ -173,6 +173,75 @@ fn tcp(total: usize) -> f64 {
     total as f64 / took.as_secs_f64() / 1e6
 }
 
+/// Request/response round trips per second with 100-byte messages over loopback UDP.
+fn udp_rr(rounds: usize) -> f64 {
+    let sa = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sb = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b_addr = sb.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let mut b = Endpoint::new(config(), 2).unwrap();
+        let mut answered = 0usize;
+        drive(&sb, &mut b, |ep| {
+            while let Some((h, e)) = ep.poll_event() {
+                if let Event::Data { bytes, .. } = e {
+                    let _ = ep.send(h, 0, 11, true, bytes);
+                    answered += 1;
+                }
+            }
+            answered >= rounds
+        });
+    });
+    let mut a = Endpoint::new(config(), 1).unwrap();
+    let h = a.connect(Instant::now(), &[b_addr], 1, 1).unwrap();
+    let msg = Bytes::from(vec![1u8; 100]);
+    let mut done = 0usize;
+    let mut start = None;
+    let mut in_flight = false;
+    drive(&sa, &mut a, |ep| {
+        while let Some((_, e)) = ep.poll_event() {
+            match e {
+                Event::Connected => start = Some(Instant::now()),
+                Event::Data { .. } => {
+                    done += 1;
+                    in_flight = false;
+                }
+                _ => {}
+            }
+        }
+        if start.is_some() && !in_flight && done < rounds {
+            ep.send(h, 0, 11, true, msg.clone()).unwrap();
+            in_flight = true;
+        }
+        done >= rounds
+    });
+    server.join().unwrap();
+    rounds as f64 / start.unwrap().elapsed().as_secs_f64()
+}
+
+fn tcp_rr(rounds: usize) -> f64 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let t = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut buf = [0u8; 100];
+        for _ in 0..rounds {
+            s.read_exact(&mut buf).unwrap();
+            s.write_all(&buf).unwrap();
+        }
+    });
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_nodelay(true).unwrap();
+    let mut buf = [1u8; 100];
+    let start = Instant::now();
+    for _ in 0..rounds {
+        c.write_all(&buf).unwrap();
+        c.read_exact(&mut buf).unwrap();
+    }
+    t.join().unwrap();
+    rounds as f64 / start.elapsed().as_secs_f64()
+}
+
 fn main() {
     // glibc returns freed 64 KB blocks to the kernel and faults them in again; a
     // driver should keep them (or use another allocator). Same setting for all runs.
@@ -195,5 +264,9 @@ fn main() {
     }
     if which == "all" || which == "tcp" {
         println!("loopback TCP:     {:.0} MB/s", tcp(total));
+    }
+    if which == "all" || which == "rr" {
+        println!("request/response UDP: {:.0} round trips/s", udp_rr(20_000));
+        println!("request/response TCP: {:.0} round trips/s", tcp_rr(20_000));
     }
 }
