@@ -77,7 +77,13 @@ impl Drop for TempDir {
     }
 }
 
+/// `n` registrars (ids 1..=n) that know each other, keep-alives every 250 ms.
 pub fn scope(n: u32) -> (Vec<Registrar>, TempDir) {
+    scope_with(n, "250ms", "250ms")
+}
+
+/// `n` registrars with the given endpoint keep-alive interval and timeout.
+pub fn scope_with(n: u32, ka_interval: &str, ka_timeout: &str) -> (Vec<Registrar>, TempDir) {
     let dir = std::env::temp_dir().join(format!(
         "pg-enrp-{}-{}",
         std::process::id(),
@@ -103,7 +109,7 @@ pub fn scope(n: u32) -> (Vec<Registrar>, TempDir) {
             &config,
             format!(
                 "[registrar]\nid = {id}\nlisten = [\"127.0.0.1:{}\"]\n{peers}\n\
-                 [registrar.keepalive]\ninterval = \"250ms\"\ntimeout = \"250ms\"\n\
+                 [registrar.keepalive]\ninterval = \"{ka_interval}\"\ntimeout = \"{ka_timeout}\"\n\
                  [registrar.enrp]\npresence_interval = \"250ms\"\nmax_time_last_heard = \"500ms\"\n\
                  max_time_no_response = \"250ms\"\ntakeover_timeout = \"500ms\"\nsecret = \"{SECRET}\"\n\
                  [registrar.metrics]\nlisten = \"127.0.0.1:{metrics}\"\n",
