@@ -692,3 +692,33 @@ proptest! {
         prop_assert!(closed(&net, a).is_none());
     }
 }
+
+#[test]
+fn handshake_falls_back_to_second_remote_address() {
+    let mut net = Net::new(16);
+    let a = net.add(fast_config(), &["10.0.0.1:9899"], 41);
+    let b = net.add(fast_config(), &["10.0.0.2:9899", "10.1.0.2:9899"], 42);
+    net.blackholed.insert("10.0.0.2".parse().unwrap());
+    let now = net.now;
+    let remotes = [
+        "10.0.0.2:9899".parse().unwrap(),
+        "10.1.0.2:9899".parse().unwrap(),
+    ];
+    let ha = net.nodes[a].ep.connect(now, &remotes, 5, 5).unwrap();
+    assert!(net.run_until(Duration::from_secs(10), |n| n.first_handle(a).is_some()));
+    assert_eq!(
+        net.nodes[a].ep.association_ref(ha).unwrap().primary(),
+        remotes[1]
+    );
+    net.nodes[a]
+        .ep
+        .send(
+            ha,
+            0,
+            11,
+            true,
+            Bytes::from_static(b"via the second address"),
+        )
+        .unwrap();
+    assert!(net.run_until(Duration::from_secs(2), |n| n.data(b).len() == 1));
+}

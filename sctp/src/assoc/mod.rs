@@ -197,6 +197,9 @@ pub struct Association {
     burst_left: usize,
     /// The deadline under which the endpoint has indexed this association.
     pub(crate) indexed_timeout: Option<Instant>,
+    /// Path the handshake currently uses; T1 expiries rotate it over the confirmed
+    /// addresses so a dead first address does not prevent the association.
+    hs_path: usize,
 }
 
 impl Association {
@@ -252,6 +255,7 @@ impl Association {
             queued: false,
             burst_left: 0,
             indexed_timeout: None,
+            hs_path: 0,
         }
     }
 
@@ -791,8 +795,13 @@ impl Association {
                 if self.state == State::CookieEchoed {
                     if let (Some(sent), 0) = (self.handshake_sent_at, self.t1_count) {
                         let cfg = self.cfg.clone();
-                        self.paths[self.primary]
+                        self.paths[self.hs_path]
                             .rtt_sample(now.saturating_duration_since(sent), &cfg);
+                    }
+                    if self.hs_path != self.primary {
+                        // The configured primary never answered the handshake.
+                        self.primary = self.hs_path;
+                        self.update_data_path();
                     }
                     self.establish(now);
                 }
@@ -909,14 +918,16 @@ impl Association {
         if self.t1_count == 0 {
             if let Some(sent) = self.handshake_sent_at {
                 let cfg = self.cfg.clone();
-                self.paths[self.primary].rtt_sample(now.saturating_duration_since(sent), &cfg);
+                self.paths[pidx].rtt_sample(now.saturating_duration_since(sent), &cfg);
             }
         }
+        // The address that answered carries the rest of the handshake.
+        self.hs_path = pidx;
         self.cookie = cookie;
         self.state = State::CookieEchoed;
         self.send_cookie_echo = true;
         self.t1_count = 0;
-        self.t1 = Some(now + self.paths[self.primary].rto);
+        self.t1 = Some(now + self.paths[self.hs_path].rto);
     }
 
     /// Answers for an INIT that arrived while this association exists (RFC 9260 §5.2.1,
@@ -1059,9 +1070,13 @@ impl Association {
                 return;
             }
             let cfg = self.cfg.clone();
-            let p = &mut self.paths[self.primary];
-            p.back_off(&cfg);
-            self.t1 = Some(now + p.rto);
+            self.paths[self.hs_path].back_off(&cfg);
+            let n = self.paths.len();
+            self.hs_path = (1..=n)
+                .map(|k| (self.hs_path + k) % n)
+                .find(|&i| self.paths[i].confirmed)
+                .unwrap_or(self.hs_path);
+            self.t1 = Some(now + self.paths[self.hs_path].rto);
             match self.state {
                 State::CookieWait => self.send_init = true,
                 State::CookieEchoed => self.send_cookie_echo = true,

@@ -247,8 +247,10 @@ impl Association {
 
     /// Chooses where the next packet goes, only if something will surely go there.
     fn pick_dest(&self) -> Option<usize> {
-        if self.send_cookie_echo
-            || self.send_cookie_ack
+        if self.send_cookie_echo {
+            return Some(self.hs_path);
+        }
+        if self.send_cookie_ack
             || self.send_shutdown
             || self.send_shutdown_ack
             || self.send_shutdown_complete
@@ -308,7 +310,7 @@ impl Association {
             Chunk::Init(self.init_chunk()).encode(buf);
             finish_packet(buf);
             self.stats.packets_sent += 1;
-            let p = &self.paths[self.primary];
+            let p = &self.paths[self.hs_path];
             return Some((p.addr, p.local));
         }
         let dest = self.pick_dest()?;
