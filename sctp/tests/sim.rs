@@ -110,28 +110,41 @@ fn abort_reaches_peer_with_cause() {
 #[test]
 fn silent_peer_detected_within_bound() {
     let cfg = fast_config();
-    let (mut net, ha, _) = pair(5, cfg.clone());
-    net.run_for(Duration::from_secs(3));
-    // Idle and healthy: heartbeats flow, nothing closes.
-    assert!(closed(&net, 0).is_none());
-    let rto = net.nodes[0].ep.association_ref(ha).unwrap().paths()[0].rto;
-    let bound = cfg.association.failure_detection_bound(rto).unwrap();
-    net.nodes[1].frozen = true;
-    let frozen_at = net.now;
-    assert!(net.run_until(Duration::from_secs(120), |n| closed(n, 0).is_some()));
-    assert_eq!(closed(&net, 0), Some(CloseReason::Timeout));
-    let at = net.nodes[0]
-        .events
-        .iter()
-        .find(|(_, e, _)| matches!(e, Event::Closed { .. }))
-        .unwrap()
-        .2;
-    let took = at - frozen_at;
-    assert!(took <= bound, "detection took {took:?} > bound {bound:?}");
-    assert!(
-        took >= cfg.association.heartbeat_interval.unwrap(),
-        "too early: {took:?}"
-    );
+    let a = &cfg.association;
+    // Lower bound: max_retransmissions + 1 timeouts, each at least the backed-off RTO.min.
+    let mut lower = Duration::ZERO;
+    let mut r = a.rto_min;
+    for _ in 0..=a.max_retransmissions {
+        lower += r;
+        r = (r * 2).min(a.rto_max);
+    }
+    for seed in 0..20 {
+        let (mut net, ha, _) = pair(500 + seed, cfg.clone());
+        net.run_for(Duration::from_millis(3000 + 37 * seed));
+        // Idle and healthy: heartbeats flow, nothing closes.
+        assert!(closed(&net, 0).is_none());
+        let rto = net.nodes[0].ep.association_ref(ha).unwrap().paths()[0].rto;
+        let bound = a.failure_detection_bound(rto).unwrap();
+        net.nodes[1].frozen = true;
+        let frozen_at = net.now;
+        assert!(net.run_until(Duration::from_secs(120), |n| closed(n, 0).is_some()));
+        assert_eq!(closed(&net, 0), Some(CloseReason::Timeout));
+        let at = net.nodes[0]
+            .events
+            .iter()
+            .find(|(_, e, _)| matches!(e, Event::Closed { .. }))
+            .unwrap()
+            .2;
+        let took = at - frozen_at;
+        assert!(
+            took <= bound,
+            "seed {seed}: detection took {took:?} > bound {bound:?}"
+        );
+        assert!(
+            took >= lower,
+            "seed {seed}: too early: {took:?} < {lower:?}"
+        );
+    }
 }
 
 #[test]

@@ -996,7 +996,12 @@ impl Association {
                 p.confirmed = true;
                 let cfg = self.cfg.clone();
                 p.rtt_sample(now.saturating_duration_since(sent), &cfg);
-                p.hb_due = cfg.heartbeat_interval.map(|iv| now + iv);
+                let jitter = self.rng.random_range(0..=p.rto.as_micros() as u64 / 2);
+                // Interval plus up to half an RTO of jitter (RFC 9260 §8.3), so many
+                // associations do not probe in lockstep; the detection bound allows it.
+                p.hb_due = cfg
+                    .heartbeat_interval
+                    .map(|iv| now + iv + Duration::from_micros(jitter));
                 self.path_alive(idx);
                 self.update_data_path();
             }
