@@ -43,6 +43,8 @@
 //! assert_eq!(got, Some((11, Bytes::from_static(b"hello"))));
 //! ```
 
+#![warn(missing_docs)]
+
 mod assoc;
 pub mod config;
 pub mod cookie;
