@@ -407,9 +407,23 @@ impl Endpoint {
         };
         let a = self.assocs.get_mut(&h)?;
         if !a.has_peer_addr(remote) {
-            self.stats.bad_vtag += 1;
-            return None;
+            // RFC 6951 §5.4: a packet carrying our tag from a known IP with a new UDP
+            // port (NAT rebinding) moves that path to the new port.
+            let rebound = match by_tag {
+                Some(_) if header.vtag == a.local_tag => a.rebind_port(remote),
+                _ => None,
+            };
+            let Some(old) = rebound else {
+                self.stats.bad_vtag += 1;
+                return None;
+            };
+            let (lp, pp) = (a.local_port, a.peer_port);
+            if self.by_addr.get(&(old, lp, pp)) == Some(&h) {
+                self.by_addr.remove(&(old, lp, pp));
+            }
+            self.by_addr.insert((remote, lp, pp), h);
         }
+        let a = self.assocs.get_mut(&h)?;
         let before = a.stats.bad_vtag;
         a.handle_packet(now, local, remote, header, packet, cookie.as_ref());
         if a.stats.bad_vtag != before {

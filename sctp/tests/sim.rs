@@ -735,3 +735,41 @@ fn handshake_falls_back_to_second_remote_address() {
         .unwrap();
     assert!(net.run_until(Duration::from_secs(2), |n| n.data(b).len() == 1));
 }
+
+#[test]
+fn nat_rebinding_moves_path_to_new_udp_port() {
+    let (mut net, ha, hb) = pair(17, fast_config());
+    // The client's NAT mapping changes: its packets now come from another UDP port.
+    net.nodes[0].addrs = vec!["10.0.0.1:40000".parse().unwrap()];
+    net.nodes[0]
+        .ep
+        .send(ha, 0, 11, true, Bytes::from_static(b"from a new port"))
+        .unwrap();
+    assert!(net.run_until(Duration::from_secs(2), |n| n.data(1).len() == 1));
+    net.nodes[1]
+        .ep
+        .send(hb, 0, 11, true, Bytes::from_static(b"back to it"))
+        .unwrap();
+    assert!(net.run_until(Duration::from_secs(2), |n| n.data(0).len() == 1));
+    let paths = net.nodes[1].ep.association_ref(hb).unwrap().paths();
+    assert_eq!(paths[0].addr, "10.0.0.1:40000".parse().unwrap());
+    // A packet with a wrong tag from yet another port does not move the path.
+    let junk = sctp::wire::Packet {
+        header: sctp::wire::CommonHeader {
+            src_port: 3863,
+            dst_port: 3863,
+            vtag: 0xdead_beef,
+        },
+        chunks: vec![sctp::wire::Chunk::Heartbeat(Bytes::from_static(b"hi"))],
+    }
+    .encode();
+    let (now, to) = (net.now, net.addr(1));
+    let before = net.nodes[1].ep.stats().bad_vtag + net.nodes[1].ep.stats().unknown_association;
+    net.nodes[1]
+        .ep
+        .handle_datagram(now, Some(to), "10.0.0.1:50000".parse().unwrap(), &junk);
+    let after = net.nodes[1].ep.stats().bad_vtag + net.nodes[1].ep.stats().unknown_association;
+    assert_eq!(after, before + 1);
+    let paths = net.nodes[1].ep.association_ref(hb).unwrap().paths();
+    assert_eq!(paths[0].addr, "10.0.0.1:40000".parse().unwrap());
+}

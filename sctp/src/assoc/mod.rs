@@ -592,6 +592,14 @@ impl Association {
         self.paths.iter().position(|p| p.addr == addr)
     }
 
+    /// Moves the path with `addr`'s IP to `addr`'s UDP port; returns the old address.
+    pub(crate) fn rebind_port(&mut self, addr: SocketAddr) -> Option<SocketAddr> {
+        let p = self.paths.iter_mut().find(|p| p.addr.ip() == addr.ip())?;
+        let old = p.addr;
+        p.addr = addr;
+        Some(old)
+    }
+
     /// Whether `addr` is one of the peer's addresses.
     pub fn has_peer_addr(&self, addr: SocketAddr) -> bool {
         self.path_index(addr).is_some()
