@@ -102,6 +102,10 @@ pub enum Command {
         unless --address is given, fetches /metrics and prints the poolgate_* \
         samples. Exits 0 when it answers, 3 when it does not.")]
     Status(StatusArgs),
+
+    /// The failure-handling lab: the CalcApp workload against poolgate's own state
+    /// machines in simulated time (`poolgate lab run|sweep|cookie-interval`).
+    Lab(crate::lab::cli::LabArgs),
 }
 
 /// Options of the role subcommands.

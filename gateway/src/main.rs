@@ -19,6 +19,7 @@ fn main() -> ExitCode {
     match &cli.command {
         Command::Check(args) => check::run_check(args),
         Command::Status(args) => check::run_status(args),
+        Command::Lab(args) => poolgate::lab::cli::run(args),
         Command::Registrar(args) => start(&cli, Role::Registrar, args),
         Command::Ppe(args) => start(&cli, Role::Ppe, args),
         Command::Ppu(args) => start(&cli, Role::Ppu, args),
