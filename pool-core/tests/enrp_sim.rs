@@ -749,3 +749,52 @@ fn a_peer_cannot_flood_the_handlespace() {
     let _ = n.enrp.handle_bytes(now, &del, &mut n.reg);
     assert!(n.reg.handlespace().get(&handle("web"), 900).is_some());
 }
+
+#[test]
+fn an_isolated_registrar_takes_over_nothing_and_the_scope_heals() {
+    let mut sim = booted(3);
+    for (node, pe) in [(0, 10), (0, 11), (1, 20), (2, 30)] {
+        sim.register(node, "web", pe, 0);
+    }
+    sim.run_for(Duration::from_millis(100));
+    assert!(sim.views_agree());
+    // Cut node 0 off in both directions; its PEs still reach it (and answer keep-alives).
+    for j in [1, 2] {
+        sim.cut.insert((0, j));
+        sim.cut.insert((j, 0));
+    }
+    sim.run_for(Duration::from_secs(8));
+    // The majority side took node 0's PEs over; node 0, alone, took over nothing.
+    assert_eq!(sim.nodes[0].reg.handlespace().owned_count(1), 2);
+    assert_eq!(sim.nodes[0].reg.handlespace().owned_count(2), 1);
+    assert_eq!(sim.nodes[0].reg.handlespace().owned_count(3), 1);
+    assert_eq!(
+        sim.count_events(|e| matches!(e, EnrpEvent::TookOver { target: 1, pes: 2 })),
+        1
+    );
+    assert_eq!(
+        sim.count_events(|e| matches!(e, EnrpEvent::TookOver { target: 2 | 3, .. })),
+        0
+    );
+    assert_eq!(sim.view(1), sim.view(2));
+    // Heal: the handlespaces agree again; node 0 stays home of the PEs registered with it.
+    sim.cut.clear();
+    let t0 = sim.now;
+    let ok = sim.run_until(t0 + Duration::from_secs(10), |s| {
+        s.views_agree() && s.checksums_agree()
+    });
+    assert!(
+        ok,
+        "{:?}\n{:?}\n{:?}",
+        sim.view(0),
+        sim.view(1),
+        sim.view(2)
+    );
+    println!("healed after {:?}", sim.now - t0);
+    let homes: BTreeMap<u32, RegistrarId> =
+        sim.view(1).into_iter().map(|(_, id, h)| (id, h)).collect();
+    assert_eq!(homes, BTreeMap::from([(10, 1), (11, 1), (20, 2), (30, 3)]));
+    sim.run_for(Duration::from_secs(2));
+    assert!(sim.views_agree() && sim.checksums_agree());
+    sim.consistent();
+}

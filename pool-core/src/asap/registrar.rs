@@ -949,6 +949,12 @@ impl Registrar {
         keys
     }
 
+    /// Whether this registrar watches the PE over a live association (it is its home
+    /// by the PE's own registration, not by adoption).
+    pub fn monitors_pe(&self, pool_handle: &PoolHandle, pe_id: PeId) -> bool {
+        self.monitors.contains_key(&(pool_handle.clone(), pe_id))
+    }
+
     /// Number of PEs homed here that wait for a re-registration (adopted).
     pub fn adopted_count(&self) -> usize {
         self.adopted.len()

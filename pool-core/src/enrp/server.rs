@@ -34,7 +34,14 @@
 //!   takeover of the same target, the one with the lower identifier wins: the
 //!   higher one acknowledges the lower one's claim and drops its own, the lower
 //!   one does not acknowledge the higher one's. The target itself answers an
-//!   INIT_TAKEOVER with presence to all peers, which cancels the takeover.
+//!   INIT_TAKEOVER with presence to all peers, which cancels the takeover. A peer
+//!   that still hears the target does not agree. The claimant and the peers that
+//!   must agree have to be a majority of the scope without the target, so a
+//!   registrar cut off from all others does not take over live peers (with two
+//!   registrars the survivor alone suffices, and a partition makes both homes).
+//! * **Healing**: after a partition, the audit exchanges tables; a PE that a
+//!   registrar monitors over a live association is never re-homed by a peer's
+//!   table (only by a HANDLE_UPDATE: the PE re-registered there).
 //!
 //! # Taken-over PEs
 //! The new home has no association to a taken-over PE. It does not open one
@@ -365,6 +372,8 @@ impl Peer {
 #[derive(Debug)]
 struct Takeover {
     waiting: HashSet<RegistrarId>,
+    /// Peers that agreed so far.
+    acked: usize,
     deadline: Instant,
 }
 
@@ -521,8 +530,13 @@ impl EnrpServer {
     pub fn handle_timeout(&mut self, now: Instant, registrar: &mut Registrar) {
         if self.next_presence.is_some_and(|t| t <= now) {
             self.next_presence = Some(now + self.config.presence_interval);
-            for id in self.live_peers() {
-                let msg = self.presence(registrar, id, false);
+            // Dead and never-heard peers get presence too (reply required): the
+            // association may have survived a partition that declared both sides
+            // dead, and nobody would ever speak first again.
+            let all: Vec<(RegistrarId, bool)> =
+                self.peers.iter().map(|(&id, p)| (id, p.alive)).collect();
+            for (id, alive) in all {
+                let msg = self.presence(registrar, id, !alive);
                 self.counters.presences_sent += 1;
                 self.send(now, id, &msg);
             }
@@ -676,7 +690,9 @@ impl EnrpServer {
             }
             EnrpBody::InitTakeoverAck { target } => {
                 if let Some(t) = self.takeovers.get_mut(&target) {
-                    t.waiting.remove(&from);
+                    if t.waiting.remove(&from) {
+                        t.acked += 1;
+                    }
                     if t.waiting.is_empty() {
                         self.complete_takeover(now, target, registrar);
                     }
@@ -973,6 +989,12 @@ impl EnrpServer {
             if home == 0 {
                 continue;
             }
+            // A table may hold stale claims (a peer adopted a PE while cut off
+            // from us): the registrar the PE itself is registered with wins.
+            // Fresh moves arrive as HANDLE_UPDATEs, which are applied.
+            if home != self.config.id && registrar.monitors_pe(h, e.id) {
+                continue;
+            }
             if home != self.config.id
                 && registrar.handlespace().owned_count(home) >= self.config.max_pes_per_peer
                 && registrar
@@ -1079,7 +1101,8 @@ impl EnrpServer {
         p.serving = None;
         self.counters.peers_dead += 1;
         self.events.push_back(EnrpEvent::PeerDead(id));
-        // A dead peer no longer has to acknowledge anything.
+        // A dead peer no longer has to acknowledge anything; a claim that lost its
+        // quorum with it is dropped and retried later.
         let done: Vec<RegistrarId> = self
             .takeovers
             .iter_mut()
@@ -1089,7 +1112,13 @@ impl EnrpServer {
             })
             .collect();
         for target in done {
-            self.complete_takeover(now, target, registrar);
+            let scope = self.peers.keys().filter(|&&p| p != target).count() + 1;
+            let acked = self.takeovers.get(&target).map_or(0, |t| t.acked);
+            if (acked + 1) * 2 > scope {
+                self.complete_takeover(now, target, registrar);
+            } else {
+                self.abort_takeover(now, target, true);
+            }
         }
         self.start_takeover(now, id, registrar);
     }
@@ -1104,6 +1133,17 @@ impl EnrpServer {
             .into_iter()
             .filter(|&p| p != target)
             .collect();
+        // Quorum: together with the peers that must agree, this registrar needs a
+        // majority of the scope (without the target), so an isolated registrar
+        // does not take over peers that are alive behind a partition. (With two
+        // registrars the survivor alone is a majority of one.)
+        let scope = self.peers.keys().filter(|&&p| p != target).count() + 1;
+        if (waiting.len() + 1) * 2 <= scope {
+            if let Some(p) = self.peers.get_mut(&target) {
+                p.takeover_after = Some(now + self.config.takeover_timeout);
+            }
+            return;
+        }
         self.events.push_back(EnrpEvent::TakeoverStarted { target });
         if waiting.is_empty() {
             self.complete_takeover(now, target, registrar);
@@ -1115,6 +1155,7 @@ impl EnrpServer {
             target,
             Takeover {
                 waiting,
+                acked: 0,
                 deadline: now + self.config.takeover_timeout,
             },
         );
