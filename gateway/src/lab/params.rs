@@ -243,13 +243,19 @@ pub const PARAMS: &[ParamSpec] = &[
     ParamSpec {
         name: "pu-pe-ratio",
         help: "pool users per pool element (default 10)",
-        set: |p, v| Ok(p.pu_pe_ratio = positive(v)?),
+        set: |p, v| {
+            p.pu_pe_ratio = positive(v)?;
+            Ok(())
+        },
         get: |p| p.pu_pe_ratio.to_string(),
     },
     ParamSpec {
         name: "capacity",
         help: "PE capacity, calculations/s (default 1e6)",
-        set: |p, v| Ok(p.capacity = positive(v)?),
+        set: |p, v| {
+            p.capacity = positive(v)?;
+            Ok(())
+        },
         get: |p| p.capacity.to_string(),
     },
     ParamSpec {
@@ -289,25 +295,37 @@ pub const PARAMS: &[ParamSpec] = &[
     ParamSpec {
         name: "session-ka-interval",
         help: "PU session keep-alive interval, s or ms (default 1s)",
-        set: |p, v| Ok(p.session_ka_interval = seconds(v)?),
+        set: |p, v| {
+            p.session_ka_interval = seconds(v)?;
+            Ok(())
+        },
         get: |p| p.session_ka_interval.to_string(),
     },
     ParamSpec {
         name: "session-ka-timeout",
         help: "PU session keep-alive timeout (default 1s)",
-        set: |p, v| Ok(p.session_ka_timeout = seconds(v)?),
+        set: |p, v| {
+            p.session_ka_timeout = seconds(v)?;
+            Ok(())
+        },
         get: |p| p.session_ka_timeout.to_string(),
     },
     ParamSpec {
         name: "endpoint-ka-interval",
         help: "registrar endpoint keep-alive interval (default 1s)",
-        set: |p, v| Ok(p.endpoint_ka_interval = seconds(v)?),
+        set: |p, v| {
+            p.endpoint_ka_interval = seconds(v)?;
+            Ok(())
+        },
         get: |p| p.endpoint_ka_interval.to_string(),
     },
     ParamSpec {
         name: "endpoint-ka-timeout",
         help: "registrar endpoint keep-alive timeout (default 1s)",
-        set: |p, v| Ok(p.endpoint_ka_timeout = seconds(v)?),
+        set: |p, v| {
+            p.endpoint_ka_timeout = seconds(v)?;
+            Ok(())
+        },
         get: |p| p.endpoint_ka_timeout.to_string(),
     },
     ParamSpec {
@@ -353,7 +371,10 @@ pub const PARAMS: &[ParamSpec] = &[
     ParamSpec {
         name: "duration",
         help: "scenario time, s (default 3600)",
-        set: |p, v| Ok(p.duration = seconds(v)?),
+        set: |p, v| {
+            p.duration = seconds(v)?;
+            Ok(())
+        },
         get: |p| p.duration.to_string(),
     },
     ParamSpec {
@@ -378,25 +399,37 @@ pub const PARAMS: &[ParamSpec] = &[
     ParamSpec {
         name: "silent",
         help: "share of failures that are silent, 0..1 (default 0: clean shutdowns)",
-        set: |p, v| Ok(p.silent = share(v)?),
+        set: |p, v| {
+            p.silent = share(v)?;
+            Ok(())
+        },
         get: |p| p.silent.to_string(),
     },
     ParamSpec {
         name: "abort-restart",
         help: "Abort and Restart instead of resuming from the cookie (default false)",
-        set: |p, v| Ok(p.abort_restart = boolean(v)?),
+        set: |p, v| {
+            p.abort_restart = boolean(v)?;
+            Ok(())
+        },
         get: |p| p.abort_restart.to_string(),
     },
     ParamSpec {
         name: "max-jobs",
         help: "Reject and Retry: a PE with this many requests rejects more (default 0 = off)",
-        set: |p, v| Ok(p.max_jobs = count(v)?),
+        set: |p, v| {
+            p.max_jobs = count(v)?;
+            Ok(())
+        },
         get: |p| p.max_jobs.to_string(),
     },
     ParamSpec {
         name: "retry-delay",
         help: "PU pause before selecting again after a reject (default 100ms)",
-        set: |p, v| Ok(p.retry_delay = seconds(v)?),
+        set: |p, v| {
+            p.retry_delay = seconds(v)?;
+            Ok(())
+        },
         get: |p| p.retry_delay.to_string(),
     },
     ParamSpec {
@@ -414,7 +447,10 @@ pub const PARAMS: &[ParamSpec] = &[
     ParamSpec {
         name: "cache-staleness",
         help: "PU handle-resolution cache staleness (default 1ms)",
-        set: |p, v| Ok(p.cache_staleness = seconds(v)?),
+        set: |p, v| {
+            p.cache_staleness = seconds(v)?;
+            Ok(())
+        },
         get: |p| p.cache_staleness.to_string(),
     },
     ParamSpec {

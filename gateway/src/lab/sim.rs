@@ -658,7 +658,7 @@ impl Sim {
         self.drain_pe(inst);
     }
 
-    fn to_pu(&mut self, pu: usize, sess: u64, msg: ToPu) {
+    fn send_to_pu(&mut self, pu: usize, sess: u64, msg: ToPu) {
         self.after(self.delay, Ev::PuApp { pu, sess, msg });
     }
 
@@ -667,10 +667,10 @@ impl Sim {
         match (life, msg) {
             (Life::Silent, _) => {}
             (Life::Clean, ToPe::Request { pu, sess, .. } | ToPe::KeepAlive { pu, sess, .. }) => {
-                self.to_pu(pu, sess, ToPu::Closed(None));
+                self.send_to_pu(pu, sess, ToPu::Closed(None));
             }
             (Life::Alive, ToPe::KeepAlive { pu, sess, seq }) => {
-                self.to_pu(pu, sess, ToPu::KeepAliveAck(seq));
+                self.send_to_pu(pu, sess, ToPu::KeepAliveAck(seq));
             }
             (
                 Life::Alive,
@@ -687,12 +687,12 @@ impl Sim {
                     if self.in_window() {
                         self.acc.r.rejects += 1;
                     }
-                    self.to_pu(pu, sess, ToPu::Reject);
+                    self.send_to_pu(pu, sess, ToPu::Reject);
                     return;
                 }
                 calc.advance(now);
                 calc.add((pu, sess), size, start);
-                self.to_pu(pu, sess, ToPu::Accept);
+                self.send_to_pu(pu, sess, ToPu::Accept);
                 self.rearm_work(inst);
                 self.report_load(inst);
             }
@@ -711,10 +711,12 @@ impl Sim {
         let mut completed = false;
         for e in out {
             match e {
-                CalcEvent::Cookie { key, done } => self.to_pu(key.0, key.1, ToPu::Cookie(done)),
+                CalcEvent::Cookie { key, done } => {
+                    self.send_to_pu(key.0, key.1, ToPu::Cookie(done))
+                }
                 CalcEvent::Complete { key } => {
                     completed = true;
-                    self.to_pu(key.0, key.1, ToPu::Complete);
+                    self.send_to_pu(key.0, key.1, ToPu::Complete);
                 }
             }
         }
@@ -764,7 +766,7 @@ impl Sim {
                 if counting && self.p.abort_restart {
                     self.acc.lost_total += s.done;
                 }
-                self.to_pu(s.key.0, s.key.1, ToPu::Closed(Some(s.done)));
+                self.send_to_pu(s.key.0, s.key.1, ToPu::Closed(Some(s.done)));
             }
             let now = self.instant();
             if let Some(c) = self.insts[inst].client.as_mut() {
