@@ -2,7 +2,7 @@
 //! operation scope, driving [`pool_core::enrp::EnrpServer`].
 //!
 //! * One connector task per configured peer keeps an outbound association to its
-//!   ENRP port (reconnecting with exponential backoff, 100 ms up to 5 s) and hands
+//!   ENRP port (reconnecting with exponential backoff, 100 ms up to 2 s) and hands
 //!   each new association to the registrar task, which introduces itself with a
 //!   presence (R flag).
 //! * Associations peers open to our ENRP port are accepted by the registrar's
@@ -41,7 +41,7 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(2);
 /// First reconnect delay; doubled per failure up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest reconnect delay.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// The ENRP state machine's configuration from the operator's file.
 pub fn core_config(cfg: &RegistrarConfig, id: RegistrarId) -> anyhow::Result<EnrpConfig> {

@@ -472,19 +472,26 @@ impl Server {
         while let Some(EnrpAction::Send { to, bytes, .. }) = self.enrp.server.poll_action() {
             self.enrp.send(to, bytes);
         }
+        let me = self.enrp.server.config().id;
         while let Some(ev) = self.enrp.server.poll_event() {
             match ev {
                 EnrpEvent::Rejected { peer, reason } => {
-                    tracing::warn!(?peer, %reason, "ENRP message refused")
+                    tracing::warn!(me, ?peer, %reason, "ENRP message refused")
                 }
                 EnrpEvent::AuditMismatch { peer, theirs, ours } => {
-                    tracing::info!(peer, theirs, ours, "ENRP checksum mismatch; synchronising")
+                    tracing::info!(
+                        me,
+                        peer,
+                        theirs,
+                        ours,
+                        "ENRP checksum mismatch; synchronising"
+                    )
                 }
                 EnrpEvent::TookOver { target, pes } => {
-                    tracing::warn!(target, pes, "took over the PEs of a dead registrar")
+                    tracing::warn!(me, target, pes, "took over the PEs of a dead registrar")
                 }
-                EnrpEvent::PeerDead(p) => tracing::warn!(peer = p, "ENRP peer dead"),
-                other => tracing::info!(event = ?other, "ENRP"),
+                EnrpEvent::PeerDead(p) => tracing::warn!(me, peer = p, "ENRP peer dead"),
+                other => tracing::info!(me, event = ?other, "ENRP"),
             }
         }
     }
