@@ -36,11 +36,16 @@ pub fn parse_policy(s: &str) -> Result<Policy, String> {
 }
 
 /// Directory holding the workspace's built binaries (`target/<profile>`), derived
-/// from the running test executable (`target/<profile>/deps/<test>`).
+/// from the running executable: a test (`target/<profile>/deps/<test>`) or a tool
+/// (`target/<profile>/<tool>`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let deps = exe.parent().expect("deps dir");
-    deps.parent().expect("profile dir").to_path_buf()
+    let dir = exe.parent().expect("exe dir");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("profile dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Path of a workspace binary; panics with a clear message when it was not built.
