@@ -110,6 +110,9 @@ pub struct Params {
     /// PE mean time between failures in average request handling times
     /// (request size / capacity); `None` = PEs never fail.
     pub mtbf: Option<f64>,
+    /// PE MTBF in seconds; overrides `mtbf` when set (keeps the failure rate
+    /// fixed while the request size changes).
+    pub mtbf_seconds: Option<f64>,
     /// Share of failures that are silent (0..1); the rest are clean shutdowns.
     pub silent: f64,
     /// Abort and Restart: a failed-over request starts from zero (cookies unused).
@@ -144,6 +147,7 @@ impl Default for Params {
             duration: 3600.0,
             warmup: 60.0,
             mtbf: None,
+            mtbf_seconds: None,
             silent: 0.0,
             abort_restart: false,
             max_jobs: 0,
@@ -397,6 +401,15 @@ pub const PARAMS: &[ParamSpec] = &[
         get: |p| fmt_opt(&p.mtbf),
     },
     ParamSpec {
+        name: "mtbf-s",
+        help: "PE MTBF in seconds, overrides mtbf (default unset)",
+        set: |p, v| {
+            p.mtbf_seconds = if is_inf(v) { None } else { Some(seconds(v)?) };
+            Ok(())
+        },
+        get: |p| fmt_opt(&p.mtbf_seconds),
+    },
+    ParamSpec {
         name: "silent",
         help: "share of failures that are silent, 0..1 (default 0: clean shutdowns)",
         set: |p, v| {
@@ -511,6 +524,12 @@ impl Params {
     /// Average request handling time (request size / capacity), the MTBF unit (s).
     pub fn handling_time(&self) -> f64 {
         self.request_size / self.capacity
+    }
+
+    /// Mean PE lifetime in seconds, if PEs fail.
+    pub fn mtbf_secs(&self) -> Option<f64> {
+        self.mtbf_seconds
+            .or_else(|| self.mtbf.map(|m| m * self.handling_time()))
     }
 
     /// Checks cross-parameter constraints.

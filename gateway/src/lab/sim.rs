@@ -633,8 +633,8 @@ impl Sim {
         });
         self.by_pe_id.insert(pe_id, inst);
         self.drain_pe(inst);
-        if let Some(m) = self.p.mtbf {
-            let life = exp(&mut self.slot_rngs[slot], m * self.p.handling_time());
+        if let Some(m) = self.p.mtbf_secs() {
+            let life = exp(&mut self.slot_rngs[slot], m);
             self.after(ns(life), Ev::Fail { inst });
         }
     }
