@@ -120,7 +120,29 @@ pub fn run_status(args: &StatusArgs) -> ExitCode {
             }
         }
     };
+    // Roles with a status document (the registrar's handlespace) answer /status.
+    if let Ok(doc) = fetch_path(addr, "/status", args.timeout) {
+        match serde_json::from_str::<serde_json::Value>(&doc) {
+            Ok(v) if args.json => {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or(doc));
+                return ExitCode::SUCCESS;
+            }
+            Ok(v) => {
+                print!("{}", crate::status::render_table(&v));
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                eprintln!("error: {addr} answered /status with something that is not JSON: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     match fetch_metrics(addr, args.timeout) {
+        Ok(body) if args.json => {
+            let samples: Vec<&str> = body.lines().filter(|l| l.starts_with("poolgate_")).collect();
+            println!("{}", serde_json::json!({ "address": addr.to_string(), "up": true, "metrics": samples }));
+            ExitCode::SUCCESS
+        }
         Ok(body) => {
             println!("up: poolgate at {addr} answered");
             for line in body.lines().filter(|l| l.starts_with("poolgate_")) {
@@ -140,6 +162,11 @@ const MAX_STATUS_BODY: u64 = 4 * 1024 * 1024;
 
 /// GET `/metrics` at `addr` within `timeout`; the body on a 200 answer.
 pub fn fetch_metrics(addr: SocketAddr, timeout: Duration) -> std::io::Result<String> {
+    fetch_path(addr, "/metrics", timeout)
+}
+
+/// GET `path` at `addr` within `timeout`; the body on a 200 answer.
+pub fn fetch_path(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<String> {
     let deadline = Instant::now() + timeout;
     let left = || {
         deadline
@@ -148,7 +175,7 @@ pub fn fetch_metrics(addr: SocketAddr, timeout: Duration) -> std::io::Result<Str
     };
     let mut s = TcpStream::connect_timeout(&addr, timeout)?;
     s.set_write_timeout(Some(left()))?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: poolgate\r\nConnection: close\r\n\r\n")?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: poolgate\r\nConnection: close\r\n\r\n").as_bytes())?;
     let mut raw = Vec::new();
     let mut buf = [0u8; 8192];
     let mut s_limited = (&mut s).take(MAX_STATUS_BODY);

@@ -175,6 +175,10 @@ pub struct StatusArgs {
     /// Give up after this long (e.g. 2s, 500ms).
     #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
     pub timeout: std::time::Duration,
+
+    /// Print the status document as JSON (for scripts) instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {

@@ -22,6 +22,7 @@ pub mod ppu;
 pub mod registrar;
 pub mod session;
 pub mod signals;
+pub mod status;
 pub mod telemetry;
 pub mod transport;
 

@@ -10,6 +10,7 @@ use poolgate_integration::{bin, free_tcp_port, free_udp_port, Child};
 struct Registrar {
     _child: Child,
     addr: String,
+    metrics: String,
     _dir: TempDir,
 }
 
@@ -40,7 +41,12 @@ fn start_registrar(extra: &str) -> Registrar {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    Registrar { _child: Child(child), addr: format!("127.0.0.1:{port}"), _dir: TempDir(dir) }
+    Registrar {
+        _child: Child(child),
+        addr: format!("127.0.0.1:{port}"),
+        metrics: format!("127.0.0.1:{metrics}"),
+        _dir: TempDir(dir),
+    }
 }
 
 fn start_pe(reg: &Registrar, pool: &str, id: &str) -> Child {
@@ -128,4 +134,32 @@ fn graceful_pe_shutdown_deregisters() {
     wait_for(&reg, "web", &["00000c0c"], Duration::from_secs(10));
     pe.signal(15);
     wait_for(&reg, "web", &[], Duration::from_secs(3));
+}
+
+#[test]
+fn status_prints_the_handlespace_as_table_and_json() {
+    let reg = start_registrar("");
+    let _pe1 = start_pe(&reg, "shop", "00000abc");
+    let _pe2 = start_pe(&reg, "shop", "00000def");
+    wait_for(&reg, "shop", &["00000abc", "00000def"], Duration::from_secs(10));
+    let t0 = Instant::now();
+    let table = loop {
+        let out = Command::new(bin("poolgate")).args(["status", "--address", &reg.metrics]).output().unwrap();
+        assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if text.contains("00000def") && text.contains("00000abc") {
+            break text;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "status never showed both PEs:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    println!("{table}");
+    assert!(table.contains("1 pools, 2 PEs"), "{table}");
+    assert!(table.contains("shop"), "{table}");
+    assert!(table.contains("00000001"), "home registrar id missing: {table}");
+    let out = Command::new(bin("poolgate")).args(["status", "--json", "--address", &reg.metrics]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["role"], "registrar");
+    assert_eq!(v["pools"][0]["handle"], "shop");
+    assert_eq!(v["pools"][0]["elements"].as_array().unwrap().len(), 2);
 }

@@ -162,7 +162,11 @@ async fn handle(mut stream: TcpStream, registry: &Registry) -> std::io::Result<(
                     let text = registry.render();
                     respond(200, "OK", CONTENT_TYPE, &text, body)
                 }
-                "/" => simple(200, "OK", "poolgate: metrics at /metrics\n", body),
+                "/status" => match registry.status_json() {
+                    Some(json) => respond(200, "OK", "application/json", &json, body),
+                    None => simple(404, "Not Found", "this role has no status document\n", body),
+                },
+                "/" => simple(200, "OK", "poolgate: metrics at /metrics, status at /status\n", body),
                 _ => simple(
                     404,
                     "Not Found",

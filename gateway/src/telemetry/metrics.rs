@@ -261,10 +261,20 @@ vec_type!(
     HistogramVec, Histogram, Histogram
 );
 
-/// The set of metric families a process exposes.
-#[derive(Debug, Default)]
+/// Produces a role's status document (JSON) for `GET /status`.
+pub type StatusProvider = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The set of metric families a process exposes, and the role's status document.
+#[derive(Default)]
 pub struct Registry {
     families: Mutex<Vec<Arc<Family>>>,
+    status: Mutex<Option<StatusProvider>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
 }
 
 fn valid_metric_name(n: &str) -> bool {
@@ -285,6 +295,17 @@ impl Registry {
     /// An empty registry.
     pub fn new() -> Arc<Registry> {
         Arc::new(Registry::default())
+    }
+
+    /// Sets what `GET /status` answers (a JSON document, e.g. the handlespace).
+    pub fn set_status_provider(&self, provider: StatusProvider) {
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = Some(provider);
+    }
+
+    /// The role's status document, if the role provides one.
+    pub fn status_json(&self) -> Option<String> {
+        let provider = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        provider.map(|f| f())
     }
 
     fn register(

@@ -9,4 +9,5 @@ pub use http::MetricsServer;
 pub use logging::LogFormat;
 pub use metrics::{
     Counter, CounterVec, Gauge, GaugeVec, Histogram, HistogramVec, MetricsError, Registry,
+    StatusProvider,
 };
