@@ -225,6 +225,20 @@ enum Inbound {
 /// A registrar's latest handlespace snapshot, for `poolgate status`.
 pub type SharedSnapshot = Arc<Mutex<Option<RegistrarSnapshot>>>;
 
+/// A snapshot slot served as the registrar's `GET /status` document.
+fn status_snapshot(ctx: &RoleContext) -> SharedSnapshot {
+    let shared = SharedSnapshot::default();
+    let slot = shared.clone();
+    ctx.registry.set_status_provider(Arc::new(move || {
+        let snap = slot.lock().ok().and_then(|s| s.clone());
+        match snap {
+            Some(s) => crate::status::registrar_json(&s).to_string(),
+            None => serde_json::json!({ "role": "registrar", "pools": [] }).to_string(),
+        }
+    }));
+    shared
+}
+
 /// Runs the registrar until drained.
 pub async fn run(cfg: RegistrarConfig, mut ctx: RoleContext) -> anyhow::Result<()> {
     let id = if cfg.id == 0 {
@@ -274,7 +288,7 @@ pub async fn run(cfg: RegistrarConfig, mut ctx: RoleContext) -> anyhow::Result<(
         enrp_tx,
         enrp_port: cfg.enrp_sctp_port,
         writers: HashMap::new(),
-        snapshot: SharedSnapshot::default(),
+        snapshot: status_snapshot(&ctx),
         _transport: transport,
     };
     server.serve(listener, enrp_rx, &mut ctx).await
