@@ -204,8 +204,8 @@ fn partition_of_one_registrar_takeover_and_heal() {
             format!(
                 "[registrar]\nid = {}\nlisten = [\"0.0.0.0:{PORT}\"]\n{peers}\n\
                  [registrar.keepalive]\ninterval = \"250ms\"\ntimeout = \"250ms\"\n\
-                 [registrar.enrp]\npresence_interval = \"250ms\"\nmax_time_last_heard = \"500ms\"\n\
-                 max_time_no_response = \"250ms\"\ntakeover_timeout = \"500ms\"\nsecret = \"{SECRET}\"\n\
+                 [registrar.enrp]\npresence_interval = \"250ms\"\nmax_time_last_heard = \"750ms\"\n\
+                 max_time_no_response = \"500ms\"\ntakeover_timeout = \"500ms\"\nsecret = \"{SECRET}\"\n\
                  [registrar.metrics]\nlisten = \"{}:{metrics}\"\n",
                 i + 1,
                 net.addr(i)
