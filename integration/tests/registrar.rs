@@ -22,7 +22,10 @@ impl Drop for TempDir {
 }
 
 fn start_registrar(extra: &str) -> Registrar {
-    let port = free_udp_port();
+    start_registrar_on(free_udp_port(), extra)
+}
+
+fn start_registrar_on(port: u16, extra: &str) -> Registrar {
     let metrics = free_tcp_port();
     let dir = std::env::temp_dir().join(format!("pg-reg-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -162,4 +165,18 @@ fn status_prints_the_handlespace_as_table_and_json() {
     assert_eq!(v["role"], "registrar");
     assert_eq!(v["pools"][0]["handle"], "shop");
     assert_eq!(v["pools"][0]["elements"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn registrar_restart_is_survived_pes_reregister_and_pus_resolve_again() {
+    let port = free_udp_port();
+    let reg = start_registrar_on(port, "");
+    let _pe1 = start_pe(&reg, "svc", "00000011");
+    let _pe2 = start_pe(&reg, "svc", "00000022");
+    wait_for(&reg, "svc", &["00000011", "00000022"], Duration::from_secs(10));
+    drop(reg); // SIGKILL: the handlespace is gone with it
+    let restarted_at = Instant::now();
+    let reg = start_registrar_on(port, "");
+    let took = wait_for(&reg, "svc", &["00000011", "00000022"], Duration::from_secs(20));
+    println!("PEs re-registered {:?} after the registrar restarted", restarted_at.elapsed().max(took));
 }
