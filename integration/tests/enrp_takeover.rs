@@ -117,6 +117,22 @@ fn killed_registrar_is_taken_over_and_resynchronises_after_restart() {
             .unwrap_or(0.0);
     println!("takeovers won by the survivors: {taken}");
     assert!(taken <= 1.0, "two registrars took over registrar 1");
+    // A PU whose first registrar is the dead one hunts on to the next.
+    let out = Command::new(bin("pg-resolve"))
+        .args([
+            "--registrar",
+            &format!("{},{}", regs[0].addr(), regs[1].addr()),
+            "--pool",
+            POOLS[0],
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "PU server hunt past the dead registrar failed"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
 
     // Restart registrar 1: it loads the handlespace and the checksums agree.
     let restarted = Instant::now();
