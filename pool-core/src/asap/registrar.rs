@@ -865,8 +865,8 @@ impl Registrar {
     /// Applies a peer's ENRP_HANDLE_UPDATE (ADD_PE) or handle-table entry:
     /// the PE is (re-)registered with `home` as its home registrar.
     ///
-    /// A PE this registrar monitored and that now has another home moved
-    /// (it re-registered there): local keep-alives for it stop. With `home`
+    /// A PE this registrar monitors over a live association is left alone (the
+    /// live association wins over a peer's possibly stale claim). With `home`
     /// equal to this registrar's id the PE is *adopted*: homed here, not
     /// monitored, kept until it re-registers here (then monitored) or its
     /// registration life runs out.
@@ -881,9 +881,11 @@ impl Registrar {
             .min(self.config.max_registration_life);
         let reg = registration_from_wire(element, home, life)?;
         let key = (pool_handle.clone(), element.id);
-        let monitored_here = self.monitors.contains_key(&key);
-        if home == self.config.id && monitored_here {
-            // We already watch it; a peer's copy adds nothing.
+        if self.monitors.contains_key(&key) {
+            // Registered here over a live association: we are its home. A peer's
+            // claim is stale (it crossed the PE's move here) or the PE is leaving,
+            // which closes its association here first (and the audit then repairs
+            // our view). Either way the live association wins.
             return Ok(RegisterOutcome::Updated);
         }
         let outcome = self.hs.register(pool_handle, reg, now).map_err(|e| {
@@ -900,11 +902,7 @@ impl Registrar {
         if home == self.config.id {
             self.adopted.insert(key);
         } else {
-            // Moved away (or never ours): stop watching it, keep failure reports.
-            if let Some(m) = self.monitors.remove(&key) {
-                self.timers.remove(&(m.due, key.clone()));
-                self.unlink_peer(m.peer, &key);
-            }
+            // Adopted here before, now re-registered at the peer.
             self.adopted.remove(&key);
         }
         Ok(outcome)
