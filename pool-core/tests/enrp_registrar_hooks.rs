@@ -55,7 +55,7 @@ fn keep_alives(r: &mut Registrar) -> Vec<u32> {
 }
 
 #[test]
-fn a_pe_that_moved_to_a_peer_is_no_longer_monitored_here() {
+fn a_peer_cannot_re_home_a_pe_registered_here_over_a_live_association() {
     let t0 = Instant::now();
     let mut r = registrar(t0);
     r.handle_message(
@@ -72,7 +72,19 @@ fn a_pe_that_moved_to_a_peer_is_no_longer_monitored_here() {
         Some(RegistrarEvent::Registered { .. })
     ));
     let _ = keep_alives(&mut r);
-    // The PE re-registered at registrar 2, which announces it.
+    // A stale (or early) claim by registrar 2: the live association wins.
+    r.apply_peer_update(t0, &handle(), &element(5, 2), 2)
+        .unwrap();
+    assert_eq!(r.handlespace().get(&handle(), 5).unwrap().home, 1);
+    assert!(r.monitors_pe(&handle(), 5));
+    assert!(!r.apply_peer_removal(&handle(), 5, 2));
+    r.handle_timeout(t0 + Duration::from_secs(1));
+    assert_eq!(keep_alives(&mut r), vec![5]);
+    // The PE really leaves: its association here closes, then registrar 2's
+    // update is applied like any other.
+    r.handle_peer_closed(9);
+    assert!(r.handlespace().get(&handle(), 5).is_none());
+    let _ = std::iter::from_fn(|| r.poll_event()).count();
     r.apply_peer_update(t0, &handle(), &element(5, 2), 2)
         .unwrap();
     assert_eq!(r.handlespace().get(&handle(), 5).unwrap().home, 2);
@@ -81,14 +93,11 @@ fn a_pe_that_moved_to_a_peer_is_no_longer_monitored_here() {
         "peer changes must not echo as events"
     );
     r.check_consistency().unwrap();
-    r.handle_timeout(t0 + Duration::from_secs(1));
+    r.handle_timeout(t0 + Duration::from_secs(3));
     assert!(
         keep_alives(&mut r).is_empty(),
         "keep-alive sent for a PE homed elsewhere"
     );
-    // Its old association closing does not remove it.
-    r.handle_peer_closed(9);
-    assert!(r.handlespace().get(&handle(), 5).is_some());
 }
 
 #[test]

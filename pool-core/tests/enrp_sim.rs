@@ -297,6 +297,7 @@ impl Sim {
             AsapMessage::Deregistration {
                 pool_handle: handle(pool),
                 pe_id: pe,
+                auth: None,
             },
         );
         self.pump();
@@ -797,4 +798,75 @@ fn an_isolated_registrar_takes_over_nothing_and_the_scope_heals() {
     sim.run_for(Duration::from_secs(2));
     assert!(sim.views_agree() && sim.checksums_agree());
     sim.consistent();
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// A PE registers at a node (moving there if it was elsewhere).
+    Register { node: usize, pe: u32, load: u32 },
+    /// A PE deregisters from wherever it is.
+    Deregister { pe: u32 },
+    /// Handle updates start or stop getting lost.
+    ToggleUpdateLoss,
+    /// Time passes.
+    Wait { ms: u64 },
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (0..3usize, 1..16u32, 0..4u32).prop_map(|(node, pe, load)| Op::Register { node, pe, load }),
+        1 => (1..16u32).prop_map(|pe| Op::Deregister { pe }),
+        1 => Just(Op::ToggleUpdateLoss),
+        2 => (1..400u64).prop_map(|ms| Op::Wait { ms }),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
+
+    /// Whatever registrations, moves, removals and lost updates happened, once
+    /// updates flow again the audit makes every handlespace agree.
+    #[test]
+    fn audits_converge_after_any_history(ops in proptest::collection::vec(op(), 1..40)) {
+        let mut sim = booted(3);
+        // Where each PE is registered (its single ASAP association).
+        let mut at: BTreeMap<u32, usize> = BTreeMap::new();
+        for op in ops {
+            match op {
+                Op::Register { node, pe, load } => {
+                    if let Some(old) = at.insert(pe, node) {
+                        if old != node {
+                            // A PE has one registrar at a time: moving closes the old association.
+                            let now = sim.now;
+                            sim.nodes[old].reg.handle_peer_closed(PeerId::from(pe) + 1_000_000 * old as u64);
+                            let _ = now;
+                            sim.pump();
+                        }
+                    }
+                    sim.register(node, "pool", pe, load);
+                }
+                Op::Deregister { pe } => {
+                    if let Some(node) = at.remove(&pe) {
+                        sim.deregister(node, "pool", pe);
+                    }
+                }
+                Op::ToggleUpdateLoss => {
+                    if !sim.drop_kinds.remove(&msg_types::HANDLE_UPDATE) {
+                        sim.drop_kinds.insert(msg_types::HANDLE_UPDATE);
+                    }
+                }
+                Op::Wait { ms } => sim.run_for(Duration::from_millis(ms)),
+            }
+        }
+        sim.drop_kinds.clear();
+        let t0 = sim.now;
+        let ok = sim.run_until(t0 + Duration::from_secs(5), |s| s.views_agree() && s.checksums_agree());
+        proptest::prop_assert!(ok, "no convergence:\n{:?}\n{:?}\n{:?}", sim.view(0), sim.view(1), sim.view(2));
+        // And the agreed view is the truth: each registered PE once, at its registrar.
+        let truth: BTreeSet<(Vec<u8>, u32, RegistrarId)> =
+            at.iter().map(|(&pe, &node)| (b"pool".to_vec(), pe, id_of(node))).collect();
+        proptest::prop_assert_eq!(sim.view(0), truth);
+        sim.consistent();
+    }
 }
