@@ -28,6 +28,20 @@ fn handle(s: &str) -> PoolHandle {
     PoolHandle::new(s).unwrap()
 }
 
+/// An ASAP_DEREGISTRATION, built from its wire form so that this test does not
+/// depend on the optional fields the message type grows.
+fn deregistration(pool: &str, pe: u32) -> AsapMessage {
+    let mut body = Vec::new();
+    wire::Param::PoolHandle(handle(pool))
+        .encode(&mut body)
+        .unwrap();
+    wire::Param::PeId(pe).encode(&mut body).unwrap();
+    let mut msg = vec![wire::asap::types::DEREGISTRATION, 0];
+    msg.extend_from_slice(&((body.len() + 4) as u16).to_be_bytes());
+    msg.extend_from_slice(&body);
+    AsapMessage::decode(&msg).unwrap()
+}
+
 fn element(id: u32, load: u32) -> wire::PoolElement {
     wire::PoolElement {
         id,
@@ -294,11 +308,7 @@ impl Sim {
         self.nodes[node].reg.handle_message(
             now,
             PeerId::from(pe) + 1_000_000 * node as u64,
-            AsapMessage::Deregistration {
-                pool_handle: handle(pool),
-                pe_id: pe,
-                auth: None,
-            },
+            deregistration(pool, pe),
         );
         self.pump();
     }
