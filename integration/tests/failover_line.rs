@@ -89,3 +89,58 @@ fn client_half_close_ends_the_session_cleanly() {
     assert_eq!(client.recv().as_deref(), Some("last"));
     assert_eq!(client.recv(), None, "the PPU closes after the backend closed");
 }
+
+#[test]
+fn ppe_drain_hands_the_session_over_without_lost_work() {
+    let cluster = Cluster::start(Setup { pes: 2, ..Setup::default() });
+    let mut client = cluster.client();
+    assert_eq!(client.ask("ECHO before-drain"), "before-drain");
+    let victim = cluster.serving("ECHO before-drain", Duration::from_secs(5));
+    cluster.drain_ppe(victim);
+    // The PPE deregisters, waits its drain grace (1 s), then hands the session over with
+    // a final cookie; requests keep being answered all along.
+    let t0 = Instant::now();
+    let mut i = 0u64;
+    let mut moved = false;
+    while t0.elapsed() < Duration::from_secs(5) {
+        let marker = format!("ECHO drain-{i}");
+        assert_eq!(client.ask(&marker), format!("drain-{i}"));
+        if cluster.serving(&marker, Duration::from_secs(1)) != victim {
+            moved = true;
+            break;
+        }
+        i += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(moved, "session still on the draining PE after {:?}", t0.elapsed());
+    assert!(t0.elapsed() >= Duration::from_millis(900), "moved before the drain grace: {:?}", t0.elapsed());
+    cluster.wait_pool(1, Duration::from_secs(5));
+}
+
+#[test]
+fn pipelined_bulk_survives_a_backend_kill_with_back_pressure() {
+    let mut cluster = Cluster::start(Setup { pes: 2, ..Setup::default() });
+    let mut client = cluster.client();
+    const N: usize = 3000;
+    let pad = "x".repeat(200);
+    let mut w = client.w.try_clone().unwrap();
+    let p = pad.clone();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        for i in 0..N {
+            w.write_all(format!("ECHO {i} {p}\n").as_bytes()).unwrap();
+        }
+    });
+    // Read slowly at first so buffers fill up on the way.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut killed = false;
+    for i in 0..N {
+        assert_eq!(client.recv(), Some(format!("{i} {pad}")), "reply {i}");
+        if i == N / 3 && !killed {
+            let victim = cluster.serving(&format!("ECHO {i} {pad}"), Duration::from_secs(1));
+            cluster.kill_backend(victim);
+            killed = true;
+        }
+    }
+    writer.join().unwrap();
+}

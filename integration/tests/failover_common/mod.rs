@@ -27,11 +27,13 @@ pub struct Setup {
     pub keepalive: &'static str,
     /// Log level of the poolgate processes.
     pub log: &'static str,
+    /// Backends: `pg-line-backend` (false) or Debian's `redis-server` (true).
+    pub redis: bool,
 }
 
 impl Default for Setup {
     fn default() -> Self {
-        Setup { pes: 3, plugin: "line", keepalive: "100ms", log: "warn" }
+        Setup { pes: 3, plugin: "line", keepalive: "100ms", log: "warn", redis: false }
     }
 }
 
@@ -40,6 +42,23 @@ pub struct Backend {
     pub child: Option<Child>,
     pub port: u16,
     pub requests: Arc<Mutex<Vec<String>>>,
+}
+
+/// Starts `redis-server` on a free port (no persistence); returns it once it answers.
+pub fn start_redis(port: u16) -> Backend {
+    let port = if port == 0 { free_tcp_port() } else { port };
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("redis-server (apt-get install redis-server)");
+    let t0 = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "redis-server does not listen on {port}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Backend { child: Some(Child(child)), port, requests: Arc::new(Mutex::new(Vec::new())) }
 }
 
 /// The running pool.
@@ -68,9 +87,21 @@ fn write(path: &PathBuf, text: &str) {
     std::fs::File::create(path).unwrap().write_all(text.as_bytes()).unwrap();
 }
 
+/// A workspace binary, next to the running executable (a bench tool) or found the way
+/// the integration tests find them.
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let p = exe.parent().unwrap().join(name);
+    if p.exists() {
+        p
+    } else {
+        bin(name)
+    }
+}
+
 fn poolgate(role: &str, config: &PathBuf, log: &str) -> Child {
     Child(
-        Command::new(bin("poolgate"))
+        Command::new(binary("poolgate"))
             .args(["--log-level", log, role, "--config"])
             .arg(config)
             .stdout(Stdio::null())
@@ -80,10 +111,10 @@ fn poolgate(role: &str, config: &PathBuf, log: &str) -> Child {
     )
 }
 
-/// Starts a line backend; returns it once it listens.
-pub fn start_backend(name: &str) -> Backend {
-    let mut child = Command::new(bin("pg-line-backend"))
-        .args(["--name", name])
+/// Starts a line backend on `port` (0: any); returns it once it listens.
+pub fn start_backend(name: &str, port: u16) -> Backend {
+    let mut child = Command::new(binary("pg-line-backend"))
+        .args(["--name", name, "--port", &port.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -134,7 +165,7 @@ impl Cluster {
             setup: setup.clone(),
         };
         for i in 0..setup.pes {
-            let b = start_backend(&format!("b{i}"));
+            let b = if setup.redis { start_redis(0) } else { start_backend(&format!("b{i}"), 0) };
             let ppe = c.start_ppe(i, b.port);
             c.backends.push(b);
             c.ppes.push(Some(ppe));
@@ -190,7 +221,7 @@ impl Cluster {
 
     /// PE ids the registrar lists for the pool.
     pub fn resolve(&self) -> Vec<String> {
-        let out = Command::new(bin("pg-resolve"))
+        let out = Command::new(binary("pg-resolve"))
             .args(["--registrar", &self.registrar_addr, "--pool", "fo"])
             .output()
             .unwrap();
@@ -202,8 +233,10 @@ impl Cluster {
         ids
     }
 
-    /// Waits until `n` PEs are registered.
+    /// Waits until `n` PEs are registered (a resolution lists at most 3: the
+    /// registrar's default number of resolution items).
     pub fn wait_pool(&self, n: usize, within: Duration) {
+        let n = n.min(3);
         let t0 = Instant::now();
         loop {
             let got = self.resolve();
@@ -232,6 +265,35 @@ impl Cluster {
     /// SIGKILLs backend `i`.
     pub fn kill_backend(&mut self, i: usize) {
         self.backends[i].child.take();
+    }
+
+    /// Starts backend `i` again on its port (after a kill).
+    pub fn restart_backend(&mut self, i: usize) {
+        let port = self.backends[i].port;
+        let t0 = Instant::now();
+        // The port may linger for a moment after the kill.
+        loop {
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(5), "port {port} stays busy");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.backends[i] =
+            if self.setup.redis { start_redis(port) } else { start_backend(&format!("b{i}"), port) };
+    }
+
+    /// Sends SIGTERM to PPE `i` (drain).
+    pub fn drain_ppe(&self, i: usize) {
+        if let Some(c) = &self.ppes[i] {
+            c.signal(15);
+        }
+    }
+
+    /// Starts PPE `i` again with its configuration (after a kill).
+    pub fn restart_ppe(&mut self, i: usize) {
+        let file = self.dir.join(format!("ppe{i}.toml"));
+        self.ppes[i] = Some(poolgate("ppe", &file, self.setup.log));
     }
 
     /// SIGKILLs PPE `i`.

@@ -1,0 +1,201 @@
+//! `pg-failover-bench`: client-visible stalls of transparent failover under steady load.
+//!
+//! Starts a pool on loopback from real processes (registrar, PPEs in front of
+//! `pg-line-backend`s, a PPU with the `line` plugin), runs `--sessions` client sessions
+//! that ask and check requests back to back, and SIGKILLs a random backend every
+//! `--duration / (--kills + 1)` (or its PPE, `--victim ppe|both`), restarting it, so the
+//! pool keeps its size.
+//! It stops by itself after `--duration` and prints the request latency distribution,
+//! the stalls (requests slower than `--stall-threshold`) as p50/p99/max against the
+//! configured keep-alive, and the count of client-visible errors (wrong answers or
+//! closed connections; target 0).
+//!
+//! Build everything first (`cargo build -p poolgate -p poolgate-integration --bins`), then
+//! run it from the target directory, e.g. `target/debug/pg-failover-bench --duration 10`.
+
+#[path = "../../tests/failover_common/mod.rs"]
+mod cluster;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(about = "Failover benchmark: client-visible stalls while backends are killed")]
+struct Args {
+    /// Concurrent client sessions.
+    #[arg(long, default_value_t = 8)]
+    sessions: usize,
+    /// PE/backend pairs.
+    #[arg(long, default_value_t = 4)]
+    pes: usize,
+    /// How long to run, in seconds (at most 120).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Backend kills during the run (at most 100).
+    #[arg(long, default_value_t = 8)]
+    kills: usize,
+    /// PPU session keep-alive interval and timeout (e.g. 100ms, 1s).
+    #[arg(long, default_value = "100ms")]
+    keepalive: String,
+    /// What to kill: "backend", "ppe", or "both" (alternating).
+    #[arg(long, default_value = "backend")]
+    victim: String,
+    /// A request slower than this (ms) counts as a stall.
+    #[arg(long, default_value_t = 5)]
+    stall_threshold: u64,
+    /// Log level of the poolgate processes.
+    #[arg(long, default_value = "error")]
+    log: String,
+    /// Seed of the kill schedule.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn fmt(d: Duration) -> String {
+    format!("{:.1}ms", d.as_secs_f64() * 1000.0)
+}
+
+fn main() {
+    let a = Args::parse();
+    let duration = Duration::from_secs(a.duration.clamp(1, 120));
+    let kills = a.kills.min(100);
+    let keepalive: &'static str = Box::leak(a.keepalive.clone().into_boxed_str());
+    let mut c = cluster::Cluster::start(cluster::Setup {
+        pes: a.pes.max(2),
+        plugin: "line",
+        keepalive,
+        log: Box::leak(a.log.clone().into_boxed_str()),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
+    let mut clients = Vec::new();
+    for s in 0..a.sessions {
+        let mut client = c.client();
+        let (stop, errors, latencies) = (stop.clone(), errors.clone(), latencies.clone());
+        let port = c.ppu_port;
+        clients.push(std::thread::spawn(move || {
+            let mut mine = Vec::new();
+            let mut i: u64 = (s as u64) << 32;
+            while !stop.load(Ordering::Relaxed) {
+                let n = i & 0xffff;
+                let t0 = Instant::now();
+                client.send(&format!("SQ {n}"));
+                match client.recv() {
+                    Some(r) if r == (n * n).to_string() => mine.push(t0.elapsed()),
+                    other => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("session {s}: request {n}: got {other:?}");
+                        if other.is_none() {
+                            // The connection was closed: a client would reconnect.
+                            match reconnect(port) {
+                                Some(c) => client = c,
+                                None => break,
+                            }
+                        }
+                    }
+                }
+                i += 1;
+            }
+            latencies.lock().unwrap().extend_from_slice(&mine);
+            mine
+        }));
+    }
+    let start = Instant::now();
+    let gap = duration / (kills as u32 + 1);
+    let mut rng = a.seed.max(1);
+    let mut killed = 0;
+    let mut ppe_down: Option<usize> = None;
+    for k in 0..kills {
+        let at = gap * (k as u32 + 1);
+        if let Some(wait) = at.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        // xorshift: a reproducible kill schedule.
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let victim = (rng % c.backends.len() as u64) as usize;
+        let ppe = match a.victim.as_str() {
+            "ppe" => true,
+            "both" => k % 2 == 1,
+            _ => false,
+        };
+        if ppe {
+            // Restarted only at the next kill: a PPE restarted at once would answer the
+            // old sessions' packets with ABORT and hide the keep-alive detection.
+            if let Some(prev) = ppe_down.take() {
+                c.restart_ppe(prev);
+            }
+            c.kill_ppe(victim);
+            ppe_down = Some(victim);
+        } else {
+            c.kill_backend(victim);
+            c.restart_backend(victim);
+        }
+        killed += 1;
+    }
+    if let Some(rest) = duration.checked_sub(start.elapsed()) {
+        std::thread::sleep(rest);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in clients {
+        let _ = t.join();
+    }
+    let mut all = latencies.lock().unwrap().clone();
+    all.sort();
+    let threshold = Duration::from_millis(a.stall_threshold);
+    let stalls: Vec<Duration> = all.iter().copied().filter(|d| *d > threshold).collect();
+    let elapsed = start.elapsed().as_secs_f64();
+    println!(
+        "failover bench: {} sessions, {} PEs, {:.1}s, {} kills (SIGKILL, victim {}), keep-alive {} / {}",
+        a.sessions,
+        a.pes.max(2),
+        elapsed,
+        killed,
+        a.victim,
+        keepalive,
+        keepalive
+    );
+    println!(
+        "requests: {} ({:.0}/s), latency p50 {} p99 {} max {}",
+        all.len(),
+        all.len() as f64 / elapsed,
+        fmt(pct(&all, 0.5)),
+        fmt(pct(&all, 0.99)),
+        fmt(all.last().copied().unwrap_or_default())
+    );
+    println!(
+        "stalls (> {}ms): {}, p50 {} p99 {} max {}",
+        a.stall_threshold,
+        stalls.len(),
+        fmt(pct(&stalls, 0.5)),
+        fmt(pct(&stalls, 0.99)),
+        fmt(stalls.last().copied().unwrap_or_default())
+    );
+    println!("client-visible errors: {}", errors.load(Ordering::Relaxed));
+    if errors.load(Ordering::Relaxed) > 0 {
+        std::process::exit(1);
+    }
+}
+
+fn reconnect(port: u16) -> Option<cluster::Client> {
+    let s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_nodelay(true).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    Some(cluster::Client {
+        r: std::io::BufReader::new(s.try_clone().ok()?),
+        w: s,
+    })
+}
