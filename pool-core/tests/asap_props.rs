@@ -167,6 +167,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     AsapMessage::Deregistration {
                         pool_handle: pool(p),
                         pe_id: u32::from(pe),
+                        auth: None,
                     },
                 );
                 prop_assert!(r.handlespace().get(&pool(p), u32::from(pe)).is_none());

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use asap_common::*;
-use pool_core::asap::auth::{sign, AuthError, PoolSecret};
+use pool_core::asap::auth::{self, sign, AuthError, PoolSecret};
 use pool_core::asap::registrar::{
     Action, ConfigError, Registrar, RegistrarConfig, RegistrarEvent, RemovalReason,
 };
@@ -321,7 +321,7 @@ fn open_pools_follow_the_configuration() {
 }
 
 #[test]
-fn secured_deregistration_must_come_from_the_registering_association() {
+fn secured_deregistration_must_be_signed_and_fresh() {
     let mut m = Mock::secured("sec");
     m.send(
         0,
@@ -334,33 +334,72 @@ fn secured_deregistration_must_come_from_the_registering_association() {
             EPOCH_MS,
         ),
     );
-    let dereg = AsapMessage::Deregistration {
+    let refused = |peer| Action::Send {
+        peer,
+        msg: AsapMessage::DeregistrationResponse {
+            pool_handle: handle("sec"),
+            pe_id: 1,
+            error: Some(OperationError::single(ErrorCause::RejectedSecurity)),
+        },
+    };
+    // Unsigned: refused, even on the association that registered the PE.
+    let unsigned = AsapMessage::Deregistration {
         pool_handle: handle("sec"),
         pe_id: 1,
+        auth: None,
     };
-    let a = m.send(5, 66, dereg.clone());
-    assert_eq!(
-        a,
-        [Action::Send {
-            peer: 66,
-            msg: AsapMessage::DeregistrationResponse {
-                pool_handle: handle("sec"),
-                pe_id: 1,
-                error: Some(OperationError::single(ErrorCause::RejectedSecurity)),
-            }
-        }]
-    );
+    assert_eq!(m.send(5, 1, unsigned), [refused(1)]);
+    // Signed with a wrong secret: refused.
+    let forged = AsapMessage::Deregistration {
+        pool_handle: handle("sec"),
+        pe_id: 1,
+        auth: Some(
+            auth::sign_deregistration(
+                &secret(1, b"not the pool secret"),
+                &handle("sec"),
+                1,
+                7,
+                EPOCH_MS,
+            )
+            .unwrap(),
+        ),
+    };
+    assert_eq!(m.send(6, 66, forged), [refused(66)]);
     assert!(m.r.handlespace().get(&handle("sec"), 1).is_some());
-    assert_eq!(m.r.counters().auth_failures, 1);
-    let b = m.send(6, 1, dereg);
+    assert_eq!(m.r.counters().auth_failures, 2);
+    // Signed with the pool secret: accepted from any association (the PE may have
+    // moved to a new association after a server hunt).
+    let good = AsapMessage::Deregistration {
+        pool_handle: handle("sec"),
+        pe_id: 1,
+        auth: Some(
+            auth::sign_deregistration(&secret(1, SECRET), &handle("sec"), 1, 8, EPOCH_MS).unwrap(),
+        ),
+    };
+    let b = m.send(7, 66, good.clone());
     assert!(matches!(
         &b[..],
         [Action::Send {
-            peer: 1,
+            peer: 66,
             msg: AsapMessage::DeregistrationResponse { error: None, .. }
         }]
     ));
     assert_eq!(m.r.handlespace().element_count(), 0);
+    // The same signed message again is a replay.
+    m.send(
+        8,
+        1,
+        signed(
+            "sec",
+            element(1, Policy::RoundRobin),
+            &secret(1, SECRET),
+            2,
+            EPOCH_MS,
+        ),
+    );
+    assert_eq!(m.send(9, 66, good), [refused(66)]);
+    assert_eq!(m.r.counters().replays, 1);
+    assert!(m.r.handlespace().get(&handle("sec"), 1).is_some());
     m.r.check_consistency().unwrap();
 }
 

@@ -109,6 +109,7 @@ fn asap_messages() -> Vec<AsapMessage> {
         AsapMessage::Deregistration {
             pool_handle: ph("EchoPool"),
             pe_id: 1,
+            auth: None,
         },
         AsapMessage::RegistrationResponse {
             reject: true,

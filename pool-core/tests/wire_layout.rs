@@ -359,6 +359,7 @@ fn lengths_and_padding_are_checked() {
     let mut b = AsapMessage::Deregistration {
         pool_handle: ph("p"),
         pe_id: 1,
+        auth: None,
     }
     .to_bytes()
     .unwrap();

@@ -148,8 +148,13 @@ fn asap() -> impl Strategy<Value = AsapMessage> {
                 auth
             }
         ),
-        (handle(), any::<u32>())
-            .prop_map(|(pool_handle, pe_id)| AsapMessage::Deregistration { pool_handle, pe_id }),
+        (handle(), any::<u32>(), proptest::option::of(auth())).prop_map(
+            |(pool_handle, pe_id, auth)| AsapMessage::Deregistration {
+                pool_handle,
+                pe_id,
+                auth,
+            }
+        ),
         (
             any::<bool>(),
             handle(),

@@ -415,10 +415,22 @@ impl PoolElementClient {
     pub fn shutdown(&mut self, now: Instant) {
         match self.state {
             State::Registered { .. } => {
+                let auth = self.config.auth.as_ref().and_then(|secret| {
+                    let nonce = self.rng.next_u64();
+                    auth::sign_deregistration(
+                        secret,
+                        &self.config.pool_handle,
+                        self.pe_id,
+                        nonce,
+                        self.clock.unix_ms(now),
+                    )
+                    .ok()
+                });
                 self.actions
                     .push_back(PeAction::Send(AsapMessage::Deregistration {
                         pool_handle: self.config.pool_handle.clone(),
                         pe_id: self.pe_id,
+                        auth,
                     }));
                 self.state = State::Deregistering {
                     deadline: now + self.config.response_timeout,

@@ -514,9 +514,11 @@ impl Registrar {
                 element,
                 auth,
             } => self.on_registration(now, peer, pool_handle, element, auth),
-            AsapMessage::Deregistration { pool_handle, pe_id } => {
-                self.on_deregistration(peer, pool_handle, pe_id)
-            }
+            AsapMessage::Deregistration {
+                pool_handle,
+                pe_id,
+                auth,
+            } => self.on_deregistration(now, peer, pool_handle, pe_id, auth),
             AsapMessage::HandleResolution { pool_handle } => {
                 self.on_resolution(now, peer, pool_handle)
             }
@@ -727,19 +729,40 @@ impl Registrar {
         removed
     }
 
-    fn on_deregistration(&mut self, peer: PeerId, pool_handle: PoolHandle, pe_id: PeId) {
+    /// Checks the authentication of a deregistration for a secured pool: a valid tag
+    /// under one of the pool's secrets, not replayed.
+    fn check_deregistration_auth(
+        &mut self,
+        now: Instant,
+        pool_handle: &PoolHandle,
+        pe_id: PeId,
+        auth: Option<&wire::RegistrationAuth>,
+    ) -> Result<(), AuthError> {
+        let Some(secrets) = self.config.pool_secrets.get(pool_handle) else {
+            return Ok(());
+        };
+        let auth = auth.ok_or(AuthError::Missing)?;
+        auth::verify_deregistration(secrets, pool_handle, pe_id, auth)?;
+        let now_ms = self.clock.unix_ms(now);
+        self.replay.check(now_ms, pool_handle, auth)
+    }
+
+    fn on_deregistration(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        pool_handle: PoolHandle,
+        pe_id: PeId,
+        auth: Option<wire::RegistrationAuth>,
+    ) {
         let key = (pool_handle, pe_id);
         let error = if self.hs.pool_len(&key.0).is_none() {
             Some(ErrorCause::UnknownPoolHandle)
         } else if self.hs.get(&key.0, pe_id).is_none() {
             Some(ErrorCause::InvalidValues(None))
-        } else if self.config.pool_secrets.contains_key(&key.0)
-            && self.monitors.get(&key).map(|m| m.peer) != Some(peer)
-        {
-            // The wire format has no auth parameter on deregistrations, so for
-            // secured pools only the association that carried the PE's
-            // authenticated registration may take it out.
-            self.auth_failed(peer, key.0.clone(), AuthError::WrongAssociation);
+        } else if let Err(e) = self.check_deregistration_auth(now, &key.0, pe_id, auth.as_ref()) {
+            // Secured pools: only a PE that knows the pool's secret may take a PE out.
+            self.auth_failed(peer, key.0.clone(), e);
             Some(ErrorCause::RejectedSecurity)
         } else {
             self.remove_pe(&key, RemovalReason::Deregistered);

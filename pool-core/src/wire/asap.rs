@@ -71,6 +71,8 @@ pub enum AsapMessage {
         pool_handle: PoolHandle,
         /// Element leaving.
         pe_id: PeId,
+        /// poolgate authentication extension (skipped by other registrars).
+        auth: Option<RegistrationAuth>,
     },
     /// Registrar → PE: answer to a registration.
     RegistrationResponse {
@@ -208,8 +210,18 @@ impl AsapMessage {
                     PRef::RegistrationAuth(a).encode(buf)?;
                 }
             }
-            AsapMessage::Deregistration { pool_handle, pe_id }
-            | AsapMessage::EndpointKeepAliveAck { pool_handle, pe_id }
+            AsapMessage::Deregistration {
+                pool_handle,
+                pe_id,
+                auth,
+            } => {
+                ph(buf, pool_handle)?;
+                PRef::PeId(*pe_id).encode(buf)?;
+                if let Some(a) = auth {
+                    PRef::RegistrationAuth(a).encode(buf)?;
+                }
+            }
+            AsapMessage::EndpointKeepAliveAck { pool_handle, pe_id }
             | AsapMessage::EndpointUnreachable { pool_handle, pe_id } => {
                 ph(buf, pool_handle)?;
                 PRef::PeId(*pe_id).encode(buf)?;
@@ -341,6 +353,7 @@ impl AsapMessage {
             types::DEREGISTRATION => AsapMessage::Deregistration {
                 pool_handle: c.pool_handle()?,
                 pe_id: c.pe_id()?,
+                auth: c.opt_auth(),
             },
             types::REGISTRATION_RESPONSE => AsapMessage::RegistrationResponse {
                 reject: flags & FLAG_REJECT != 0,
