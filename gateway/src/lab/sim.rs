@@ -827,6 +827,10 @@ impl Sim {
 
     fn send_request(&mut self, pu: usize, pe_id: PeId) {
         let Some(&inst) = self.by_pe_id.get(&pe_id) else {
+            // Not a PE of this scenario: select again after a pause.
+            if let Some(sess) = self.pus[pu].cur.as_ref().map(|a| a.sess) {
+                self.after(ns(self.p.retry_delay), Ev::Retry { pu, sess });
+            }
             return;
         };
         let Some(a) = self.pus[pu].cur.as_mut() else {
