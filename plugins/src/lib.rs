@@ -15,10 +15,13 @@
 //!   before any client bytes; the plugin then swallows the prelude's replies itself (they
 //!   are left out of the deliveries).
 //!
-//! Plugins: [`raw`] (abort and restart), [`line`] (one reply line per request line) and
-//! [`resp`] (Redis RESP2/RESP3).
+//! Plugins: [`raw`] (abort and restart), [`line`] (one reply line per request line),
+//! [`resp`] (Redis RESP2/RESP3) and [`http`] (HTTP/1.1 with request replay and download
+//! resume). [`proxy_protocol`] encodes PROXY protocol headers for tcp/tls listeners.
 
+pub mod http;
 pub mod line;
+pub mod proxy_protocol;
 pub mod raw;
 mod replay;
 pub mod resp;
@@ -39,6 +42,8 @@ pub enum PluginConfig {
     Line(line::LineConfig),
     /// [`resp::RespSession`].
     Resp(resp::RespConfig),
+    /// [`http::HttpSession`].
+    Http(http::HttpConfig),
 }
 
 impl PluginConfig {
@@ -48,6 +53,7 @@ impl PluginConfig {
             PluginConfig::Raw(c) => Box::new(raw::RawSession::new(c.clone())),
             PluginConfig::Line(c) => Box::new(line::LineSession::new(c.clone())),
             PluginConfig::Resp(c) => Box::new(resp::RespSession::new(c.clone())),
+            PluginConfig::Http(c) => Box::new(http::HttpSession::new(c.clone())),
         }
     }
 
@@ -57,6 +63,7 @@ impl PluginConfig {
             PluginConfig::Raw(_) => "raw",
             PluginConfig::Line(_) => "line",
             PluginConfig::Resp(_) => "resp",
+            PluginConfig::Http(_) => "http",
         }
     }
 }

@@ -4,6 +4,7 @@ use std::ops::Range;
 
 use thiserror::Error;
 
+use crate::http::HttpError;
 use crate::resp::RespError;
 use pool_core::cookie::CookieParts;
 
@@ -65,6 +66,10 @@ pub struct BackendProgress {
     /// [`ClientProgress::error`]). [`PluginError::PreludeRejected`] means the PE could not
     /// restore the backend and should close the session.
     pub error: Option<PluginError>,
+    /// PU side: close the client connection now, after sending what was delivered so far
+    /// (e.g. an HTTP download resumed from a backend whose validator changed: a short body
+    /// the client detects is better than a spliced one). The plugin forwards nothing more.
+    pub close_client: bool,
 }
 
 /// PE side: how to bring a fresh backend to the state saved in a cookie.
@@ -149,6 +154,9 @@ pub enum PluginError {
     /// A RESP framing error.
     #[error("RESP: {0}")]
     Resp(#[from] RespError),
+    /// An HTTP framing error (see [`HttpError::status`] for the answer it maps to).
+    #[error("HTTP: {0}")]
+    Http(#[from] HttpError),
     /// A line longer than the configured maximum.
     #[error("line longer than {max} bytes")]
     LineTooLong {
@@ -174,6 +182,7 @@ impl PluginError {
     pub fn kind(&self) -> &'static str {
         match self {
             PluginError::Resp(_) => "resp_framing",
+            PluginError::Http(_) => "http_framing",
             PluginError::LineTooLong { .. } => "line_too_long",
             PluginError::UnsolicitedReply => "unsolicited_reply",
             PluginError::ReplayMismatch => "replay_mismatch",
