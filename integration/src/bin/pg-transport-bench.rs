@@ -1,0 +1,713 @@
+//! `pg-transport-bench`: our SCTP engine through the real tokio driver (`SctpUdp`) against
+//! plain tokio TCP and against `dcsctp` 0.1.16 as published, in one bounded run on
+//! loopback: bulk transfer on one association, 100-byte request/response, memory of idle
+//! associations, CPU per MB. Prints a table with ratios against TCP measured in the same
+//! run.
+//!
+//! Every side runs in this one process (both ends of every connection), so CPU and memory
+//! figures cover both ends; the ratios compare like with like.
+//!
+//! The allocator is chosen by `PG_BENCH_ALLOC` (read before the first allocation):
+//! `glibc` (default), `glibc-tuned` (mallopt: no trimming, no mmap below 1 MiB) or
+//! `mimalloc`. All three are wrapped in a byte counter that gives the engine's own heap
+//! size per association.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Parser;
+use poolgate::transport::sctp_udp::{SctpUdp, SctpUdpConfig};
+use poolgate::transport::{AssocEvent, Association, Message, Transport};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Counts live heap bytes; forwards to glibc malloc or mimalloc.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// 0: undecided, 1: glibc, 2: mimalloc.
+static MODE: AtomicU8 = AtomicU8::new(0);
+
+fn mode() -> u8 {
+    let m = MODE.load(Ordering::Relaxed);
+    if m != 0 {
+        return m;
+    }
+    // getenv does not allocate, so this is safe inside the allocator.
+    // SAFETY: the name is a valid NUL-terminated string; the result is only read.
+    let v = unsafe { libc::getenv(c"PG_BENCH_ALLOC".as_ptr()) };
+    let m = if v.is_null() {
+        1
+    } else {
+        // SAFETY: getenv returned a valid C string.
+        let s = unsafe { std::ffi::CStr::from_ptr(v) }.to_bytes();
+        if s == b"mimalloc" {
+            2
+        } else {
+            1
+        }
+    };
+    // Racing first allocations agree: the environment does not change.
+    MODE.store(m, Ordering::Relaxed);
+    m
+}
+
+// SAFETY: forwards every call unchanged to a real allocator chosen once per process.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size(), Ordering::Relaxed);
+        if mode() == 2 {
+            mimalloc::MiMalloc.alloc(l)
+        } else {
+            System.alloc(l)
+        }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        if mode() == 2 {
+            mimalloc::MiMalloc.dealloc(p, l)
+        } else {
+            System.dealloc(p, l)
+        }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size(), Ordering::Relaxed);
+        if mode() == 2 {
+            mimalloc::MiMalloc.alloc_zeroed(l)
+        } else {
+            System.alloc_zeroed(l)
+        }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new, Ordering::Relaxed);
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        if mode() == 2 {
+            mimalloc::MiMalloc.realloc(p, l, new)
+        } else {
+            System.realloc(p, l, new)
+        }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[derive(Parser)]
+#[command(
+    about = "SCTP-over-UDP driver vs TCP vs dcsctp: bulk, request/response, idle memory, CPU/MB"
+)]
+struct Args {
+    /// Bytes of each bulk transfer (ours and TCP).
+    #[arg(long, default_value_t = 1 << 30)]
+    bulk_bytes: u64,
+    /// Bytes of the dcsctp bulk transfer (it is slow as published).
+    #[arg(long, default_value_t = 64 << 20)]
+    dcsctp_bytes: u64,
+    /// Message size of bulk transfers.
+    #[arg(long, default_value_t = 65_536)]
+    msg: usize,
+    /// Seconds of each request/response run.
+    #[arg(long, default_value_t = 3)]
+    rr_seconds: u64,
+    /// Idle associations (and TCP connections, capped by the fd limit).
+    #[arg(long, default_value_t = 10_000)]
+    idle: usize,
+    /// Skip dcsctp.
+    #[arg(long)]
+    no_dcsctp: bool,
+    /// Only these parts (comma list of bulk,rr,idle); empty: all.
+    #[arg(long, default_value = "")]
+    only: String,
+    /// Deadline of every single measurement, seconds.
+    #[arg(long, default_value_t = 120)]
+    deadline: u64,
+}
+
+fn cpu_now() -> Duration {
+    // SAFETY: getrusage writes into the zeroed struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn rss_bytes() -> usize {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: usize = s
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// One bulk measurement.
+#[derive(Clone, Copy)]
+struct Bulk {
+    mb_per_s: f64,
+    cpu_ms_per_mb: f64,
+}
+
+impl Bulk {
+    fn from(bytes: u64, wall: Duration, cpu: Duration) -> Bulk {
+        let mb = bytes as f64 / 1e6;
+        Bulk {
+            mb_per_s: mb / wall.as_secs_f64(),
+            cpu_ms_per_mb: cpu.as_secs_f64() * 1e3 / mb,
+        }
+    }
+}
+
+fn sctp_config(pmtu: usize, listen: bool) -> SctpUdpConfig {
+    let mut c = SctpUdpConfig::new("127.0.0.1:0".parse().unwrap());
+    c.engine.association.pmtu = pmtu;
+    if listen {
+        c.engine.listen_ports = vec![3863];
+    }
+    c
+}
+
+async fn next_msg(a: &mut Association) -> anyhow::Result<Message> {
+    loop {
+        match a.recv().await {
+            Some(AssocEvent::Message(m)) => return Ok(m),
+            Some(AssocEvent::Down(r)) => anyhow::bail!("association down: {r}"),
+            Some(_) => continue,
+            None => anyhow::bail!("association gone"),
+        }
+    }
+}
+
+async fn sctp_pair(pmtu: usize) -> anyhow::Result<(SctpUdp, SctpUdp, Association, Association)> {
+    let (server, mut listener) = SctpUdp::bind(sctp_config(pmtu, true))?;
+    let (client, _l) = SctpUdp::bind(sctp_config(pmtu, false))?;
+    let c = client
+        .connect(&[server.local_addr()], 3863, Duration::from_secs(5))
+        .await?;
+    let s = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("listener closed"))?;
+    Ok((server, client, c, s))
+}
+
+async fn bulk_sctp(pmtu: usize, bytes: u64, msg: usize) -> anyhow::Result<Bulk> {
+    let (_server, _client, c, mut s) = sctp_pair(pmtu).await?;
+    let chunk = Bytes::from(vec![0x5au8; msg]);
+    let (cpu0, t0) = (cpu_now(), Instant::now());
+    let rx = tokio::spawn(async move {
+        let mut got = 0u64;
+        while got < bytes {
+            got += next_msg(&mut s).await?.data.len() as u64;
+        }
+        s.send(Message::new(1, &b"done"[..]), Duration::from_secs(5))
+            .await?;
+        anyhow::Ok(s)
+    });
+    let mut c = c;
+    let mut sent = 0u64;
+    while sent < bytes {
+        let n = (bytes - sent).min(msg as u64) as usize;
+        c.send(Message::new(1, chunk.slice(..n)), Duration::from_secs(10))
+            .await?;
+        sent += n as u64;
+    }
+    let done = next_msg(&mut c).await?;
+    anyhow::ensure!(done.data.as_ref() == b"done", "unexpected reply");
+    let (wall, cpu) = (t0.elapsed(), cpu_now() - cpu0);
+    let _s = rx.await??;
+    Ok(Bulk::from(bytes, wall, cpu))
+}
+
+async fn tcp_pair() -> anyhow::Result<(tokio::net::TcpStream, tokio::net::TcpStream)> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let c = tokio::net::TcpStream::connect(l.local_addr()?).await?;
+    let (s, _) = l.accept().await?;
+    c.set_nodelay(true)?;
+    s.set_nodelay(true)?;
+    Ok((c, s))
+}
+
+async fn bulk_tcp(bytes: u64, msg: usize) -> anyhow::Result<Bulk> {
+    let (mut c, mut s) = tcp_pair().await?;
+    let buf = vec![0x5au8; msg];
+    let (cpu0, t0) = (cpu_now(), Instant::now());
+    let rx = tokio::spawn(async move {
+        let mut got = 0u64;
+        let mut b = vec![0u8; msg];
+        while got < bytes {
+            let n = s.read(&mut b).await?;
+            anyhow::ensure!(n > 0, "eof");
+            got += n as u64;
+        }
+        s.write_all(b"done").await?;
+        anyhow::Ok(s)
+    });
+    let mut sent = 0u64;
+    while sent < bytes {
+        let n = (bytes - sent).min(msg as u64) as usize;
+        c.write_all(&buf[..n]).await?;
+        sent += n as u64;
+    }
+    let mut d = [0u8; 4];
+    c.read_exact(&mut d).await?;
+    let (wall, cpu) = (t0.elapsed(), cpu_now() - cpu0);
+    let _s = rx.await??;
+    Ok(Bulk::from(bytes, wall, cpu))
+}
+
+/// Round trips per second of 100-byte request/response, and CPU µs per round trip.
+async fn rr_sctp(pmtu: usize, secs: u64) -> anyhow::Result<(f64, f64)> {
+    let (_server, _client, mut c, mut s) = sctp_pair(pmtu).await?;
+    let echo = tokio::spawn(async move {
+        while let Ok(m) = next_msg(&mut s).await {
+            if s.send(m, Duration::from_secs(5)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let req = Bytes::from(vec![7u8; 100]);
+    let (cpu0, t0) = (cpu_now(), Instant::now());
+    let mut n = 0u64;
+    while t0.elapsed() < Duration::from_secs(secs) {
+        c.send(Message::new(1, req.clone()), Duration::from_secs(5))
+            .await?;
+        let r = next_msg(&mut c).await?;
+        anyhow::ensure!(r.data.len() == 100, "short reply");
+        n += 1;
+    }
+    let (wall, cpu) = (t0.elapsed(), cpu_now() - cpu0);
+    c.abort("bench done");
+    echo.abort();
+    Ok((
+        n as f64 / wall.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / n as f64,
+    ))
+}
+
+async fn rr_tcp(secs: u64) -> anyhow::Result<(f64, f64)> {
+    let (mut c, mut s) = tcp_pair().await?;
+    let echo = tokio::spawn(async move {
+        let mut b = [0u8; 100];
+        while s.read_exact(&mut b).await.is_ok() {
+            if s.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+    });
+    let req = [7u8; 100];
+    let mut b = [0u8; 100];
+    let (cpu0, t0) = (cpu_now(), Instant::now());
+    let mut n = 0u64;
+    while t0.elapsed() < Duration::from_secs(secs) {
+        c.write_all(&req).await?;
+        c.read_exact(&mut b).await?;
+        n += 1;
+    }
+    let (wall, cpu) = (t0.elapsed(), cpu_now() - cpu0);
+    drop(c);
+    echo.abort();
+    Ok((
+        n as f64 / wall.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / n as f64,
+    ))
+}
+
+/// Memory of `n` idle associations through the driver: (RSS bytes per association with
+/// both ends in this process, heap bytes per association and end).
+async fn idle_sctp(n: usize) -> anyhow::Result<(f64, f64)> {
+    let (server, mut listener) = SctpUdp::bind(sctp_config(65_507, true))?;
+    let (client, _l) = SctpUdp::bind(sctp_config(65_507, false))?;
+    let target = server.local_addr();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (rss0, heap0) = (rss_bytes(), LIVE.load(Ordering::Relaxed));
+    let acceptor = tokio::spawn(async move {
+        let mut held = Vec::with_capacity(n);
+        while held.len() < n {
+            match listener.accept().await {
+                Some(a) => held.push(a),
+                None => break,
+            }
+        }
+        (held, listener)
+    });
+    let mut held = Vec::with_capacity(n);
+    let mut set = tokio::task::JoinSet::new();
+    let mut started = 0;
+    while held.len() < n {
+        while started < n && set.len() < 256 {
+            let c = client.clone();
+            set.spawn(async move { c.connect(&[target], 3863, Duration::from_secs(20)).await });
+            started += 1;
+        }
+        match set.join_next().await {
+            Some(r) => held.push(r??),
+            None => break,
+        }
+    }
+    let (accepted, _listener) = tokio::time::timeout(Duration::from_secs(30), acceptor).await??;
+    anyhow::ensure!(accepted.len() == n, "accepted {} of {n}", accepted.len());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (rss1, heap1) = (rss_bytes(), LIVE.load(Ordering::Relaxed));
+    let per = |a: usize, b: usize| a.saturating_sub(b) as f64 / n as f64;
+    let r = (per(rss1, rss0), per(heap1, heap0) / 2.0);
+    drop(held);
+    drop(accepted);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(r)
+}
+
+/// The engine alone (sans-IO, no driver): heap bytes per association per endpoint.
+fn idle_engine(n: usize) -> f64 {
+    use sctp::{Endpoint, EndpointConfig};
+    let a_addr: SocketAddr = "10.0.0.1:9899".parse().unwrap();
+    let b_addr: SocketAddr = "10.0.0.2:9899".parse().unwrap();
+    let mut cfg = EndpointConfig::default();
+    cfg.association.pmtu = 65_507;
+    let mut a = Endpoint::new(cfg.clone(), 1).unwrap();
+    let mut b = Endpoint::new(cfg, 2).unwrap();
+    let now = Instant::now();
+    let mut out = Vec::new();
+    // Warm up the endpoints' own tables before counting.
+    let heap0 = LIVE.load(Ordering::Relaxed);
+    for i in 0..n {
+        let port = 1024 + (i % 60_000) as u16;
+        let _ = a.connect(now, &[b_addr], port, 3863 + (i / 60_000) as u16);
+        for _ in 0..4 {
+            while let Some((_, _)) = a.poll_transmit_into(now, &mut out) {
+                b.handle_datagram(now, Some(b_addr), a_addr, &out);
+            }
+            while let Some((_, _)) = b.poll_transmit_into(now, &mut out) {
+                a.handle_datagram(now, Some(a_addr), b_addr, &out);
+            }
+        }
+        while a.poll_event().is_some() {}
+        while b.poll_event().is_some() {}
+    }
+    let heap1 = LIVE.load(Ordering::Relaxed);
+    let up = a.association_count().min(b.association_count()).max(1);
+    heap1.saturating_sub(heap0) as f64 / up as f64 / 2.0
+}
+
+/// (RSS delta per connection with both ends here, heap bytes per connection and end).
+async fn idle_tcp(n: usize) -> anyhow::Result<(f64, f64)> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (rss0, heap0) = (rss_bytes(), LIVE.load(Ordering::Relaxed));
+    let acceptor = tokio::spawn(async move {
+        let mut held = Vec::with_capacity(n);
+        while held.len() < n {
+            held.push(l.accept().await?.0);
+        }
+        anyhow::Ok(held)
+    });
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        held.push(tokio::net::TcpStream::connect(addr).await?);
+    }
+    let accepted = tokio::time::timeout(Duration::from_secs(30), acceptor).await???;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = (
+        rss_bytes().saturating_sub(rss0) as f64 / n as f64,
+        LIVE.load(Ordering::Relaxed).saturating_sub(heap0) as f64 / n as f64 / 2.0,
+    );
+    drop(held);
+    drop(accepted);
+    Ok(r)
+}
+
+/// dcsctp 0.1.16 as published: two sockets in this process, packets handed across.
+mod dc {
+    use super::*;
+    use dcsctp::api::{
+        DcSctpSocket, Message as DcMessage, Options, PpId, SendOptions, SocketEvent, SocketTime,
+        StreamId,
+    };
+
+    pub struct Pair {
+        t0: Instant,
+        pub a: Box<dyn DcSctpSocket>,
+        pub b: Box<dyn DcSctpSocket>,
+    }
+
+    fn options(pmtu: usize) -> Options {
+        Options {
+            local_port: 3863,
+            remote_port: 3863,
+            mtu: pmtu,
+            max_receiver_window_buffer_size: 4 << 20,
+            max_send_buffer_size: 4 << 20,
+            ..Options::default()
+        }
+    }
+
+    impl Pair {
+        pub fn new(pmtu: usize) -> Pair {
+            let mut p = Pair {
+                t0: Instant::now(),
+                a: dcsctp::new_socket("a", &options(pmtu)),
+                b: dcsctp::new_socket("b", &options(pmtu)),
+            };
+            p.a.connect();
+            p.pump(&mut |_| {}, &mut |_| {});
+            p
+        }
+
+        /// Moves packets and runs timers until quiet; hands messages to the closures.
+        pub fn pump(&mut self, on_a: &mut dyn FnMut(DcMessage), on_b: &mut dyn FnMut(DcMessage)) {
+            loop {
+                let now = SocketTime::zero() + self.t0.elapsed();
+                self.a.advance_time(now);
+                self.b.advance_time(now);
+                let mut moved = false;
+                while let Some(e) = self.a.poll_event() {
+                    if let SocketEvent::SendPacket(p) = e {
+                        moved = true;
+                        self.b.handle_input(&p);
+                    }
+                }
+                while let Some(e) = self.b.poll_event() {
+                    if let SocketEvent::SendPacket(p) = e {
+                        moved = true;
+                        self.a.handle_input(&p);
+                    }
+                }
+                while let Some(m) = self.a.get_next_message() {
+                    on_a(m);
+                }
+                while let Some(m) = self.b.get_next_message() {
+                    on_b(m);
+                }
+                if !moved {
+                    return;
+                }
+            }
+        }
+    }
+
+    pub fn bulk(pmtu: usize, bytes: u64, msg: usize, deadline: Duration) -> anyhow::Result<Bulk> {
+        let mut p = Pair::new(pmtu);
+        let (cpu0, t0) = (cpu_now(), Instant::now());
+        let (mut sent, mut got) = (0u64, 0u64);
+        while got < bytes {
+            anyhow::ensure!(t0.elapsed() < deadline, "dcsctp bulk exceeded its deadline");
+            while sent < bytes && p.a.buffered_amount(StreamId(1)) < (2 << 20) {
+                let n = (bytes - sent).min(msg as u64) as usize;
+                match p.a.send(
+                    DcMessage::new(StreamId(1), PpId(1), vec![0x5a; n]),
+                    &SendOptions::default(),
+                ) {
+                    Ok(()) => sent += n as u64,
+                    // Its send buffer is full: let the pump drain it.
+                    Err(dcsctp::api::SendError::ResourceExhaustion) => break,
+                    Err(e) => anyhow::bail!("dcsctp send: {e:?}"),
+                }
+            }
+            p.pump(&mut |_| {}, &mut |m| got += m.payload.len() as u64);
+        }
+        Ok(Bulk::from(bytes, t0.elapsed(), cpu_now() - cpu0))
+    }
+
+    pub fn rr(pmtu: usize, secs: u64) -> anyhow::Result<(f64, f64)> {
+        let mut p = Pair::new(pmtu);
+        let (cpu0, t0) = (cpu_now(), Instant::now());
+        let mut n = 0u64;
+        while t0.elapsed() < Duration::from_secs(secs) {
+            p.a.send(
+                DcMessage::new(StreamId(1), PpId(1), vec![7; 100]),
+                &SendOptions::default(),
+            )
+            .map_err(|e| anyhow::anyhow!("dcsctp send: {e:?}"))?;
+            let mut req = None;
+            p.pump(&mut |_| {}, &mut |m| req = Some(m));
+            let req = req.ok_or_else(|| anyhow::anyhow!("dcsctp request not delivered"))?;
+            p.b.send(req, &SendOptions::default())
+                .map_err(|e| anyhow::anyhow!("dcsctp send: {e:?}"))?;
+            let mut ok = false;
+            p.pump(&mut |_| ok = true, &mut |_| {});
+            anyhow::ensure!(ok, "dcsctp reply not delivered");
+            n += 1;
+        }
+        let (wall, cpu) = (t0.elapsed(), cpu_now() - cpu0);
+        Ok((
+            n as f64 / wall.as_secs_f64(),
+            cpu.as_secs_f64() * 1e6 / n as f64,
+        ))
+    }
+
+    /// Heap bytes per connected socket.
+    pub fn idle(n: usize) -> f64 {
+        let heap0 = LIVE.load(Ordering::Relaxed);
+        let pairs: Vec<Pair> = (0..n).map(|_| Pair::new(1472)).collect();
+        let r = LIVE.load(Ordering::Relaxed).saturating_sub(heap0) as f64 / n as f64 / 2.0;
+        drop(pairs);
+        r
+    }
+}
+
+fn raise_fd_limit() -> usize {
+    // SAFETY: plain getrlimit/setrlimit on a struct we own.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        r.rlim_cur = r.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        r.rlim_cur as usize
+    }
+}
+
+fn allocator_name() -> &'static str {
+    match std::env::var("PG_BENCH_ALLOC").as_deref() {
+        Ok("mimalloc") => "mimalloc",
+        Ok("glibc-tuned") => "glibc + mallopt(no trim, mmap >= 1 MiB)",
+        _ => "glibc malloc (defaults)",
+    }
+}
+
+async fn timed<T>(
+    deadline: Duration,
+    f: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(deadline, f)
+        .await
+        .map_err(|_| anyhow::anyhow!("exceeded the deadline of {deadline:?}"))?
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}x", a / b)
+    } else {
+        "-".into()
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if std::env::var("PG_BENCH_ALLOC").as_deref() == Ok("glibc-tuned") {
+        // SAFETY: mallopt only changes glibc's thresholds.
+        unsafe {
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        }
+    }
+    let fds = raise_fd_limit();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let d = Duration::from_secs(args.deadline);
+    let want = |p: &str| args.only.is_empty() || args.only.split(',').any(|x| x == p);
+    println!(
+        "pg-transport-bench: loopback, {} CPUs, allocator: {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        allocator_name()
+    );
+
+    if want("bulk") {
+        let gib = args.bulk_bytes as f64 / (1u64 << 30) as f64;
+        println!(
+            "\n## Bulk: {gib:.2} GiB in {} B messages on one association / connection",
+            args.msg
+        );
+        let tcp = rt.block_on(timed(d, bulk_tcp(args.bulk_bytes, args.msg)))?;
+        let big = rt.block_on(timed(d, bulk_sctp(65_507, args.bulk_bytes, args.msg)))?;
+        let eth = rt.block_on(timed(d, bulk_sctp(1_472, args.bulk_bytes, args.msg)))?;
+        let dc = if args.no_dcsctp {
+            None
+        } else {
+            Some(dc::bulk(1_472, args.dcsctp_bytes, args.msg, d)?)
+        };
+        println!("| stack | MB/s | ratio to TCP | CPU ms/MB (both ends) | CPU ratio |");
+        println!("|---|---|---|---|---|");
+        let row = |name: &str, b: Bulk| {
+            println!(
+                "| {name} | {:.0} | {} | {:.3} | {} |",
+                b.mb_per_s,
+                ratio(b.mb_per_s, tcp.mb_per_s),
+                b.cpu_ms_per_mb,
+                ratio(b.cpu_ms_per_mb, tcp.cpu_ms_per_mb)
+            )
+        };
+        row("TCP (tokio, nodelay)", tcp);
+        row("poolgate SctpUdp, PMTU 65,507", big);
+        row("poolgate SctpUdp, PMTU 1,472", eth);
+        if let Some(dc) = dc {
+            row(
+                &format!(
+                    "dcsctp 0.1.16 in-process, mtu 1,472 ({} MiB)",
+                    args.dcsctp_bytes >> 20
+                ),
+                dc,
+            );
+        }
+    }
+
+    if want("rr") {
+        println!(
+            "\n## Request/response: 100 bytes each way, one at a time, {} s each",
+            args.rr_seconds
+        );
+        let tcp = rt.block_on(timed(d, rr_tcp(args.rr_seconds)))?;
+        let ours = rt.block_on(timed(d, rr_sctp(65_507, args.rr_seconds)))?;
+        let dc = if args.no_dcsctp {
+            None
+        } else {
+            Some(dc::rr(1_472, args.rr_seconds)?)
+        };
+        println!("| stack | round trips/s | ratio to TCP | CPU µs per round trip (both ends) |");
+        println!("|---|---|---|---|");
+        println!(
+            "| TCP (tokio, nodelay) | {:.0} | 1.00x | {:.1} |",
+            tcp.0, tcp.1
+        );
+        println!(
+            "| poolgate SctpUdp | {:.0} | {} | {:.1} |",
+            ours.0,
+            ratio(ours.0, tcp.0),
+            ours.1
+        );
+        if let Some(dc) = dc {
+            println!(
+                "| dcsctp 0.1.16 in-process (no sockets) | {:.0} | {} | {:.1} |",
+                dc.0,
+                ratio(dc.0, tcp.0),
+                dc.1
+            );
+        }
+    }
+
+    if want("idle") {
+        let n = args.idle;
+        let n_tcp = n.min(fds.saturating_sub(256) / 2);
+        println!("\n## Idle memory: {n} associations ({n_tcp} TCP connections; fd limit {fds}), both ends in this process");
+        let engine = idle_engine(n);
+        let (rss, heap) = rt.block_on(timed(d, idle_sctp(n)))?;
+        let tcp = rt.block_on(timed(d, idle_tcp(n_tcp)))?;
+        let dc = if args.no_dcsctp {
+            None
+        } else {
+            Some(dc::idle(n.min(2_000)))
+        };
+        println!("| what | bytes per association |");
+        println!("|---|---|");
+        println!("| engine alone (sctp::Endpoint heap, per end) | {engine:.0} |");
+        println!("| SctpUdp driver + engine heap, per end | {heap:.0} |");
+        println!(
+            "| SctpUdp process RSS delta, both ends | {rss:.0} ({:.0} per end) |",
+            rss / 2.0
+        );
+        println!("| TCP (tokio) heap per end | {:.0} |", tcp.1);
+        println!(
+            "| TCP process RSS delta, both ends (kernel socket memory not counted) | {:.0} |",
+            tcp.0
+        );
+        if let Some(dc) = dc {
+            println!("| dcsctp 0.1.16 socket heap, per end | {dc:.0} |");
+        }
+    }
+    Ok(())
+}
