@@ -18,7 +18,10 @@ fn run_requests(c: &mut failover_common::Client, from: u64, n: u64) {
                 c.send(&format!("SQ {}", i + k));
             }
             for k in 0..4 {
-                assert_eq!(c.recv().as_deref(), Some(format!("{}", (i + k) * (i + k)).as_str()));
+                assert_eq!(
+                    c.recv().as_deref(),
+                    Some(format!("{}", (i + k) * (i + k)).as_str())
+                );
             }
             i += 4;
         } else {
@@ -43,15 +46,31 @@ fn kill_mid_session(ppe: bool) {
     } else {
         cluster.kill_backend(victim);
     }
-    assert_eq!(client.recv().as_deref(), Some("in-flight-1"), "in-flight request answered after failover");
+    assert_eq!(
+        client.recv().as_deref(),
+        Some("in-flight-1"),
+        "in-flight request answered after failover"
+    );
     let stall = t0.elapsed();
     // The request was replayed to another backend.
     let now = cluster.serving("SLEEP 500 in-flight-1", Duration::ZERO);
     let replayed_on: Vec<usize> = (0..cluster.backends.len())
-        .filter(|&i| i != victim && cluster.backends[i].requests.lock().unwrap().iter().any(|r| r == "SLEEP 500 in-flight-1"))
+        .filter(|&i| {
+            i != victim
+                && cluster.backends[i]
+                    .requests
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r == "SLEEP 500 in-flight-1")
+        })
         .collect();
     assert!(now == victim || !replayed_on.is_empty());
-    assert_eq!(replayed_on.len(), 1, "replayed exactly once on one other backend");
+    assert_eq!(
+        replayed_on.len(),
+        1,
+        "replayed exactly once on one other backend"
+    );
     // Detection (100 ms keep-alive + 100 ms timeout, or the backend's EOF) + 500 ms of work.
     assert!(stall < Duration::from_secs(3), "stall {stall:?}");
     run_requests(&mut client, 100, 40);
@@ -80,19 +99,29 @@ fn ppe_sigkill_mid_session_is_transparent() {
 
 #[test]
 fn client_half_close_ends_the_session_cleanly() {
-    let cluster = Cluster::start(Setup { pes: 1, ..Setup::default() });
+    let cluster = Cluster::start(Setup {
+        pes: 1,
+        ..Setup::default()
+    });
     let mut client = cluster.client();
     client.send("SQ 7");
     client.send("SLEEP 100 last");
     client.w.shutdown(std::net::Shutdown::Write).unwrap();
     assert_eq!(client.recv().as_deref(), Some("49"));
     assert_eq!(client.recv().as_deref(), Some("last"));
-    assert_eq!(client.recv(), None, "the PPU closes after the backend closed");
+    assert_eq!(
+        client.recv(),
+        None,
+        "the PPU closes after the backend closed"
+    );
 }
 
 #[test]
 fn ppe_drain_hands_the_session_over_without_lost_work() {
-    let cluster = Cluster::start(Setup { pes: 2, ..Setup::default() });
+    let cluster = Cluster::start(Setup {
+        pes: 2,
+        ..Setup::default()
+    });
     let mut client = cluster.client();
     assert_eq!(client.ask("ECHO before-drain"), "before-drain");
     let victim = cluster.serving("ECHO before-drain", Duration::from_secs(5));
@@ -112,14 +141,25 @@ fn ppe_drain_hands_the_session_over_without_lost_work() {
         i += 1;
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(moved, "session still on the draining PE after {:?}", t0.elapsed());
-    assert!(t0.elapsed() >= Duration::from_millis(900), "moved before the drain grace: {:?}", t0.elapsed());
+    assert!(
+        moved,
+        "session still on the draining PE after {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "moved before the drain grace: {:?}",
+        t0.elapsed()
+    );
     cluster.wait_pool(1, Duration::from_secs(5));
 }
 
 #[test]
 fn pipelined_bulk_survives_a_backend_kill_with_back_pressure() {
-    let mut cluster = Cluster::start(Setup { pes: 2, ..Setup::default() });
+    let mut cluster = Cluster::start(Setup {
+        pes: 2,
+        ..Setup::default()
+    });
     let mut client = cluster.client();
     const N: usize = 3000;
     let pad = "x".repeat(200);

@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 use failover_common::{Cluster, Setup};
 
 fn redis_present() -> bool {
-    let ok = Command::new("redis-server").arg("--version").output().is_ok()
+    let ok = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok()
         && Command::new("redis-cli").arg("--version").output().is_ok();
     if ok {
         return true;
@@ -100,7 +103,12 @@ fn resp_backend_sigkill_mid_pipeline_restores_select_and_replays() {
     if !redis_present() {
         return;
     }
-    let mut cluster = Cluster::start(Setup { pes: 3, plugin: "resp", redis: true, ..Setup::default() });
+    let mut cluster = Cluster::start(Setup {
+        pes: 3,
+        plugin: "resp",
+        redis: true,
+        ..Setup::default()
+    });
     load(&cluster);
     let (mut r, mut w) = connect(cluster.ppu_port);
     w.write_all(&cmd(&["SELECT", "1"])).unwrap();
@@ -116,11 +124,16 @@ fn resp_backend_sigkill_mid_pipeline_restores_select_and_replays() {
     let mut w2 = w.try_clone().unwrap();
     let writer = std::thread::spawn(move || {
         for i in 0..N {
-            w2.write_all(&cmd(&["GET", &format!("key:{}", i % KEYS)])).unwrap();
+            w2.write_all(&cmd(&["GET", &format!("key:{}", i % KEYS)]))
+                .unwrap();
         }
     });
     for i in 0..N {
-        assert_eq!(reply(&mut r), Some(format!("db1:val:{}", i % KEYS)), "reply {i}");
+        assert_eq!(
+            reply(&mut r),
+            Some(format!("db1:val:{}", i % KEYS)),
+            "reply {i}"
+        );
         if i == N / 4 {
             cluster.kill_backend(victim);
         }
@@ -129,7 +142,10 @@ fn resp_backend_sigkill_mid_pipeline_restores_select_and_replays() {
     // The session lives on, on another backend, still in db 1.
     w.write_all(&cmd(&["CLIENT", "LIST"])).unwrap();
     let list = reply(&mut r).unwrap();
-    assert!(!list.contains(&format!("laddr=127.0.0.1:{} ", cluster.backends[victim].port)));
+    assert!(!list.contains(&format!(
+        "laddr=127.0.0.1:{} ",
+        cluster.backends[victim].port
+    )));
     assert!(list.contains("db=1"), "SELECT restored: {list}");
 }
 
@@ -138,11 +154,27 @@ fn redis_cli_session_survives_a_backend_sigkill() {
     if !redis_present() {
         return;
     }
-    let mut cluster = Cluster::start(Setup { pes: 2, plugin: "resp", redis: true, ..Setup::default() });
+    let mut cluster = Cluster::start(Setup {
+        pes: 2,
+        plugin: "resp",
+        redis: true,
+        ..Setup::default()
+    });
     load(&cluster);
     // One connection, SELECT 1 (-n 1), then GET every 10 ms, 150 times.
     let cli = Command::new("redis-cli")
-        .args(["-p", &cluster.ppu_port.to_string(), "-n", "1", "-r", "150", "-i", "0.01", "GET", "key:7"])
+        .args([
+            "-p",
+            &cluster.ppu_port.to_string(),
+            "-n",
+            "1",
+            "-r",
+            "150",
+            "-i",
+            "0.01",
+            "GET",
+            "key:7",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -152,13 +184,20 @@ fn redis_cli_session_survives_a_backend_sigkill() {
         if let Some(v) = serving_by_stats(&cluster) {
             break v;
         }
-        assert!(t0.elapsed() < Duration::from_secs(5), "no backend serves redis-cli");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "no backend serves redis-cli"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     std::thread::sleep(Duration::from_millis(300));
     cluster.kill_backend(victim);
     let out = cli.wait_with_output().unwrap();
-    assert!(out.status.success(), "redis-cli: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "redis-cli: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 150, "{text}");
@@ -166,7 +205,12 @@ fn redis_cli_session_survives_a_backend_sigkill() {
     // The other backend served the rest.
     let other = 1 - victim;
     let out = Command::new("redis-cli")
-        .args(["-p", &cluster.backends[other].port.to_string(), "INFO", "commandstats"])
+        .args([
+            "-p",
+            &cluster.backends[other].port.to_string(),
+            "INFO",
+            "commandstats",
+        ])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("cmdstat_get:"));

@@ -170,26 +170,20 @@ pub async fn run(cfg: PpeConfig, mut ctx: RoleContext) -> anyhow::Result<()> {
     let registration = tokio::spawn(registration::run(shared.clone(), local, reg_stop_rx));
     let accept = tokio::spawn(accept_loop(listener, shared.clone()));
     let _ = ctx.notifier.ready();
-    let _ = ctx
-        .notifier
-        .status(&format!("PE {pe_id:08x} on {local}"));
-    loop {
-        match ctx.signals.recv().await {
-            Some(Signal::Reload) => {
-                let _ = ctx.notifier.reloading();
-                match crate::config::load_any(crate::config::Role::Ppe, &ctx.sources) {
-                    Ok(_) => tracing::warn!(
-                        "PPE configuration is valid; PPE settings take effect on restart"
-                    ),
-                    Err(d) => tracing::error!(
-                        errors = d.len(),
-                        "reload refused: configuration invalid; keeping the running one"
-                    ),
-                }
-                let _ = ctx.notifier.ready();
+    let _ = ctx.notifier.status(&format!("PE {pe_id:08x} on {local}"));
+    // Reload re-validates the file; drain (or a closed signal stream) ends the loop.
+    while let Some(Signal::Reload) = ctx.signals.recv().await {
+        let _ = ctx.notifier.reloading();
+        match crate::config::load_any(crate::config::Role::Ppe, &ctx.sources) {
+            Ok(_) => {
+                tracing::warn!("PPE configuration is valid; PPE settings take effect on restart")
             }
-            Some(Signal::Drain) | None => break,
+            Err(d) => tracing::error!(
+                errors = d.len(),
+                "reload refused: configuration invalid; keeping the running one"
+            ),
         }
+        let _ = ctx.notifier.ready();
     }
     let _ = ctx.notifier.stopping();
     // Deregister first so no PU picks us any more; then let sessions finish.
@@ -197,14 +191,21 @@ pub async fn run(cfg: PpeConfig, mut ctx: RoleContext) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(3), registration).await;
     accept.abort();
     let grace = shared.cfg.drain_grace;
-    tracing::info!(sessions = shared.active.load(Ordering::Relaxed), ?grace, "PPE draining");
+    tracing::info!(
+        sessions = shared.active.load(Ordering::Relaxed),
+        ?grace,
+        "PPE draining"
+    );
     let until = tokio::time::Instant::now() + grace;
     while shared.active.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < until {
         let _ = tokio::time::timeout_at(until, shared.load_changed.notified()).await;
     }
     let left = shared.active.load(Ordering::Relaxed);
     if left > 0 {
-        tracing::info!(sessions = left, "drain grace over; handing sessions over with a final cookie");
+        tracing::info!(
+            sessions = left,
+            "drain grace over; handing sessions over with a final cookie"
+        );
         let _ = shared.hand_over.send(true);
         let until = tokio::time::Instant::now() + Duration::from_secs(2);
         while shared.active.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < until {

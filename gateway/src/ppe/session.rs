@@ -72,7 +72,10 @@ async fn first_message(
             }
         }
     };
-    tokio::time::timeout(OPEN_TIMEOUT, wait).await.ok().flatten()
+    tokio::time::timeout(OPEN_TIMEOUT, wait)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Seals the plugin's checkpoint and sends it as an ASAP COOKIE.

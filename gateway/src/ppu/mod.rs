@@ -59,7 +59,10 @@ pub struct PpuMetrics {
 impl PpuMetrics {
     fn new(r: &Registry) -> anyhow::Result<Self> {
         Ok(PpuMetrics {
-            active: r.gauge("poolgate_ppu_sessions_active", "Client sessions running now")?,
+            active: r.gauge(
+                "poolgate_ppu_sessions_active",
+                "Client sessions running now",
+            )?,
             sessions: r.counter_vec(
                 "poolgate_ppu_sessions_total",
                 "Client sessions accepted",
@@ -150,23 +153,19 @@ pub async fn run(cfg: PpuConfig, mut ctx: RoleContext) -> anyhow::Result<()> {
         accepts.push(tokio::spawn(accept_loop(listener, ctx, active.clone())));
     }
     let _ = ctx.notifier.ready();
-    loop {
-        match ctx.signals.recv().await {
-            Some(Signal::Reload) => {
-                let _ = ctx.notifier.reloading();
-                match crate::config::load_any(crate::config::Role::Ppu, &ctx.sources) {
-                    Ok(_) => tracing::warn!(
-                        "PPU configuration is valid; PPU settings take effect on restart"
-                    ),
-                    Err(d) => tracing::error!(
-                        errors = d.len(),
-                        "reload refused: configuration invalid; keeping the running one"
-                    ),
-                }
-                let _ = ctx.notifier.ready();
+    // Reload re-validates the file; drain (or a closed signal stream) ends the loop.
+    while let Some(Signal::Reload) = ctx.signals.recv().await {
+        let _ = ctx.notifier.reloading();
+        match crate::config::load_any(crate::config::Role::Ppu, &ctx.sources) {
+            Ok(_) => {
+                tracing::warn!("PPU configuration is valid; PPU settings take effect on restart")
             }
-            Some(Signal::Drain) | None => break,
+            Err(d) => tracing::error!(
+                errors = d.len(),
+                "reload refused: configuration invalid; keeping the running one"
+            ),
         }
+        let _ = ctx.notifier.ready();
     }
     let _ = ctx.notifier.stopping();
     accepts.iter().for_each(|a| a.abort());
@@ -206,5 +205,34 @@ async fn accept_loop(
             ctx.metrics.active.dec();
             active.fetch_sub(1, Ordering::Relaxed);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load, Sources};
+
+    fn defaults() -> PpuConfig {
+        let sources = Sources {
+            files: vec![],
+            env: vec![],
+            sets: vec![],
+        };
+        load::<PpuConfig>(&sources).expect("shipped ppu.toml").config
+    }
+
+    #[test]
+    fn tcp_listeners_are_served_and_others_refused_by_name() {
+        let mut cfg = defaults();
+        check_listeners(&cfg).unwrap();
+        for kind in [ListenerKind::Tls, ListenerKind::Http, ListenerKind::Https] {
+            cfg.listeners[0].kind = kind;
+            let e = check_listeners(&cfg).unwrap_err().to_string();
+            assert!(e.contains("listener `default`"), "{e}");
+            assert!(e.contains("only \"tcp\""), "{e}");
+        }
+        cfg.listeners.clear();
+        assert!(check_listeners(&cfg).is_err());
     }
 }

@@ -185,10 +185,7 @@ impl Session<'_> {
             match pu.select(&ctx.pool, ctx.resolution_timeout).await {
                 Ok(pe) if !self.tried.contains(&pe.id) => Some(pe),
                 _ => {
-                    let all = pu
-                        .resolve(&ctx.pool, ctx.resolution_timeout)
-                        .await
-                        .ok()?;
+                    let all = pu.resolve(&ctx.pool, ctx.resolution_timeout).await.ok()?;
                     let left: Vec<_> = all
                         .into_iter()
                         .filter(|p| !self.tried.contains(&p.id))
@@ -204,7 +201,11 @@ impl Session<'_> {
         }?;
         self.tried.push(pe.id);
         let (addrs, port) = session::session_target(&pe.user_transport)?;
-        let deadline = ctx.session.keepalive_timeout.max(Duration::from_millis(500)) * 2;
+        let deadline = ctx
+            .session
+            .keepalive_timeout
+            .max(Duration::from_millis(500))
+            * 2;
         match ctx.transport.connect(&addrs, port, deadline).await {
             Ok(a) => {
                 let (tx, rx) = a.split();
@@ -240,7 +241,12 @@ impl Session<'_> {
     }
 
     /// Moves the session to another PE; `None` when it cannot be resumed.
-    async fn failover(&mut self, cause: Cause, failed: PeId, cw: &mut OwnedWriteHalf) -> Option<Link> {
+    async fn failover(
+        &mut self,
+        cause: Cause,
+        failed: PeId,
+        cw: &mut OwnedWriteHalf,
+    ) -> Option<Link> {
         let ctx = self.ctx;
         let started = Instant::now();
         if let Ok(c) = ctx.metrics.failovers.with(&[&ctx.listener, cause.label()]) {
@@ -257,7 +263,10 @@ impl Session<'_> {
         loop {
             if self.fails_in_row >= ctx.session.failover_max_attempts {
                 self.count_unresumable("attempts_exhausted");
-                tracing::warn!(attempts = self.fails_in_row, "session not resumed: no PE took it over; closing the client connection");
+                tracing::warn!(
+                    attempts = self.fails_in_row,
+                    "session not resumed: no PE took it over; closing the client connection"
+                );
                 return None;
             }
             self.fails_in_row += 1;
@@ -283,7 +292,7 @@ impl Session<'_> {
                 },
                 None => Some(Control::Open.message()),
             };
-            let Some(first) = first else { return None };
+            let first = first?;
             let mut ok = link.tx.send(first, SEND_DEADLINE).await.is_ok();
             if ok && !resume.replay.is_empty() {
                 ok = link
@@ -314,7 +323,11 @@ impl Session<'_> {
                 c.inc();
             }
             self.last_seen = Instant::now();
-            tracing::info!(pe = format_args!("{:08x}", link.pe), replayed = resume.replayed_requests, "session resumed");
+            tracing::info!(
+                pe = format_args!("{:08x}", link.pe),
+                replayed = resume.replayed_requests,
+                "session resumed"
+            );
             return Some(link);
         }
     }
@@ -345,8 +358,7 @@ impl Session<'_> {
                         {
                             self.to_client.extend_from_slice(&b);
                         } else {
-                            self.to_client
-                                .extend_from_slice(&render(&b, &self.deliver));
+                            self.to_client.extend_from_slice(&render(&b, &self.deliver));
                         }
                         if let Ok(c) = self
                             .ctx

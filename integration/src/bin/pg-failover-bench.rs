@@ -76,6 +76,7 @@ fn main() {
         plugin: "line",
         keepalive,
         log: Box::leak(a.log.clone().into_boxed_str()),
+        redis: false,
     });
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));

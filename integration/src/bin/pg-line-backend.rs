@@ -49,7 +49,9 @@ fn answer(line: &str, name: &str) -> String {
 
 fn serve(stream: TcpStream, name: String) {
     let _ = stream.set_nodelay(true);
-    let Ok(mut w) = stream.try_clone() else { return };
+    let Ok(mut w) = stream.try_clone() else {
+        return;
+    };
     let r = BufReader::new(stream);
     for line in r.lines() {
         let Ok(line) = line else { return };

@@ -33,7 +33,13 @@ pub struct Setup {
 
 impl Default for Setup {
     fn default() -> Self {
-        Setup { pes: 3, plugin: "line", keepalive: "100ms", log: "warn", redis: false }
+        Setup {
+            pes: 3,
+            plugin: "line",
+            keepalive: "100ms",
+            log: "warn",
+            redis: false,
+        }
     }
 }
 
@@ -48,17 +54,33 @@ pub struct Backend {
 pub fn start_redis(port: u16) -> Backend {
     let port = if port == 0 { free_tcp_port() } else { port };
     let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("redis-server (apt-get install redis-server)");
     let t0 = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "redis-server does not listen on {port}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "redis-server does not listen on {port}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
-    Backend { child: Some(Child(child)), port, requests: Arc::new(Mutex::new(Vec::new())) }
+    Backend {
+        child: Some(Child(child)),
+        port,
+        requests: Arc::new(Mutex::new(Vec::new())),
+    }
 }
 
 /// The running pool.
@@ -84,7 +106,10 @@ impl Drop for Cluster {
 }
 
 fn write(path: &PathBuf, text: &str) {
-    std::fs::File::create(path).unwrap().write_all(text.as_bytes()).unwrap();
+    std::fs::File::create(path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
 }
 
 /// A workspace binary, next to the running executable (a bench tool) or found the way
@@ -122,7 +147,12 @@ pub fn start_backend(name: &str, port: u16) -> Backend {
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
     out.read_line(&mut first).unwrap();
-    let port: u16 = first.trim().strip_prefix("listening ").expect("backend banner").parse().unwrap();
+    let port: u16 = first
+        .trim()
+        .strip_prefix("listening ")
+        .expect("backend banner")
+        .parse()
+        .unwrap();
     let requests = Arc::new(Mutex::new(Vec::new()));
     let r = requests.clone();
     std::thread::spawn(move || {
@@ -133,7 +163,11 @@ pub fn start_backend(name: &str, port: u16) -> Backend {
             }
         }
     });
-    Backend { child: Some(Child(child)), port, requests }
+    Backend {
+        child: Some(Child(child)),
+        port,
+        requests,
+    }
 }
 
 impl Cluster {
@@ -165,7 +199,11 @@ impl Cluster {
             setup: setup.clone(),
         };
         for i in 0..setup.pes {
-            let b = if setup.redis { start_redis(0) } else { start_backend(&format!("b{i}"), 0) };
+            let b = if setup.redis {
+                start_redis(0)
+            } else {
+                start_backend(&format!("b{i}"), 0)
+            };
             let ppe = c.start_ppe(i, b.port);
             c.backends.push(b);
             c.ppes.push(Some(ppe));
@@ -191,7 +229,10 @@ impl Cluster {
         c.wait_pool(setup.pes, Duration::from_secs(10));
         let t0 = Instant::now();
         while TcpStream::connect(("127.0.0.1", c.ppu_port)).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(10), "PPU does not listen");
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "PPU does not listen"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         c
@@ -276,11 +317,17 @@ impl Cluster {
             if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
                 break;
             }
-            assert!(t0.elapsed() < Duration::from_secs(5), "port {port} stays busy");
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "port {port} stays busy"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
-        self.backends[i] =
-            if self.setup.redis { start_redis(port) } else { start_backend(&format!("b{i}"), port) };
+        self.backends[i] = if self.setup.redis {
+            start_redis(port)
+        } else {
+            start_backend(&format!("b{i}"), port)
+        };
     }
 
     /// Sends SIGTERM to PPE `i` (drain).
@@ -306,7 +353,10 @@ impl Cluster {
         let s = TcpStream::connect(("127.0.0.1", self.ppu_port)).unwrap();
         s.set_nodelay(true).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Client { r: BufReader::new(s.try_clone().unwrap()), w: s }
+        Client {
+            r: BufReader::new(s.try_clone().unwrap()),
+            w: s,
+        }
     }
 }
 
@@ -334,6 +384,7 @@ impl Client {
     /// One request, one reply.
     pub fn ask(&mut self, line: &str) -> String {
         self.send(line);
-        self.recv().unwrap_or_else(|| panic!("no reply to {line:?}"))
+        self.recv()
+            .unwrap_or_else(|| panic!("no reply to {line:?}"))
     }
 }
