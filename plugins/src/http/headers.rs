@@ -207,6 +207,19 @@ pub fn range_request(raw_head: &[u8], from: u64, validator: &Validator) -> Vec<u
     out
 }
 
+/// A raw head without the fields named `name` (case-insensitive).
+pub fn strip_field(raw_head: &[u8], name: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw_head.len());
+    for (i, line) in raw_head.split_inclusive(|&b| b == b'\n').enumerate() {
+        let field = line.split(|&b| b == b':').next().unwrap_or_default();
+        if i > 0 && field.eq_ignore_ascii_case(name.as_bytes()) {
+            continue;
+        }
+        out.extend_from_slice(line);
+    }
+    out
+}
+
 /// A complete `text/plain` response with `Connection: keep-alive` semantics left to the
 /// client (no `Connection` field), for answers the gateway makes itself.
 pub fn plain_response(status: u16, reason: &str, body: &str) -> Vec<u8> {

@@ -11,7 +11,7 @@ pub mod headers;
 mod session;
 
 pub use framing::{HttpError, HttpLimits};
-pub use session::{bad_gateway, Failed, HttpConfig, HttpSession, ResumeRecord};
+pub use session::{bad_gateway, Cooperative, Failed, HttpConfig, HttpSession, ResumeRecord};
 
 #[cfg(test)]
 mod tests;

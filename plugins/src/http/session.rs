@@ -22,6 +22,10 @@
 //!   close-delimited originals, no validator, not a plain `GET`), `101` upgrades and
 //!   `CONNECT` tunnels (then the plugin only relays), framing errors.
 //!
+//! - **Cooperative backends** ([`Cooperative`]): a configured response field carrying
+//!   the backend's session state is stripped by the PE into the private cookie part and
+//!   handed to the next backend in a restore request.
+//!
 //! Response heads are held back until complete, so a failover in the middle of a head is
 //! a clean replay.
 
@@ -29,7 +33,7 @@ use pool_core::cookie::CookieParts;
 
 use super::framing::{request_body, response_body, BodyKind, Direction, Framer, HttpLimits};
 use super::headers::{
-    accepts_byte_ranges, content_range, plain_response, range_request, replayable,
+    accepts_byte_ranges, content_range, plain_response, range_request, replayable, strip_field,
     strong_validator, Validator,
 };
 use crate::replay::ReplayQueue;
@@ -54,6 +58,25 @@ pub struct HttpConfig {
     pub resume_downloads: bool,
     /// Ask for a checkpoint every this many responses, besides resumable heads (0: never).
     pub checkpoint_every: u64,
+    /// A cooperative backend's own session state, carried in a response field.
+    pub cooperative: Option<Cooperative>,
+}
+
+/// A backend that publishes its session state in a response field (e.g.
+/// `X-Backend-Session`) and can take it back in a restore request.
+///
+/// The PE strips the field from every response (the client never sees it) and keeps the
+/// latest value in the private cookie part. A PE that restores a session sends
+/// `GET <restore_path>` with the field before any client bytes (the
+/// [`Restore::prelude`]); its response is swallowed, and an error status (≥ 400) makes
+/// the restore fail ([`PluginError::PreludeRejected`]). A restore request rather than a
+/// field added to the next client request, because client bytes are relayed unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cooperative {
+    /// Field name, in responses and in the restore request.
+    pub header: String,
+    /// Target of the restore request.
+    pub restore_path: String,
 }
 
 impl Default for HttpConfig {
@@ -66,6 +89,7 @@ impl Default for HttpConfig {
             max_retries: 3,
             resume_downloads: true,
             checkpoint_every: 0,
+            cooperative: None,
         }
     }
 }
@@ -190,6 +214,10 @@ pub struct HttpSession {
     answered: u64,
     since_checkpoint: u64,
     restored: Option<ResumeRecord>,
+    /// Cooperative backend state (latest value of the configured field).
+    backend_state: Option<Vec<u8>>,
+    /// Responses to the restore request still to swallow.
+    swallow: u64,
     dead: Option<NotResumable>,
 }
 
@@ -209,6 +237,8 @@ impl HttpSession {
             answered: 0,
             since_checkpoint: 0,
             restored: None,
+            backend_state: None,
+            swallow: 0,
             dead: None,
         }
     }
@@ -276,6 +306,39 @@ impl HttpSession {
         n
     }
 
+    /// Records and strips the cooperative field; the head to deliver when it was present.
+    fn take_backend_state(&mut self, head: &super::framing::Head, raw: &[u8]) -> Option<Vec<u8>> {
+        let coop = self.cfg.cooperative.as_ref()?;
+        let value = head.value(&coop.header)?.to_vec();
+        self.backend_state = (!value.is_empty()).then_some(value);
+        Some(strip_field(raw, &coop.header))
+    }
+
+    /// The head of the response to our restore request: swallowed, checked.
+    fn on_restore_response(&mut self, head: &super::framing::Head, progress: &mut BackendProgress) {
+        let status = head.status().unwrap_or(0);
+        if (100..200).contains(&status) && status != 101 {
+            if let Err(e) = self.rep.start_body(BodyKind::Empty) {
+                progress.error = self.broken(PluginError::Http(e));
+            }
+            return;
+        }
+        if status >= 400 || status == 101 {
+            progress.error = self.broken(PluginError::PreludeRejected(format!(
+                "session restore answered {status}"
+            )));
+            return;
+        }
+        if self.take_backend_state(head, &[]).is_some() {
+            progress.checkpoint = true;
+        }
+        match response_body(head, "GET").and_then(|k| self.rep.start_body(k)) {
+            Ok(true) => self.swallow -= 1,
+            Ok(false) => {}
+            Err(e) => progress.error = self.broken(PluginError::Http(e)),
+        }
+    }
+
     fn on_response_head(
         &mut self,
         head: super::framing::Head,
@@ -284,6 +347,17 @@ impl HttpSession {
         progress: &mut BackendProgress,
         deliver: &mut Vec<Delivery>,
     ) {
+        if self.swallow > 0 {
+            self.on_restore_response(&head, progress);
+            return;
+        }
+        let (raw, seg) = match self.take_backend_state(&head, &raw) {
+            Some(stripped) => {
+                progress.checkpoint = true;
+                (stripped, 0..0)
+            }
+            None => (raw, seg),
+        };
         let Some(method) = self.queue.pending.front().map(|p| p.meta.method.clone()) else {
             progress.error = self.broken(PluginError::UnsolicitedReply);
             deliver.push(Delivery::Inject(raw));
@@ -297,6 +371,16 @@ impl HttpSession {
                 return;
             }
         };
+        let interim = head
+            .status()
+            .is_some_and(|s| (100..200).contains(&s) && s != 101);
+        if self.expect.is_some() && interim {
+            // A 1xx before the 206: the client has its final head already; swallow.
+            if let Err(e) = self.rep.start_body(BodyKind::Empty) {
+                self.abort(progress, PluginError::Http(e));
+            }
+            return;
+        }
         if let Some(exp) = self.expect.take() {
             let total = exp.record.total;
             let ok = head.status() == Some(206)
@@ -315,7 +399,7 @@ impl HttpSession {
             self.splicing = true;
             return;
         }
-        if raw.len() == seg.len() {
+        if !seg.is_empty() && raw.len() == seg.len() {
             forward(deliver, seg);
         } else {
             deliver.push(Delivery::Inject(raw));
@@ -450,6 +534,12 @@ impl SessionState for HttpSession {
                 // Held back until the head is complete.
                 continue;
             }
+            if self.swallow > 0 {
+                if step.end {
+                    self.swallow -= 1;
+                }
+                continue;
+            }
             let data = seg.start + step.data.start..seg.start + step.data.end;
             if self.splicing {
                 forward(deliver, data.clone());
@@ -496,22 +586,45 @@ impl SessionState for HttpSession {
         CookieParts {
             public: self.public_state().encode(),
             immutable,
-            private: Vec::new(),
+            private: self.backend_state.clone().unwrap_or_default(),
         }
     }
 
     fn restore(&mut self, parts: &CookieParts) -> Result<Restore, PluginError> {
-        if !parts.private.is_empty() {
-            return Err(PluginError::BadCookie("http cookies have no private part"));
-        }
         let public = PublicState::decode(&parts.public)?;
+        let mut prelude = Vec::new();
+        if !parts.private.is_empty() {
+            let Some(coop) = &self.cfg.cooperative else {
+                return Err(PluginError::BadCookie(
+                    "backend state without a cooperative backend",
+                ));
+            };
+            let v = &parts.private;
+            if v.iter().any(|&b| b < 0x20 || b == 0x7f) || v.len() > 8192 {
+                return Err(PluginError::BadCookie("backend state is not a field value"));
+            }
+            prelude.extend_from_slice(
+                format!(
+                    "GET {} HTTP/1.1\r\nHost: poolgate\r\n{}: ",
+                    coop.restore_path, coop.header
+                )
+                .as_bytes(),
+            );
+            prelude.extend_from_slice(v);
+            prelude.extend_from_slice(b"\r\n\r\n");
+            self.backend_state = Some(v.clone());
+            self.swallow = 1;
+        }
         self.restored = if parts.immutable.is_empty() {
             None
         } else {
             Some(ResumeRecord::decode(&parts.immutable)?)
         };
         self.answered = public.answered;
-        Ok(Restore::default())
+        Ok(Restore {
+            prelude,
+            swallow_replies: self.swallow,
+        })
     }
 
     fn failover(&mut self) -> Failover {

@@ -296,6 +296,26 @@ fn changed_validator_closes_the_client() {
 }
 
 #[test]
+fn interim_response_before_the_206_is_swallowed() {
+    let mut s = session();
+    s.on_client_bytes(GET);
+    backend(&mut s, &[ok_head(10, "\"a\""), content(4)].concat());
+    resume(&mut s);
+    let (out, p) = backend(
+        &mut s,
+        &[
+            b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n".to_vec(),
+            partial_head(4, 10, "\"a\""),
+            content(10)[4..].to_vec(),
+        ]
+        .concat(),
+    );
+    assert_eq!(out, &content(10)[4..]);
+    assert_eq!(p.replies, 1);
+    assert!(!p.close_client);
+}
+
+#[test]
 fn short_chunked_206_closes_the_client() {
     let mut s = session();
     s.on_client_bytes(GET);
@@ -558,4 +578,66 @@ proptest! {
             }
         }
     }
+}
+
+fn cooperative() -> HttpConfig {
+    HttpConfig {
+        cooperative: Some(super::Cooperative {
+            header: "X-Backend-Session".into(),
+            restore_path: "/.session".into(),
+        }),
+        ..HttpConfig::default()
+    }
+}
+
+#[test]
+fn cooperative_state_moves_through_the_private_part() {
+    let mut pe = HttpSession::new(cooperative());
+    pe.on_client_bytes(GET);
+    let resp = b"HTTP/1.1 200 OK\r\nX-Backend-Session: cart=42; v=7\r\nContent-Length: 2\r\n\r\nok";
+    let (out, p) = backend(&mut pe, resp);
+    assert_eq!(out, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    assert!(p.checkpoint);
+    let parts = pe.checkpoint();
+    assert_eq!(parts.private, b"cart=42; v=7");
+
+    // Another PE restores it with a request of its own and swallows the answer.
+    let mut next = HttpSession::new(cooperative());
+    let r = next.restore(&parts).unwrap();
+    assert_eq!(
+        r.prelude,
+        b"GET /.session HTTP/1.1\r\nHost: poolgate\r\nX-Backend-Session: cart=42; v=7\r\n\r\n"
+            .to_vec()
+    );
+    assert_eq!(r.swallow_replies, 1);
+    next.on_client_bytes(GET);
+    let stream = b"HTTP/1.1 204 No Content\r\nX-Backend-Session: cart=42; v=8\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc";
+    let mut client = Vec::new();
+    let mut replies = 0;
+    for c in stream.chunks(9) {
+        let (out, p) = backend(&mut next, c);
+        assert!(p.error.is_none());
+        replies += p.replies;
+        client.extend_from_slice(&out);
+    }
+    assert_eq!(client, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc");
+    assert_eq!(replies, 1);
+    assert_eq!(next.checkpoint().private, b"cart=42; v=8");
+
+    // A backend that refuses the state: the PE closes the session.
+    let mut refused = HttpSession::new(cooperative());
+    refused.restore(&parts).unwrap();
+    let (_, p) = backend(
+        &mut refused,
+        b"HTTP/1.1 410 Gone\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert!(matches!(
+        p.error,
+        Some(crate::PluginError::PreludeRejected(_))
+    ));
+    // Without the cooperative config, a private part is refused; so is a value with CRLF.
+    assert!(session().restore(&parts).is_err());
+    let mut bad = parts;
+    bad.private = b"x\r\nEvil: 1".to_vec();
+    assert!(HttpSession::new(cooperative()).restore(&bad).is_err());
 }
