@@ -113,10 +113,10 @@ impl Run {
     /// Client bytes through PPU and PPE to the backend.
     fn send(&mut self, bytes: &[u8]) {
         self.pu.on_client_bytes(bytes);
-        self.to_pe(bytes);
+        self.deliver_to_pe(bytes);
     }
 
-    fn to_pe(&mut self, bytes: &[u8]) {
+    fn deliver_to_pe(&mut self, bytes: &[u8]) {
         let p = self.pe.plugin.on_client_bytes(bytes);
         assert!(p.error.is_none());
         let out = self.pe.backend.serve(bytes);
@@ -163,7 +163,7 @@ impl Run {
             backend: Backend::new(gen),
             pending: Vec::new(),
         };
-        self.to_pe(&r.replay);
+        self.deliver_to_pe(&r.replay);
     }
 }
 
