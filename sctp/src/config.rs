@@ -175,6 +175,11 @@ pub struct EndpointConfig {
     pub max_stateless_replies: usize,
     /// Bound on concurrent associations; further INITs are answered with ABORT.
     pub max_associations: usize,
+    /// When set, a message's bytes stay counted against the receive window after
+    /// [`crate::Endpoint::poll_event`] hands it out, until the user reports them with
+    /// [`crate::Endpoint::consumed`]: a slow consumer then closes the peer's window
+    /// instead of growing a queue behind the engine. Off: the window opens on hand-out.
+    pub manual_receive_window: bool,
 }
 
 impl Default for EndpointConfig {
@@ -187,6 +192,7 @@ impl Default for EndpointConfig {
             cookie_lifetime: Duration::from_secs(60),
             max_stateless_replies: 256,
             max_associations: 65_536,
+            manual_receive_window: false,
         }
     }
 }

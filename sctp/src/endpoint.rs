@@ -776,14 +776,24 @@ impl Endpoint {
     pub fn poll_event(&mut self) -> Option<(AssocHandle, Event)> {
         let (h, ev) = self.events.pop_front()?;
         if let Event::Data { bytes, .. } = &ev {
-            if let Some(a) = self.assocs.get_mut(&h) {
-                a.consumed(bytes.len());
-                if !a.queued {
-                    a.queued = true;
-                    self.dirty.push_back(h);
-                }
+            if !self.config.manual_receive_window {
+                self.consumed(h, bytes.len());
             }
         }
         Some((h, ev))
+    }
+
+    /// The user is done with `n` bytes of messages of association `h` (only with
+    /// [`EndpointConfig::manual_receive_window`]): they leave the receive window, which
+    /// reopens and is advertised to the peer (window update) once it grew by a quarter.
+    /// Unknown or closed handles are ignored.
+    pub fn consumed(&mut self, h: AssocHandle, n: usize) {
+        if let Some(a) = self.assocs.get_mut(&h) {
+            a.consumed(n);
+            if !a.queued {
+                a.queued = true;
+                self.dirty.push_back(h);
+            }
+        }
     }
 }

@@ -773,3 +773,52 @@ fn nat_rebinding_moves_path_to_new_udp_port() {
     let paths = net.nodes[1].ep.association_ref(hb).unwrap().paths();
     assert_eq!(paths[0].addr, "10.0.0.1:40000".parse().unwrap());
 }
+
+/// With a manual receive window, a consumer that does not report its messages closes
+/// the peer's window: the sender stops after about one window and keeps the rest
+/// buffered; each report reopens the window and everything arrives exactly once.
+#[test]
+fn manual_receive_window_bounds_undelivered_bytes_until_consumed() {
+    let mut cfg = fast_config();
+    cfg.manual_receive_window = true;
+    cfg.association.receive_buffer = 64 * 1024;
+    cfg.association.max_message_size = 16 * 1024;
+    let (mut net, a, b) = pair(5, cfg);
+    let msg = Bytes::from(vec![1u8; 1000]);
+    for _ in 0..512 {
+        net.nodes[0].ep.send(a, 0, 1, true, msg.clone()).unwrap();
+    }
+    net.run_for(Duration::from_secs(5));
+    let first = net.data(1).len();
+    assert!(first > 0, "nothing delivered");
+    assert!(
+        first * 1000 <= 64 * 1024,
+        "window overrun: {first} messages"
+    );
+    let buffered = net.nodes[0]
+        .ep
+        .association_ref(a)
+        .unwrap()
+        .buffered_amount();
+    assert!(
+        buffered >= (512 - first) * 1000,
+        "sender did not hold back: {buffered}"
+    );
+    let mut reported = 0;
+    for _ in 0..200 {
+        let got = net.data(1).len();
+        if got == 512 {
+            break;
+        }
+        net.nodes[1].ep.consumed(b, (got - reported) * 1000);
+        reported = got;
+        net.run_for(Duration::from_millis(500));
+        let now = net.data(1).len();
+        assert!(
+            (now - reported) * 1000 <= 64 * 1024,
+            "window overrun after report: {} messages",
+            now - reported
+        );
+    }
+    assert_eq!(net.data(1).len(), 512);
+}

@@ -84,7 +84,8 @@ async fn pump(
                 let _ = to_self.send(AssocEvent::Down(DownReason::LocalAbort(reason)));
                 return;
             }
-            Command::Connect { .. } => {}
+            // No receive window here: nothing to return.
+            Command::Connect { .. } | Command::Credit { .. } => {}
         }
     }
 }

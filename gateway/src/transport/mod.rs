@@ -162,6 +162,9 @@ pub(crate) enum Command {
     Close { id: AssocId },
     /// Immediate abort.
     Abort { id: AssocId, reason: String },
+    /// The owner released received messages: the driver returns their bytes to the
+    /// association's receive window.
+    Credit { id: AssocId },
     /// Open an association (driver-level; answered on `reply`).
     Connect {
         remotes: Vec<SocketAddr>,

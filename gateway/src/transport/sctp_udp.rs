@@ -6,15 +6,19 @@
 //!
 //! Back-pressure: an [`Association`]'s send budget (a byte semaphore) is held until the
 //! engine has taken the message; the engine's own send buffer bounds what is queued
-//! behind it. Received messages are bounded by the engine's receive window.
+//! behind it. Received messages stay counted against the engine's receive window
+//! (`manual_receive_window`) until the owner releases their bytes (drops every `Bytes`
+//! of the message): a slow consumer closes the peer's window, so the event channel
+//! never holds more than about one receive buffer per association.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
@@ -100,7 +104,14 @@ impl SctpUdp {
     pub fn bind(config: SctpUdpConfig) -> io::Result<(SctpUdp, Listener)> {
         let socket = bind_socket(config.bind, config.socket_buffer)?;
         let local = socket.local_addr()?;
-        let endpoint = Endpoint::new(config.engine.clone(), config.seed)
+        let mut engine = config.engine.clone();
+        // The driver reports released messages itself (see the module comment).
+        engine.manual_receive_window = true;
+        let a = &engine.association;
+        let credit_threshold = ((a.receive_buffer as usize) / 8)
+            .min((a.receive_buffer as usize).saturating_sub(a.max_message_size) / 2)
+            .max(1);
+        let endpoint = Endpoint::new(engine, config.seed)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (acc_tx, acc_rx) = mpsc::channel(config.accept_backlog.max(1));
@@ -129,6 +140,7 @@ impl SctpUdp {
             send_budget: config.send_budget,
             max_message: config.engine.association.max_message_size,
             connect_deadlines: Vec::new(),
+            credit_threshold,
             epoch_std: std::time::Instant::now(),
             epoch_tokio: Instant::now(),
         };
@@ -201,6 +213,36 @@ struct Slot {
     pending: VecDeque<(Message, OwnedSemaphorePermit)>,
     /// The caller of `connect`, until the handshake completes.
     connect_reply: Option<oneshot::Sender<Result<Association, TransportError>>>,
+    /// Bytes of delivered messages the owner released, not yet returned to the engine.
+    released: Arc<AtomicUsize>,
+}
+
+/// Owner of a delivered message's bytes: when the last `Bytes` of the message is
+/// dropped, its length is returned to the association's receive window.
+struct Credit {
+    bytes: Bytes,
+    released: Arc<AtomicUsize>,
+    threshold: usize,
+    id: AssocId,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl AsRef<[u8]> for Credit {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Credit {
+    fn drop(&mut self) {
+        let n = self.bytes.len();
+        let before = self.released.fetch_add(n, Ordering::AcqRel);
+        // One wake-up of the driver per `threshold` bytes; below it, the driver picks
+        // the credit up when it next delivers to this association.
+        if before < self.threshold && before + n >= self.threshold {
+            let _ = self.commands.send(Command::Credit { id: self.id });
+        }
+    }
 }
 
 struct Driver {
@@ -218,6 +260,8 @@ struct Driver {
     send_budget: usize,
     max_message: usize,
     connect_deadlines: Vec<(Instant, AssocHandle)>,
+    /// Released bytes that make a [`Command::Credit`] worth sending.
+    credit_threshold: usize,
     epoch_std: std::time::Instant,
     epoch_tokio: Instant,
 }
@@ -384,6 +428,11 @@ impl Driver {
                     self.endpoint.abort(h, reason.as_bytes());
                 }
             }
+            Command::Credit { id } => {
+                if let Some(&h) = self.by_id.get(&id) {
+                    self.return_credit(h);
+                }
+            }
         }
     }
 
@@ -456,6 +505,7 @@ impl Driver {
                         events: None,
                         pending: VecDeque::new(),
                         connect_reply: Some(reply),
+                        released: Arc::new(AtomicUsize::new(0)),
                     },
                 );
                 self.connect_deadlines.push((deadline, h));
@@ -498,7 +548,11 @@ impl Driver {
         if let Some(slot) = self.slots.get_mut(&h) {
             slot.events = Some(tx);
         }
-        let local_port = self.endpoint.association_ref(h).map(|a| a.ports().0).unwrap_or(0);
+        let local_port = self
+            .endpoint
+            .association_ref(h)
+            .map(|a| a.ports().0)
+            .unwrap_or(0);
         Association::new(
             id,
             remote,
@@ -522,15 +576,7 @@ impl Driver {
                     ppid,
                     ordered,
                     bytes,
-                } => self.deliver(
-                    h,
-                    AssocEvent::Message(Message {
-                        stream,
-                        ppid,
-                        ordered,
-                        data: bytes,
-                    }),
-                ),
+                } => self.deliver_data(h, stream, ppid, ordered, bytes),
                 Event::Writable => self.flush_pending(h),
                 Event::PathUp { addr } => self.deliver(h, AssocEvent::PathUp(addr)),
                 Event::PathDown { addr } => self.deliver(h, AssocEvent::PathDown(addr)),
@@ -577,6 +623,7 @@ impl Driver {
                 events: None,
                 pending: VecDeque::new(),
                 connect_reply: None,
+                released: Arc::new(AtomicUsize::new(0)),
             },
         );
         let assoc = self.new_association(h, id, remote);
@@ -587,6 +634,51 @@ impl Driver {
             // Dropping the association aborts it.
             drop(e);
         }
+    }
+
+    /// Returns the bytes the owner released to the engine's receive window.
+    fn return_credit(&mut self, h: AssocHandle) {
+        let Some(slot) = self.slots.get(&h) else {
+            return;
+        };
+        let n = slot.released.swap(0, Ordering::AcqRel);
+        if n > 0 {
+            self.endpoint.consumed(h, n);
+        }
+    }
+
+    fn deliver_data(
+        &mut self,
+        h: AssocHandle,
+        stream: u16,
+        ppid: u32,
+        ordered: bool,
+        bytes: Bytes,
+    ) {
+        self.return_credit(h);
+        let Some(slot) = self.slots.get(&h) else {
+            return;
+        };
+        let data = if bytes.is_empty() {
+            bytes
+        } else {
+            Bytes::from_owner(Credit {
+                bytes,
+                released: slot.released.clone(),
+                threshold: self.credit_threshold,
+                id: slot.id,
+                commands: self.commands_tx.clone(),
+            })
+        };
+        self.deliver(
+            h,
+            AssocEvent::Message(Message {
+                stream,
+                ppid,
+                ordered,
+                data,
+            }),
+        );
     }
 
     fn deliver(&mut self, h: AssocHandle, ev: AssocEvent) {
