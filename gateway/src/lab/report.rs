@@ -56,14 +56,14 @@ impl Sweep {
     pub fn csv(&self) -> String {
         let mut s = String::from(
             "param,value,by,by_value,policy,runs,utilisation,utilisation_ci,handling_speed,handling_speed_ci,\
-             handling_delay,handling_delay_ci,lost_per_interrupted,lost_per_interrupted_ci,lost_share,lost_share_ci,\
+             handling_delay,handling_delay_ci,queuing_delay,startup_delay,processing_time,lost_per_interrupted,lost_per_interrupted_ci,lost_share,lost_share_ci,\
              failures,failovers,keep_alive_removals,report_removals,rejects,requests\n",
         );
         for p in &self.points {
             let m = &p.summary;
             let _ = writeln!(
                 s,
-                "{},{},{},{},{},{},{:.6},{:.6},{:.4},{:.4},{:.4},{:.4},{:.1},{:.1},{:.6},{:.6},{:.2},{:.2},{:.2},{:.2},{:.2},{:.1}",
+                "{},{},{},{},{},{},{:.6},{:.6},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.1},{:.1},{:.6},{:.6},{:.2},{:.2},{:.2},{:.2},{:.2},{:.1}",
                 self.param,
                 p.spec.value,
                 self.by.clone().unwrap_or_default(),
@@ -76,6 +76,9 @@ impl Sweep {
                 m.handling_speed.ci95,
                 m.handling_delay.mean,
                 m.handling_delay.ci95,
+                m.queuing_delay.mean,
+                m.startup_delay.mean,
+                m.processing_time.mean,
                 m.lost_per_interrupted.mean,
                 m.lost_per_interrupted.ci95,
                 m.lost_share.mean,

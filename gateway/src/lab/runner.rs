@@ -34,6 +34,12 @@ pub struct Summary {
     pub handling_speed: Estimate,
     /// Handling delay, s.
     pub handling_delay: Estimate,
+    /// Queuing delay at the PU, s.
+    pub queuing_delay: Estimate,
+    /// Startup delay (dequeued until accepted), s.
+    pub startup_delay: Estimate,
+    /// Processing time (accepted until complete), s.
+    pub processing_time: Estimate,
     /// Work lost per request interrupted by a silent failure, calculations.
     pub lost_per_interrupted: Estimate,
     /// Share of the work done that was lost.
@@ -60,6 +66,9 @@ impl Summary {
             utilisation: e(|r| r.utilisation),
             handling_speed: e(|r| r.handling_speed),
             handling_delay: e(|r| r.handling_delay),
+            queuing_delay: e(|r| r.queuing_delay),
+            startup_delay: e(|r| r.startup_delay),
+            processing_time: e(|r| r.processing_time),
             lost_per_interrupted: e(|r| r.lost_per_interrupted),
             lost_share: e(|r| r.lost_share),
             failures: e(|r| r.failures as f64),

@@ -40,6 +40,12 @@ pub struct RunResult {
     pub handling_speed: f64,
     /// Mean handling delay (queuing + startup + processing), s.
     pub handling_delay: f64,
+    /// Mean queuing delay: created until the PU starts on it, s.
+    pub queuing_delay: f64,
+    /// Mean startup delay: dequeued until a PE accepted it (first time), s.
+    pub startup_delay: f64,
+    /// Mean processing time: first accepted until complete (failovers included), s.
+    pub processing_time: f64,
     /// Requests completed.
     pub requests: u64,
     /// PE failures (clean and silent).
@@ -178,6 +184,8 @@ struct Active {
     inst: Option<InstId>,
     pe_id: PeId,
     checkpoint: f64,
+    dequeued: u64,
+    accepted: Option<u64>,
     ka_seq: u64,
     ka_pending: Option<(u64, u64)>,
 }
@@ -201,6 +209,9 @@ enum Peer {
 struct Acc {
     speeds: Vec<f64>,
     delays: f64,
+    queuing: f64,
+    startup: f64,
+    processing: f64,
     lost_silent: Vec<f64>,
     lost_total: f64,
     r: RunResult,
@@ -386,6 +397,10 @@ impl Sim {
         } else {
             self.acc.delays / n as f64
         };
+        let per = |x: f64| if n == 0 { f64::NAN } else { x / n as f64 };
+        r.queuing_delay = per(self.acc.queuing);
+        r.startup_delay = per(self.acc.startup);
+        r.processing_time = per(self.acc.processing);
         r.interrupted = self.acc.lost_silent.len() as u64;
         r.lost_per_interrupted = mean(&self.acc.lost_silent);
         let work = busy * self.p.capacity;
@@ -809,6 +824,8 @@ impl Sim {
             inst: None,
             pe_id: 0,
             checkpoint: 0.0,
+            dequeued: self.now,
+            accepted: None,
             ka_seq: 0,
             ka_pending: None,
         });
@@ -861,7 +878,10 @@ impl Sim {
             return;
         };
         match msg {
-            ToPu::Accept => a.phase = Phase::Processing,
+            ToPu::Accept => {
+                a.phase = Phase::Processing;
+                a.accepted.get_or_insert(self.now);
+            }
             ToPu::Reject => {
                 self.new_session(pu);
                 if let Some(sess) = self.pus[pu].cur.as_ref().map(|a| a.sess) {
@@ -890,10 +910,14 @@ impl Sim {
             }
             ToPu::Complete => {
                 let req = a.req;
+                let (dequeued, accepted) = (a.dequeued, a.accepted.unwrap_or(self.now));
                 self.pus[pu].cur = None;
                 if req.created >= self.warmup {
                     let delay = (self.now - req.created) as f64 / 1e9;
                     self.acc.delays += delay;
+                    self.acc.queuing += (dequeued - req.created) as f64 / 1e9;
+                    self.acc.startup += (accepted - dequeued) as f64 / 1e9;
+                    self.acc.processing += (self.now - accepted) as f64 / 1e9;
                     self.acc
                         .speeds
                         .push(100.0 * req.size / delay.max(1e-9) / self.p.capacity);
