@@ -207,6 +207,99 @@ pub fn range_request(raw_head: &[u8], from: u64, validator: &Validator) -> Vec<u
     out
 }
 
+/// How the body of a request encoded by [`encode_request_head`] is framed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body.
+    None,
+    /// `Content-Length: n`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked` (the caller writes chunks).
+    Chunked,
+}
+
+/// The client a request came from, for `Forwarded` and `X-Forwarded-For`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientInfo<'a> {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// `http` or `https`.
+    pub proto: &'a str,
+}
+
+/// An HTTP/1.1 request head for the PE, from a request the PPU parsed (hyper, HTTP/1.1
+/// or HTTP/2): hop-by-hop fields (and any framing fields) of the client's hop are
+/// dropped, `Forwarded` and `X-Forwarded-For` extended with `client`, and the framing
+/// of `body` added. Names and values are taken as given (hyper validated them); values
+/// with CR or LF are dropped rather than written.
+pub fn encode_request_head<'a>(
+    method: &str,
+    target: &str,
+    fields: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    client: Option<ClientInfo<'_>>,
+    body: BodyFraming,
+) -> Vec<u8> {
+    let fields: Vec<(&str, &[u8])> = fields.into_iter().collect();
+    let conn: Vec<&[u8]> = fields
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .map(|(_, v)| *v)
+        .collect();
+    let mut out = format!("{method} {target} HTTP/1.1\r\n").into_bytes();
+    let mut forwarded: Option<Vec<u8>> = None;
+    let mut xff: Option<Vec<u8>> = None;
+    let mut host = None;
+    for (name, value) in &fields {
+        let lower = name.to_ascii_lowercase();
+        if is_hop_by_hop(name, conn.iter().copied())
+            || lower == "content-length"
+            || value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0)
+        {
+            continue;
+        }
+        let join = |acc: &mut Option<Vec<u8>>| {
+            let v = acc.get_or_insert_with(Vec::new);
+            if !v.is_empty() {
+                v.extend_from_slice(b", ");
+            }
+            v.extend_from_slice(trim(value));
+        };
+        match lower.as_str() {
+            "forwarded" if client.is_some() => join(&mut forwarded),
+            "x-forwarded-for" if client.is_some() => join(&mut xff),
+            _ => {
+                if lower == "host" {
+                    host = std::str::from_utf8(value).ok();
+                }
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(value);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+    if let Some(c) = client {
+        let f = append_forwarded(
+            forwarded.as_deref(),
+            &forwarded_element(c.addr, c.proto, host),
+        );
+        out.extend_from_slice(b"Forwarded: ");
+        out.extend_from_slice(&f);
+        out.extend_from_slice(b"\r\nX-Forwarded-For: ");
+        out.extend_from_slice(&append_x_forwarded_for(xff.as_deref(), c.addr.ip()));
+        out.extend_from_slice(b"\r\n");
+    }
+    match body {
+        BodyFraming::None => {}
+        BodyFraming::Length(n) => {
+            out.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes())
+        }
+        BodyFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
 /// A raw head without the fields named `name` (case-insensitive).
 pub fn strip_field(raw_head: &[u8], name: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw_head.len());
@@ -328,6 +421,44 @@ mod tests {
         );
         let h = head(Direction::Request, &out);
         assert_eq!(h.value("range"), Some(&b"bytes=1234-"[..]));
+    }
+
+    #[test]
+    fn request_head_for_the_pe() {
+        let client = ClientInfo {
+            addr: "192.0.2.60:4711".parse().unwrap(),
+            proto: "https",
+        };
+        let fields: Vec<(&str, &[u8])> = vec![
+            ("host", b"example.com"),
+            ("connection", b"keep-alive, x-hop"),
+            ("x-hop", b"1"),
+            ("te", b"trailers"),
+            ("content-length", b"99"),
+            ("x-forwarded-for", b"10.0.0.1"),
+            ("forwarded", b"for=10.0.0.1"),
+            ("x-evil", b"a\r\nInjected: 1"),
+            ("accept", b"*/*"),
+        ];
+        let out = encode_request_head(
+            "POST",
+            "/o?x=1",
+            fields,
+            Some(client),
+            BodyFraming::Length(5),
+        );
+        assert_eq!(
+            String::from_utf8(out.clone()).unwrap(),
+            "POST /o?x=1 HTTP/1.1\r\nhost: example.com\r\naccept: */*\r\nForwarded: for=10.0.0.1, for=\"192.0.2.60:4711\";proto=https;host=\"example.com\"\r\nX-Forwarded-For: 10.0.0.1, 192.0.2.60\r\nContent-Length: 5\r\n\r\n"
+        );
+        // Our own framer reads it back.
+        let h = head(Direction::Request, &out);
+        assert_eq!(h.content_length(), Ok(Some(5)));
+        let plain = encode_request_head("GET", "/", [("a", &b"b"[..])], None, BodyFraming::Chunked);
+        assert_eq!(
+            plain,
+            b"GET / HTTP/1.1\r\na: b\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec()
+        );
     }
 
     #[test]
