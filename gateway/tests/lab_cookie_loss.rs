@@ -7,13 +7,15 @@ use poolgate::lab::sim::RunResult;
 use poolgate::lab::stats::Estimate;
 
 fn failing(cookie_share: f64, silent: f64) -> Params {
-    let mut p = Params::default();
-    p.duration = 1200.0;
-    p.pes = 5;
-    p.mtbf = Some(5.0);
-    p.silent = silent;
-    p.cookie_interval = cookie_share * p.request_size;
-    p
+    let base = Params::default();
+    Params {
+        duration: 1200.0,
+        pes: 5,
+        mtbf: Some(5.0),
+        silent,
+        cookie_interval: cookie_share * base.request_size,
+        ..base
+    }
 }
 
 /// Mean work lost per interrupted request over all runs, weighting every interruption equally.

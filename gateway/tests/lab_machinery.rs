@@ -6,12 +6,13 @@ use poolgate::lab::params::Params;
 use poolgate::lab::sim::run;
 
 fn silent() -> Params {
-    let mut p = Params::default();
-    p.duration = 900.0;
-    p.pes = 4;
-    p.mtbf = Some(5.0);
-    p.silent = 1.0;
-    p
+    Params {
+        duration: 900.0,
+        pes: 4,
+        mtbf: Some(5.0),
+        silent: 1.0,
+        ..Params::default()
+    }
 }
 
 #[test]

@@ -6,10 +6,12 @@ use poolgate::lab::runner::run_one;
 
 #[test]
 fn least_used_beats_round_robin_beats_random_under_failures() {
-    let mut p = Params::default();
-    p.duration = 1500.0;
-    p.mtbf = Some(10.0);
-    p.silent = 0.5;
+    let p = Params {
+        duration: 1500.0,
+        mtbf: Some(10.0),
+        silent: 0.5,
+        ..Params::default()
+    };
     let speed = |policy| {
         let mut p = p.clone();
         p.policy = policy;

@@ -5,13 +5,14 @@ use poolgate::lab::params::{Params, PolicyChoice};
 use poolgate::lab::runner::run_one;
 
 fn short(policy: PolicyChoice, utilisation: f64) -> Params {
-    let mut p = Params::default();
-    p.duration = 1800.0;
-    p.warmup = 60.0;
-    p.pes = 5;
-    p.utilisation = utilisation;
-    p.policy = policy;
-    p
+    Params {
+        duration: 1800.0,
+        warmup: 60.0,
+        pes: 5,
+        utilisation,
+        policy,
+        ..Params::default()
+    }
 }
 
 #[test]
