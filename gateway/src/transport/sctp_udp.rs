@@ -311,6 +311,14 @@ impl Driver {
                     self.expire_connects();
                 }
             }
+            // Under a flood the socket is always readable and the biased select never
+            // reaches the timer branch: run due timers here too, so retransmissions,
+            // heartbeats and handshakes go on whatever arrives.
+            if deadline.is_some_and(|d| d <= Instant::now()) {
+                let now = self.now();
+                self.endpoint.handle_timeout(now);
+                self.expire_connects();
+            }
             // Events can queue more data (pending sends resumed on Writable), which
             // must go out now: no timer would wake us for it.
             loop {
