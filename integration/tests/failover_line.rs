@@ -85,6 +85,32 @@ fn kill_mid_session(ppe: bool) {
     }
     assert_eq!(client.recv().as_deref(), Some("in-flight-2"));
     run_requests(&mut client, 200, 20);
+    // Both failovers are counted by cause, both resumed, nothing given up.
+    let cause = if ppe {
+        "keepalive_timeout"
+    } else {
+        "pe_closed"
+    };
+    let series = format!("poolgate_ppu_failovers_total{{listener=\"t\",cause=\"{cause}\"}}");
+    let lines = cluster.ppu_metrics("poolgate_ppu_failovers_total{");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&series) && l.ends_with(" 2")),
+        "{lines:?}"
+    );
+    assert_eq!(
+        cluster.ppu_counter("poolgate_ppu_failovers_resumed_total"),
+        2.0
+    );
+    assert_eq!(
+        cluster.ppu_counter("poolgate_ppu_sessions_unresumable_total"),
+        0.0
+    );
+    assert_eq!(
+        cluster.ppu_counter("poolgate_ppu_failover_stall_seconds_count"),
+        2.0
+    );
 }
 
 #[test]

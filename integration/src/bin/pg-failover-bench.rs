@@ -185,6 +185,15 @@ fn main() {
         fmt(pct(&stalls, 0.99)),
         fmt(stalls.last().copied().unwrap_or_default())
     );
+    for l in c.ppu_metrics("poolgate_ppu_failovers_total{") {
+        println!("ppu: {l}");
+    }
+    for name in [
+        "poolgate_ppu_failovers_resumed_total",
+        "poolgate_ppu_sessions_unresumable_total",
+    ] {
+        println!("ppu: {name} {}", c.ppu_counter(name));
+    }
     println!("client-visible errors: {}", errors.load(Ordering::Relaxed));
     if errors.load(Ordering::Relaxed) > 0 {
         std::process::exit(1);

@@ -92,6 +92,8 @@ pub struct Cluster {
     pub ppes: Vec<Option<Child>>,
     pub ppu: Option<Child>,
     pub ppu_port: u16,
+    /// The PPU's metrics endpoint (TCP port on loopback).
+    pub ppu_metrics_port: u16,
     pub setup: Setup,
 }
 
@@ -196,6 +198,7 @@ impl Cluster {
             ppes: Vec::new(),
             ppu: None,
             ppu_port: 0,
+            ppu_metrics_port: free_tcp_port(),
             setup: setup.clone(),
         };
         for i in 0..setup.pes {
@@ -217,9 +220,10 @@ impl Cluster {
                  [ppu.resolution]\ncache_staleness = \"100ms\"\ntimeout = \"500ms\"\n\
                  [ppu.session]\nkeepalive_interval = \"{ka}\"\nkeepalive_timeout = \"{ka}\"\n\
                  failover_max_attempts = 3\nreport_failures = true\n\
-                 [ppu.metrics]\nenabled = false\n\
+                 [ppu.metrics]\nenabled = true\nlisten = \"127.0.0.1:{}\"\n\
                  [[ppu.listener]]\nname = \"t\"\nkind = \"tcp\"\nbind = \"127.0.0.1:{}\"\npool = \"fo\"\nplugin = \"{}\"\n",
                 c.registrar_addr,
+                c.ppu_metrics_port,
                 c.ppu_port,
                 setup.plugin,
                 ka = setup.keepalive,
@@ -346,6 +350,31 @@ impl Cluster {
     /// SIGKILLs PPE `i`.
     pub fn kill_ppe(&mut self, i: usize) {
         self.ppes[i].take();
+    }
+
+    /// The PPU's metric series whose names start with `prefix` (Prometheus text lines).
+    pub fn ppu_metrics(&self, prefix: &str) -> Vec<String> {
+        use std::io::Read;
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.ppu_metrics_port)) else {
+            return Vec::new();
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body.lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Sum of a PPU counter over all its series.
+    pub fn ppu_counter(&self, name: &str) -> f64 {
+        self.ppu_metrics(name)
+            .iter()
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     /// A client connected to the PPU.
