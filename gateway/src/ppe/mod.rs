@@ -111,6 +111,33 @@ pub struct Shared {
     pub metrics: PpeMetrics,
 }
 
+impl Shared {
+    /// Session state shared by a PPE's sessions, with its metrics registered in `registry`.
+    pub fn new(cfg: PpeConfig, registry: &Registry) -> anyhow::Result<Self> {
+        let pool = cfg.pool_handle().context("ppe.pool")?;
+        let keys = key_ring(&cfg)?;
+        let pe_id = if cfg.id == 0 {
+            rand::random::<u32>().max(1)
+        } else {
+            cfg.id
+        };
+        let metrics = PpeMetrics::new(registry).context("registering metrics")?;
+        let (hand_over, _) = watch::channel(false);
+        Ok(Shared {
+            plugin: cfg.plugin_options.to_plugin_config(cfg.plugin),
+            cfg,
+            pool,
+            pe_id,
+            keys,
+            active: AtomicUsize::new(0),
+            load_changed: Notify::new(),
+            backend_suspect: Notify::new(),
+            hand_over,
+            metrics,
+        })
+    }
+}
+
 /// The key ring from the configured pool keys (oldest id first; the highest seals).
 pub fn key_ring(cfg: &PpeConfig) -> anyhow::Result<KeyRing> {
     let mut keys: Vec<_> = cfg.keys.iter().collect();
@@ -121,14 +148,13 @@ pub fn key_ring(cfg: &PpeConfig) -> anyhow::Result<KeyRing> {
 
 /// Runs the PPE until drained.
 pub async fn run(cfg: PpeConfig, mut ctx: RoleContext) -> anyhow::Result<()> {
-    let pool = cfg.pool_handle().context("ppe.pool")?;
-    let keys = key_ring(&cfg)?;
-    let pe_id = if cfg.id == 0 {
-        rand::random::<u32>().max(1)
-    } else {
-        cfg.id
-    };
     let bind = cfg.listen.first().context("ppe.listen is empty")?.0;
+    if bind.ip().is_unspecified() {
+        // The address is registered as the user transport: PUs must be able to reach it.
+        anyhow::bail!(
+            "ppe.listen {bind}: give the address PUs reach this PE at (it is registered), not a wildcard"
+        );
+    }
     // Accept sessions on the UDP port number as SCTP port (what we register) and on the
     // configured sctp_port; port 0 binds first to learn the number.
     let bind = if bind.port() == 0 {
@@ -144,20 +170,8 @@ pub async fn run(cfg: PpeConfig, mut ctx: RoleContext) -> anyhow::Result<()> {
     ))
     .with_context(|| format!("binding SCTP over UDP on {bind}"))?;
     let local = transport.local_addr();
-    let metrics = PpeMetrics::new(&ctx.registry).context("registering metrics")?;
-    let (hand_over, _) = watch::channel(false);
-    let shared = Arc::new(Shared {
-        plugin: cfg.plugin_options.to_plugin_config(cfg.plugin),
-        cfg,
-        pool,
-        pe_id,
-        keys,
-        active: AtomicUsize::new(0),
-        load_changed: Notify::new(),
-        backend_suspect: Notify::new(),
-        hand_over,
-        metrics,
-    });
+    let shared = Arc::new(Shared::new(cfg, &ctx.registry)?);
+    let pe_id = shared.pe_id;
     tracing::info!(
         pe = format_args!("{pe_id:08x}"),
         pool = %shared.cfg.pool,

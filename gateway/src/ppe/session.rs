@@ -293,3 +293,182 @@ async fn relay(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load, PpeConfig, Sources};
+    use crate::telemetry::Registry;
+    use crate::transport::memory::MemoryNetwork;
+    use crate::transport::{Message, Transport};
+    use pool_core::cookie::CookieParts;
+    use tokio::net::TcpListener;
+
+    const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    /// An echo backend, and a PPE `Shared` (line plugin) in front of it.
+    async fn setup(name: &str) -> (Arc<Shared>, Arc<Registry>) {
+        let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = backend.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = backend.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        let dir = std::env::temp_dir().join(format!("pg-ppe-unit-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("ppe.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[ppe]\npool = \"unit\"\nid = 7\nplugin = \"line\"\n[[ppe.key]]\nid = 1\nkey = \"{KEY}\"\n\
+                 [ppe.backend]\naddress = \"127.0.0.1:{port}\"\n[ppe.metrics]\nenabled = false\n"
+            ),
+        )
+        .unwrap();
+        let sources = Sources {
+            files: vec![file],
+            env: vec![],
+            sets: vec![],
+        };
+        let cfg: PpeConfig = load(&sources).expect("test config").config;
+        let _ = std::fs::remove_dir_all(&dir);
+        let registry = Registry::new();
+        (Arc::new(Shared::new(cfg, &registry).unwrap()), registry)
+    }
+
+    /// A PU-side association to a PPE serving on an in-memory network.
+    async fn connect(shared: &Arc<Shared>) -> Association {
+        let net = MemoryNetwork::new();
+        let (_pe_t, mut listener) = net.bind("10.0.0.1:9899".parse().unwrap());
+        let (pu_t, _l) = net.bind("10.0.0.2:9899".parse().unwrap());
+        let s = shared.clone();
+        tokio::spawn(async move {
+            let _keep = _pe_t;
+            while let Some(a) = listener.accept().await {
+                tokio::spawn(serve(a, s.clone()));
+            }
+        });
+        pu_t.connect(
+            &["10.0.0.1:9899".parse().unwrap()],
+            1,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn next(a: &mut Association) -> Option<SessionMessage> {
+        loop {
+            match a.recv_timeout(Duration::from_secs(2)).await.ok()?? {
+                AssocEvent::Message(m) => return Some(SessionMessage::decode(m)),
+                AssocEvent::Down(_) => return None,
+                _ => {}
+            }
+        }
+    }
+
+    fn cookie_of(m: Option<SessionMessage>) -> Vec<u8> {
+        match m {
+            Some(SessionMessage::Asap(AsapMessage::Cookie(c))) => c,
+            other => panic!("expected a cookie, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn new_session_gets_a_cookie_first_then_relays_and_answers_keepalives() {
+        let (shared, _r) = setup("relay").await;
+        let mut a = connect(&shared).await;
+        a.send(Control::Open.message(), SEND_DEADLINE)
+            .await
+            .unwrap();
+        let cookie = cookie_of(next(&mut a).await);
+        assert!(shared.keys.open(&shared.pool, &cookie, now_ms()).is_ok());
+        a.send(session::data(Bytes::from_static(b"hello\n")), SEND_DEADLINE)
+            .await
+            .unwrap();
+        assert_eq!(
+            next(&mut a).await,
+            Some(SessionMessage::Data(Bytes::from_static(b"hello\n")))
+        );
+        let ka = AsapMessage::EndpointKeepAlive {
+            home: false,
+            server_id: 0,
+            pool_handle: shared.pool.clone(),
+            pe_id: 7,
+        };
+        a.send(session::asap(&ka).unwrap(), SEND_DEADLINE)
+            .await
+            .unwrap();
+        assert_eq!(
+            next(&mut a).await,
+            Some(SessionMessage::Asap(AsapMessage::EndpointKeepAliveAck {
+                pool_handle: shared.pool.clone(),
+                pe_id: 7
+            }))
+        );
+        assert_eq!(shared.metrics.sessions.with(&["new"]).unwrap().get(), 1);
+        assert_eq!(shared.active.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_valid_cookie_resumes_and_a_tampered_one_is_refused_and_counted() {
+        let (shared, _r) = setup("cookies").await;
+        let good = shared
+            .keys
+            .seal(
+                &shared.pool,
+                &CookieParts::default(),
+                now_ms() + 60_000,
+                &mut rand::rng(),
+            )
+            .unwrap();
+        let mut a = connect(&shared).await;
+        a.send(
+            session::asap(&AsapMessage::CookieEcho(good.clone())).unwrap(),
+            SEND_DEADLINE,
+        )
+        .await
+        .unwrap();
+        cookie_of(next(&mut a).await);
+        a.send(session::data(Bytes::from_static(b"again\n")), SEND_DEADLINE)
+            .await
+            .unwrap();
+        assert_eq!(
+            next(&mut a).await,
+            Some(SessionMessage::Data(Bytes::from_static(b"again\n")))
+        );
+        assert_eq!(shared.metrics.sessions.with(&["resumed"]).unwrap().get(), 1);
+
+        let mut bad = good;
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let mut b = connect(&shared).await;
+        b.send(
+            session::asap(&AsapMessage::CookieEcho(bad)).unwrap(),
+            SEND_DEADLINE,
+        )
+        .await
+        .unwrap();
+        assert_eq!(next(&mut b).await, None, "refused sessions are aborted");
+        assert_eq!(
+            shared
+                .metrics
+                .cookies_rejected
+                .with(&["tampered"])
+                .unwrap()
+                .get(),
+            1
+        );
+        // Anything but OPEN or COOKIE_ECHO first is refused too.
+        let mut c = connect(&shared).await;
+        c.send(Message::new(99, Bytes::from_static(b"?")), SEND_DEADLINE)
+            .await
+            .unwrap();
+        assert_eq!(next(&mut c).await, None);
+        assert_eq!(shared.metrics.refused.with(&["no_open"]).unwrap().get(), 1);
+    }
+}

@@ -219,7 +219,9 @@ mod tests {
             env: vec![],
             sets: vec![],
         };
-        load::<PpuConfig>(&sources).expect("shipped ppu.toml").config
+        load::<PpuConfig>(&sources)
+            .expect("shipped ppu.toml")
+            .config
     }
 
     #[test]

@@ -294,12 +294,17 @@ impl Session<'_> {
             };
             let first = first?;
             let mut ok = link.tx.send(first, SEND_DEADLINE).await.is_ok();
-            if ok && !resume.replay.is_empty() {
+            // The replay can exceed the largest message: send it in relay-sized pieces.
+            let replay = Bytes::from(resume.replay);
+            let mut at = 0;
+            while ok && at < replay.len() {
+                let end = (at + CHUNK).min(replay.len());
                 ok = link
                     .tx
-                    .send(session::data(Bytes::from(resume.replay)), SEND_DEADLINE)
+                    .send(session::data(replay.slice(at..end)), SEND_DEADLINE)
                     .await
                     .is_ok();
+                at = end;
             }
             if ok && self.client_eof {
                 ok = link

@@ -77,6 +77,7 @@ fn main() {
         keepalive,
         log: Box::leak(a.log.clone().into_boxed_str()),
         redis: false,
+        partial_skip: false,
     });
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));

@@ -29,6 +29,8 @@ pub struct Setup {
     pub log: &'static str,
     /// Backends: `pg-line-backend` (false) or Debian's `redis-server` (true).
     pub redis: bool,
+    /// Plugin option `partial_reply = "skip"` (deterministic replies) instead of "abort".
+    pub partial_skip: bool,
 }
 
 impl Default for Setup {
@@ -39,6 +41,7 @@ impl Default for Setup {
             keepalive: "100ms",
             log: "warn",
             redis: false,
+            partial_skip: false,
         }
     }
 }
@@ -138,6 +141,14 @@ fn poolgate(role: &str, config: &PathBuf, log: &str) -> Child {
     )
 }
 
+fn partial(s: &Setup) -> &'static str {
+    if s.partial_skip {
+        "skip"
+    } else {
+        "abort"
+    }
+}
+
 /// Starts a line backend on `port` (0: any); returns it once it listens.
 pub fn start_backend(name: &str, port: u16) -> Backend {
     let mut child = Command::new(binary("pg-line-backend"))
@@ -221,11 +232,12 @@ impl Cluster {
                  [ppu.session]\nkeepalive_interval = \"{ka}\"\nkeepalive_timeout = \"{ka}\"\n\
                  failover_max_attempts = 3\nreport_failures = true\n\
                  [ppu.metrics]\nenabled = true\nlisten = \"127.0.0.1:{}\"\n\
-                 [[ppu.listener]]\nname = \"t\"\nkind = \"tcp\"\nbind = \"127.0.0.1:{}\"\npool = \"fo\"\nplugin = \"{}\"\n",
+                 [[ppu.listener]]\nname = \"t\"\nkind = \"tcp\"\nbind = \"127.0.0.1:{}\"\npool = \"fo\"\nplugin = \"{}\"\nplugin_options = {{ partial_reply = \"{}\" }}\n",
                 c.registrar_addr,
                 c.ppu_metrics_port,
                 c.ppu_port,
                 setup.plugin,
+                partial(&setup),
                 ka = setup.keepalive,
             ),
         );
@@ -255,10 +267,12 @@ impl Cluster {
                  [ppe.policy]\nkind = \"round-robin\"\n\
                  [ppe.backend]\naddress = \"127.0.0.1:{backend_port}\"\nconnect_timeout = \"500ms\"\n\
                  check_interval = \"200ms\"\ncheck_timeout = \"200ms\"\n\
-                 [ppe.metrics]\nenabled = false\n",
+                 [ppe.metrics]\nenabled = false\n\
+                 [ppe.plugin_options]\npartial_reply = \"{partial}\"\n",
                 id = 0x100 + i,
                 reg = self.registrar_addr,
                 plugin = self.setup.plugin,
+                partial = partial(&self.setup),
             ),
         );
         poolgate("ppe", &file, self.setup.log)
