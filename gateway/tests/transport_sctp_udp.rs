@@ -1,5 +1,6 @@
 //! The SCTP-over-UDP transport on loopback: two real UDP sockets, our engine, the driver.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -119,6 +120,25 @@ async fn bulk(pmtu: usize) {
         assert!(m.data[8..].iter().all(|&b| b == (i % 251) as u8));
     }
     let _c = sender.await.unwrap();
+    let st = client.stats();
+    let (datagrams, calls) = (
+        st.datagrams_out.load(Ordering::Relaxed),
+        st.send_calls.load(Ordering::Relaxed),
+    );
+    let rst = server.stats();
+    let (rdatagrams, rcalls) = (
+        rst.datagrams_in.load(Ordering::Relaxed),
+        rst.recv_calls.load(Ordering::Relaxed),
+    );
+    println!("pmtu {pmtu}: {datagrams} datagrams sent in {calls} send calls; {rdatagrams} received in {rcalls} receive calls");
+    assert!(calls <= datagrams && rcalls <= rdatagrams);
+    if pmtu < 10_000 {
+        // Full-sized packets to one peer leave as GSO trains (loopback supports GSO).
+        assert!(
+            calls * 2 < datagrams,
+            "no GSO batching: {datagrams} datagrams in {calls} calls"
+        );
+    }
 }
 
 #[tokio::test]

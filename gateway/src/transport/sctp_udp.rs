@@ -4,6 +4,12 @@
 //! to it over a command channel. The task is boring on purpose: read datagrams, feed the
 //! endpoint, run its timers, write what it wants sent, hand events to associations.
 //!
+//! Socket I/O is batched through `quinn-udp`: `recvmmsg` with GRO (one system call
+//! returns many datagrams, coalesced ones split by their stride) and GSO on send
+//! (consecutive equal-sized packets to one peer leave in one `sendmsg`). `quinn-udp`
+//! sets don't-fragment, so the configured PMTU must fit the path (it is configured,
+//! never guessed). The receive and send buffers are allocated once.
+//!
 //! Back-pressure: an [`Association`]'s send budget (a byte semaphore) is held until the
 //! engine has taken the message; the engine's own send buffer bounds what is queued
 //! behind it. Received messages stay counted against the engine's receive window
@@ -12,14 +18,16 @@
 //! never holds more than about one receive buffer per association.
 
 use std::collections::{HashMap, VecDeque};
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
@@ -73,6 +81,10 @@ pub struct DriverStats {
     pub bytes_in: AtomicU64,
     /// Bytes written.
     pub bytes_out: AtomicU64,
+    /// Send system calls (one per GSO train of datagrams).
+    pub send_calls: AtomicU64,
+    /// Receive system calls that returned data (`recvmmsg`, many datagrams each).
+    pub recv_calls: AtomicU64,
     /// Socket send errors other than would-block.
     pub send_errors: AtomicU64,
     /// Incoming associations refused because the accept backlog was full.
@@ -121,8 +133,10 @@ impl SctpUdp {
             stats: DriverStats::default(),
             engine_stats: Mutex::new(sctp::EndpointStats::default()),
         });
+        let udp = UdpSocketState::new(UdpSockRef::from(&socket))?;
         let driver = Driver {
             socket,
+            udp,
             local: if local.ip().is_unspecified() {
                 None
             } else {
@@ -203,6 +217,17 @@ fn bind_socket(addr: SocketAddr, buffer: usize) -> io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
+/// Send-side buffers, allocated once per driver.
+#[derive(Default)]
+struct Tx {
+    /// The packet last taken from the engine.
+    one: Vec<u8>,
+    /// Whether `one` holds a packet (to this destination) not yet sent.
+    held: Option<SocketAddr>,
+    /// The GSO train being built.
+    train: Vec<u8>,
+}
+
 /// Per-association bookkeeping in the driver.
 struct Slot {
     id: AssocId,
@@ -247,6 +272,7 @@ impl Drop for Credit {
 
 struct Driver {
     socket: UdpSocket,
+    udp: UdpSocketState,
     local: Option<SocketAddr>,
     endpoint: Endpoint,
     shared: std::sync::Weak<Shared>,
@@ -266,8 +292,14 @@ struct Driver {
     epoch_tokio: Instant,
 }
 
-/// Datagrams read per wake-up before other work gets a turn.
-const RECV_BATCH: usize = 64;
+/// `recvmmsg` calls per wake-up before other work gets a turn.
+const RECV_ROUNDS: usize = 8;
+/// Receive slots of one `recvmmsg` call.
+const RECV_SLOTS: usize = 16;
+/// Bytes of one receive slot: a whole UDP payload, or a GRO train (at most 64 KiB).
+const RECV_SLOT: usize = 65_536;
+/// Largest GSO train in bytes (the kernel's limit for one UDP send).
+const GSO_MAX_BYTES: usize = 65_000;
 /// Commands handled per wake-up before other work gets a turn.
 const COMMAND_BATCH: usize = 256;
 
@@ -282,8 +314,8 @@ impl Driver {
     }
 
     async fn run(mut self) {
-        let mut buf = vec![0u8; 65_536];
-        let mut out = Vec::with_capacity(65_536);
+        let mut buf = vec![0u8; RECV_SLOTS * RECV_SLOT];
+        let mut out = Tx::default();
         loop {
             let deadline = self.next_deadline();
             let sleep = tokio::time::sleep_until(
@@ -348,37 +380,104 @@ impl Driver {
     }
 
     fn read_datagrams(&mut self, buf: &mut [u8]) {
-        for _ in 0..RECV_BATCH {
-            match self.socket.try_recv_from(buf) {
-                Ok((n, from)) => {
-                    if let Some(s) = self.shared.upgrade() {
-                        s.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
-                        s.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-                    }
-                    let now = self.now();
-                    self.endpoint
-                        .handle_datagram(now, self.local, from, &buf[..n]);
-                }
+        let mut meta = [RecvMeta::default(); RECV_SLOTS];
+        for _ in 0..RECV_ROUNDS {
+            let r = {
+                let mut slots = buf.chunks_exact_mut(RECV_SLOT);
+                let mut iovs: [IoSliceMut<'_>; RECV_SLOTS] =
+                    std::array::from_fn(|_| IoSliceMut::new(slots.next().unwrap_or_default()));
+                let (socket, udp) = (&self.socket, &self.udp);
+                socket.try_io(Interest::READABLE, || {
+                    udp.recv(UdpSockRef::from(socket), &mut iovs, &mut meta)
+                })
+            };
+            let n = match r {
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 // ICMP errors surface here on some kernels; the engine's timers decide.
                 Err(_) => continue,
+            };
+            let now = self.now();
+            let (mut datagrams, mut bytes) = (0u64, 0u64);
+            for (m, slot) in meta.iter().zip(buf.chunks_exact(RECV_SLOT)).take(n) {
+                let data = &slot[..m.len.min(RECV_SLOT)];
+                // A GRO train holds datagrams at `stride` boundaries; the last may be shorter.
+                for d in data.chunks(m.stride.max(1)) {
+                    datagrams += 1;
+                    bytes += d.len() as u64;
+                    self.endpoint.handle_datagram(now, self.local, m.addr, d);
+                }
+            }
+            if let Some(s) = self.shared.upgrade() {
+                s.stats.datagrams_in.fetch_add(datagrams, Ordering::Relaxed);
+                s.stats.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+                s.stats.recv_calls.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 
-    async fn flush_transmits(&mut self, out: &mut Vec<u8>) {
+    /// Sends everything the engine wants sent, coalescing runs of equal-sized packets to
+    /// one destination into GSO trains.
+    async fn flush_transmits(&mut self, tx: &mut Tx) {
+        let max_segments = self.udp.max_gso_segments().max(1);
+        let (mut datagrams, mut bytes, mut errors, mut calls) = (0u64, 0u64, 0u64, 0u64);
         loop {
-            let now = self.now();
-            let Some((dst, _src)) = self.endpoint.poll_transmit_into(now, out) else {
-                break;
+            tx.train.clear();
+            let mut dst = None;
+            let mut segment = 0;
+            let mut segments = 0;
+            loop {
+                // A packet that did not fit the previous train starts this one.
+                if tx.held.is_none() {
+                    let now = self.now();
+                    if let Some((d, _src)) = self.endpoint.poll_transmit_into(now, &mut tx.one) {
+                        tx.held = Some(d);
+                    }
+                }
+                let Some(d) = tx.held else { break };
+                let len = tx.one.len();
+                let fits = match dst {
+                    None => true,
+                    Some(cur) => {
+                        cur == d
+                            && len <= segment
+                            && segments < max_segments
+                            && tx.train.len() + len <= GSO_MAX_BYTES
+                    }
+                };
+                if !fits {
+                    break;
+                }
+                if dst.is_none() {
+                    dst = Some(d);
+                    segment = len;
+                }
+                tx.train.extend_from_slice(&tx.one);
+                tx.held = None;
+                segments += 1;
+                // A shorter packet ends a train (GSO's last segment may be short).
+                if len < segment || max_segments == 1 {
+                    break;
+                }
+            }
+            let Some(destination) = dst else { break };
+            let transmit = quinn_udp::Transmit {
+                destination,
+                ecn: None,
+                contents: &tx.train,
+                segment_size: (segments > 1).then_some(segment),
+                src_ip: None,
             };
             loop {
-                match self.socket.try_send_to(out, dst) {
-                    Ok(n) => {
-                        if let Some(s) = self.shared.upgrade() {
-                            s.stats.datagrams_out.fetch_add(1, Ordering::Relaxed);
-                            s.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-                        }
+                let (socket, udp) = (&self.socket, &self.udp);
+                let r = socket.try_io(Interest::WRITABLE, || {
+                    udp.send(UdpSockRef::from(socket), &transmit)
+                });
+                match r {
+                    Ok(()) => {
+                        calls += 1;
+                        datagrams += segments as u64;
+                        bytes += tx.train.len() as u64;
                         break;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -387,17 +486,21 @@ impl Driver {
                         }
                     }
                     Err(_) => {
-                        // Unreachable peer, EPERM, ...: the datagram is lost like on a
-                        // network; retransmission timers handle it.
-                        if let Some(s) = self.shared.upgrade() {
-                            s.stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                        }
+                        // Unreachable peer, EPERM, ...: the datagrams are lost like on
+                        // a network; retransmission timers handle it.
+                        errors += 1;
                         break;
                     }
                 }
             }
         }
         if let Some(s) = self.shared.upgrade() {
+            s.stats
+                .datagrams_out
+                .fetch_add(datagrams, Ordering::Relaxed);
+            s.stats.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+            s.stats.send_errors.fetch_add(errors, Ordering::Relaxed);
+            s.stats.send_calls.fetch_add(calls, Ordering::Relaxed);
             if let Ok(mut st) = s.engine_stats.lock() {
                 st.clone_from(self.endpoint.stats());
             }
