@@ -173,6 +173,11 @@ pub struct EndpointConfig {
     pub cookie_lifetime: Duration,
     /// Bound on replies queued by the stateless part (INIT ACK, ABORT, ...); more are dropped.
     pub max_stateless_replies: usize,
+    /// Stateless replies (INIT ACK to a new INIT, answers to out-of-the-blue packets)
+    /// one source address (IP and UDP port) may cause per second; the rest are dropped
+    /// before any cookie is computed, so a flood from a few sources costs little and
+    /// does not crowd out other peers. 0 disables the limit.
+    pub stateless_replies_per_source: u32,
     /// Bound on concurrent associations; further INITs are answered with ABORT.
     pub max_associations: usize,
     /// When set, a message's bytes stay counted against the receive window after
@@ -191,6 +196,7 @@ impl Default for EndpointConfig {
             local_addresses: Vec::new(),
             cookie_lifetime: Duration::from_secs(60),
             max_stateless_replies: 256,
+            stateless_replies_per_source: 100,
             max_associations: 65_536,
             manual_receive_window: false,
         }

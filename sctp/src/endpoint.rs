@@ -67,6 +67,8 @@ pub struct EndpointStats {
     pub cookies_stale: u64,
     /// Stateless replies dropped because their queue was full.
     pub replies_dropped: u64,
+    /// INITs and out-of-the-blue packets left unanswered by the per-source rate limit.
+    pub replies_rate_limited: u64,
     /// Associations created (either side).
     pub associations_created: u64,
     /// Peer restarts detected.
@@ -91,6 +93,40 @@ pub struct Endpoint {
     /// Each association's next deadline, indexed so polling costs O(log n).
     timers: BTreeSet<(Instant, AssocHandle)>,
     stats: EndpointStats,
+    limiter: ReplyLimiter,
+}
+
+/// Per-source token buckets for stateless replies; bounded in memory (the table is
+/// cleared when full, which at worst lets a source through early).
+#[derive(Debug)]
+struct ReplyLimiter {
+    per_second: u32,
+    buckets: HashMap<SocketAddr, (f32, Instant)>,
+}
+
+/// Sources tracked at once by [`ReplyLimiter`].
+const LIMITER_SOURCES: usize = 4096;
+
+impl ReplyLimiter {
+    fn allow(&mut self, now: Instant, source: SocketAddr) -> bool {
+        if self.per_second == 0 {
+            return true;
+        }
+        let rate = self.per_second as f32;
+        if self.buckets.len() >= LIMITER_SOURCES && !self.buckets.contains_key(&source) {
+            self.buckets.clear();
+        }
+        let (tokens, last) = self.buckets.entry(source).or_insert((rate, now));
+        let refill = now.saturating_duration_since(*last).as_secs_f32() * rate;
+        *tokens = (*tokens + refill).min(rate);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl Endpoint {
@@ -99,6 +135,7 @@ impl Endpoint {
         config.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(rng_seed);
         let secret = CookieSecret::new(rng.random());
+        let replies_per_source = config.stateless_replies_per_source;
         Ok(Endpoint {
             assoc_config: Arc::new(config.association.clone()),
             config: Arc::new(config),
@@ -114,6 +151,10 @@ impl Endpoint {
             events: VecDeque::new(),
             timers: BTreeSet::new(),
             stats: EndpointStats::default(),
+            limiter: ReplyLimiter {
+                per_second: replies_per_source,
+                buckets: HashMap::new(),
+            },
         })
     }
 
@@ -370,6 +411,10 @@ impl Endpoint {
         };
         let key = (remote, header.dst_port, header.src_port);
         if first.typ == chunk_type::INIT {
+            if !self.by_addr.contains_key(&key) && !self.limiter.allow(now, remote) {
+                self.stats.replies_rate_limited += 1;
+                return None;
+            }
             // INIT must be alone, with a zero tag (RFC 9260 §8.5.1).
             if header.vtag != 0 || chunks.next().is_some() {
                 self.stats.malformed += 1;
@@ -402,7 +447,11 @@ impl Endpoint {
             (None, None) => self.by_addr.get(&key).copied(),
         };
         let Some(h) = target else {
-            self.out_of_the_blue(local, remote, header, packet);
+            if self.limiter.allow(now, remote) {
+                self.out_of_the_blue(local, remote, header, packet);
+            } else {
+                self.stats.replies_rate_limited += 1;
+            }
             return None;
         };
         let a = self.assocs.get_mut(&h)?;
