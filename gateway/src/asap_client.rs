@@ -247,6 +247,22 @@ impl<T: Transport> PoolUser<T> {
         self.act().await;
     }
 
+    /// Closes the registrar association gracefully (waiting up to `wait` for the
+    /// shutdown to complete), so the registrar frees it at once.
+    pub async fn close(mut self, wait: Duration) {
+        if let Some(mut a) = self.assoc.take() {
+            a.close();
+            let _ = tokio::time::timeout(wait, async {
+                while let Some(ev) = a.recv().await {
+                    if matches!(ev, AssocEvent::Down(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+    }
+
     /// Forgets the cached resolution of `handle`.
     pub fn invalidate(&mut self, handle: &PoolHandle) {
         self.pu.invalidate(handle);
@@ -282,4 +298,56 @@ impl<T: Transport> PoolUser<T> {
             }
         }
     }
+}
+
+/// Listens on `listen` (a unicast address, or a multicast group joined on all
+/// interfaces) for ASAP_SERVER_ANNOUNCE for up to `wait`, and returns the registrars
+/// heard: id and the UDP address of their SCTP-over-UDP endpoint.
+pub async fn discover_registrars(
+    listen: SocketAddr,
+    wait: Duration,
+) -> anyhow::Result<Vec<(u32, SocketAddr)>> {
+    let bind: SocketAddr = if listen.ip().is_multicast() {
+        SocketAddr::new(
+            if listen.is_ipv4() { [0, 0, 0, 0].into() } else { [0u16; 8].into() },
+            listen.port(),
+        )
+    } else {
+        listen
+    };
+    let socket = tokio::net::UdpSocket::bind(bind)
+        .await
+        .with_context(|| format!("listening for server announcements on {bind}"))?;
+    if let std::net::IpAddr::V4(group) = listen.ip() {
+        if group.is_multicast() {
+            socket.join_multicast_v4(group, std::net::Ipv4Addr::UNSPECIFIED)?;
+        }
+    }
+    let until = tokio::time::Instant::now() + wait;
+    let mut found: Vec<(u32, SocketAddr)> = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let recv = tokio::time::timeout_at(until, socket.recv_from(&mut buf)).await;
+        let Ok(Ok((n, from))) = recv else { break };
+        let Ok(AsapMessage::ServerAnnounce { server_id, transports }) = AsapMessage::decode(&buf[..n])
+        else {
+            tracing::debug!(%from, "datagram on the announce address is no server announce");
+            continue;
+        };
+        // Our registrars put their UDP encapsulation address in a UDP transport
+        // parameter; a registrar that announces only SCTP is reached at the source
+        // address on the standard encapsulation port.
+        let addr = transports
+            .iter()
+            .find(|t| t.protocol == pool_core::types::TransportProtocol::Udp)
+            .and_then(|t| t.addresses.first().map(|ip| SocketAddr::new(*ip, t.port)))
+            .unwrap_or_else(|| SocketAddr::new(from.ip(), crate::transport::UDP_ENCAPSULATION_PORT));
+        if !found.iter().any(|(id, a)| *id == server_id && *a == addr) {
+            found.push((server_id, addr));
+        }
+        if !found.is_empty() && tokio::time::Instant::now() + Duration::from_millis(50) >= until {
+            break;
+        }
+    }
+    Ok(found)
 }

@@ -28,7 +28,7 @@ use pool_core::asap::registrar::{
 use pool_core::asap::{PeerId, WallClock};
 use pool_core::enrp::{EnrpAction, EnrpEvent, EnrpServer};
 use pool_core::handlespace::HandlespaceConfig;
-use pool_core::types::PoolHandle;
+use pool_core::types::{PoolHandle, Transport as PeTransport, TransportProtocol, TransportUse};
 use pool_core::wire::AsapMessage;
 
 use crate::config::registrar::{RegistrarConfig, UnlistedPools};
@@ -83,10 +83,63 @@ pub fn core_config(cfg: &RegistrarConfig, id: u32) -> anyhow::Result<CoreConfig>
         },
         pool_secrets,
         allow_open_pools: cfg.registration.unlisted_pools == UnlistedPools::Accept,
+        announce_transports: announce_transports(cfg),
         ..CoreConfig::default()
     };
     core.validate().context("registrar configuration")?;
     Ok(core)
+}
+
+/// What ASAP_SERVER_ANNOUNCE says about where this registrar is: its SCTP transport
+/// (ASAP port and addresses) and, since our SCTP runs inside UDP (RFC 6951), a UDP
+/// transport parameter with the encapsulation address that PEs and PUs connect to.
+pub fn announce_transports(cfg: &RegistrarConfig) -> Vec<PeTransport> {
+    let addrs: Vec<std::net::IpAddr> = cfg.listen.iter().map(|a| a.0.ip()).collect();
+    let Some(udp) = cfg.listen.first().map(|a| a.0) else {
+        return Vec::new();
+    };
+    vec![
+        PeTransport {
+            protocol: TransportProtocol::Sctp,
+            port: cfg.sctp_port,
+            transport_use: TransportUse::DataPlusControl,
+            addresses: addrs,
+        },
+        PeTransport {
+            protocol: TransportProtocol::Udp,
+            port: udp.port(),
+            transport_use: TransportUse::DataOnly,
+            addresses: vec![udp.ip()],
+        },
+    ]
+}
+
+/// Sends ASAP_SERVER_ANNOUNCE to the configured address (a multicast group, or a
+/// unicast address such as loopback) every interval, for as long as the registrar runs.
+async fn announce_loop(msg: AsapMessage, to: SocketAddr, every: Duration, sent: Counter) {
+    let mut buf = Vec::new();
+    if let Err(e) = msg.encode(&mut buf) {
+        tracing::error!(error = %e, "cannot encode ASAP_SERVER_ANNOUNCE");
+        return;
+    }
+    let bind: SocketAddr = if to.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    let socket = match tokio::net::UdpSocket::bind(bind).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open the announce socket");
+            return;
+        }
+    };
+    // Announcements stay on the local link.
+    let _ = socket.set_multicast_ttl_v4(1);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        match socket.send_to(&buf, to).await {
+            Ok(_) => sent.inc(),
+            Err(e) => tracing::debug!(error = %e, %to, "server announce not sent"),
+        }
+    }
 }
 
 /// Engine settings for a UDP address: loopback carries 64 KiB datagrams. The
@@ -99,6 +152,9 @@ pub fn transport_config(bind: SocketAddr, sctp_port: u16, enrp_port: u16) -> Sct
     } else {
         1_472
     };
+    // Pool users come and go; an association whose peer vanished without a word is
+    // found by heartbeats, and counts against the per-address limit until then.
+    t.engine.association.heartbeat_interval = Some(Duration::from_secs(5));
     t
 }
 
@@ -114,6 +170,8 @@ struct Metrics {
     peers: Gauge,
     decode_errors: Counter,
     stuck_peers: Counter,
+    association_limit_hits: Counter,
+    announces: Counter,
 }
 
 impl Metrics {
@@ -202,6 +260,14 @@ impl Metrics {
                 "poolgate_registrar_stuck_peers_total",
                 "Associations aborted because they did not drain their send queue",
             )?,
+            association_limit_hits: r.counter(
+                "poolgate_registrar_association_limit_hits_total",
+                "ASAP associations refused by limits.max_associations_per_peer",
+            )?,
+            announces: r.counter(
+                "poolgate_registrar_server_announces_total",
+                "ASAP_SERVER_ANNOUNCE datagrams sent",
+            )?,
         })
     }
 
@@ -277,6 +343,15 @@ pub async fn run(cfg: RegistrarConfig, mut ctx: RoleContext) -> anyhow::Result<(
         enrp_authenticated = !cfg.enrp.resolved_secret.is_empty(),
         "registrar listening"
     );
+    let announcer = cfg.announce.enabled.then(|| {
+        tracing::info!(to = %cfg.announce.address.0, interval = ?cfg.announce.interval, "announcing this registrar");
+        tokio::spawn(announce_loop(
+            registrar.server_announce(),
+            cfg.announce.address.0,
+            cfg.announce.interval,
+            metrics.announces.clone(),
+        ))
+    });
     let _ = ctx.notifier.ready();
     let _ = ctx
         .notifier
@@ -289,9 +364,16 @@ pub async fn run(cfg: RegistrarConfig, mut ctx: RoleContext) -> anyhow::Result<(
         enrp_port: cfg.enrp_sctp_port,
         writers: HashMap::new(),
         snapshot: status_snapshot(&ctx),
+        per_ip: HashMap::new(),
+        peer_ip: HashMap::new(),
+        max_per_ip: cfg.limits.max_associations_per_peer,
         _transport: transport,
     };
-    server.serve(listener, enrp_rx, &mut ctx).await
+    let result = server.serve(listener, enrp_rx, &mut ctx).await;
+    if let Some(a) = announcer {
+        a.abort();
+    }
+    result
 }
 
 struct Server {
@@ -301,6 +383,10 @@ struct Server {
     enrp_tx: mpsc::Sender<EnrpInbound>,
     enrp_port: u16,
     writers: HashMap<PeerId, mpsc::Sender<Bytes>>,
+    /// Open ASAP associations per peer IP address, against `max_per_ip`.
+    per_ip: HashMap<std::net::IpAddr, u32>,
+    peer_ip: HashMap<PeerId, std::net::IpAddr>,
+    max_per_ip: u32,
     snapshot: SharedSnapshot,
     /// Keeps the UDP driver alive for as long as the server runs.
     _transport: SctpUdp,
@@ -424,6 +510,14 @@ impl Server {
             Inbound::Message(peer, msg) => self.registrar.handle_message(now, peer, msg),
             Inbound::Closed(peer) => {
                 self.writers.remove(&peer);
+                if let Some(ip) = self.peer_ip.remove(&peer) {
+                    if let Some(n) = self.per_ip.get_mut(&ip) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.per_ip.remove(&ip);
+                        }
+                    }
+                }
                 self.registrar.handle_peer_closed(peer);
             }
         }
@@ -513,6 +607,15 @@ impl Server {
     fn attach(&mut self, assoc: Association, inbound: mpsc::Sender<Inbound>) {
         let peer: PeerId = assoc.id().0;
         let remote = assoc.remote();
+        let open = self.per_ip.get(&remote.ip()).copied().unwrap_or(0);
+        if open >= self.max_per_ip {
+            self.metrics.association_limit_hits.inc();
+            tracing::warn!(%remote, open, limit = self.max_per_ip, "too many associations from this address; refused");
+            assoc.abort("too many associations from this address");
+            return;
+        }
+        *self.per_ip.entry(remote.ip()).or_insert(0) += 1;
+        self.peer_ip.insert(peer, remote.ip());
         tracing::debug!(peer, %remote, "association up");
         let (sender, events) = assoc.split();
         let (w_tx, w_rx) = mpsc::channel(WRITER_QUEUE);

@@ -366,8 +366,14 @@ fn status_reads_a_metrics_endpoint_or_reports_down() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let server = std::thread::spawn(move || {
+        // `status` asks for the role's status document first; this role has none.
         let (mut s, _) = listener.accept().unwrap();
         let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"GET /status HTTP/1.1\r\n"));
+        write!(s, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+        drop(s);
+        let (mut s, _) = listener.accept().unwrap();
         let n = s.read(&mut buf).unwrap();
         assert!(buf[..n].starts_with(b"GET /metrics HTTP/1.1\r\n"));
         let body = "# TYPE poolgate_up gauge\npoolgate_up 1\nother_metric 2\n";

@@ -180,3 +180,53 @@ fn registrar_restart_is_survived_pes_reregister_and_pus_resolve_again() {
     let took = wait_for(&reg, "svc", &["00000011", "00000022"], Duration::from_secs(20));
     println!("PEs re-registered {:?} after the registrar restarted", restarted_at.elapsed().max(took));
 }
+
+fn metric(reg: &Registrar, name: &str) -> f64 {
+    use std::io::{Read, Write as _};
+    let mut s = std::net::TcpStream::connect(&reg.metrics).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing"))
+}
+
+#[test]
+fn associations_per_peer_address_are_limited_and_counted() {
+    let reg = start_registrar("[registrar.limits]\nmax_associations_per_peer = 2\n");
+    let _pe1 = start_pe(&reg, "lim", "00000001");
+    let _pe2 = start_pe(&reg, "lim", "00000002");
+    let t0 = Instant::now();
+    while metric(&reg, "poolgate_registrar_pool_elements") < 2.0 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "two PEs never registered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A third association from the same address is refused (and the PE keeps hunting).
+    let _pe3 = start_pe(&reg, "lim", "00000003");
+    let t1 = Instant::now();
+    while metric(&reg, "poolgate_registrar_association_limit_hits_total") < 1.0 {
+        assert!(t1.elapsed() < Duration::from_secs(10), "the limit was never hit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(metric(&reg, "poolgate_registrar_pool_elements"), 2.0);
+}
+
+#[test]
+fn pool_users_find_the_registrar_by_its_server_announce() {
+    let announce = free_udp_port();
+    let reg = start_registrar(&format!(
+        "[registrar.announce]\nenabled = true\naddress = \"127.0.0.1:{announce}\"\ninterval = \"100ms\"\n"
+    ));
+    let _pe = start_pe(&reg, "found", "0000a110");
+    wait_for(&reg, "found", &["0000a110"], Duration::from_secs(10));
+    let out = Command::new(bin("pg-resolve"))
+        .args(["--announce", &format!("127.0.0.1:{announce}"), "--pool", "found"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pg-resolve --announce: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0000a110"));
+    assert!(metric(&reg, "poolgate_registrar_server_announces_total") >= 1.0);
+}

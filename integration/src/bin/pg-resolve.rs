@@ -15,8 +15,12 @@ use poolgate_integration::transport_for;
 #[command(about = "Resolve a pool handle through the registrars and print its PEs")]
 struct Args {
     /// Registrar UDP addresses.
-    #[arg(long, required = true, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', required_unless_present = "announce")]
     registrar: Vec<SocketAddr>,
+    /// Find registrars by listening for ASAP_SERVER_ANNOUNCE on this address
+    /// (a multicast group or a unicast address) instead of a static list.
+    #[arg(long)]
+    announce: Option<SocketAddr>,
     /// Pool handle.
     #[arg(long)]
     pool: String,
@@ -32,8 +36,14 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let handle = PoolHandle::new(a.pool.as_bytes().to_vec()).ok_or_else(|| anyhow::anyhow!("bad pool handle"))?;
+    let mut registrars = a.registrar.clone();
+    if let Some(group) = a.announce {
+        let heard = poolgate::asap_client::discover_registrars(group, Duration::from_secs(3)).await?;
+        anyhow::ensure!(!heard.is_empty(), "no registrar announced itself on {group}");
+        registrars.extend(heard.into_iter().map(|(_, addr)| addr));
+    }
     let (transport, _l) = SctpUdp::bind(transport_for("127.0.0.1:0".parse()?))?;
-    let mut pu = PoolUser::new(PuConfig::new(a.registrar.clone()), transport)?;
+    let mut pu = PoolUser::new(PuConfig::new(registrars), transport)?;
     if let Some(r) = &a.report {
         let id = u32::from_str_radix(r.trim_start_matches("0x"), 16)?;
         // Resolve first so the PU has a registrar association, then report.
@@ -47,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
         Err(e) if e.to_string().contains("Empty") || e.to_string().contains("Unknown") => Vec::new(),
         Err(e) => return Err(e),
     };
+    pu.close(Duration::from_millis(500)).await;
     if a.json {
         let ids: Vec<String> = pes.iter().map(|p| format!("{:08x}", p.id)).collect();
         println!("{}", serde_json::json!({ "pool": a.pool, "pes": ids }));
