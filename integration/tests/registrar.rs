@@ -230,3 +230,32 @@ fn pool_users_find_the_registrar_by_its_server_announce() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("0000a110"));
     assert!(metric(&reg, "poolgate_registrar_server_announces_total") >= 1.0);
 }
+
+#[test]
+fn secured_pool_admits_only_pes_that_know_its_secret() {
+    let reg = start_registrar(
+        "[[registrar.pool]]\nhandle = \"vault\"\nsecret = \"correct horse battery staple\"\n",
+    );
+    let start = |id: &str, secret: &str| {
+        Child(
+            Command::new(bin("pg-pe"))
+                .args(["--registrar", &reg.addr, "--pool", "vault", "--id", id, "--secret", secret])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let _bad = start("0000bad0", "wrong secret, same length!!");
+    let good = start("0000900d", "correct horse battery staple");
+    wait_for(&reg, "vault", &["0000900d"], Duration::from_secs(10));
+    let t0 = Instant::now();
+    while metric(&reg, "poolgate_registrar_auth_failures_total") < 1.0 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "the forged registration was not counted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(resolve(&reg, "vault", None), ["0000900d"]);
+    // The PE's signed deregistration is accepted.
+    good.signal(15);
+    wait_for(&reg, "vault", &[], Duration::from_secs(5));
+}

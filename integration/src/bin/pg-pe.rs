@@ -31,6 +31,9 @@ struct Args {
     /// Policy: rr, wrr:W, random, wrand:W, prio:P, lu:LOAD, lud:LOAD:DEG, plu:LOAD:INC, rlu:LOAD.
     #[arg(long, default_value = "rr")]
     policy: String,
+    /// The pool's registration secret (key id 1), for secured pools.
+    #[arg(long)]
+    secret: Option<String>,
     /// Registration life.
     #[arg(long, default_value = "30s", value_parser = humantime_ms)]
     life: Duration,
@@ -57,6 +60,10 @@ async fn main() -> anyhow::Result<()> {
     let mut cfg = PeConfig::new(handle, user, policy, a.registrar.clone());
     cfg.registration_life = a.life;
     cfg.reregistration_interval = a.life / 3;
+    cfg.auth = a.secret.as_ref().map(|s| pool_core::asap::auth::PoolSecret {
+        key_id: 1,
+        secret: s.as_bytes().to_vec(),
+    });
     if let Some(id) = &a.id {
         let id = id.trim_start_matches("0x");
         cfg.pe_id = Some(u32::from_str_radix(id, 16).or_else(|_| id.parse())?);
