@@ -27,8 +27,10 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(2);
 const SEND_DEADLINE: Duration = Duration::from_secs(2);
 
 fn wall_clock() -> WallClock {
-    let unix_ms =
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
     WallClock::new(Instant::now(), unix_ms)
 }
 
@@ -44,13 +46,19 @@ fn encode(msg: &AsapMessage) -> Option<Bytes> {
 }
 
 async fn next_asap(assoc: &mut Option<Association>) -> Result<AsapMessage, ()> {
-    let Some(a) = assoc.as_mut() else { return std::future::pending().await };
+    let Some(a) = assoc.as_mut() else {
+        return std::future::pending().await;
+    };
     loop {
         match a.recv().await {
-            Some(AssocEvent::Message(m)) if m.ppid == PPID_ASAP => match AsapMessage::decode(&m.data) {
-                Ok(msg) => return Ok(msg),
-                Err(e) => tracing::debug!(error = %e, "undecodable ASAP message from registrar"),
-            },
+            Some(AssocEvent::Message(m)) if m.ppid == PPID_ASAP => {
+                match AsapMessage::decode(&m.data) {
+                    Ok(msg) => return Ok(msg),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "undecodable ASAP message from registrar")
+                    }
+                }
+            }
             Some(AssocEvent::Down(reason)) => {
                 tracing::debug!(%reason, "registrar association down");
                 return Err(());
@@ -108,7 +116,10 @@ pub async fn run_pe<T: Transport>(
             match action {
                 PeAction::Connect { registrar, addr } => {
                     assoc = None;
-                    match transport.connect(&[addr], SCTP_PORT_ASAP, CONNECT_DEADLINE).await {
+                    match transport
+                        .connect(&[addr], SCTP_PORT_ASAP, CONNECT_DEADLINE)
+                        .await
+                    {
                         Ok(a) => {
                             tracing::debug!(registrar, %addr, "connected to registrar");
                             assoc = Some(a);
@@ -120,8 +131,13 @@ pub async fn run_pe<T: Transport>(
                     }
                 }
                 PeAction::Send(msg) => {
-                    let (Some(a), Some(bytes)) = (assoc.as_ref(), encode(&msg)) else { continue };
-                    if a.send(Message::new(PPID_ASAP, bytes), SEND_DEADLINE).await.is_err() {
+                    let (Some(a), Some(bytes)) = (assoc.as_ref(), encode(&msg)) else {
+                        continue;
+                    };
+                    if a.send(Message::new(PPID_ASAP, bytes), SEND_DEADLINE)
+                        .await
+                        .is_err()
+                    {
                         assoc = None;
                         pe.handle_registrar_closed(Instant::now());
                     }
@@ -140,11 +156,20 @@ pub async fn run_pe<T: Transport>(
                     let _ = status.send(PeStatus::Registered(registrar));
                 }
                 PeEvent::RegistrationRejected { registrar, cause } => {
-                    tracing::warn!(pe = format_args!("{id:08x}"), registrar, ?cause, "registration rejected");
+                    tracing::warn!(
+                        pe = format_args!("{id:08x}"),
+                        registrar,
+                        ?cause,
+                        "registration rejected"
+                    );
                     let _ = status.send(PeStatus::Unregistered);
                 }
                 PeEvent::RegistrarLost { registrar } => {
-                    tracing::warn!(pe = format_args!("{id:08x}"), registrar, "registrar lost; hunting");
+                    tracing::warn!(
+                        pe = format_args!("{id:08x}"),
+                        registrar,
+                        "registrar lost; hunting"
+                    );
                     let _ = status.send(PeStatus::Unregistered);
                 }
                 PeEvent::Deregistered { acknowledged } => {
@@ -191,7 +216,11 @@ impl<T: Transport> PoolUser<T> {
     pub fn new(config: PuConfig, transport: T) -> anyhow::Result<Self> {
         let rng = Box::new(rand_chacha::ChaCha8Rng::from_os_rng());
         let pu = PoolUserClient::new(config, rng).context("PU configuration")?;
-        Ok(PoolUser { pu, transport, assoc: None })
+        Ok(PoolUser {
+            pu,
+            transport,
+            assoc: None,
+        })
     }
 
     /// The PEs of `handle` (fresh from the cache or from a registrar), at most `deadline`.
@@ -236,9 +265,15 @@ impl<T: Transport> PoolUser<T> {
     }
 
     /// Picks one PE of `handle` by the pool's policy from the cache (resolving first).
-    pub async fn select(&mut self, handle: &PoolHandle, deadline: Duration) -> anyhow::Result<PoolElement> {
+    pub async fn select(
+        &mut self,
+        handle: &PoolHandle,
+        deadline: Duration,
+    ) -> anyhow::Result<PoolElement> {
         self.resolve(handle, deadline).await?;
-        self.pu.select(Instant::now(), handle).context("pool has no elements")
+        self.pu
+            .select(Instant::now(), handle)
+            .context("pool has no elements")
     }
 
     /// Reports a PE unreachable (ENDPOINT_UNREACHABLE) and drops it from the cache.
@@ -273,8 +308,13 @@ impl<T: Transport> PoolUser<T> {
             match action {
                 PuAction::Connect { registrar, addr } => self.connect(registrar, addr).await,
                 PuAction::Send(msg) => {
-                    let (Some(a), Some(bytes)) = (self.assoc.as_ref(), encode(&msg)) else { continue };
-                    if a.send(Message::new(PPID_ASAP, bytes), SEND_DEADLINE).await.is_err() {
+                    let (Some(a), Some(bytes)) = (self.assoc.as_ref(), encode(&msg)) else {
+                        continue;
+                    };
+                    if a.send(Message::new(PPID_ASAP, bytes), SEND_DEADLINE)
+                        .await
+                        .is_err()
+                    {
                         self.assoc = None;
                         self.pu.handle_registrar_closed(Instant::now());
                     }
@@ -290,7 +330,11 @@ impl<T: Transport> PoolUser<T> {
 
     async fn connect(&mut self, registrar: usize, addr: SocketAddr) {
         self.assoc = None;
-        match self.transport.connect(&[addr], SCTP_PORT_ASAP, CONNECT_DEADLINE).await {
+        match self
+            .transport
+            .connect(&[addr], SCTP_PORT_ASAP, CONNECT_DEADLINE)
+            .await
+        {
             Ok(a) => self.assoc = Some(a),
             Err(e) => {
                 tracing::warn!(registrar, %addr, error = %e, "registrar unreachable");
@@ -309,7 +353,11 @@ pub async fn discover_registrars(
 ) -> anyhow::Result<Vec<(u32, SocketAddr)>> {
     let bind: SocketAddr = if listen.ip().is_multicast() {
         SocketAddr::new(
-            if listen.is_ipv4() { [0, 0, 0, 0].into() } else { [0u16; 8].into() },
+            if listen.is_ipv4() {
+                [0, 0, 0, 0].into()
+            } else {
+                [0u16; 8].into()
+            },
             listen.port(),
         )
     } else {
@@ -329,7 +377,10 @@ pub async fn discover_registrars(
     loop {
         let recv = tokio::time::timeout_at(until, socket.recv_from(&mut buf)).await;
         let Ok(Ok((n, from))) = recv else { break };
-        let Ok(AsapMessage::ServerAnnounce { server_id, transports }) = AsapMessage::decode(&buf[..n])
+        let Ok(AsapMessage::ServerAnnounce {
+            server_id,
+            transports,
+        }) = AsapMessage::decode(&buf[..n])
         else {
             tracing::debug!(%from, "datagram on the announce address is no server announce");
             continue;
@@ -341,7 +392,9 @@ pub async fn discover_registrars(
             .iter()
             .find(|t| t.protocol == pool_core::types::TransportProtocol::Udp)
             .and_then(|t| t.addresses.first().map(|ip| SocketAddr::new(*ip, t.port)))
-            .unwrap_or_else(|| SocketAddr::new(from.ip(), crate::transport::UDP_ENCAPSULATION_PORT));
+            .unwrap_or_else(|| {
+                SocketAddr::new(from.ip(), crate::transport::UDP_ENCAPSULATION_PORT)
+            });
         if !found.iter().any(|(id, a)| *id == server_id && *a == addr) {
             found.push((server_id, addr));
         }

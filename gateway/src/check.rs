@@ -139,8 +139,14 @@ pub fn run_status(args: &StatusArgs) -> ExitCode {
     }
     match fetch_metrics(addr, args.timeout) {
         Ok(body) if args.json => {
-            let samples: Vec<&str> = body.lines().filter(|l| l.starts_with("poolgate_")).collect();
-            println!("{}", serde_json::json!({ "address": addr.to_string(), "up": true, "metrics": samples }));
+            let samples: Vec<&str> = body
+                .lines()
+                .filter(|l| l.starts_with("poolgate_"))
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({ "address": addr.to_string(), "up": true, "metrics": samples })
+            );
             ExitCode::SUCCESS
         }
         Ok(body) => {
@@ -175,7 +181,9 @@ pub fn fetch_path(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::R
     };
     let mut s = TcpStream::connect_timeout(&addr, timeout)?;
     s.set_write_timeout(Some(left()))?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: poolgate\r\nConnection: close\r\n\r\n").as_bytes())?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: poolgate\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
     let mut raw = Vec::new();
     let mut buf = [0u8; 8192];
     let mut s_limited = (&mut s).take(MAX_STATUS_BODY);

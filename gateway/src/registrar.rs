@@ -122,7 +122,11 @@ async fn announce_loop(msg: AsapMessage, to: SocketAddr, every: Duration, sent: 
         tracing::error!(error = %e, "cannot encode ASAP_SERVER_ANNOUNCE");
         return;
     }
-    let bind: SocketAddr = if to.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    let bind: SocketAddr = if to.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        ([0u16; 8], 0).into()
+    };
     let socket = match tokio::net::UdpSocket::bind(bind).await {
         Ok(s) => s,
         Err(e) => {

@@ -123,8 +123,11 @@ pub fn render_table(doc: &Value) -> String {
         rows.len() - 1
     ));
     for r in &rows {
-        let line: Vec<String> =
-            r.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let line: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }

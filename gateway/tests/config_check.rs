@@ -371,7 +371,11 @@ fn status_reads_a_metrics_endpoint_or_reports_down() {
         let mut buf = [0u8; 1024];
         let n = s.read(&mut buf).unwrap();
         assert!(buf[..n].starts_with(b"GET /status HTTP/1.1\r\n"));
-        write!(s, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+        write!(
+            s,
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         drop(s);
         let (mut s, _) = listener.accept().unwrap();
         let n = s.read(&mut buf).unwrap();

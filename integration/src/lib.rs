@@ -10,7 +10,11 @@ use poolgate::transport::sctp_udp::SctpUdpConfig;
 /// Engine settings for a test tool bound at `bind` (loopback: 64 KiB datagrams).
 pub fn transport_for(bind: SocketAddr) -> SctpUdpConfig {
     let mut t = SctpUdpConfig::new(bind);
-    t.engine.association.pmtu = if bind.ip().is_loopback() { 65_507 } else { 1_472 };
+    t.engine.association.pmtu = if bind.ip().is_loopback() {
+        65_507
+    } else {
+        1_472
+    };
     t
 }
 
@@ -19,7 +23,11 @@ pub fn transport_for(bind: SocketAddr) -> SctpUdpConfig {
 pub fn parse_policy(s: &str) -> Result<Policy, String> {
     let parts: Vec<&str> = s.split(':').collect();
     let num = |i: usize| -> Result<u32, String> {
-        parts.get(i).ok_or(format!("policy `{s}` needs a value"))?.parse().map_err(|e| format!("policy `{s}`: {e}"))
+        parts
+            .get(i)
+            .ok_or(format!("policy `{s}` needs a value"))?
+            .parse()
+            .map_err(|e| format!("policy `{s}`: {e}"))
     };
     Ok(match parts[0] {
         "rr" => Policy::RoundRobin,
@@ -28,8 +36,14 @@ pub fn parse_policy(s: &str) -> Result<Policy, String> {
         "wrand" => Policy::WeightedRandom { weight: num(1)? },
         "prio" => Policy::Priority { priority: num(1)? },
         "lu" => Policy::LeastUsed { load: num(1)? },
-        "lud" => Policy::LeastUsedDegradation { load: num(1)?, degradation: num(2)? },
-        "plu" => Policy::PriorityLeastUsed { load: num(1)?, increment: num(2)? },
+        "lud" => Policy::LeastUsedDegradation {
+            load: num(1)?,
+            degradation: num(2)?,
+        },
+        "plu" => Policy::PriorityLeastUsed {
+            load: num(1)?,
+            increment: num(2)?,
+        },
         "rlu" => Policy::RandomizedLeastUsed { load: num(1)? },
         other => return Err(format!("unknown policy `{other}`")),
     })
@@ -61,12 +75,20 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// A free UDP port on loopback (bound and released; good enough for tests).
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A free TCP port on loopback.
 pub fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A child process killed (SIGKILL) when dropped.

@@ -16,7 +16,9 @@ fn tshark_present() -> bool {
         eprintln!("tshark not installed; skipped because POOLGATE_SKIP_TSHARK=1");
         return false;
     }
-    panic!("tshark is not installed (apt-get install tshark), or set POOLGATE_SKIP_TSHARK=1 to skip");
+    panic!(
+        "tshark is not installed (apt-get install tshark), or set POOLGATE_SKIP_TSHARK=1 to skip"
+    );
 }
 
 #[test]
@@ -47,7 +49,8 @@ fn registration_and_resolution_decode_as_asap_over_sctp_over_udp() {
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(20)).expect("tshark did not start capturing");
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("tshark did not start capturing");
     let cap = Child(cap);
 
     let cfg = dir.join("registrar.toml");
@@ -68,7 +71,16 @@ fn registration_and_resolution_decode_as_asap_over_sctp_over_udp() {
     let addr = format!("127.0.0.1:{port}");
     let pe = Child(
         Command::new(bin("pg-pe"))
-            .args(["--registrar", &addr, "--pool", "capture", "--id", "c0ffee00", "--policy", "lu:0"])
+            .args([
+                "--registrar",
+                &addr,
+                "--pool",
+                "capture",
+                "--id",
+                "c0ffee00",
+                "--policy",
+                "lu:0",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -76,11 +88,17 @@ fn registration_and_resolution_decode_as_asap_over_sctp_over_udp() {
     );
     let t0 = Instant::now();
     loop {
-        let out = Command::new(bin("pg-resolve")).args(["--registrar", &addr, "--pool", "capture"]).output().unwrap();
+        let out = Command::new(bin("pg-resolve"))
+            .args(["--registrar", &addr, "--pool", "capture"])
+            .output()
+            .unwrap();
         if String::from_utf8_lossy(&out.stdout).contains("c0ffee00") {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(10), "PE never resolvable");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "PE never resolvable"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     pe.signal(15); // deregistration travels too
@@ -94,14 +112,45 @@ fn registration_and_resolution_decode_as_asap_over_sctp_over_udp() {
     let out = Command::new("tshark")
         .arg("-r")
         .arg(&pcap)
-        .args(["-n", "-d", &format!("udp.port=={port},sctp"), "-o", "sctp.checksum:CRC-32C", "-T", "fields"])
-        .args(["-E", "separator=|", "-E", "occurrence=a", "-E", "aggregator=,"])
-        .args(["-e", "sctp.data_payload_proto_id", "-e", "asap.message_type"])
-        .args(["-e", "sctp.checksum.status", "-e", "_ws.malformed", "-e", "sctp.chunk_type"])
+        .args([
+            "-n",
+            "-d",
+            &format!("udp.port=={port},sctp"),
+            "-o",
+            "sctp.checksum:CRC-32C",
+            "-T",
+            "fields",
+        ])
+        .args([
+            "-E",
+            "separator=|",
+            "-E",
+            "occurrence=a",
+            "-E",
+            "aggregator=,",
+        ])
+        .args([
+            "-e",
+            "sctp.data_payload_proto_id",
+            "-e",
+            "asap.message_type",
+        ])
+        .args([
+            "-e",
+            "sctp.checksum.status",
+            "-e",
+            "_ws.malformed",
+            "-e",
+            "sctp.chunk_type",
+        ])
         .output()
         .expect("run tshark");
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(out.status.success(), "tshark: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let mut asap_types = std::collections::BTreeSet::new();
     let mut packets = 0;
@@ -110,17 +159,30 @@ fn registration_and_resolution_decode_as_asap_over_sctp_over_udp() {
         let f: Vec<&str> = line.split('|').collect();
         assert_eq!(f.len(), 5, "{line}");
         assert!(f[3].is_empty(), "malformed packet: {line}");
-        assert!(f[2].split(',').all(|s| s.is_empty() || s == "1"), "bad checksum: {line}");
+        assert!(
+            f[2].split(',').all(|s| s.is_empty() || s == "1"),
+            "bad checksum: {line}"
+        );
         let ppids: Vec<&str> = f[0].split(',').filter(|s| !s.is_empty()).collect();
         let types: Vec<&str> = f[1].split(',').filter(|s| !s.is_empty()).collect();
-        assert!(ppids.iter().all(|p| *p == "11"), "DATA with a PPID other than 11: {line}");
-        assert_eq!(ppids.len(), types.len(), "every DATA chunk decodes as ASAP: {line}");
+        assert!(
+            ppids.iter().all(|p| *p == "11"),
+            "DATA with a PPID other than 11: {line}"
+        );
+        assert_eq!(
+            ppids.len(),
+            types.len(),
+            "every DATA chunk decodes as ASAP: {line}"
+        );
         asap_types.extend(types.iter().map(|t| t.parse::<u8>().unwrap()));
     }
     println!("{packets} packets, ASAP message types seen: {asap_types:?}");
     // REGISTRATION 1, DEREGISTRATION 2, REGISTRATION_RESPONSE 3, DEREGISTRATION_RESPONSE 4,
     // HANDLE_RESOLUTION 5, HANDLE_RESOLUTION_RESPONSE 6.
     for t in [1u8, 2, 3, 4, 5, 6] {
-        assert!(asap_types.contains(&t), "ASAP type {t} missing: {asap_types:?}");
+        assert!(
+            asap_types.contains(&t),
+            "ASAP type {t} missing: {asap_types:?}"
+        );
     }
 }

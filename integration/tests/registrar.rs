@@ -55,7 +55,16 @@ fn start_registrar_on(port: u16, extra: &str) -> Registrar {
 fn start_pe(reg: &Registrar, pool: &str, id: &str) -> Child {
     Child(
         Command::new(bin("pg-pe"))
-            .args(["--registrar", &reg.addr, "--pool", pool, "--id", id, "--life", "30s"])
+            .args([
+                "--registrar",
+                &reg.addr,
+                "--pool",
+                pool,
+                "--id",
+                id,
+                "--life",
+                "30s",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -70,7 +79,11 @@ fn resolve(reg: &Registrar, pool: &str, report: Option<&str>) -> Vec<String> {
         cmd.args(["--report", r]);
     }
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "pg-resolve failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "pg-resolve failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next().map(str::to_string))
@@ -86,7 +99,11 @@ fn wait_for(reg: &Registrar, pool: &str, want: &[&str], within: Duration) -> Dur
         if got == want {
             return t0.elapsed();
         }
-        assert!(t0.elapsed() < within, "pool {pool}: wanted {want:?}, have {got:?} after {:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < within,
+            "pool {pool}: wanted {want:?}, have {got:?} after {:?}",
+            t0.elapsed()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -98,7 +115,12 @@ fn pe_registers_resolves_and_killed_pe_disappears_within_keepalive_bound() {
     let reg = start_registrar("[registrar.keepalive]\ninterval = \"250ms\"\ntimeout = \"250ms\"\n");
     let pe1 = start_pe(&reg, "echo", "0000aaaa");
     let _pe2 = start_pe(&reg, "echo", "0000bbbb");
-    wait_for(&reg, "echo", &["0000aaaa", "0000bbbb"], Duration::from_secs(10));
+    wait_for(
+        &reg,
+        "echo",
+        &["0000aaaa", "0000bbbb"],
+        Duration::from_secs(10),
+    );
 
     let killed_at = Instant::now();
     drop(pe1); // SIGKILL
@@ -106,14 +128,20 @@ fn pe_registers_resolves_and_killed_pe_disappears_within_keepalive_bound() {
         if resolve(&reg, "echo", None) == ["0000bbbb"] {
             break killed_at.elapsed();
         }
-        assert!(killed_at.elapsed() < Duration::from_secs(10), "killed PE never removed");
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(10),
+            "killed PE never removed"
+        );
         std::thread::sleep(Duration::from_millis(10));
     };
     let bound = interval + timeout;
     println!("killed PE removed after {gone:?} (keep-alive interval {interval:?} + timeout {timeout:?} = {bound:?})");
     // The PE may have been probed just before the kill: up to one interval, then the
     // timeout, plus scheduling and the resolution round trip.
-    assert!(gone <= bound + Duration::from_millis(400), "removal took {gone:?}, bound {bound:?}");
+    assert!(
+        gone <= bound + Duration::from_millis(400),
+        "removal took {gone:?}, bound {bound:?}"
+    );
 }
 
 #[test]
@@ -121,11 +149,20 @@ fn failure_reports_remove_pe_only_at_max_bad_pe_report_from_distinct_pus() {
     let reg = start_registrar("max_bad_pe_report = 3\n");
     let _pe1 = start_pe(&reg, "calc", "00000001");
     let _pe2 = start_pe(&reg, "calc", "00000002");
-    wait_for(&reg, "calc", &["00000001", "00000002"], Duration::from_secs(10));
+    wait_for(
+        &reg,
+        "calc",
+        &["00000001", "00000002"],
+        Duration::from_secs(10),
+    );
     // Each pg-resolve process is a distinct PU (its own association).
     resolve(&reg, "calc", Some("00000001"));
     resolve(&reg, "calc", Some("00000001"));
-    assert_eq!(resolve(&reg, "calc", None), ["00000001", "00000002"], "removed before the third report");
+    assert_eq!(
+        resolve(&reg, "calc", None),
+        ["00000001", "00000002"],
+        "removed before the third report"
+    );
     resolve(&reg, "calc", Some("00000001"));
     wait_for(&reg, "calc", &["00000002"], Duration::from_secs(2));
 }
@@ -144,23 +181,44 @@ fn status_prints_the_handlespace_as_table_and_json() {
     let reg = start_registrar("");
     let _pe1 = start_pe(&reg, "shop", "00000abc");
     let _pe2 = start_pe(&reg, "shop", "00000def");
-    wait_for(&reg, "shop", &["00000abc", "00000def"], Duration::from_secs(10));
+    wait_for(
+        &reg,
+        "shop",
+        &["00000abc", "00000def"],
+        Duration::from_secs(10),
+    );
     let t0 = Instant::now();
     let table = loop {
-        let out = Command::new(bin("poolgate")).args(["status", "--address", &reg.metrics]).output().unwrap();
-        assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(bin("poolgate"))
+            .args(["status", "--address", &reg.metrics])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         if text.contains("00000def") && text.contains("00000abc") {
             break text;
         }
-        assert!(t0.elapsed() < Duration::from_secs(5), "status never showed both PEs:\n{text}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "status never showed both PEs:\n{text}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     println!("{table}");
     assert!(table.contains("1 pools, 2 PEs"), "{table}");
     assert!(table.contains("shop"), "{table}");
-    assert!(table.contains("00000001"), "home registrar id missing: {table}");
-    let out = Command::new(bin("poolgate")).args(["status", "--json", "--address", &reg.metrics]).output().unwrap();
+    assert!(
+        table.contains("00000001"),
+        "home registrar id missing: {table}"
+    );
+    let out = Command::new(bin("poolgate"))
+        .args(["status", "--json", "--address", &reg.metrics])
+        .output()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(v["role"], "registrar");
     assert_eq!(v["pools"][0]["handle"], "shop");
@@ -173,18 +231,32 @@ fn registrar_restart_is_survived_pes_reregister_and_pus_resolve_again() {
     let reg = start_registrar_on(port, "");
     let _pe1 = start_pe(&reg, "svc", "00000011");
     let _pe2 = start_pe(&reg, "svc", "00000022");
-    wait_for(&reg, "svc", &["00000011", "00000022"], Duration::from_secs(10));
+    wait_for(
+        &reg,
+        "svc",
+        &["00000011", "00000022"],
+        Duration::from_secs(10),
+    );
     drop(reg); // SIGKILL: the handlespace is gone with it
     let restarted_at = Instant::now();
     let reg = start_registrar_on(port, "");
-    let took = wait_for(&reg, "svc", &["00000011", "00000022"], Duration::from_secs(20));
-    println!("PEs re-registered {:?} after the registrar restarted", restarted_at.elapsed().max(took));
+    let took = wait_for(
+        &reg,
+        "svc",
+        &["00000011", "00000022"],
+        Duration::from_secs(20),
+    );
+    println!(
+        "PEs re-registered {:?} after the registrar restarted",
+        restarted_at.elapsed().max(took)
+    );
 }
 
 fn metric(reg: &Registrar, name: &str) -> f64 {
     use std::io::{Read, Write as _};
     let mut s = std::net::TcpStream::connect(&reg.metrics).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     text.lines()
@@ -201,14 +273,20 @@ fn associations_per_peer_address_are_limited_and_counted() {
     let _pe2 = start_pe(&reg, "lim", "00000002");
     let t0 = Instant::now();
     while metric(&reg, "poolgate_registrar_pool_elements") < 2.0 {
-        assert!(t0.elapsed() < Duration::from_secs(10), "two PEs never registered");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "two PEs never registered"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // A third association from the same address is refused (and the PE keeps hunting).
     let _pe3 = start_pe(&reg, "lim", "00000003");
     let t1 = Instant::now();
     while metric(&reg, "poolgate_registrar_association_limit_hits_total") < 1.0 {
-        assert!(t1.elapsed() < Duration::from_secs(10), "the limit was never hit");
+        assert!(
+            t1.elapsed() < Duration::from_secs(10),
+            "the limit was never hit"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(metric(&reg, "poolgate_registrar_pool_elements"), 2.0);
@@ -223,10 +301,19 @@ fn pool_users_find_the_registrar_by_its_server_announce() {
     let _pe = start_pe(&reg, "found", "0000a110");
     wait_for(&reg, "found", &["0000a110"], Duration::from_secs(10));
     let out = Command::new(bin("pg-resolve"))
-        .args(["--announce", &format!("127.0.0.1:{announce}"), "--pool", "found"])
+        .args([
+            "--announce",
+            &format!("127.0.0.1:{announce}"),
+            "--pool",
+            "found",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "pg-resolve --announce: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "pg-resolve --announce: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("0000a110"));
     assert!(metric(&reg, "poolgate_registrar_server_announces_total") >= 1.0);
 }
@@ -239,7 +326,16 @@ fn secured_pool_admits_only_pes_that_know_its_secret() {
     let start = |id: &str, secret: &str| {
         Child(
             Command::new(bin("pg-pe"))
-                .args(["--registrar", &reg.addr, "--pool", "vault", "--id", id, "--secret", secret])
+                .args([
+                    "--registrar",
+                    &reg.addr,
+                    "--pool",
+                    "vault",
+                    "--id",
+                    id,
+                    "--secret",
+                    secret,
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -251,7 +347,10 @@ fn secured_pool_admits_only_pes_that_know_its_secret() {
     wait_for(&reg, "vault", &["0000900d"], Duration::from_secs(10));
     let t0 = Instant::now();
     while metric(&reg, "poolgate_registrar_auth_failures_total") < 1.0 {
-        assert!(t0.elapsed() < Duration::from_secs(5), "the forged registration was not counted");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the forged registration was not counted"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(resolve(&reg, "vault", None), ["0000900d"]);

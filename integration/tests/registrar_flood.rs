@@ -18,7 +18,12 @@ const FLOOD_RATE: f64 = 25_000.0;
 
 fn init_packet(seed: u32) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
-    CommonHeader { src_port: (seed % 60000) as u16 + 1024, dst_port: 3863, vtag: 0 }.encode(&mut out);
+    CommonHeader {
+        src_port: (seed % 60000) as u16 + 1024,
+        dst_port: 3863,
+        vtag: 0,
+    }
+    .encode(&mut out);
     Chunk::Init(InitChunk {
         initiate_tag: seed | 1,
         a_rwnd: 65536,
@@ -105,9 +110,15 @@ fn init_and_garbage_flood_does_not_stop_registration_or_resolution() {
     let mut latencies = Vec::new();
     let window = Instant::now();
     while window.elapsed() < Duration::from_secs(3) || first.is_none() {
-        assert!(t0.elapsed() < Duration::from_secs(15), "PE never resolvable under the flood");
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "PE never resolvable under the flood"
+        );
         let r0 = Instant::now();
-        let out = Command::new(bin("pg-resolve")).args(["--registrar", &addr, "--pool", "flood"]).output().unwrap();
+        let out = Command::new(bin("pg-resolve"))
+            .args(["--registrar", &addr, "--pool", "flood"])
+            .output()
+            .unwrap();
         if String::from_utf8_lossy(&out.stdout).contains("0000f100") {
             first.get_or_insert(t0.elapsed());
             ok += 1;

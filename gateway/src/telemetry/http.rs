@@ -166,7 +166,12 @@ async fn handle(mut stream: TcpStream, registry: &Registry) -> std::io::Result<(
                     Some(json) => respond(200, "OK", "application/json", &json, body),
                     None => simple(404, "Not Found", "this role has no status document\n", body),
                 },
-                "/" => simple(200, "OK", "poolgate: metrics at /metrics, status at /status\n", body),
+                "/" => simple(
+                    200,
+                    "OK",
+                    "poolgate: metrics at /metrics, status at /status\n",
+                    body,
+                ),
                 _ => simple(
                     404,
                     "Not Found",

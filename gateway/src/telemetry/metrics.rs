@@ -304,7 +304,11 @@ impl Registry {
 
     /// The role's status document, if the role provides one.
     pub fn status_json(&self) -> Option<String> {
-        let provider = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let provider = self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         provider.map(|f| f())
     }
 

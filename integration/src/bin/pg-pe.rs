@@ -14,7 +14,9 @@ use poolgate_integration::{parse_policy, transport_for};
 use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Parser)]
-#[command(about = "A bare ASAP pool element: registers, answers keep-alives, deregisters on SIGTERM")]
+#[command(
+    about = "A bare ASAP pool element: registers, answers keep-alives, deregisters on SIGTERM"
+)]
 struct Args {
     /// Registrar UDP addresses (SCTP over UDP), in order of preference.
     #[arg(long, required = true, value_delimiter = ',')]
@@ -45,12 +47,16 @@ fn humantime_ms(s: &str) -> Result<Duration, String> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-    ).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
     let a = Args::parse();
     let policy: Policy = parse_policy(&a.policy).map_err(anyhow::Error::msg)?;
-    let handle = PoolHandle::new(a.pool.as_bytes().to_vec()).ok_or_else(|| anyhow::anyhow!("bad pool handle"))?;
+    let handle = PoolHandle::new(a.pool.as_bytes().to_vec())
+        .ok_or_else(|| anyhow::anyhow!("bad pool handle"))?;
     let user = Transport {
         protocol: TransportProtocol::Tcp,
         port: a.user.port(),
@@ -60,10 +66,13 @@ async fn main() -> anyhow::Result<()> {
     let mut cfg = PeConfig::new(handle, user, policy, a.registrar.clone());
     cfg.registration_life = a.life;
     cfg.reregistration_interval = a.life / 3;
-    cfg.auth = a.secret.as_ref().map(|s| pool_core::asap::auth::PoolSecret {
-        key_id: 1,
-        secret: s.as_bytes().to_vec(),
-    });
+    cfg.auth = a
+        .secret
+        .as_ref()
+        .map(|s| pool_core::asap::auth::PoolSecret {
+            key_id: 1,
+            secret: s.as_bytes().to_vec(),
+        });
     if let Some(id) = &a.id {
         let id = id.trim_start_matches("0x");
         cfg.pe_id = Some(u32::from_str_radix(id, 16).or_else(|_| id.parse())?);

@@ -146,9 +146,23 @@ async fn main() -> anyhow::Result<()> {
     println!("| --- | --- |");
     println!("| PEs registered | {} in {} pools |", a.pes, a.pools);
     println!("| registration time | {:.2} s |", reg_time.as_secs_f64());
-    println!("| registrations/s | {:.0} |", a.pes as f64 / reg_time.as_secs_f64());
-    println!("| handle resolutions/s ({} concurrent PUs, {} s) | {:.0} |", a.pus, a.seconds, resolutions as f64 / a.seconds as f64);
-    println!("| registrar RSS empty / loaded | {} KiB / {} KiB |", rss0, rss1);
-    println!("| registrar memory per PE (incl. its association) | {:.0} bytes |", (rss1.saturating_sub(rss0)) as f64 * 1024.0 / a.pes as f64);
+    println!(
+        "| registrations/s | {:.0} |",
+        a.pes as f64 / reg_time.as_secs_f64()
+    );
+    println!(
+        "| handle resolutions/s ({} concurrent PUs, {} s) | {:.0} |",
+        a.pus,
+        a.seconds,
+        resolutions as f64 / a.seconds as f64
+    );
+    println!(
+        "| registrar RSS empty / loaded | {} KiB / {} KiB |",
+        rss0, rss1
+    );
+    println!(
+        "| registrar memory per PE (incl. its association) | {:.0} bytes |",
+        (rss1.saturating_sub(rss0)) as f64 * 1024.0 / a.pes as f64
+    );
     Ok(())
 }

@@ -35,11 +35,16 @@ struct Args {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    let handle = PoolHandle::new(a.pool.as_bytes().to_vec()).ok_or_else(|| anyhow::anyhow!("bad pool handle"))?;
+    let handle = PoolHandle::new(a.pool.as_bytes().to_vec())
+        .ok_or_else(|| anyhow::anyhow!("bad pool handle"))?;
     let mut registrars = a.registrar.clone();
     if let Some(group) = a.announce {
-        let heard = poolgate::asap_client::discover_registrars(group, Duration::from_secs(3)).await?;
-        anyhow::ensure!(!heard.is_empty(), "no registrar announced itself on {group}");
+        let heard =
+            poolgate::asap_client::discover_registrars(group, Duration::from_secs(3)).await?;
+        anyhow::ensure!(
+            !heard.is_empty(),
+            "no registrar announced itself on {group}"
+        );
         registrars.extend(heard.into_iter().map(|(_, addr)| addr));
     }
     let (transport, _l) = SctpUdp::bind(transport_for("127.0.0.1:0".parse()?))?;
@@ -54,7 +59,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let pes = match pu.resolve(&handle, Duration::from_secs(3)).await {
         Ok(p) => p,
-        Err(e) if e.to_string().contains("Empty") || e.to_string().contains("Unknown") => Vec::new(),
+        Err(e) if e.to_string().contains("Empty") || e.to_string().contains("Unknown") => {
+            Vec::new()
+        }
         Err(e) => return Err(e),
     };
     pu.close(Duration::from_millis(500)).await;
