@@ -15,7 +15,8 @@
 //! behind it. Received messages stay counted against the engine's receive window
 //! (`manual_receive_window`) until the owner releases their bytes (drops every `Bytes`
 //! of the message): a slow consumer closes the peer's window, so the event channel
-//! never holds more than about one receive buffer per association.
+//! never holds more than two receive buffers per association (the window plus the
+//! zero-window probes the engine keeps in sequence).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSliceMut};
@@ -54,6 +55,9 @@ pub struct SctpUdpConfig {
     pub accept_backlog: usize,
     /// Seed for the engine's randomness (tags, TSNs, cookie secret).
     pub seed: u64,
+    /// Send runs of equal-sized packets as GSO trains where the kernel supports it.
+    /// Off for packet captures on loopback, where the capture sees a train unsegmented.
+    pub gso: bool,
 }
 
 impl SctpUdpConfig {
@@ -66,6 +70,7 @@ impl SctpUdpConfig {
             send_budget: 1 << 20,
             accept_backlog: 1024,
             seed: rand::random(),
+            gso: true,
         }
     }
 }
@@ -134,9 +139,11 @@ impl SctpUdp {
             engine_stats: Mutex::new(sctp::EndpointStats::default()),
         });
         let udp = UdpSocketState::new(UdpSockRef::from(&socket))?;
+        let gso = config.gso;
         let driver = Driver {
             socket,
             udp,
+            gso,
             local: if local.ip().is_unspecified() {
                 None
             } else {
@@ -273,6 +280,8 @@ impl Drop for Credit {
 struct Driver {
     socket: UdpSocket,
     udp: UdpSocketState,
+    /// Whether GSO trains may be sent.
+    gso: bool,
     local: Option<SocketAddr>,
     endpoint: Endpoint,
     shared: std::sync::Weak<Shared>,
@@ -419,7 +428,11 @@ impl Driver {
     /// Sends everything the engine wants sent, coalescing runs of equal-sized packets to
     /// one destination into GSO trains.
     async fn flush_transmits(&mut self, tx: &mut Tx) {
-        let max_segments = self.udp.max_gso_segments().max(1);
+        let max_segments = if self.gso {
+            self.udp.max_gso_segments().max(1)
+        } else {
+            1
+        };
         let (mut datagrams, mut bytes, mut errors, mut calls) = (0u64, 0u64, 0u64, 0u64);
         loop {
             tx.train.clear();

@@ -50,6 +50,9 @@ struct Args {
     /// Path MTU (UDP payload).
     #[arg(long, default_value_t = 1472)]
     pmtu: usize,
+    /// Send no GSO trains (for packet captures on loopback, which see them unsegmented).
+    #[arg(long)]
+    no_gso: bool,
     /// The process ends after this many seconds whatever happens.
     #[arg(long, default_value_t = 60)]
     deadline_s: u64,
@@ -86,6 +89,7 @@ fn say(t0: Instant, line: &str) {
 
 fn config(a: &Args) -> SctpUdpConfig {
     let mut c = SctpUdpConfig::new(a.bind);
+    c.gso = !a.no_gso;
     let e = &mut c.engine;
     e.listen_ports = vec![3863];
     e.local_addresses = a.local_addresses.clone();
@@ -269,6 +273,7 @@ impl Args {
             max_rtx: self.max_rtx,
             path_max_rtx: self.path_max_rtx,
             pmtu: self.pmtu,
+            no_gso: self.no_gso,
             deadline_s: self.deadline_s,
             mode: Mode::Serve,
         }

@@ -217,6 +217,21 @@ async fn bulk_sctp(pmtu: usize, bytes: u64, msg: usize) -> anyhow::Result<Bulk> 
     anyhow::ensure!(done.data.as_ref() == b"done", "unexpected reply");
     let (wall, cpu) = (t0.elapsed(), cpu_now() - cpu0);
     let _s = rx.await??;
+    if std::env::var_os("PG_BENCH_VERBOSE").is_some() {
+        for (name, t) in [("client", &_client), ("server", &_server)] {
+            let st = t.stats();
+            let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            println!(
+                "  {name} pmtu {pmtu}: out {} datagrams / {} calls, in {} datagrams / {} calls, send errors {}; engine {:?}",
+                l(&st.datagrams_out),
+                l(&st.send_calls),
+                l(&st.datagrams_in),
+                l(&st.recv_calls),
+                l(&st.send_errors),
+                t.engine_stats()
+            );
+        }
+    }
     Ok(Bulk::from(bytes, wall, cpu))
 }
 

@@ -32,8 +32,6 @@ pub(crate) struct Receiver {
     reasm_bytes: usize,
     /// Bytes received and not yet consumed by the user (reassembly, reordering, events).
     held: usize,
-    /// Of `held`, bytes in complete messages waiting for the user to take them.
-    ready: usize,
     streams: HashMap<u16, InStream>,
     dups: Vec<u32>,
     urgent: bool,
@@ -54,7 +52,6 @@ impl Receiver {
             reasm: BTreeMap::new(),
             reasm_bytes: 0,
             held: 0,
-            ready: 0,
             streams: HashMap::new(),
             dups: Vec::new(),
             urgent: false,
@@ -134,12 +131,15 @@ impl Receiver {
         };
         let len = d.payload.len();
         if self.held + len > self.buffer {
-            // Out of window. When nothing in the buffer is ready for the user, only new
-            // data can free it, so the next in-sequence TSN is still taken (up to twice
-            // the buffer) and partial or out-of-order data cannot deadlock. Unread
-            // messages, in contrast, are back-pressure.
-            let waiting_for_gap = self.ready == 0;
-            if tsn != self.cum + 1 || !waiting_for_gap || self.held + len > 2 * self.buffer {
+            // Out of window. The next in-sequence TSN is still taken, up to twice the
+            // buffer: when nothing is ready for the user only new data can free it, so
+            // partial or out-of-order data cannot deadlock; and when unread messages
+            // fill it, the sender's zero-window probe (sent only with nothing in
+            // flight, so about one packet per round trip) is kept rather than dropped,
+            // because a dropped probe stalls the association for a retransmission
+            // timeout after the user's read reopens the window. Unread messages thus
+            // hold at most twice the buffer.
+            if tsn != self.cum + 1 || self.held + len > 2 * self.buffer {
                 stats.data_dropped += 1;
                 if tsn == self.cum + 1 && self.reasm_bytes >= self.buffer {
                     // One unfinished message fills the buffer: it can never complete.
@@ -248,7 +248,6 @@ impl Receiver {
     ) {
         if unordered {
             stats.messages_received += 1;
-            self.ready += bytes.len();
             events.push_back(Event::Data {
                 stream,
                 ppid,
@@ -260,7 +259,6 @@ impl Receiver {
         let st = self.streams.entry(stream).or_default();
         if ssn == st.next_ssn {
             stats.messages_received += 1;
-            self.ready += bytes.len();
             events.push_back(Event::Data {
                 stream,
                 ppid,
@@ -270,7 +268,6 @@ impl Receiver {
             st.next_ssn = st.next_ssn.wrapping_add(1);
             while let Some((ppid, bytes)) = st.pending.remove(&st.next_ssn) {
                 stats.messages_received += 1;
-                self.ready += bytes.len();
                 events.push_back(Event::Data {
                     stream,
                     ppid,
@@ -342,7 +339,6 @@ impl Receiver {
             for (_, k) in ordered {
                 if let Some((ppid, bytes)) = st.pending.remove(&k) {
                     stats.messages_received += 1;
-                    self.ready += bytes.len();
                     events.push_back(Event::Data {
                         stream,
                         ppid,
@@ -354,7 +350,6 @@ impl Receiver {
             st.next_ssn = ssn.wrapping_add(1);
             while let Some((ppid, bytes)) = st.pending.remove(&st.next_ssn) {
                 stats.messages_received += 1;
-                self.ready += bytes.len();
                 events.push_back(Event::Data {
                     stream,
                     ppid,
@@ -381,7 +376,6 @@ impl Receiver {
     /// when it grew by a quarter of the buffer.
     pub fn consumed(&mut self, n: usize) {
         self.held = self.held.saturating_sub(n);
-        self.ready = self.ready.saturating_sub(n);
         if self.a_rwnd() >= self.last_advertised + self.buffer / 4 {
             self.sack_needed = true;
         }
