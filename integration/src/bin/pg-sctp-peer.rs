@@ -124,14 +124,13 @@ async fn serve(t0: Instant, a: Args) -> anyhow::Result<()> {
                 if let Some(d) = describe(&ev) {
                     say(t0, &format!("{} {d}", assoc.id()));
                 }
-                match ev {
-                    AssocEvent::Message(m) => {
-                        if assoc.send(m, Duration::from_secs(10)).await.is_err() {
-                            break;
-                        }
-                    }
+                let m = match ev {
+                    AssocEvent::Message(m) => m,
                     AssocEvent::Down(_) => break,
-                    _ => {}
+                    _ => continue,
+                };
+                if assoc.send(m, Duration::from_secs(10)).await.is_err() {
+                    break;
                 }
             }
         });

@@ -163,6 +163,7 @@ impl Bulk {
 fn sctp_config(pmtu: usize, listen: bool) -> SctpUdpConfig {
     let mut c = SctpUdpConfig::new("127.0.0.1:0".parse().unwrap());
     c.engine.association.pmtu = pmtu;
+    c.gso = std::env::var_os("PG_BENCH_NO_GSO").is_none();
     if listen {
         c.engine.listen_ports = vec![3863];
     }
@@ -332,7 +333,11 @@ async fn rr_tcp(secs: u64) -> anyhow::Result<(f64, f64)> {
 /// Memory of `n` idle associations through the driver: (RSS bytes per association with
 /// both ends in this process, heap bytes per association and end).
 async fn idle_sctp(n: usize) -> anyhow::Result<(f64, f64)> {
-    let (server, mut listener) = SctpUdp::bind(sctp_config(65_507, true))?;
+    let mut sc = sctp_config(65_507, true);
+    // Every INIT here comes from one UDP socket; the per-source flood limit on stateless
+    // replies (100/s by default) would make this a handshake-rate test.
+    sc.engine.stateless_replies_per_source = 0;
+    let (server, mut listener) = SctpUdp::bind(sc)?;
     let (client, _l) = SctpUdp::bind(sctp_config(65_507, false))?;
     let target = server.local_addr();
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -357,7 +362,17 @@ async fn idle_sctp(n: usize) -> anyhow::Result<(f64, f64)> {
             started += 1;
         }
         match set.join_next().await {
-            Some(r) => held.push(r??),
+            Some(r) => match r? {
+                Ok(a) => held.push(a),
+                Err(e) => {
+                    anyhow::bail!(
+                        "connect {} of {n}: {e}; server engine {:?}; client engine {:?}",
+                        held.len(),
+                        server.engine_stats(),
+                        client.engine_stats()
+                    )
+                }
+            },
             None => break,
         }
     }
@@ -380,6 +395,8 @@ fn idle_engine(n: usize) -> f64 {
     let b_addr: SocketAddr = "10.0.0.2:9899".parse().unwrap();
     let mut cfg = EndpointConfig::default();
     cfg.association.pmtu = 65_507;
+    // One source opens every association: no flood limit on the answers.
+    cfg.stateless_replies_per_source = 0;
     let mut a = Endpoint::new(cfg.clone(), 1).unwrap();
     let mut b = Endpoint::new(cfg, 2).unwrap();
     let now = Instant::now();
