@@ -196,7 +196,7 @@ impl Default for EndpointConfig {
             local_addresses: Vec::new(),
             cookie_lifetime: Duration::from_secs(60),
             max_stateless_replies: 256,
-            stateless_replies_per_source: 100,
+            stateless_replies_per_source: 1000,
             max_associations: 65_536,
             manual_receive_window: false,
         }
