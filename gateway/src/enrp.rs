@@ -32,8 +32,10 @@ use crate::config::registrar::RegistrarConfig;
 use crate::telemetry::{Counter, Gauge, GaugeVec, Registry};
 use crate::transport::{AssocEvent, AssocSender, Association, Message, Transport, PPID_ENRP};
 
-/// Messages queued towards one peer registrar before the link counts as stuck.
-const WRITER_QUEUE: usize = 4096;
+/// Messages queued towards one peer registrar before the link counts as stuck: a
+/// burst of registrations turns into as many HANDLE_UPDATEs per peer (the queue is
+/// allocated in small blocks as it fills).
+const WRITER_QUEUE: usize = 65_536;
 /// How long a write to a peer may wait for its send budget.
 const WRITE_DEADLINE: Duration = Duration::from_secs(2);
 /// Time allowed to open an association to a peer.

@@ -41,8 +41,12 @@ use crate::transport::{
 };
 use crate::RoleContext;
 
-/// Messages a peer may have queued towards it before it counts as stuck.
-const WRITER_QUEUE: usize = 1024;
+/// Messages a peer may have queued towards it before it counts as stuck. Large
+/// enough for a PE or tool that pipelines thousands of registrations on one
+/// association (its answers are produced in bursts faster than a busy host schedules
+/// the writer); tokio allocates the queue in small blocks as it fills, so an idle
+/// peer costs nothing, and a stuck one is bounded (about 64 Ki small messages).
+const WRITER_QUEUE: usize = 65_536;
 /// Decoded messages waiting for the state machine, over all peers.
 const INBOUND_QUEUE: usize = 4096;
 /// How long a write to one peer may wait for its send budget.
