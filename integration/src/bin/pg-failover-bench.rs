@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use rand::{Rng, SeedableRng};
 
 #[derive(Parser)]
 #[command(about = "Failover benchmark: client-visible stalls while backends are killed")]
@@ -116,7 +117,7 @@ fn main() {
     }
     let start = Instant::now();
     let gap = duration / (kills as u32 + 1);
-    let mut rng = a.seed.max(1);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed);
     let mut killed = 0;
     let mut ppe_down: Option<usize> = None;
     for k in 0..kills {
@@ -124,11 +125,7 @@ fn main() {
         if let Some(wait) = at.checked_sub(start.elapsed()) {
             std::thread::sleep(wait);
         }
-        // xorshift: a reproducible kill schedule.
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let victim = (rng % c.backends.len() as u64) as usize;
+        let victim = rng.random_range(0..c.backends.len());
         let ppe = match a.victim.as_str() {
             "ppe" => true,
             "both" => k % 2 == 1,
