@@ -1,6 +1,8 @@
 //! Support code for integration tests and load tools: process handling, free ports,
 //! policy parsing for the command-line test tools.
 
+pub mod capture;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

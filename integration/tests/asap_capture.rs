@@ -2,24 +2,11 @@
 //! with tshark and decoded as SCTP over UDP: every ASAP message carries PPID 11, every
 //! SCTP checksum is good, and nothing is malformed.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use poolgate_integration::capture::{tshark_present, LoopbackCapture};
 use poolgate_integration::{bin, free_tcp_port, free_udp_port, Child};
-
-fn tshark_present() -> bool {
-    if Command::new("tshark").arg("--version").output().is_ok() {
-        return true;
-    }
-    if std::env::var("POOLGATE_SKIP_TSHARK").as_deref() == Ok("1") {
-        eprintln!("tshark not installed; skipped because POOLGATE_SKIP_TSHARK=1");
-        return false;
-    }
-    panic!(
-        "tshark is not installed (apt-get install tshark), or set POOLGATE_SKIP_TSHARK=1 to skip"
-    );
-}
 
 #[test]
 fn registration_and_resolution_decode_as_asap_over_sctp_over_udp() {
@@ -28,30 +15,9 @@ fn registration_and_resolution_decode_as_asap_over_sctp_over_udp() {
     }
     let port = free_udp_port();
     let metrics = free_tcp_port();
+    let mut cap = LoopbackCapture::start("asap-capture", &format!("udp port {port}"));
     let dir = std::env::temp_dir().join(format!("pg-capture-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let pcap = dir.join("asap.pcapng");
-
-    // Start the capture and wait until tshark says it is capturing.
-    let mut cap = Command::new("tshark")
-        .args(["-i", "lo", "-f", &format!("udp port {port}"), "-w"])
-        .arg(&pcap)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start tshark");
-    let stderr = cap.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("Capturing on") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(20))
-        .expect("tshark did not start capturing");
-    let cap = Child(cap);
 
     let cfg = dir.join("registrar.toml");
     std::fs::write(
@@ -105,9 +71,7 @@ fn registration_and_resolution_decode_as_asap_over_sctp_over_udp() {
     std::thread::sleep(Duration::from_millis(300));
     drop(reg);
     std::thread::sleep(Duration::from_millis(300));
-    cap.signal(2);
-    let mut cap = cap;
-    let _ = cap.0.wait();
+    let pcap = cap.stop().to_path_buf();
 
     let out = Command::new("tshark")
         .arg("-r")

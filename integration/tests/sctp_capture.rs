@@ -3,31 +3,18 @@
 //! shutdown, every packet with a correct CRC32c and none malformed.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
 use poolgate::transport::sctp_udp::{SctpUdp, SctpUdpConfig};
 use poolgate::transport::{AssocEvent, DownReason, Message, Transport};
+use poolgate_integration::capture::{tshark_present, LoopbackCapture};
 use poolgate_integration::{bin, free_udp_port, Child};
 
 /// A PPID of no registered protocol; the ASAP dissector (which claims SCTP port 3863)
 /// is disabled when decoding, so tshark judges the SCTP layer only.
 const PPID: u32 = 4242;
-
-fn tshark_present() -> bool {
-    if Command::new("tshark").arg("--version").output().is_ok() {
-        return true;
-    }
-    if std::env::var("POOLGATE_SKIP_TSHARK").as_deref() == Ok("1") {
-        eprintln!("tshark not installed; skipped because POOLGATE_SKIP_TSHARK=1");
-        return false;
-    }
-    panic!(
-        "tshark is not installed (apt-get install tshark), or set POOLGATE_SKIP_TSHARK=1 to skip"
-    );
-}
 
 #[tokio::test]
 async fn engine_traffic_decodes_as_sctp_over_udp_with_good_checksums() {
@@ -35,28 +22,7 @@ async fn engine_traffic_decodes_as_sctp_over_udp_with_good_checksums() {
         return;
     }
     let port = free_udp_port();
-    let dir = std::env::temp_dir().join(format!("pg-sctp-capture-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let pcap = dir.join("sctp.pcapng");
-    let mut cap = Command::new("tshark")
-        .args(["-i", "lo", "-f", &format!("udp port {port}"), "-w"])
-        .arg(&pcap)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start tshark");
-    let stderr = cap.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("Capturing on") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(20))
-        .expect("tshark did not start capturing");
-    let cap = Child(cap);
+    let mut cap = LoopbackCapture::start("sctp-capture", &format!("udp port {port}"));
 
     let peer = Child(
         Command::new(bin("pg-sctp-peer"))
@@ -122,9 +88,7 @@ async fn engine_traffic_decodes_as_sctp_over_udp_with_good_checksums() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(peer);
-    cap.signal(2);
-    let mut cap = cap;
-    let _ = cap.0.wait();
+    let pcap = cap.stop().to_path_buf();
 
     let out = Command::new("tshark")
         .arg("-r")
@@ -156,7 +120,6 @@ async fn engine_traffic_decodes_as_sctp_over_udp_with_good_checksums() {
         .args(["-e", "sctp.data_payload_proto_id", "-e", "sctp.srcport"])
         .output()
         .expect("run tshark");
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         out.status.success(),
         "tshark: {}",
