@@ -156,6 +156,9 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: &SessionContext) {
                 match s.failover(cause, link.pe, &mut cw).await {
                     Some(l) => link = l,
                     None => {
+                        // Answers the plugin already owes the client (error replies
+                        // for requests it will not replay) go out before the close.
+                        let _ = cw.write_all(&s.to_client).await;
                         let _ = cw.shutdown().await;
                         return;
                     }
@@ -260,6 +263,18 @@ impl Session<'_> {
         if ctx.session.report_failures && cause.reportable() {
             ctx.pu.lock().await.report_failure(&ctx.pool, failed).await;
         }
+        // Ask the plugin once per failure: its answer (what to replay, what the client
+        // is owed) holds for every PE tried below, and each call counts as a retry.
+        let resume = match self.plugin.failover() {
+            Failover::Resume(r) => r,
+            Failover::NotResumable(r) => {
+                self.count_unresumable(r.kind());
+                tracing::warn!(reason = %r, "session not resumable; closing the client connection");
+                return None;
+            }
+        };
+        self.to_client.extend_from_slice(&resume.to_client);
+        let replay = Bytes::from(resume.replay);
         loop {
             if self.fails_in_row >= ctx.session.failover_max_attempts {
                 self.count_unresumable("attempts_exhausted");
@@ -270,14 +285,6 @@ impl Session<'_> {
                 return None;
             }
             self.fails_in_row += 1;
-            let resume = match self.plugin.failover() {
-                Failover::Resume(r) => r,
-                Failover::NotResumable(r) => {
-                    self.count_unresumable(r.kind());
-                    tracing::warn!(reason = %r, "session not resumable; closing the client connection");
-                    return None;
-                }
-            };
             let Some(link) = self.connect_next().await else {
                 continue;
             };
@@ -295,7 +302,6 @@ impl Session<'_> {
             let first = first?;
             let mut ok = link.tx.send(first, SEND_DEADLINE).await.is_ok();
             // The replay can exceed the largest message: send it in relay-sized pieces.
-            let replay = Bytes::from(resume.replay);
             let mut at = 0;
             while ok && at < replay.len() {
                 let end = (at + CHUNK).min(replay.len());
@@ -316,7 +322,6 @@ impl Session<'_> {
             if !ok {
                 continue;
             }
-            self.to_client.extend_from_slice(&resume.to_client);
             let stall_from = self
                 .waiting_since
                 .map(|w| w.max(self.last_seen))
