@@ -91,16 +91,39 @@ pub fn sign(
     timestamp_ms: u64,
 ) -> Result<RegistrationAuth, WireError> {
     let bytes = signed_bytes(pool_handle, element, secret.key_id, nonce, timestamp_ms)?;
+    Ok(tag_bytes(secret, &bytes, nonce, timestamp_ms))
+}
+
+/// The auth parameter for already assembled signed bytes.
+fn tag_bytes(secret: &PoolSecret, bytes: &[u8], nonce: u64, timestamp_ms: u64) -> RegistrationAuth {
     let mut m = mac(&secret.secret);
-    m.update(&bytes);
+    m.update(bytes);
     let mut tag = [0u8; AUTH_TAG_LEN];
     tag.copy_from_slice(&m.finalize().into_bytes());
-    Ok(RegistrationAuth {
+    RegistrationAuth {
         key_id: secret.key_id,
         nonce,
         timestamp_ms,
         tag,
-    })
+    }
+}
+
+/// Checks `auth` against the secret it names, over the bytes `signed` assembles from
+/// its key id, nonce and timestamp (an unencodable message cannot have been signed).
+fn check_tag(
+    secrets: &[PoolSecret],
+    auth: &RegistrationAuth,
+    signed: impl FnOnce(u32, u64, u64) -> Result<Vec<u8>, WireError>,
+) -> Result<(), AuthError> {
+    let secret = secrets
+        .iter()
+        .find(|s| s.key_id == auth.key_id)
+        .ok_or(AuthError::UnknownKey(auth.key_id))?;
+    let bytes =
+        signed(auth.key_id, auth.nonce, auth.timestamp_ms).map_err(|_| AuthError::BadTag)?;
+    let mut m = mac(&secret.secret);
+    m.update(&bytes);
+    m.verify_slice(&auth.tag).map_err(|_| AuthError::BadTag)
 }
 
 /// Checks a tag against the pool's secrets (constant time in the tag).
@@ -110,22 +133,9 @@ pub fn verify(
     element: &PoolElement,
     auth: &RegistrationAuth,
 ) -> Result<(), AuthError> {
-    let secret = secrets
-        .iter()
-        .find(|s| s.key_id == auth.key_id)
-        .ok_or(AuthError::UnknownKey(auth.key_id))?;
-    // An element that cannot be encoded cannot have been signed either.
-    let bytes = signed_bytes(
-        pool_handle,
-        element,
-        auth.key_id,
-        auth.nonce,
-        auth.timestamp_ms,
-    )
-    .map_err(|_| AuthError::BadTag)?;
-    let mut m = mac(&secret.secret);
-    m.update(&bytes);
-    m.verify_slice(&auth.tag).map_err(|_| AuthError::BadTag)
+    check_tag(secrets, auth, |key_id, nonce, ts| {
+        signed_bytes(pool_handle, element, key_id, nonce, ts)
+    })
 }
 
 /// Remembers the nonces of accepted registrations for one time window.
@@ -243,16 +253,7 @@ pub fn sign_deregistration(
 ) -> Result<RegistrationAuth, WireError> {
     let bytes =
         deregistration_signed_bytes(pool_handle, pe_id, secret.key_id, nonce, timestamp_ms)?;
-    let mut m = mac(&secret.secret);
-    m.update(&bytes);
-    let mut tag = [0u8; AUTH_TAG_LEN];
-    tag.copy_from_slice(&m.finalize().into_bytes());
-    Ok(RegistrationAuth {
-        key_id: secret.key_id,
-        nonce,
-        timestamp_ms,
-        tag,
-    })
+    Ok(tag_bytes(secret, &bytes, nonce, timestamp_ms))
 }
 
 /// Checks a deregistration tag against the pool's secrets (constant time in the tag).
@@ -262,19 +263,7 @@ pub fn verify_deregistration(
     pe_id: crate::types::PeId,
     auth: &RegistrationAuth,
 ) -> Result<(), AuthError> {
-    let secret = secrets
-        .iter()
-        .find(|s| s.key_id == auth.key_id)
-        .ok_or(AuthError::UnknownKey(auth.key_id))?;
-    let bytes = deregistration_signed_bytes(
-        pool_handle,
-        pe_id,
-        auth.key_id,
-        auth.nonce,
-        auth.timestamp_ms,
-    )
-    .map_err(|_| AuthError::BadTag)?;
-    let mut m = mac(&secret.secret);
-    m.update(&bytes);
-    m.verify_slice(&auth.tag).map_err(|_| AuthError::BadTag)
+    check_tag(secrets, auth, |key_id, nonce, ts| {
+        deregistration_signed_bytes(pool_handle, pe_id, key_id, nonce, ts)
+    })
 }
