@@ -153,13 +153,8 @@ async fn announce_loop(msg: AsapMessage, to: SocketAddr, every: Duration, sent: 
 /// Engine settings for a UDP address: loopback carries 64 KiB datagrams. The
 /// registrar serves ASAP on `sctp_port` and ENRP on `enrp_port` of the same socket.
 pub fn transport_config(bind: SocketAddr, sctp_port: u16, enrp_port: u16) -> SctpUdpConfig {
-    let mut t = SctpUdpConfig::new(bind);
+    let mut t = SctpUdpConfig::for_address(bind);
     t.engine.listen_ports = vec![sctp_port, enrp_port];
-    t.engine.association.pmtu = if bind.ip().is_loopback() {
-        65_507
-    } else {
-        1_472
-    };
     // Pool users come and go; an association whose peer vanished without a word is
     // found by heartbeats, and counts against the per-address limit until then.
     t.engine.association.heartbeat_interval = Some(Duration::from_secs(5));

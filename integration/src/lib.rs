@@ -11,13 +11,7 @@ use poolgate::transport::sctp_udp::SctpUdpConfig;
 
 /// Engine settings for a test tool bound at `bind` (loopback: 64 KiB datagrams).
 pub fn transport_for(bind: SocketAddr) -> SctpUdpConfig {
-    let mut t = SctpUdpConfig::new(bind);
-    t.engine.association.pmtu = if bind.ip().is_loopback() {
-        65_507
-    } else {
-        1_472
-    };
-    t
+    SctpUdpConfig::for_address(bind)
 }
 
 /// Parses `rr`, `wrr:W`, `random`, `wrand:W`, `prio:P`, `lu:LOAD`, `lud:LOAD:DEG`,

@@ -148,13 +148,8 @@ pub fn session_target(t: &UserTransport) -> Option<(Vec<SocketAddr>, u16)> {
 /// Engine settings for a session endpoint bound at `bind`, accepting `listen_ports`
 /// (empty: a pure client). Loopback carries 64 KiB datagrams.
 pub fn transport_config(bind: SocketAddr, listen_ports: Vec<u16>) -> SctpUdpConfig {
-    let mut t = SctpUdpConfig::new(bind);
+    let mut t = SctpUdpConfig::for_address(bind);
     t.engine.listen_ports = listen_ports;
-    t.engine.association.pmtu = if bind.ip().is_loopback() {
-        65_507
-    } else {
-        1_472
-    };
     t.engine
         .association
         .pmtu_overrides

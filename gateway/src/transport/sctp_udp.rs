@@ -73,6 +73,18 @@ impl SctpUdpConfig {
             gso: true,
         }
     }
+
+    /// [`SctpUdpConfig::new`] with the path MTU the bind address implies: 65,507-byte
+    /// UDP payloads on loopback, 1,472 (a 1,500-byte link) elsewhere.
+    pub fn for_address(bind: SocketAddr) -> Self {
+        let mut c = Self::new(bind);
+        c.engine.association.pmtu = if bind.ip().is_loopback() {
+            65_507
+        } else {
+            1_472
+        };
+        c
+    }
 }
 
 /// Counters of the driver, readable from any thread.
