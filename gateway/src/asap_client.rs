@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 use pool_core::asap::pe::{PeAction, PeConfig, PeEvent, PoolElementClient};
 use pool_core::asap::pu::{PoolUserClient, PuAction, PuConfig, PuEvent, Resolve};
 use pool_core::asap::WallClock;
-use pool_core::types::{Load, PeId, PoolHandle};
+use pool_core::types::{Load, PeId, Policy, PoolHandle};
 use pool_core::wire::{AsapMessage, PoolElement};
 
 use crate::transport::{AssocEvent, Association, Message, Transport, PPID_ASAP, SCTP_PORT_ASAP};
@@ -81,6 +81,8 @@ fn sleep_until(t: Option<Instant>) -> tokio::time::Sleep {
 pub enum PeCommand {
     /// The PE's load changed (for adaptive policies).
     Load(Load),
+    /// The operator changed the policy or its parameters (reload); re-registers at once.
+    Policy(Policy),
     /// Deregister and stop.
     Shutdown,
 }
@@ -194,6 +196,7 @@ pub async fn run_pe<T: Transport>(
             _ = timer => pe.handle_timeout(Instant::now()),
             cmd = commands.recv(), if !stopping => match cmd {
                 Some(PeCommand::Load(l)) => pe.set_load(Instant::now(), l),
+                Some(PeCommand::Policy(p)) => pe.set_policy(Instant::now(), p),
                 Some(PeCommand::Shutdown) | None => {
                     stopping = true;
                     pe.shutdown(Instant::now());

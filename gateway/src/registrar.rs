@@ -371,6 +371,7 @@ pub async fn run(cfg: RegistrarConfig, mut ctx: RoleContext) -> anyhow::Result<(
         peer_ip: HashMap::new(),
         max_per_ip: cfg.limits.max_associations_per_peer,
         _transport: transport,
+        cfg,
     };
     let result = server.serve(listener, enrp_rx, &mut ctx).await;
     if let Some(a) = announcer {
@@ -391,6 +392,8 @@ struct Server {
     peer_ip: HashMap<PeerId, std::net::IpAddr>,
     max_per_ip: u32,
     snapshot: SharedSnapshot,
+    /// The configuration in force (reloads compare against it).
+    cfg: RegistrarConfig,
     /// Keeps the UDP driver alive for as long as the server runs.
     _transport: SctpUdp,
 }
@@ -463,13 +466,8 @@ impl Server {
                 }
                 sig = ctx.signals.recv() => match sig {
                     Some(Signal::Reload) => {
-                        // Keep-alive timing, limits and secrets are read at start; a
-                        // reload re-validates the file and says what still needs a restart.
                         let _ = ctx.notifier.reloading();
-                        match crate::config::load_any(crate::config::Role::Registrar, &ctx.sources) {
-                            Ok(_) => tracing::warn!("registrar configuration is valid; registrar settings take effect on restart"),
-                            Err(d) => tracing::error!(errors = d.len(), "reload refused: configuration invalid; keeping the running one"),
-                        }
+                        self.reload(&ctx.sources);
                         let _ = ctx.notifier.ready();
                     }
                     Some(Signal::Drain) | None => {
@@ -483,6 +481,82 @@ impl Server {
             self.metrics.update(&self.registrar, self.writers.len());
             self.enrp.update_metrics(self.registrar.handlespace());
         }
+    }
+
+    /// SIGHUP: applies what a running registrar can change (keep-alive timing,
+    /// MAX-BAD-PE-REPORT, registration life bounds, pool secrets, open pools, report and
+    /// association limits); names what needs a restart; keeps everything on an invalid file.
+    fn reload(&mut self, sources: &crate::config::Sources) {
+        let new = match crate::config::load::<RegistrarConfig>(sources) {
+            Ok(l) => l.config,
+            Err(d) => {
+                for e in &d {
+                    tracing::error!(error = %e, "reload: configuration error");
+                }
+                tracing::error!(
+                    errors = d.len(),
+                    "reload refused: configuration invalid; keeping the running one"
+                );
+                return;
+            }
+        };
+        let running_id = self.registrar.config().id;
+        let id = if new.id == 0 { running_id } else { new.id };
+        let applied = core_config(&new, id).and_then(|core| {
+            self.registrar
+                .reconfigure(core)
+                .map_err(|e| anyhow::anyhow!(e))
+        });
+        let mut restart: Vec<&'static str> = match applied {
+            Ok(names) => names
+                .into_iter()
+                .map(|n| match n {
+                    "id" => "registrar.id",
+                    "handlespace" => "registrar.limits (max_pools, max_pes_per_pool)",
+                    other => other,
+                })
+                .collect(),
+            Err(e) => {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "reload refused; keeping the running configuration"
+                );
+                return;
+            }
+        };
+        let old = &self.cfg;
+        macro_rules! fixed {
+            ($($field:ident $(. $sub:ident)*),*) => {$(
+                if format!("{:?}", old.$field$(.$sub)*) != format!("{:?}", new.$field$(.$sub)*) {
+                    restart.push(concat!("registrar.", stringify!($field) $(, ".", stringify!($sub))*));
+                }
+            )*};
+        }
+        fixed!(
+            listen,
+            sctp_port,
+            enrp_sctp_port,
+            announce,
+            peers,
+            enrp,
+            metrics
+        );
+        self.max_per_ip = new.limits.max_associations_per_peer;
+        tracing::info!(
+            keepalive_interval = ?new.keepalive.interval,
+            keepalive_timeout = ?new.keepalive.timeout,
+            max_bad_pe_report = new.max_bad_pe_report,
+            secured_pools = new.pools.iter().filter(|p| !p.resolved_secret.is_empty()).count(),
+            max_associations_per_peer = new.limits.max_associations_per_peer,
+            "registrar configuration reloaded"
+        );
+        if !restart.is_empty() {
+            tracing::warn!(
+                keys = restart.join(","),
+                "these keys keep their running values until a restart"
+            );
+        }
+        self.cfg = new;
     }
 
     fn enrp_inbound(&mut self, now: std::time::Instant, m: EnrpInbound) {

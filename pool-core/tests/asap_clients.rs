@@ -192,6 +192,85 @@ fn pe_load_change_during_a_pending_reregistration_is_sent_after_the_answer() {
     assert_eq!(c.counters().load_updates, 2);
 }
 
+fn registration_policy(a: &PeAction) -> Option<Policy> {
+    match a {
+        PeAction::Send(AsapMessage::Registration { element, .. }) => match element.policy {
+            SelectionPolicy::Known(p) => Some(p),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+#[test]
+fn pe_policy_change_re_registers_at_once_keeping_the_load() {
+    let t0 = Instant::now();
+    let mut c = pe(
+        pe_config("p", 1, Policy::WeightedRoundRobin { weight: 1 }, 1),
+        t0,
+    );
+    c.start(t0);
+    pe_actions(&mut c);
+    c.handle_message(t0, accepted(1));
+    // The same policy again is no change: nothing is sent.
+    c.set_policy(t0 + MS, Policy::WeightedRoundRobin { weight: 1 });
+    assert!(pe_actions(&mut c).is_empty());
+    c.set_policy(t0 + MS, Policy::WeightedRoundRobin { weight: 5 });
+    let a = pe_actions(&mut c);
+    assert_eq!(
+        a.iter().filter_map(registration_policy).collect::<Vec<_>>(),
+        [Policy::WeightedRoundRobin { weight: 5 }]
+    );
+    // A change while that update is unanswered waits for the answer.
+    c.set_policy(t0 + 2 * MS, Policy::WeightedRoundRobin { weight: 7 });
+    assert!(pe_actions(&mut c).is_empty());
+    c.handle_message(t0 + 3 * MS, accepted(1));
+    let a = pe_actions(&mut c);
+    assert_eq!(
+        a.iter().filter_map(registration_policy).collect::<Vec<_>>(),
+        [Policy::WeightedRoundRobin { weight: 7 }]
+    );
+    assert_eq!(c.counters().policy_updates, 2);
+    assert_eq!(c.policy(), Policy::WeightedRoundRobin { weight: 7 });
+
+    // An adaptive policy keeps the load it reports.
+    let mut c = pe(
+        pe_config(
+            "p",
+            1,
+            Policy::LeastUsedDegradation {
+                load: 0,
+                degradation: 0,
+            },
+            1,
+        ),
+        t0,
+    );
+    c.start(t0);
+    pe_actions(&mut c);
+    c.handle_message(t0, accepted(1));
+    c.set_load(t0 + MS, u32::MAX / 2);
+    pe_actions(&mut c);
+    c.handle_message(t0 + MS, accepted(1));
+    c.set_policy(
+        t0 + 2 * MS,
+        Policy::LeastUsedDegradation {
+            load: 0,
+            degradation: 9,
+        },
+    );
+    assert_eq!(
+        pe_actions(&mut c)
+            .iter()
+            .filter_map(registration_policy)
+            .collect::<Vec<_>>(),
+        [Policy::LeastUsedDegradation {
+            load: u32::MAX / 2,
+            degradation: 9
+        }]
+    );
+}
+
 #[test]
 fn pe_signs_every_registration_with_a_fresh_nonce() {
     let t0 = Instant::now();

@@ -731,3 +731,96 @@ fn invalid_configurations_are_refused() {
         ConfigError::EmptySecret(_)
     ));
 }
+
+#[test]
+fn reconfigure_applies_secrets_and_limits_and_names_what_needs_a_restart() {
+    let mut m = Mock::new(RegistrarConfig::default());
+    let a = m.send(0, 1, registration("sec", element(1, Policy::Random), None));
+    assert_eq!(reg_response(&a), (false, None));
+
+    // The pool gets a secret and open pools are closed: effective at once, and the
+    // running registration stays in the handlespace.
+    let mut pool_secrets = HashMap::new();
+    pool_secrets.insert(handle("sec"), vec![secret(1, SECRET)]);
+    let restart =
+        m.r.reconfigure(RegistrarConfig {
+            pool_secrets,
+            allow_open_pools: false,
+            max_bad_pe_reports: 1,
+            ..RegistrarConfig::default()
+        })
+        .unwrap();
+    assert!(restart.is_empty(), "{restart:?}");
+    assert_eq!(m.r.config().max_bad_pe_reports, 1);
+    assert_eq!(m.r.handlespace().element_count(), 1);
+    let a = m.send(1, 1, registration("sec", element(2, Policy::Random), None));
+    assert_eq!(reg_response(&a), (true, Some(ErrorCause::RejectedSecurity)));
+    let a = m.send(
+        2,
+        1,
+        signed(
+            "sec",
+            element(2, Policy::Random),
+            &secret(1, SECRET),
+            7,
+            EPOCH_MS,
+        ),
+    );
+    assert_eq!(reg_response(&a), (false, None));
+
+    // A new id or handlespace limits keep their running values and are named.
+    let restart =
+        m.r.reconfigure(RegistrarConfig {
+            id: 99,
+            handlespace: HandlespaceConfig {
+                max_pools: 7,
+                ..HandlespaceConfig::default()
+            },
+            ..RegistrarConfig::default()
+        })
+        .unwrap();
+    assert_eq!(restart, ["id", "handlespace"]);
+    assert_eq!(m.r.config().id, RegistrarConfig::default().id);
+
+    // An invalid configuration changes nothing.
+    let before = m.r.config().max_bad_pe_reports;
+    let e =
+        m.r.reconfigure(RegistrarConfig {
+            max_bad_pe_reports: 0,
+            allow_open_pools: false,
+            ..RegistrarConfig::default()
+        })
+        .unwrap_err();
+    assert_eq!(e, ConfigError::ZeroBadReports);
+    assert_eq!(m.r.config().max_bad_pe_reports, before);
+    assert!(m.r.config().allow_open_pools);
+}
+
+#[test]
+fn a_reregistration_with_a_new_weight_updates_the_entry_in_place() {
+    let mut m = Mock::new(RegistrarConfig::default());
+    let a = m.send(
+        0,
+        1,
+        registration(
+            "w",
+            element(1, Policy::WeightedRoundRobin { weight: 1 }),
+            None,
+        ),
+    );
+    assert_eq!(reg_response(&a), (false, None));
+    let a = m.send(
+        1,
+        1,
+        registration(
+            "w",
+            element(1, Policy::WeightedRoundRobin { weight: 9 }),
+            None,
+        ),
+    );
+    assert_eq!(reg_response(&a), (false, None));
+    assert_eq!(m.r.handlespace().element_count(), 1);
+    let snap = m.r.snapshot(m.at(2));
+    let text = format!("{snap:?}");
+    assert!(text.contains("weight: 9"), "{text}");
+}

@@ -15,16 +15,16 @@ pub mod registration;
 pub mod session;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use pool_core::cookie::KeyRing;
+use pool_core::cookie::{CookieError, CookieParts, KeyRing};
 use pool_core::types::PoolHandle;
 use poolgate_plugins::PluginConfig;
 use tokio::sync::{watch, Notify};
 
-use crate::config::ppe::PpeConfig;
+use crate::config::ppe::{PolicyConfig, PpeConfig};
 use crate::signals::Signal;
 use crate::telemetry::{Counter, CounterVec, Gauge, Registry};
 use crate::transport::sctp_udp::SctpUdp;
@@ -95,8 +95,10 @@ pub struct Shared {
     pub pool: PoolHandle,
     /// PE identifier.
     pub pe_id: u32,
-    /// Pool keys.
-    pub keys: KeyRing,
+    /// Pool keys (replaced by a reload).
+    pub keys: PoolKeys,
+    /// Selection policy and its parameters (replaced by a reload; the registration follows).
+    pub policy: watch::Sender<PolicyConfig>,
     /// Plugin factory.
     pub plugin: PluginConfig,
     /// Sessions running now.
@@ -123,12 +125,14 @@ impl Shared {
         };
         let metrics = PpeMetrics::new(registry).context("registering metrics")?;
         let (hand_over, _) = watch::channel(false);
+        let (policy, _) = watch::channel(cfg.policy.clone());
         Ok(Shared {
             plugin: cfg.plugin_options.to_plugin_config(cfg.plugin),
             cfg,
             pool,
             pe_id,
-            keys,
+            keys: PoolKeys::new(keys),
+            policy,
             active: AtomicUsize::new(0),
             load_changed: Notify::new(),
             backend_suspect: Notify::new(),
@@ -136,6 +140,116 @@ impl Shared {
             metrics,
         })
     }
+}
+
+/// The pool's cookie keys, replaceable while sessions use them (key rotation on reload).
+#[derive(Debug)]
+pub struct PoolKeys {
+    ring: RwLock<Arc<KeyRing>>,
+    /// The id of the sealing key; running sessions watch it to re-seal their cookie.
+    sealing: watch::Sender<pool_core::cookie::KeyId>,
+}
+
+impl PoolKeys {
+    /// Keys starting with `ring`.
+    pub fn new(ring: KeyRing) -> Self {
+        let (sealing, _) = watch::channel(ring.sealing_key_id());
+        PoolKeys {
+            ring: RwLock::new(Arc::new(ring)),
+            sealing,
+        }
+    }
+
+    /// The ring in force now.
+    pub fn current(&self) -> Arc<KeyRing> {
+        // A poisoned lock still holds a whole ring: the writer only swaps an Arc.
+        self.ring.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts `ring` in force for every cookie sealed or opened from now on. When the
+    /// sealing key changed, running sessions send their PU a cookie sealed with it, so
+    /// the old key can leave the pool once every PE has reloaded.
+    pub fn replace(&self, ring: KeyRing) {
+        let id = ring.sealing_key_id();
+        *self.ring.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
+        self.sealing
+            .send_if_modified(|s| std::mem::replace(s, id) != id);
+    }
+
+    /// Changes when the sealing key changes.
+    pub fn watch_sealing(&self) -> watch::Receiver<pool_core::cookie::KeyId> {
+        self.sealing.subscribe()
+    }
+
+    /// [`KeyRing::seal`] with the ring in force.
+    pub fn seal<R: rand::CryptoRng + ?Sized>(
+        &self,
+        pool: &PoolHandle,
+        parts: &CookieParts,
+        expires_at_ms: u64,
+        rng: &mut R,
+    ) -> Result<Vec<u8>, CookieError> {
+        self.current().seal(pool, parts, expires_at_ms, rng)
+    }
+
+    /// [`KeyRing::open`] with the ring in force.
+    pub fn open(
+        &self,
+        pool: &PoolHandle,
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> Result<CookieParts, CookieError> {
+        self.current().open(pool, bytes, now_ms)
+    }
+}
+
+/// Applies a reloaded configuration to a running PPE: the pool keys (rotation) and the
+/// selection policy with its weight/priority take effect at once, for running sessions
+/// too. Returns the keys whose new values need a restart (they keep their running values).
+pub fn apply_reload(shared: &Shared, new: &PpeConfig) -> anyhow::Result<Vec<&'static str>> {
+    let ring = key_ring(new)?;
+    let old = &shared.cfg;
+    let mut restart = Vec::new();
+    macro_rules! fixed {
+        ($($field:ident $(. $sub:ident)*),*) => {$(
+            if format!("{:?}", old.$field$(.$sub)*) != format!("{:?}", new.$field$(.$sub)*) {
+                restart.push(concat!("ppe.", stringify!($field) $(, ".", stringify!($sub))*));
+            }
+        )*};
+    }
+    fixed!(
+        pool,
+        registrars,
+        registration_life,
+        listen,
+        sctp_port,
+        backend,
+        plugin,
+        plugin_options,
+        cookie_interval,
+        max_sessions,
+        drain_grace,
+        metrics
+    );
+    // A random id (0) stays the one drawn at start.
+    if new.id != old.id && new.id != shared.pe_id {
+        restart.push("ppe.id");
+    }
+    let ids: Vec<_> = ring.key_ids().collect();
+    shared.keys.replace(ring);
+    tracing::info!(key_ids = ?ids, "pool keys reloaded");
+    shared.policy.send_if_modified(|p| {
+        let changed = format!("{p:?}") != format!("{:?}", new.policy);
+        if changed {
+            if p.kind != new.policy.kind {
+                tracing::warn!(from = ?p.kind, to = ?new.policy.kind, "policy kind changed: the registrar refuses a PE whose policy differs from the pool's, so change every PE of the pool");
+            }
+            tracing::info!(policy = ?new.policy.kind, weight = new.policy.weight, priority = new.policy.priority, "selection policy reloaded");
+            *p = new.policy.clone();
+        }
+        changed
+    });
+    Ok(restart)
 }
 
 /// The key ring from the configured pool keys (oldest id first; the highest seals).
@@ -185,17 +299,30 @@ pub async fn run(cfg: PpeConfig, mut ctx: RoleContext) -> anyhow::Result<()> {
     let accept = tokio::spawn(accept_loop(listener, shared.clone()));
     let _ = ctx.notifier.ready();
     let _ = ctx.notifier.status(&format!("PE {pe_id:08x} on {local}"));
-    // Reload re-validates the file; drain (or a closed signal stream) ends the loop.
+    // Reload applies keys and policy; drain (or a closed signal stream) ends the loop.
     while let Some(Signal::Reload) = ctx.signals.recv().await {
         let _ = ctx.notifier.reloading();
-        match crate::config::load_any(crate::config::Role::Ppe, &ctx.sources) {
-            Ok(_) => {
-                tracing::warn!("PPE configuration is valid; PPE settings take effect on restart")
+        match crate::config::load::<PpeConfig>(&ctx.sources) {
+            Ok(loaded) => match apply_reload(&shared, &loaded.config) {
+                Ok(restart) if restart.is_empty() => tracing::info!("PPE configuration reloaded"),
+                Ok(restart) => tracing::warn!(
+                    keys = restart.join(","),
+                    "PPE configuration reloaded; these keys keep their running values until a restart"
+                ),
+                Err(e) => tracing::error!(
+                    error = format!("{e:#}"),
+                    "reload refused; keeping the running configuration"
+                ),
+            },
+            Err(d) => {
+                for e in &d {
+                    tracing::error!(error = %e, "reload: configuration error");
+                }
+                tracing::error!(
+                    errors = d.len(),
+                    "reload refused: configuration invalid; keeping the running one"
+                )
             }
-            Err(d) => tracing::error!(
-                errors = d.len(),
-                "reload refused: configuration invalid; keeping the running one"
-            ),
         }
         let _ = ctx.notifier.ready();
     }
@@ -236,5 +363,73 @@ pub async fn run(cfg: PpeConfig, mut ctx: RoleContext) -> anyhow::Result<()> {
 async fn accept_loop(mut listener: crate::transport::Listener, shared: Arc<Shared>) {
     while let Some(assoc) = listener.accept().await {
         tokio::spawn(session::serve(assoc, shared.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load, Sources};
+
+    const K1: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    const K2: &str = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+
+    fn config(sets: &[&str]) -> PpeConfig {
+        let mut all = vec![format!("ppe.key=[{{id=1,key=\"{K1}\"}}]")];
+        all.extend(sets.iter().map(|s| s.to_string()));
+        let sources = Sources {
+            files: vec![],
+            env: vec![],
+            sets: all,
+        };
+        load::<PpeConfig>(&sources).expect("test config").config
+    }
+
+    #[test]
+    fn reload_swaps_keys_and_policy_and_names_what_needs_a_restart() {
+        let shared = Shared::new(config(&[]), &Registry::new()).unwrap();
+        let pool = shared.pool.clone();
+        let old_cookie = shared
+            .keys
+            .seal(&pool, &CookieParts::default(), u64::MAX, &mut rand::rng())
+            .unwrap();
+        let mut sealing = shared.keys.watch_sealing();
+        let mut policy = shared.policy.subscribe();
+
+        // Key 2 joins and seals; key 1 still opens; a weight change reaches the
+        // registration; the backend address needs a restart.
+        let new = config(&[
+            &format!("ppe.key=[{{id=1,key=\"{K1}\"}},{{id=2,key=\"{K2}\"}}]"),
+            "ppe.policy.kind=weighted-round-robin",
+            "ppe.policy.weight=4",
+            "ppe.backend.address=127.0.0.1:1",
+        ]);
+        let restart = apply_reload(&shared, &new).unwrap();
+        assert_eq!(restart, ["ppe.backend"]);
+        assert!(sealing.has_changed().unwrap());
+        assert_eq!(*sealing.borrow_and_update(), 2);
+        assert!(policy.has_changed().unwrap());
+        assert_eq!(policy.borrow_and_update().weight, 4);
+        assert!(shared.keys.open(&pool, &old_cookie, 0).is_ok());
+        let sealed = shared
+            .keys
+            .seal(&pool, &CookieParts::default(), u64::MAX, &mut rand::rng())
+            .unwrap();
+
+        // Key 1 leaves: its cookies no longer open, key 2's do; the same policy again
+        // is no change.
+        let new = config(&[
+            &format!("ppe.key=[{{id=2,key=\"{K2}\"}}]"),
+            "ppe.policy.kind=weighted-round-robin",
+            "ppe.policy.weight=4",
+        ]);
+        assert!(apply_reload(&shared, &new).unwrap().is_empty());
+        assert!(!policy.has_changed().unwrap());
+        assert!(!sealing.has_changed().unwrap());
+        assert!(matches!(
+            shared.keys.open(&pool, &old_cookie, 0),
+            Err(CookieError::UnknownKey(1))
+        ));
+        assert!(shared.keys.open(&pool, &sealed, 0).is_ok());
     }
 }

@@ -52,6 +52,7 @@ pub async fn run(shared: Arc<Shared>, local: SocketAddr, mut stop: watch::Receiv
     let mut running: Option<Running> = None;
     let mut was_up: Option<bool> = None;
     let interval = shared.cfg.backend.check_interval;
+    let mut policy = shared.policy.subscribe();
     loop {
         let up = backend_up(&shared, shared.cfg.backend.check_timeout).await;
         if was_up != Some(up) {
@@ -90,6 +91,13 @@ pub async fn run(shared: Arc<Shared>, local: SocketAddr, mut stop: watch::Receiv
                         let _ = r.commands.try_send(PeCommand::Load(load));
                     }
                 }
+                Ok(()) = policy.changed() => {
+                    if let Some(r) = &running {
+                        let load = load_for(shared.active.load(Ordering::Relaxed), shared.cfg.max_sessions);
+                        let p = policy.borrow_and_update().to_policy(load);
+                        let _ = r.commands.send(PeCommand::Policy(p)).await;
+                    }
+                }
                 _ = stop.changed() => {
                     stop_running(running.take(), &shared).await;
                     return;
@@ -107,7 +115,7 @@ fn start(shared: &Shared, local: SocketAddr, transport: SctpUdp) -> Running {
     let mut pe = PeConfig::new(
         shared.pool.clone(),
         crate::session::user_transport(local),
-        shared.cfg.policy.to_policy(load),
+        shared.policy.borrow().to_policy(load),
         shared.cfg.registrars.iter().map(|a| a.0).collect(),
     );
     pe.pe_id = Some(shared.pe_id);

@@ -195,6 +195,7 @@ async fn relay(
     let mut client_eof = false;
     let mut backend_shut = false;
     let mut hand_over = shared.hand_over.subscribe();
+    let mut sealing = shared.keys.watch_sealing();
     let interval = shared.cfg.cookie_interval;
     let bytes_up = shared.metrics.bytes.with(&["to_backend"]).ok();
     let bytes_down = shared.metrics.bytes.with(&["to_pu"]).ok();
@@ -274,6 +275,10 @@ async fn relay(
                 if matches!(r, Ok(0) | Err(_)) {
                     return End::Closed;
                 }
+            }
+            Ok(()) = sealing.changed() => {
+                // Key rotation: the PU's cookie must open on PEs that dropped the old key.
+                cookie_due = true;
             }
             _ = tokio::time::sleep_until(cookie_at), if cookie_due => {
                 if send_cookie(shared, plugin, tx).await.is_err() {

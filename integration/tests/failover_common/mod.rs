@@ -98,6 +98,8 @@ pub struct Cluster {
     /// The PPU's metrics endpoint (TCP port on loopback).
     pub ppu_metrics_port: u16,
     pub setup: Setup,
+    /// The PPEs' `[ppe.policy]` table body.
+    pub policy: &'static str,
 }
 
 impl Drop for Cluster {
@@ -187,6 +189,11 @@ impl Cluster {
     /// Starts registrar, backends, PPEs and the PPU, and waits until the PPU listens
     /// and all PEs are registered.
     pub fn start(setup: Setup) -> Cluster {
+        Self::start_with_policy(setup, "kind = \"round-robin\"")
+    }
+
+    /// [`Cluster::start`] with `policy` as the body of the PPEs' `[ppe.policy]` table.
+    pub fn start_with_policy(setup: Setup, policy: &'static str) -> Cluster {
         let reg_port = free_udp_port();
         let dir = std::env::temp_dir().join(format!("pg-fo-{}-{reg_port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -211,6 +218,7 @@ impl Cluster {
             ppu_port: 0,
             ppu_metrics_port: free_tcp_port(),
             setup: setup.clone(),
+            policy,
         };
         for i in 0..setup.pes {
             let b = if setup.redis {
@@ -264,7 +272,7 @@ impl Cluster {
                  listen = [\"127.0.0.1:{udp}\"]\nplugin = \"{plugin}\"\ncookie_interval = \"10ms\"\n\
                  drain_grace = \"1s\"\n\
                  [[ppe.key]]\nid = 1\nkey = \"{KEY}\"\n\
-                 [ppe.policy]\nkind = \"round-robin\"\n\
+                 [ppe.policy]\n{policy}\n\
                  [ppe.backend]\naddress = \"127.0.0.1:{backend_port}\"\nconnect_timeout = \"500ms\"\n\
                  check_interval = \"200ms\"\ncheck_timeout = \"200ms\"\n\
                  [ppe.metrics]\nenabled = false\n\
@@ -273,6 +281,7 @@ impl Cluster {
                 reg = self.registrar_addr,
                 plugin = self.setup.plugin,
                 partial = partial(&self.setup),
+                policy = self.policy,
             ),
         );
         poolgate("ppe", &file, self.setup.log)

@@ -170,6 +170,8 @@ pub struct PeCounters {
     pub registrations_sent: u64,
     /// Re-registrations triggered by a load change.
     pub load_updates: u64,
+    /// Re-registrations triggered by a policy change ([`PoolElementClient::set_policy`]).
+    pub policy_updates: u64,
     /// Rejections received.
     pub rejections: u64,
     /// Registrar switches (server hunt steps).
@@ -206,6 +208,8 @@ pub struct PoolElementClient {
     policy: Policy,
     /// Load carried by the latest registration sent.
     sent_load: Option<Load>,
+    /// The policy or its parameters changed since the latest registration sent.
+    policy_changed: bool,
     home: Option<RegistrarId>,
     state: State,
     /// Registrars tried in a row without success.
@@ -244,6 +248,7 @@ impl PoolElementClient {
             random_id,
             policy: config.policy,
             sent_load: None,
+            policy_changed: false,
             home: None,
             state: State::Idle,
             failures_in_row: 0,
@@ -404,6 +409,25 @@ impl PoolElementClient {
         }
     }
 
+    /// Replaces the policy or its parameters (weight, priority, …; an operator's reload).
+    /// The current load is kept. A registered PE re-registers at once (after an
+    /// outstanding re-registration is answered); the registrar updates the entry in place.
+    pub fn set_policy(&mut self, now: Instant, policy: Policy) {
+        let policy = match policy_load(&self.policy) {
+            Some(load) => policy_with_load(policy, load),
+            None => policy,
+        };
+        if policy == self.policy {
+            return;
+        }
+        self.policy = policy;
+        self.policy_changed = true;
+        if let State::Registered { pending: None, .. } = self.state {
+            self.counters.policy_updates += 1;
+            self.send_registration(now);
+        }
+    }
+
     fn load_moved(&self) -> bool {
         match (policy_load(&self.policy), self.sent_load) {
             (Some(now), Some(sent)) => now.abs_diff(sent) >= self.config.load_change_threshold,
@@ -531,8 +555,11 @@ impl PoolElementClient {
         if !was_registered {
             self.events.push_back(PeEvent::Registered { registrar });
         }
-        // The load may have moved while the answer was on its way.
-        if self.load_moved() {
+        // The load or the policy may have moved while the answer was on its way.
+        if self.policy_changed {
+            self.counters.policy_updates += 1;
+            self.send_registration(now);
+        } else if self.load_moved() {
             self.counters.load_updates += 1;
             self.send_registration(now);
         }
@@ -590,6 +617,7 @@ impl PoolElementClient {
             .ok()
         });
         self.sent_load = policy_load(&self.policy);
+        self.policy_changed = false;
         self.counters.registrations_sent += 1;
         self.actions
             .push_back(PeAction::Send(AsapMessage::Registration {

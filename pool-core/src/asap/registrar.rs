@@ -402,6 +402,49 @@ impl Registrar {
         })
     }
 
+    /// Applies an operator's reloaded configuration without touching the handlespace or
+    /// any association: keep-alive timing (from each PE's next keep-alive on),
+    /// MAX-BAD-PE-REPORT, report limits, registration life bounds, resolution size,
+    /// registration secrets and the open-pool rule take effect at once.
+    ///
+    /// Settings that shape state built at start (identifier, handlespace limits, nonce
+    /// memory, tracked peers) keep their running values; their names are returned so the
+    /// operator learns that they need a restart. An invalid configuration changes nothing.
+    pub fn reconfigure(&mut self, new: RegistrarConfig) -> Result<Vec<&'static str>, ConfigError> {
+        new.validate()?;
+        let mut restart = Vec::new();
+        if new.id != self.config.id {
+            restart.push("id");
+        }
+        if new.handlespace != self.config.handlespace {
+            restart.push("handlespace");
+        }
+        if new.max_remembered_nonces != self.config.max_remembered_nonces {
+            restart.push("max_remembered_nonces");
+        }
+        if new.max_tracked_peers != self.config.max_tracked_peers {
+            restart.push("max_tracked_peers");
+        }
+        if new.auth_window != self.config.auth_window {
+            // The replay guard's window is sized at start.
+            restart.push("auth_window");
+        }
+        let c = &mut self.config;
+        c.keep_alive_interval = new.keep_alive_interval;
+        c.keep_alive_timeout = new.keep_alive_timeout;
+        c.max_bad_pe_reports = new.max_bad_pe_reports;
+        c.failure_report_memory = new.failure_report_memory;
+        c.failure_report_rate = new.failure_report_rate;
+        c.min_registration_life = new.min_registration_life;
+        c.max_registration_life = new.max_registration_life;
+        c.max_resolution_items = new.max_resolution_items;
+        c.pool_secrets = new.pool_secrets;
+        c.allow_open_pools = new.allow_open_pools;
+        c.max_auth_failures_per_peer = new.max_auth_failures_per_peer;
+        c.announce_transports = new.announce_transports;
+        Ok(restart)
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &RegistrarConfig {
         &self.config
