@@ -127,3 +127,86 @@ fn registrar_follows_the_notify_protocol() {
     assert!(status.success(), "{status:?}");
     let _ = std::fs::remove_file(&path);
 }
+
+/// A free UDP port on loopback (bound and released).
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn ppe_says_ready_only_once_it_is_registered() {
+    let path =
+        std::env::temp_dir().join(format!("poolgate-notify-ppe-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let sock = UnixDatagram::bind(&path).unwrap();
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    let reg_port = free_udp_port();
+    let key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let mut ppe = Command::new(BIN)
+        .args(["--log-level", "warn", "ppe"])
+        .args(["--set", &format!("registrars=127.0.0.1:{reg_port}")])
+        .args(["--set", &format!("key=[{{id=1,key=\"{key}\"}}]")])
+        .args(["--set", &format!("backend.address={backend_addr}")])
+        .args(["--set", "backend.check_interval=200ms"])
+        .args(["--set", "backend.check_timeout=200ms"])
+        .args(["--set", "metrics.enabled=false"])
+        .env_clear()
+        .env("NOTIFY_SOCKET", &path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+
+    // No registrar yet: the PE is not in a pool, so it is not ready.
+    sock.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(1500) {
+        if let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            assert!(!msg.contains("READY=1"), "READY before registration: {msg}");
+        }
+    }
+
+    // The registrar comes up: the first registration makes the PE ready.
+    let mut registrar = Command::new(BIN)
+        .args(["--log-level", "warn", "registrar"])
+        .args(["--set", &format!("listen=127.0.0.1:{reg_port}")])
+        .args(["--set", "metrics.enabled=false"])
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut watchdogs = 0;
+    assert_eq!(next_state(&sock, &mut watchdogs), "READY=1\n");
+
+    signal(ppe.id(), libc::SIGTERM);
+    assert_eq!(next_state(&sock, &mut watchdogs), "STOPPING=1\n");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = ppe.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "PPE did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    let _ = registrar.kill();
+    let _ = registrar.wait();
+    drop(backend);
+    let _ = std::fs::remove_file(&path);
+}

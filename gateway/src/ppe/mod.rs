@@ -109,6 +109,8 @@ pub struct Shared {
     pub backend_suspect: Notify,
     /// Set when running sessions must hand over (drain grace over).
     pub hand_over: watch::Sender<bool>,
+    /// True while the PE is registered (systemd READY=1 waits for the first time).
+    pub registered: watch::Sender<bool>,
     /// Metrics.
     pub metrics: PpeMetrics,
 }
@@ -126,6 +128,7 @@ impl Shared {
         let metrics = PpeMetrics::new(registry).context("registering metrics")?;
         let (hand_over, _) = watch::channel(false);
         let (policy, _) = watch::channel(cfg.policy.clone());
+        let (registered, _) = watch::channel(false);
         Ok(Shared {
             plugin: cfg.plugin_options.to_plugin_config(cfg.plugin),
             cfg,
@@ -137,6 +140,7 @@ impl Shared {
             load_changed: Notify::new(),
             backend_suspect: Notify::new(),
             hand_over,
+            registered,
             metrics,
         })
     }
@@ -297,10 +301,28 @@ pub async fn run(cfg: PpeConfig, mut ctx: RoleContext) -> anyhow::Result<()> {
     let (reg_stop_tx, reg_stop_rx) = watch::channel(false);
     let registration = tokio::spawn(registration::run(shared.clone(), local, reg_stop_rx));
     let accept = tokio::spawn(accept_loop(listener, shared.clone()));
-    let _ = ctx.notifier.ready();
-    let _ = ctx.notifier.status(&format!("PE {pe_id:08x} on {local}"));
+    // systemd learns "ready" once the PE is in the pool (its backend answered and a
+    // registrar accepted it); a drain before that ends the start.
+    let _ = ctx.notifier.status(&format!(
+        "PE {pe_id:08x} on {local}: waiting for backend and registrar"
+    ));
+    let mut registered = shared.registered.subscribe();
+    let first = tokio::select! {
+        r = registered.wait_for(|r| *r) => r.is_ok(),
+        sig = ctx.signals.recv() => {
+            if !matches!(sig, Some(Signal::Drain) | None) {
+                tracing::warn!("reload before the first registration: ignored");
+            }
+            false
+        }
+    };
+    if first {
+        tracing::info!(pe = format_args!("{pe_id:08x}"), "PE registered; ready");
+        let _ = ctx.notifier.ready();
+        let _ = ctx.notifier.status(&format!("PE {pe_id:08x} on {local}"));
+    }
     // Reload applies keys and policy; drain (or a closed signal stream) ends the loop.
-    while let Some(Signal::Reload) = ctx.signals.recv().await {
+    while first && matches!(ctx.signals.recv().await, Some(Signal::Reload)) {
         let _ = ctx.notifier.reloading();
         match crate::config::load::<PpeConfig>(&ctx.sources) {
             Ok(loaded) => match apply_reload(&shared, &loaded.config) {

@@ -73,16 +73,15 @@ pub async fn run(shared: Arc<Shared>, local: SocketAddr, mut stop: watch::Receiv
             (false, true) => stop_running(running.take(), &shared).await,
             _ => {}
         }
-        let registered = running
-            .as_ref()
-            .is_some_and(|r| matches!(*r.status.borrow(), PeStatus::Registered(_)));
-        shared
-            .metrics
-            .registered
-            .set(if registered { 1.0 } else { 0.0 });
+        let mut status = running.as_ref().map(|r| r.status.clone());
+        publish_registered(&shared, &mut status);
         let next = tokio::time::Instant::now() + interval;
         loop {
             tokio::select! {
+                // A registration state change is published without waiting for the next check.
+                Some(Ok(())) = async { match status.as_mut() { Some(s) => Some(s.changed().await), None => None } } => {
+                    publish_registered(&shared, &mut status);
+                }
                 _ = tokio::time::sleep_until(next) => break,
                 _ = shared.backend_suspect.notified() => break,
                 _ = shared.load_changed.notified() => {
@@ -105,6 +104,20 @@ pub async fn run(shared: Arc<Shared>, local: SocketAddr, mut stop: watch::Receiv
             }
         }
     }
+}
+
+/// Publishes whether the running registration (if any) is registered now.
+fn publish_registered(shared: &Shared, status: &mut Option<watch::Receiver<PeStatus>>) {
+    let registered = status
+        .as_mut()
+        .is_some_and(|s| matches!(*s.borrow_and_update(), PeStatus::Registered(_)));
+    shared
+        .metrics
+        .registered
+        .set(if registered { 1.0 } else { 0.0 });
+    shared
+        .registered
+        .send_if_modified(|r| std::mem::replace(r, registered) != registered);
 }
 
 fn start(shared: &Shared, local: SocketAddr, transport: SctpUdp) -> Running {
@@ -140,6 +153,9 @@ async fn stop_running(running: Option<Running>, shared: &Shared) {
         tracing::warn!("deregistration did not finish in 2s");
     }
     shared.metrics.registered.set(0.0);
+    shared
+        .registered
+        .send_if_modified(|r| std::mem::replace(r, false));
 }
 
 #[cfg(test)]
