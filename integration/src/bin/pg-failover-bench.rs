@@ -1,8 +1,10 @@
 //! `pg-failover-bench`: client-visible stalls of transparent failover under steady load.
 //!
 //! Starts a pool on loopback from real processes (registrar, PPEs in front of
-//! `pg-line-backend`s, a PPU with the `line` plugin), runs `--sessions` client sessions
-//! that ask and check requests back to back, and SIGKILLs a random backend every
+//! `pg-line-backend`s and a PPU with the `line` plugin, or with `--plugin resp` PPEs in
+//! front of Debian's `redis-server`s), runs `--sessions` client sessions
+//! that ask and check requests back to back (`SQ n` → n², or RESP `ECHO n` → n), and
+//! SIGKILLs a random backend every
 //! `--duration / (--kills + 1)` (or its PPE, `--victim ppe|both`), restarting it, so the
 //! pool keeps its size.
 //! It stops by itself after `--duration` and prints the request latency distribution,
@@ -53,6 +55,53 @@ struct Args {
     /// Seed of the kill schedule.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Session-state plugin: "line" (pg-line-backend) or "resp" (redis-server).
+    #[arg(long, default_value = "line")]
+    plugin: String,
+}
+
+/// One client session's protocol: the request for `n` and its expected answer.
+#[derive(Clone, Copy)]
+enum Proto {
+    /// `SQ n` → `n²` (line plugin, pg-line-backend).
+    Line,
+    /// RESP `ECHO n` → bulk `n` (resp plugin, redis-server; read-only, so replayed).
+    Resp,
+}
+
+impl Proto {
+    /// Sends the request for `n` and reads its reply; `None` when the connection ended,
+    /// otherwise whether the reply was right.
+    fn ask(self, c: &mut cluster::Client, n: u64) -> Option<Result<(), String>> {
+        use std::io::{BufRead, Read, Write};
+        match self {
+            Proto::Line => {
+                c.send(&format!("SQ {n}"));
+                let r = c.recv()?;
+                Some(if r == (n * n).to_string() { Ok(()) } else { Err(r) })
+            }
+            Proto::Resp => {
+                let arg = n.to_string();
+                let req = format!("*2\r\n$4\r\nECHO\r\n${}\r\n{arg}\r\n", arg.len());
+                c.w.write_all(req.as_bytes()).ok()?;
+                let mut head = String::new();
+                if c.r.read_line(&mut head).ok()? == 0 {
+                    return None;
+                }
+                let want = format!("${}\r\n", arg.len());
+                if head != want {
+                    return Some(Err(head));
+                }
+                let mut body = vec![0; arg.len() + 2];
+                c.r.read_exact(&mut body).ok()?;
+                Some(if body == format!("{arg}\r\n").as_bytes() {
+                    Ok(())
+                } else {
+                    Err(String::from_utf8_lossy(&body).into_owned())
+                })
+            }
+        }
+    }
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -72,13 +121,23 @@ fn main() {
     let duration = Duration::from_secs(a.duration.clamp(1, 120));
     let kills = a.kills.min(100);
     let keepalive: &'static str = Box::leak(a.keepalive.clone().into_boxed_str());
+    let (proto, plugin, redis) = match a.plugin.as_str() {
+        "line" => (Proto::Line, "line", false),
+        "resp" => (Proto::Resp, "resp", true),
+        other => {
+            eprintln!("unknown --plugin {other:?} (line or resp)");
+            std::process::exit(2);
+        }
+    };
     let mut c = cluster::Cluster::start(cluster::Setup {
         pes: a.pes.max(2),
-        plugin: "line",
+        plugin,
         keepalive,
         log: Box::leak(a.log.clone().into_boxed_str()),
-        redis: false,
-        partial_skip: false,
+        redis,
+        // ECHO replies depend on the request only: a reply cut by the kill is replayed
+        // and its delivered part skipped. Line replies keep the safe default (abort).
+        partial_skip: redis,
     });
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
@@ -94,9 +153,8 @@ fn main() {
             while !stop.load(Ordering::Relaxed) {
                 let n = i & 0xffff;
                 let t0 = Instant::now();
-                client.send(&format!("SQ {n}"));
-                match client.recv() {
-                    Some(r) if r == (n * n).to_string() => mine.push(t0.elapsed()),
+                match proto.ask(&mut client, n) {
+                    Some(Ok(())) => mine.push(t0.elapsed()),
                     other => {
                         errors.fetch_add(1, Ordering::Relaxed);
                         eprintln!("session {s}: request {n}: got {other:?}");
@@ -158,7 +216,8 @@ fn main() {
     let stalls: Vec<Duration> = all.iter().copied().filter(|d| *d > threshold).collect();
     let elapsed = start.elapsed().as_secs_f64();
     println!(
-        "failover bench: {} sessions, {} PEs, {:.1}s, {} kills (SIGKILL, victim {}), keep-alive {} / {}",
+        "failover bench: plugin {}, {} sessions, {} PEs, {:.1}s, {} kills (SIGKILL, victim {}), keep-alive {} / {}",
+        plugin,
         a.sessions,
         a.pes.max(2),
         elapsed,
