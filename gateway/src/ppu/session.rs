@@ -252,6 +252,11 @@ impl Session<'_> {
     ) -> Option<Link> {
         let ctx = self.ctx;
         let started = Instant::now();
+        // Only this failure's PEs are excluded: a PE that failed earlier in a long
+        // session may be back (its backend restarted), and a session that has been on
+        // every PE of the pool once must still be able to move.
+        self.tried.clear();
+        self.tried.push(failed);
         if let Ok(c) = ctx.metrics.failovers.with(&[&ctx.listener, cause.label()]) {
             c.inc();
         }

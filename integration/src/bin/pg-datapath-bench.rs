@@ -603,7 +603,10 @@ fn bulk_echo(port: u16, deadline: Instant, pattern: Arc<Pattern>) -> Outcome {
             .map_err(|_| anyhow!("writer panicked"))?
             .context("writer")?;
         if off != written.load(Ordering::Acquire) {
-            bail!("read {off} bytes, wrote {}", written.load(Ordering::Acquire));
+            bail!(
+                "read {off} bytes, wrote {}",
+                written.load(Ordering::Acquire)
+            );
         }
         o.units = off;
         o.verified_bytes = off;
@@ -678,7 +681,10 @@ fn resp_setget(port: u16, deadline: Instant, conn: usize, size: usize) -> Outcom
             let (req, want) = if i % 2 == 0 {
                 value = format!("v{i}:").into_bytes();
                 value.resize(size, b'x');
-                (resp_cmd(&[b"SET", key.as_bytes(), &value]), b"+OK\r\n".to_vec())
+                (
+                    resp_cmd(&[b"SET", key.as_bytes(), &value]),
+                    b"+OK\r\n".to_vec(),
+                )
             } else {
                 let mut want = format!("${}\r\n", value.len()).into_bytes();
                 want.extend_from_slice(&value);
@@ -825,7 +831,13 @@ fn ratio(a: f64, b: f64) -> String {
 fn print_table(rows: &[Row]) {
     println!(
         "\n{:<34} {:>11} {:>11} {:>11} {:>9} {:>10} {:>17}",
-        "workload (unit)", "direct", "poolgate", "haproxy", "pg/direct", "pg/haproxy", "cpu pg | haproxy"
+        "workload (unit)",
+        "direct",
+        "poolgate",
+        "haproxy",
+        "pg/direct",
+        "pg/haproxy",
+        "cpu pg | haproxy"
     );
     for r in rows {
         let cpu = match r.cpu {
@@ -954,7 +966,11 @@ fn run() -> Result<bool> {
             }
             if o.verified_bytes == 0 {
                 ok = false;
-                eprintln!("ERROR {} via {}: no bytes went through", w.name, path.name());
+                eprintln!(
+                    "ERROR {} via {}: no bytes went through",
+                    w.name,
+                    path.name()
+                );
             }
             let _ = writeln!(
                 verified,
@@ -1028,11 +1044,19 @@ fn run() -> Result<bool> {
         }
         let requests = redis_requests as f64 * tests.split(',').count() as f64 / 1e3;
         for (i, test) in tests.split(',').enumerate() {
-            let get = |p: usize| per_path[p].get(i).filter(|r| r.test.eq_ignore_ascii_case(test));
+            let get = |p: usize| {
+                per_path[p]
+                    .get(i)
+                    .filter(|r| r.test.eq_ignore_ascii_case(test))
+            };
             let rate = [0, 1, 2].map(|p| get(p).map_or(0.0, |r| r.rps));
             let lat = [0, 1, 2].map(|p| get(p).map_or((0.0, 0.0), |r| (r.p50_ms, r.p99_ms)));
             rows.push(Row {
-                name: format!("redis-benchmark {}, {} conn", test.to_uppercase(), a.redis_clients),
+                name: format!(
+                    "redis-benchmark {}, {} conn",
+                    test.to_uppercase(),
+                    a.redis_clients
+                ),
                 unit: "req/s",
                 rate,
                 lat: Some(lat),
@@ -1046,7 +1070,14 @@ fn run() -> Result<bool> {
     print_table(&rows);
     println!("\n(cpu: CPU time of the proxy processes per MB or per 1,000 requests, from /proc/<pid>/stat; redis-benchmark's over its four tests)");
     print!("{verified}");
-    println!("{}", if ok { "all bytes checked: ok" } else { "ERRORS: see above" });
+    println!(
+        "{}",
+        if ok {
+            "all bytes checked: ok"
+        } else {
+            "ERRORS: see above"
+        }
+    );
     Ok(ok)
 }
 

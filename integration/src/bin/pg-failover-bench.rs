@@ -78,7 +78,11 @@ impl Proto {
             Proto::Line => {
                 c.send(&format!("SQ {n}"));
                 let r = c.recv()?;
-                Some(if r == (n * n).to_string() { Ok(()) } else { Err(r) })
+                Some(if r == (n * n).to_string() {
+                    Ok(())
+                } else {
+                    Err(r)
+                })
             }
             Proto::Resp => {
                 let arg = n.to_string();
@@ -251,7 +255,12 @@ fn main() {
     ] {
         println!("ppu: {name} {}", c.ppu_counter(name));
     }
+    for l in c.ppu_metrics("poolgate_ppu_sessions_unresumable_total{") {
+        println!("ppu: {l}");
+    }
     println!("client-visible errors: {}", errors.load(Ordering::Relaxed));
+    // The processes go before the exit (which skips destructors).
+    drop(c);
     if errors.load(Ordering::Relaxed) > 0 {
         std::process::exit(1);
     }
