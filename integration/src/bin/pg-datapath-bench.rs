@@ -385,7 +385,7 @@ impl Rig {
             ports: [direct, via_pg, via_ha],
             poolgate_pids,
             haproxy_pid,
-            children: children,
+            children,
         };
         for path in PATHS {
             for kind in KINDS {
