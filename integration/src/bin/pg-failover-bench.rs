@@ -246,6 +246,30 @@ fn main() {
         fmt(pct(&stalls, 0.99)),
         fmt(stalls.last().copied().unwrap_or_default())
     );
+    // Every failover holds up the request in flight of its session: the largest request
+    // latencies, one per failover started, are the failovers' client-visible stalls
+    // (the threshold line above also counts scheduling hiccups on a busy machine).
+    let failovers = c.ppu_counter("poolgate_ppu_failovers_total").max(0.0) as usize;
+    let per_failover = &all[all.len().saturating_sub(failovers)..];
+    println!(
+        "failover stalls (the {} largest latencies, one per failover): p50 {} p99 {} max {} (keep-alive {} / {})",
+        per_failover.len(),
+        fmt(pct(per_failover, 0.5)),
+        fmt(pct(per_failover, 0.99)),
+        fmt(per_failover.last().copied().unwrap_or_default()),
+        keepalive,
+        keepalive
+    );
+    let (sum, count) = (
+        c.ppu_counter("poolgate_ppu_failover_stall_seconds_sum"),
+        c.ppu_counter("poolgate_ppu_failover_stall_seconds_count"),
+    );
+    if count > 0.0 {
+        println!(
+            "ppu: failover stall as the PPU measures it: mean {:.1}ms over {count} failovers",
+            sum / count * 1000.0
+        );
+    }
     for l in c.ppu_metrics("poolgate_ppu_failovers_total{") {
         println!("ppu: {l}");
     }
