@@ -56,6 +56,13 @@ struct Args {
     /// Log level of the poolgate processes.
     #[arg(long, default_value = "error")]
     log: String,
+    /// Run only the workloads whose name contains this text (e.g. "echo", "redis").
+    #[arg(long)]
+    only: Option<String>,
+    /// End the bulk echo with a client half-close and read to the backend's close (so
+    /// the tail of the stream must survive the proxies' close handling).
+    #[arg(long)]
+    echo_half_close: bool,
 }
 
 /// The three ways to the backends.
@@ -558,8 +565,11 @@ fn bulk_down(port: u16, deadline: Instant, pattern: &Pattern) -> Outcome {
 }
 
 /// Bulk echo on one connection: a writer streams the pattern until `deadline`, the
-/// reader checks every byte that comes back, up to the last one written.
-fn bulk_echo(port: u16, deadline: Instant, pattern: Arc<Pattern>) -> Outcome {
+/// reader checks every byte that comes back, up to the last one written. With
+/// `half_close` the writer then half-closes and the reader reads to the backend's close
+/// (so the end of the stream must pass through the proxy too); otherwise the reader
+/// stops at the count written.
+fn bulk_echo(port: u16, deadline: Instant, pattern: Arc<Pattern>, half_close: bool) -> Outcome {
     let mut o = Outcome::default();
     let mut run = || -> Result<()> {
         let mut s = connect(port)?;
@@ -580,23 +590,48 @@ fn bulk_echo(port: u16, deadline: Instant, pattern: Arc<Pattern>) -> Outcome {
                     Ok(())
                 })();
                 done.store(true, Ordering::Release);
+                if half_close {
+                    let _ = w.shutdown(std::net::Shutdown::Write);
+                }
                 result
             })
         };
+        // Short reads so the reader notices the writer's end without another byte.
+        s.set_read_timeout(Some(Duration::from_millis(20)))?;
         let mut buf = vec![0u8; CHUNK];
         let mut off = 0u64;
+        let mut progress = Instant::now();
         loop {
-            if done.load(Ordering::Acquire) && off >= written.load(Ordering::Acquire) {
+            let finished = done.load(Ordering::Acquire);
+            if finished && !half_close && off >= written.load(Ordering::Acquire) {
                 break;
             }
-            let n = s.read(&mut buf).context("read")?;
+            let n = match s.read(&mut buf) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if progress.elapsed() > Duration::from_secs(10) {
+                        bail!("no echo for 10 s after {off} bytes");
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e).context("read"),
+            };
             if n == 0 {
+                if finished && half_close {
+                    break;
+                }
                 bail!("closed after {off} bytes");
             }
             if buf[..n] != *pattern.at(off, n) {
                 bail!("wrong bytes in [{off}, {})", off + n as u64);
             }
             off += n as u64;
+            progress = Instant::now();
         }
         writer
             .join()
@@ -924,13 +959,16 @@ fn run() -> Result<bool> {
     }
     {
         let p = pattern.clone();
+        let half_close = a.echo_half_close;
         workloads.push(Workload {
             name: "bulk echo, 1 conn".into(),
             kind: Kind::Bulk,
             bulk: true,
             run: Box::new(move |port| {
                 let p = p.clone();
-                parallel(1, secs, move |_, d| bulk_echo(port, d, p.clone()))
+                parallel(1, secs, move |_, d| {
+                    bulk_echo(port, d, p.clone(), half_close)
+                })
             }),
         });
     }
@@ -949,6 +987,13 @@ fn run() -> Result<bool> {
         run: Box::new(move |port| parallel(1, secs, move |i, d| resp_setget(port, d, i, size))),
     });
 
+    let wanted = |name: &str| a.only.as_ref().is_none_or(|o| name.contains(o.as_str()));
+    workloads.retain(|w| wanted(&w.name));
+    let redis_requests = if wanted("redis-benchmark") {
+        redis_requests
+    } else {
+        0
+    };
     let mut rows = Vec::new();
     let mut ok = true;
     let mut verified = String::new();
