@@ -27,12 +27,16 @@ use crate::asap_client::PoolUser;
 use crate::config::ppu::SessionConfig;
 use crate::session::{self, Control, SessionMessage, CHUNK};
 use crate::transport::sctp_udp::SctpUdp;
-use crate::transport::{AssocEvent, AssocSender, DownReason, Transport};
+use crate::transport::{AssocEvent, AssocSender, DownReason, Transport, TransportError};
 
 /// Backend bytes buffered for the client before we stop reading the association.
 pub const CLIENT_BUFFER: usize = 256 * 1024;
 /// Longest wait for the PE to take a message before the session counts as failed.
 const SEND_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Client bytes on their way to the PE, waiting for the association's send budget.
+type PendingSend =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), TransportError>> + Send>>;
 
 /// What the sessions of one listener share.
 pub struct SessionContext {
@@ -252,6 +256,11 @@ impl Session<'_> {
     ) -> Option<Link> {
         let ctx = self.ctx;
         let started = Instant::now();
+        // Only this failure's PEs are excluded: a PE that failed earlier in a long
+        // session may be back (its backend restarted), and a session that has been on
+        // every PE of the pool once must still be able to move.
+        self.tried.clear();
+        self.tried.push(failed);
         if let Ok(c) = ctx.metrics.failovers.with(&[&ctx.listener, cause.label()]) {
             c.inc();
         }
@@ -416,6 +425,10 @@ impl Session<'_> {
             .bytes
             .with(&[&self.ctx.listener, "to_pe"])
             .ok();
+        // Client bytes wait for the PE's window here while the loop goes on reading the
+        // association: awaited inline, a PE that waits for our window in turn (both
+        // directions busy, e.g. an echo) would lock the session up.
+        let mut up: Option<PendingSend> = None;
         loop {
             let timer = match probe_deadline {
                 Some(d) => d,
@@ -433,7 +446,13 @@ impl Session<'_> {
                         return Outcome::ClientGone;
                     }
                 }
-                r = cr.read_buf(&mut buf), if !self.client_eof => {
+                r = async { up.as_mut().expect("guarded by is_some").await }, if up.is_some() => {
+                    up = None;
+                    if r.is_err() {
+                        return Outcome::Failed(Cause::SendFailed);
+                    }
+                }
+                r = cr.read_buf(&mut buf), if !self.client_eof && up.is_none() => {
                     match r {
                         Err(_) => return Outcome::ClientGone,
                         Ok(0) => {
@@ -453,9 +472,8 @@ impl Session<'_> {
                                 self.waiting_since = Some(Instant::now());
                             }
                             if let Some(c) = &up_bytes { c.inc_by(n as u64); }
-                            if link.tx.send(session::data(chunk), SEND_DEADLINE).await.is_err() {
-                                return Outcome::Failed(Cause::SendFailed);
-                            }
+                            let (tx, m) = (link.tx.clone(), session::data(chunk));
+                            up = Some(Box::pin(async move { tx.send(m, SEND_DEADLINE).await }));
                             if buf.capacity() < CHUNK / 4 {
                                 buf.reserve(CHUNK);
                             }

@@ -1,8 +1,10 @@
 //! `pg-failover-bench`: client-visible stalls of transparent failover under steady load.
 //!
 //! Starts a pool on loopback from real processes (registrar, PPEs in front of
-//! `pg-line-backend`s, a PPU with the `line` plugin), runs `--sessions` client sessions
-//! that ask and check requests back to back, and SIGKILLs a random backend every
+//! `pg-line-backend`s and a PPU with the `line` plugin, or with `--plugin resp` PPEs in
+//! front of Debian's `redis-server`s), runs `--sessions` client sessions
+//! that ask and check requests back to back (`SQ n` → n², or RESP `ECHO n` → n), and
+//! SIGKILLs a random backend every
 //! `--duration / (--kills + 1)` (or its PPE, `--victim ppe|both`), restarting it, so the
 //! pool keeps its size.
 //! It stops by itself after `--duration` and prints the request latency distribution,
@@ -53,6 +55,57 @@ struct Args {
     /// Seed of the kill schedule.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Session-state plugin: "line" (pg-line-backend) or "resp" (redis-server).
+    #[arg(long, default_value = "line")]
+    plugin: String,
+}
+
+/// One client session's protocol: the request for `n` and its expected answer.
+#[derive(Clone, Copy)]
+enum Proto {
+    /// `SQ n` → `n²` (line plugin, pg-line-backend).
+    Line,
+    /// RESP `ECHO n` → bulk `n` (resp plugin, redis-server; read-only, so replayed).
+    Resp,
+}
+
+impl Proto {
+    /// Sends the request for `n` and reads its reply; `None` when the connection ended,
+    /// otherwise whether the reply was right.
+    fn ask(self, c: &mut cluster::Client, n: u64) -> Option<Result<(), String>> {
+        use std::io::{BufRead, Read, Write};
+        match self {
+            Proto::Line => {
+                c.send(&format!("SQ {n}"));
+                let r = c.recv()?;
+                Some(if r == (n * n).to_string() {
+                    Ok(())
+                } else {
+                    Err(r)
+                })
+            }
+            Proto::Resp => {
+                let arg = n.to_string();
+                let req = format!("*2\r\n$4\r\nECHO\r\n${}\r\n{arg}\r\n", arg.len());
+                c.w.write_all(req.as_bytes()).ok()?;
+                let mut head = String::new();
+                if c.r.read_line(&mut head).ok()? == 0 {
+                    return None;
+                }
+                let want = format!("${}\r\n", arg.len());
+                if head != want {
+                    return Some(Err(head));
+                }
+                let mut body = vec![0; arg.len() + 2];
+                c.r.read_exact(&mut body).ok()?;
+                Some(if body == format!("{arg}\r\n").as_bytes() {
+                    Ok(())
+                } else {
+                    Err(String::from_utf8_lossy(&body).into_owned())
+                })
+            }
+        }
+    }
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -72,13 +125,23 @@ fn main() {
     let duration = Duration::from_secs(a.duration.clamp(1, 120));
     let kills = a.kills.min(100);
     let keepalive: &'static str = Box::leak(a.keepalive.clone().into_boxed_str());
+    let (proto, plugin, redis) = match a.plugin.as_str() {
+        "line" => (Proto::Line, "line", false),
+        "resp" => (Proto::Resp, "resp", true),
+        other => {
+            eprintln!("unknown --plugin {other:?} (line or resp)");
+            std::process::exit(2);
+        }
+    };
     let mut c = cluster::Cluster::start(cluster::Setup {
         pes: a.pes.max(2),
-        plugin: "line",
+        plugin,
         keepalive,
         log: Box::leak(a.log.clone().into_boxed_str()),
-        redis: false,
-        partial_skip: false,
+        redis,
+        // ECHO replies depend on the request only: a reply cut by the kill is replayed
+        // and its delivered part skipped. Line replies keep the safe default (abort).
+        partial_skip: redis,
     });
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
@@ -94,9 +157,8 @@ fn main() {
             while !stop.load(Ordering::Relaxed) {
                 let n = i & 0xffff;
                 let t0 = Instant::now();
-                client.send(&format!("SQ {n}"));
-                match client.recv() {
-                    Some(r) if r == (n * n).to_string() => mine.push(t0.elapsed()),
+                match proto.ask(&mut client, n) {
+                    Some(Ok(())) => mine.push(t0.elapsed()),
                     other => {
                         errors.fetch_add(1, Ordering::Relaxed);
                         eprintln!("session {s}: request {n}: got {other:?}");
@@ -158,7 +220,8 @@ fn main() {
     let stalls: Vec<Duration> = all.iter().copied().filter(|d| *d > threshold).collect();
     let elapsed = start.elapsed().as_secs_f64();
     println!(
-        "failover bench: {} sessions, {} PEs, {:.1}s, {} kills (SIGKILL, victim {}), keep-alive {} / {}",
+        "failover bench: plugin {}, {} sessions, {} PEs, {:.1}s, {} kills (SIGKILL, victim {}), keep-alive {} / {}",
+        plugin,
         a.sessions,
         a.pes.max(2),
         elapsed,
@@ -183,6 +246,30 @@ fn main() {
         fmt(pct(&stalls, 0.99)),
         fmt(stalls.last().copied().unwrap_or_default())
     );
+    // Every failover holds up the request in flight of its session: the largest request
+    // latencies, one per failover started, are the failovers' client-visible stalls
+    // (the threshold line above also counts scheduling hiccups on a busy machine).
+    let failovers = c.ppu_counter("poolgate_ppu_failovers_total").max(0.0) as usize;
+    let per_failover = &all[all.len().saturating_sub(failovers)..];
+    println!(
+        "failover stalls (the {} largest latencies, one per failover): p50 {} p99 {} max {} (keep-alive {} / {})",
+        per_failover.len(),
+        fmt(pct(per_failover, 0.5)),
+        fmt(pct(per_failover, 0.99)),
+        fmt(per_failover.last().copied().unwrap_or_default()),
+        keepalive,
+        keepalive
+    );
+    let (sum, count) = (
+        c.ppu_counter("poolgate_ppu_failover_stall_seconds_sum"),
+        c.ppu_counter("poolgate_ppu_failover_stall_seconds_count"),
+    );
+    if count > 0.0 {
+        println!(
+            "ppu: failover stall as the PPU measures it: mean {:.1}ms over {count} failovers",
+            sum / count * 1000.0
+        );
+    }
     for l in c.ppu_metrics("poolgate_ppu_failovers_total{") {
         println!("ppu: {l}");
     }
@@ -192,7 +279,12 @@ fn main() {
     ] {
         println!("ppu: {name} {}", c.ppu_counter(name));
     }
+    for l in c.ppu_metrics("poolgate_ppu_sessions_unresumable_total{") {
+        println!("ppu: {l}");
+    }
     println!("client-visible errors: {}", errors.load(Ordering::Relaxed));
+    // The processes go before the exit (which skips destructors).
+    drop(c);
     if errors.load(Ordering::Relaxed) > 0 {
         std::process::exit(1);
     }
