@@ -16,9 +16,7 @@ use pool_core::cookie::replace_public;
 use pool_core::types::{PeId, PoolHandle};
 use pool_core::wire::AsapMessage;
 use poolgate_plugins::{render, Delivery, Failover, PluginConfig, SessionState};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Mutex};
 use tokio::time::Instant;
 
@@ -87,6 +85,9 @@ impl Cause {
 enum Outcome {
     /// Client half-closed and the PE closed after answering everything.
     Done,
+    /// The plugin asked to close the client connection (e.g. a resumed download whose
+    /// representation changed): what it delivered goes out, then the close.
+    CloseClient,
     /// The client went away.
     ClientGone,
     /// The PE failed.
@@ -113,9 +114,14 @@ struct Session<'a> {
     fails_in_row: u32,
 }
 
-/// Runs one client session to its end.
-pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: &SessionContext) {
-    let (mut cr, mut cw) = stream.into_split();
+/// Runs one client session to its end, over any client byte stream: a TCP connection
+/// (split here), a TLS stream, or the in-memory pipe of an HTTP listener's upstream
+/// connection (see [`super::http`]).
+pub async fn run<R, W>(mut cr: R, mut cw: W, peer: SocketAddr, ctx: &SessionContext)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut s = Session {
         ctx,
         plugin: ctx.plugin.new_session(),
@@ -141,7 +147,7 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: &SessionContext) {
     tracing::debug!(%peer, pe = format_args!("{:08x}", link.pe), "session open");
     loop {
         match s.relay(&mut link, &mut cr, &mut cw).await {
-            Outcome::Done => {
+            Outcome::Done | Outcome::CloseClient => {
                 let _ = cw.write_all(&s.to_client).await;
                 let _ = cw.shutdown().await;
                 link.tx.close();
@@ -244,11 +250,11 @@ impl Session<'_> {
     }
 
     /// Moves the session to another PE; `None` when it cannot be resumed.
-    async fn failover(
+    async fn failover<W: AsyncWrite + Unpin>(
         &mut self,
         cause: Cause,
         failed: PeId,
-        cw: &mut OwnedWriteHalf,
+        cw: &mut W,
     ) -> Option<Link> {
         let ctx = self.ctx;
         let started = Instant::now();
@@ -360,7 +366,7 @@ impl Session<'_> {
                         self.waiting_since = None;
                         self.deliver.clear();
                         let p = self.plugin.on_backend_bytes(&b, &mut self.deliver);
-                        if let Some(e) = p.error {
+                        if let Some(e) = &p.error {
                             tracing::warn!(error = %e, "plugin lost track of the backend stream");
                         }
                         let before = self.to_client.len();
@@ -377,6 +383,14 @@ impl Session<'_> {
                             .with(&[&self.ctx.listener, "to_client"])
                         {
                             c.inc_by((self.to_client.len() - before) as u64);
+                        }
+                        if p.close_client {
+                            self.count_unresumable("plugin_closed");
+                            tracing::warn!(
+                                listener = %self.ctx.listener,
+                                "plugin closed the client connection (resumed response does not match)"
+                            );
+                            return Some(Outcome::CloseClient);
                         }
                     }
                     SessionMessage::Asap(AsapMessage::Cookie(c)) => {
@@ -401,12 +415,11 @@ impl Session<'_> {
         }
     }
 
-    async fn relay(
-        &mut self,
-        link: &mut Link,
-        cr: &mut OwnedReadHalf,
-        cw: &mut OwnedWriteHalf,
-    ) -> Outcome {
+    async fn relay<R, W>(&mut self, link: &mut Link, cr: &mut R, cw: &mut W) -> Outcome
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         let cfg = &self.ctx.session;
         let mut buf = BytesMut::with_capacity(CHUNK);
         let mut probe_deadline: Option<Instant> = None;
