@@ -110,6 +110,7 @@ struct Session<'a> {
     deliver: Vec<Delivery>,
     last_seen: Instant,
     waiting_since: Option<Instant>,
+    /// PEs tried since the session last made progress (the last one serves it now).
     tried: Vec<PeId>,
     fails_in_row: u32,
 }
@@ -395,8 +396,14 @@ impl Session<'_> {
                     }
                     SessionMessage::Asap(AsapMessage::Cookie(c)) => {
                         self.cookie = Some(c);
-                        // The PE took the session: it counts as progress.
+                        // The PE took the session: it counts as progress, and PEs that
+                        // failed before may serve a later failover again (their backend
+                        // may be back); only the serving one is excluded then.
                         self.fails_in_row = 0;
+                        if let Some(&serving) = self.tried.last() {
+                            self.tried.clear();
+                            self.tried.push(serving);
+                        }
                     }
                     _ => {}
                 }
