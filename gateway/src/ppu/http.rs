@@ -87,8 +87,103 @@ where
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(conn.handle(req).await) }
     });
+    let io = Linger { inner: Some(io) };
     if let Err(e) = b.serve_connection(TokioIo::new(io), svc).await {
         tracing::debug!(%peer, listener = %ctx.session.listener, error = %e, "HTTP client connection ended with an error");
+    }
+}
+
+/// Most a lingering close reads, and how long, before the socket is closed anyway.
+const LINGER_BYTES: usize = 1 << 20;
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// A client connection that closes lingering (RFC 9112 §9.6): when hyper drops it —
+/// after an error answer such as `431`, typically with request bytes still unread —
+/// the write side is shut down and the client's remaining bytes are read and dropped
+/// for a while, so the kernel does not answer them with a reset that would destroy
+/// the answer before the client reads it.
+struct Linger<I: AsyncRead + AsyncWrite + Send + Unpin + 'static> {
+    inner: Option<I>,
+}
+
+impl<I: AsyncRead + AsyncWrite + Send + Unpin + 'static> Drop for Linger<I> {
+    fn drop(&mut self) {
+        let Some(mut io) = self.inner.take() else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _ = tokio::time::timeout(LINGER_TIME, async {
+                let _ = io.shutdown().await;
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut total = 0;
+                while total < LINGER_BYTES {
+                    match io.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => total += n,
+                    }
+                }
+            })
+            .await;
+        });
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Send + Unpin + 'static> AsyncRead for Linger<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.inner.as_mut() {
+            Some(io) => Pin::new(io).poll_read(cx, buf),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Send + Unpin + 'static> AsyncWrite for Linger<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.inner.as_mut() {
+            Some(io) => Pin::new(io).poll_write(cx, buf),
+            None => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.inner.as_mut() {
+            Some(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            None => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.as_ref().is_some_and(|i| i.is_write_vectored())
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.inner.as_mut() {
+            Some(io) => Pin::new(io).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.inner.as_mut() {
+            Some(io) => Pin::new(io).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
 }
 
@@ -248,11 +343,12 @@ impl Upstreams {
             }
         }
         let timeout = s.response_timeout;
+        // The upstream connection returns to the idle list only with a response head:
+        // one that timed out or failed is dropped (its session ends with it).
         let sent = tokio::time::timeout(timeout, async {
             let mut sender = self.sender(concurrent).await?;
-            let response = sender.send_request(up);
-            self.put(sender);
-            anyhow::Ok(response.await?)
+            let response = sender.send_request(up).await?;
+            anyhow::Ok((sender, response))
         })
         .await;
         match sent {
@@ -273,10 +369,11 @@ impl Upstreams {
                 StatusCode::BAD_GATEWAY,
                 format!(
                     "poolgate: no pool element of pool `{}` could answer this request ({e}).\n",
-                    String::from_utf8_lossy(self.ctx.session.pool.as_bytes())
+                    self.ctx.session.pool
                 ),
             ),
-            Ok(Ok(resp)) => {
+            Ok(Ok((sender, resp))) => {
+                self.put(sender);
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 parts.version = Version::HTTP_11;
