@@ -212,7 +212,13 @@ pub fn start_nginx(dir: &Path, root: &Path, port: u16, rate: &str) -> Backend {
             root = root.display(),
         ),
     );
-    let child = Command::new("nginx")
+    // Debian installs it in /usr/sbin, which a user's PATH may lack.
+    let exe = if Path::new("/usr/sbin/nginx").exists() {
+        "/usr/sbin/nginx"
+    } else {
+        "nginx"
+    };
+    let child = Command::new(exe)
         .arg("-p")
         .arg(&prefix)
         .arg("-c")
