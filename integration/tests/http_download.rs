@@ -109,6 +109,47 @@ fn curl_h2_over_tls_download_survives_a_backend_kill_byte_exact() {
     let _ = std::fs::remove_dir_all(&certs);
 }
 
+#[test]
+fn tls_listener_relays_bytes_and_the_http_plugin_resumes_there_too() {
+    const SMALL: u64 = 24 << 20;
+    let certs = std::env::temp_dir().join(format!("pg-http-tls-certs-{}", std::process::id()));
+    std::fs::create_dir_all(&certs).unwrap();
+    let (crt, key, _) = make_cert(&certs, "tls-relay", 43);
+    let mut c = Cluster::start(Setup {
+        listeners: vec![ListenerSpec::new("relay", "tls", Some((crt.clone(), key)))],
+        ..Setup::default()
+    });
+    let port = c.setup.listeners[0].port;
+    let path = format!("/file/{SMALL}?seed=11");
+    let out = c.dir.join("relay.bin");
+    let expected = std::thread::spawn(move || expected_sha256(11, SMALL));
+    // No ALPN on a tls listener: curl speaks HTTP/1.1 inside the relayed TLS stream.
+    let mut curl = std::process::Command::new("curl")
+        .args(["--silent", "--show-error", "--fail", "--http1.1", "--limit-rate", "24M"])
+        .arg("--cacert")
+        .arg(&crt)
+        .arg("--output")
+        .arg(&out)
+        .args(["--write-out", "%{http_code} %{size_download}"])
+        .arg(format!("https://localhost:{port}{path}"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl");
+    let victim = c.serving(&format!("GET {path}"), Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    c.kill_backend(victim);
+    let status = curl.wait().unwrap();
+    let mut summary = String::new();
+    std::io::Read::read_to_string(curl.stdout.as_mut().unwrap(), &mut summary).unwrap();
+    assert!(status.success(), "curl failed: {status} {summary}");
+    assert_eq!(summary.trim(), format!("200 {SMALL}"));
+    let digest: [u8; 32] = sha2::Sha256::digest(std::fs::read(&out).unwrap()).into();
+    assert_eq!(digest, expected.join().unwrap(), "byte-exact body (sha256)");
+    assert!(c.served(&format!("GET {path}")).iter().any(|&i| i != victim));
+    drop(c);
+    let _ = std::fs::remove_dir_all(&certs);
+}
+
 // Keep the TLS helper referenced from this test binary (shared module).
 #[allow(dead_code)]
 fn _uses(_: &tokio_rustls::TlsConnector) {

@@ -54,11 +54,9 @@ impl ListenerSpec {
     }
 
     fn toml(&self) -> String {
-        let plugin = if self.kind.starts_with("http") {
-            "http"
-        } else {
-            "raw"
-        };
+        // The pool's PPEs run the http plugin, so every listener uses it: on tcp/tls
+        // listeners it follows the relayed HTTP/1.1 bytes the same way.
+        let plugin = "http";
         let mut s = format!(
             "[[ppu.listener]]\nname = \"{}\"\nkind = \"{}\"\nbind = \"127.0.0.1:{}\"\npool = \"web\"\nplugin = \"{plugin}\"\n",
             self.name, self.kind, self.port
