@@ -82,6 +82,8 @@ pub struct Setup {
     pub listeners: Vec<ListenerSpec>,
     /// Extra `[ppu.http]` lines.
     pub http: String,
+    /// Backends print no line per request (benchmarks).
+    pub quiet: bool,
 }
 
 impl Default for Setup {
@@ -93,6 +95,7 @@ impl Default for Setup {
             backend: BackendKind::Ours,
             listeners: vec![ListenerSpec::new("web", "http", None)],
             http: String::new(),
+            quiet: false,
         }
     }
 }
@@ -156,9 +159,10 @@ pub fn wait_listen(port: u16, within: Duration) {
 }
 
 /// Starts `pg-http-backend` on `port` (0: any); returns it once it listens.
-pub fn start_ours(name: &str, port: u16) -> Backend {
+pub fn start_ours(name: &str, port: u16, quiet: bool) -> Backend {
     let mut child = Command::new(bin("pg-http-backend"))
         .args(["--name", name, "--port", &port.to_string()])
+        .args(quiet.then_some("--quiet"))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -299,7 +303,7 @@ impl Cluster {
 
     fn start_backend(&self, i: usize, port: u16) -> Backend {
         match &self.setup.backend {
-            BackendKind::Ours => start_ours(&format!("b{i}"), port),
+            BackendKind::Ours => start_ours(&format!("b{i}"), port, self.setup.quiet),
             BackendKind::Nginx(root) => start_nginx(&self.dir, root, port, "40m"),
         }
     }
@@ -458,6 +462,7 @@ pub fn expected_sha256(seed: u64, size: u64) -> [u8; 32] {
 
 /// A self-signed certificate for `localhost` with this common name and serial, written
 /// as PEM files (key mode 600) in `dir`; returns the files and the certificate's DER.
+#[cfg(test)] // rcgen is a dev-dependency; pg-http-bench includes this module too
 pub fn make_cert(dir: &Path, name: &str, serial: u64) -> (PathBuf, PathBuf, Vec<u8>) {
     let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
     params
