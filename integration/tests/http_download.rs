@@ -22,7 +22,11 @@ async fn hyper_download_survives_a_backend_kill_byte_exact() {
     let (mut conn, _) = Conn::open(port, false, None).await.unwrap();
     let t0 = Instant::now();
     let resp = conn
-        .send(hyper::Request::get(&path).body(http_common::empty()).unwrap())
+        .send(
+            hyper::Request::get(&path)
+                .body(http_common::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
@@ -69,7 +73,11 @@ fn curl_h2_over_tls_download_survives_a_backend_kill_byte_exact() {
     std::fs::create_dir_all(&certs).unwrap();
     let (crt, key, _) = make_cert(&certs, "dl-server", 41);
     let mut c = Cluster::start(Setup {
-        listeners: vec![ListenerSpec::new("web-tls", "https", Some((crt.clone(), key)))],
+        listeners: vec![ListenerSpec::new(
+            "web-tls",
+            "https",
+            Some((crt.clone(), key)),
+        )],
         ..Setup::default()
     });
     let port = c.setup.listeners[0].port;
@@ -77,12 +85,22 @@ fn curl_h2_over_tls_download_survives_a_backend_kill_byte_exact() {
     let out = c.dir.join("download.bin");
     let expected = std::thread::spawn(move || expected_sha256(9, SIZE));
     let mut curl = std::process::Command::new("curl")
-        .args(["--silent", "--show-error", "--fail", "--http2", "--limit-rate", "50M"])
+        .args([
+            "--silent",
+            "--show-error",
+            "--fail",
+            "--http2",
+            "--limit-rate",
+            "50M",
+        ])
         .arg("--cacert")
         .arg(&crt)
         .arg("--output")
         .arg(&out)
-        .args(["--write-out", "%{http_version} %{http_code} %{size_download}"])
+        .args([
+            "--write-out",
+            "%{http_version} %{http_code} %{size_download}",
+        ])
         .arg(format!("https://localhost:{port}{path}"))
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -96,8 +114,15 @@ fn curl_h2_over_tls_download_survives_a_backend_kill_byte_exact() {
     let mut summary = String::new();
     std::io::Read::read_to_string(curl.stdout.as_mut().unwrap(), &mut summary).unwrap();
     assert!(status.success(), "curl failed: {status} {summary}");
-    assert_eq!(summary.trim(), format!("2 200 {SIZE}"), "HTTP/2, 200, whole body");
-    assert!(size_then > 0 && size_then < SIZE, "killed mid-body ({size_then} bytes)");
+    assert_eq!(
+        summary.trim(),
+        format!("2 200 {SIZE}"),
+        "HTTP/2, 200, whole body"
+    );
+    assert!(
+        size_then > 0 && size_then < SIZE,
+        "killed mid-body ({size_then} bytes)"
+    );
     let data = std::fs::read(&out).unwrap();
     let digest: [u8; 32] = sha2::Sha256::digest(&data).into();
     assert_eq!(digest, expected.join().unwrap(), "byte-exact body (sha256)");
@@ -125,7 +150,14 @@ fn tls_listener_relays_bytes_and_the_http_plugin_resumes_there_too() {
     let expected = std::thread::spawn(move || expected_sha256(11, SMALL));
     // No ALPN on a tls listener: curl speaks HTTP/1.1 inside the relayed TLS stream.
     let mut curl = std::process::Command::new("curl")
-        .args(["--silent", "--show-error", "--fail", "--http1.1", "--limit-rate", "24M"])
+        .args([
+            "--silent",
+            "--show-error",
+            "--fail",
+            "--http1.1",
+            "--limit-rate",
+            "24M",
+        ])
         .arg("--cacert")
         .arg(&crt)
         .arg("--output")
@@ -145,13 +177,10 @@ fn tls_listener_relays_bytes_and_the_http_plugin_resumes_there_too() {
     assert_eq!(summary.trim(), format!("200 {SMALL}"));
     let digest: [u8; 32] = sha2::Sha256::digest(std::fs::read(&out).unwrap()).into();
     assert_eq!(digest, expected.join().unwrap(), "byte-exact body (sha256)");
-    assert!(c.served(&format!("GET {path}")).iter().any(|&i| i != victim));
+    assert!(c
+        .served(&format!("GET {path}"))
+        .iter()
+        .any(|&i| i != victim));
     drop(c);
     let _ = std::fs::remove_dir_all(&certs);
-}
-
-// Keep the TLS helper referenced from this test binary (shared module).
-#[allow(dead_code)]
-fn _uses(_: &tokio_rustls::TlsConnector) {
-    let _ = tls_connector;
 }

@@ -60,7 +60,11 @@ async fn post_in_flight_gets_502_unless_it_has_an_idempotency_key() {
     let body = r.into_body().collect().await.unwrap().to_bytes();
     assert!(body.starts_with(b"count "), "{body:?}");
     let served = c.served(&format!("POST {target}"));
-    assert_eq!(served.len(), 2, "replayed once on another backend: {served:?}");
+    assert_eq!(
+        served.len(),
+        2,
+        "replayed once on another backend: {served:?}"
+    );
     assert!(c.ppu_counter("poolgate_ppu_failovers_resumed_total") >= 2.0);
 }
 
@@ -99,7 +103,13 @@ async fn get_storm_with_backend_kills_has_no_client_errors() {
     let ok = Arc::new(AtomicU64::new(0));
     let mut clients = Vec::new();
     for id in 0..8u64 {
-        clients.push(tokio::spawn(client(port, id % 4 == 3, id, stop.clone(), ok.clone())));
+        clients.push(tokio::spawn(client(
+            port,
+            id % 4 == 3,
+            id,
+            stop.clone(),
+            ok.clone(),
+        )));
     }
     // Kill one backend at a time and bring it back, round the pool, for a few seconds.
     let c = tokio::task::spawn_blocking(move || {

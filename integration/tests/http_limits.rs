@@ -34,14 +34,22 @@ async fn each_limit_has_its_answer() {
         let (mut conn, _) = Conn::open(port, h2, None).await.unwrap();
         // A body within the limit is relayed (echoed by the backend).
         let r = conn
-            .send(Request::post("/echo").body(full(vec![b'a'; 50_000])).unwrap())
+            .send(
+                Request::post("/echo")
+                    .body(full(vec![b'a'; 50_000]))
+                    .unwrap(),
+            )
             .await
             .unwrap();
         let (s, body) = text(r).await;
         assert_eq!((s, body.len()), (200, 50_000), "h2={h2}");
         // Declared too large: 413 before anything is sent on.
         let r = conn
-            .send(Request::post("/echo").body(full(vec![b'a'; 100_001])).unwrap())
+            .send(
+                Request::post("/echo")
+                    .body(full(vec![b'a'; 100_001]))
+                    .unwrap(),
+            )
             .await
             .unwrap();
         let (s, body) = text(r).await;
@@ -96,7 +104,10 @@ async fn each_limit_has_its_answer() {
         let (mut conn, _) = Conn::open(port, false, None).await.unwrap();
         let (s, body) = conn.get("/who").await.unwrap();
         if s == 502 {
-            assert!(body.starts_with(b"poolgate: no pool element of pool `web`"), "{body:?}");
+            assert!(
+                body.starts_with(b"poolgate: no pool element of pool `web`"),
+                "{body:?}"
+            );
             break;
         }
         assert!(t0.elapsed() < Duration::from_secs(10), "still {s}");

@@ -66,7 +66,10 @@ fn nginx_static_download_survives_a_kill_byte_exact() {
         if let Some(i) = (0..c.backends.len()).find(|&i| busy(c.backends[i].port) > 0) {
             break i;
         }
-        assert!(t0.elapsed() < Duration::from_secs(10), "no nginx serves the download");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no nginx serves the download"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     std::thread::sleep(Duration::from_millis(700));
@@ -74,10 +77,17 @@ fn nginx_static_download_survives_a_kill_byte_exact() {
     c.kill_backend(victim);
     let status = curl.wait().unwrap();
     let mut summary = String::new();
-    curl.stdout.as_mut().unwrap().read_to_string(&mut summary).unwrap();
+    curl.stdout
+        .as_mut()
+        .unwrap()
+        .read_to_string(&mut summary)
+        .unwrap();
     assert!(status.success(), "curl failed: {status} {summary}");
     assert_eq!(summary.trim(), format!("200 {SIZE}"));
-    assert!(size_then > 0 && (size_then as usize) < SIZE, "killed mid-body ({size_then})");
+    assert!(
+        size_then > 0 && (size_then as usize) < SIZE,
+        "killed mid-body ({size_then})"
+    );
     let got: [u8; 32] = sha2::Sha256::digest(std::fs::read(&out).unwrap()).into();
     assert_eq!(got, want, "byte-exact body (sha256)");
     assert!(c.ppu_counter("poolgate_ppu_failovers_resumed_total") >= 1.0);

@@ -64,7 +64,11 @@ async fn sighup_adds_and_removes_listeners_and_swaps_certificates_without_droppi
     let mut bodies = Vec::new();
     for (conn, seed) in [(&mut tls_conn, 31u64), (&mut old_conn, 32)] {
         let r = conn
-            .send(Request::get(format!("/file/{SIZE}?seed={seed}")).body(empty()).unwrap())
+            .send(
+                Request::get(format!("/file/{SIZE}?seed={seed}"))
+                    .body(empty())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
@@ -89,8 +93,14 @@ async fn sighup_adds_and_removes_listeners_and_swaps_certificates_without_droppi
     let (status, who) = n.get("/who").await.unwrap();
     assert_eq!(status, 200);
     assert!(who.starts_with(b"b"));
-    let (mut fresh, leaf) = Conn::open(sec.port, false, Some(&trust_both)).await.unwrap();
-    assert_eq!(leaf.as_deref(), Some(&der2[..]), "new handshakes get the new certificate");
+    let (mut fresh, leaf) = Conn::open(sec.port, false, Some(&trust_both))
+        .await
+        .unwrap();
+    assert_eq!(
+        leaf.as_deref(),
+        Some(&der2[..]),
+        "new handshakes get the new certificate"
+    );
     assert!(
         String::from_utf8_lossy(leaf.as_deref().unwrap()).contains("server-2"),
         "subject of the new certificate"
@@ -105,7 +115,10 @@ async fn sighup_adds_and_removes_listeners_and_swaps_certificates_without_droppi
             got.extend_from_slice(f.expect("in-flight body continues").data_ref().unwrap());
         }
         assert_eq!(got.len(), SIZE);
-        assert!(got == expected_content(seed, 0, SIZE), "body {seed} differs");
+        assert!(
+            got == expected_content(seed, 0, SIZE),
+            "body {seed} differs"
+        );
     }
     assert_eq!(tls_conn.get("/who").await.unwrap().0, 200);
     assert_eq!(old_conn.get("/who").await.unwrap().0, 200);
@@ -123,7 +136,9 @@ async fn sighup_adds_and_removes_listeners_and_swaps_certificates_without_droppi
     assert!(refuses(old.port));
     let (mut n, _) = Conn::open(new.port, false, None).await.unwrap();
     assert_eq!(n.get("/who").await.unwrap().0, 200);
-    let (_, leaf) = Conn::open(sec.port, false, Some(&trust_both)).await.unwrap();
+    let (_, leaf) = Conn::open(sec.port, false, Some(&trust_both))
+        .await
+        .unwrap();
     assert_eq!(leaf.as_deref(), Some(&der2[..]));
     drop(c);
     let _ = std::fs::remove_dir_all(&certs);

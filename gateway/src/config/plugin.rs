@@ -158,7 +158,10 @@ impl PluginOptions {
     pub(crate) fn validate(&self, check: &mut Checker<'_>, path: &str, kind: PluginKind) {
         if kind == PluginKind::Http {
             let h = &self.cooperative_header;
-            if !h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_!#$%&'*+.^`|~".contains(&b)) {
+            if !h
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_!#$%&'*+.^`|~".contains(&b))
+            {
                 check.error(
                     &format!("{path}.cooperative_header"),
                     "must be a header field name (token characters) or empty",

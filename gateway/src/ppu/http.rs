@@ -253,10 +253,7 @@ impl Upstreams {
 
     fn put(&self, s: Sender) {
         if !s.is_closed() {
-            self.idle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(s);
+            self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(s);
         }
     }
 

@@ -214,7 +214,11 @@ impl Shared {
         });
         let tls = match certs {
             Some(c) => {
-                let alpn = if l.kind.is_http() { tls::ALPN_HTTP } else { &[] };
+                let alpn = if l.kind.is_http() {
+                    tls::ALPN_HTTP
+                } else {
+                    &[]
+                };
                 Some(tokio_rustls::TlsAcceptor::from(tls::server_config(
                     c.clone(),
                     alpn,
@@ -301,7 +305,11 @@ async fn apply(
     new: &PpuConfig,
 ) -> usize {
     let mut problems = 0;
-    if old.registrars.iter().map(|a| a.0).ne(new.registrars.iter().map(|a| a.0))
+    if old
+        .registrars
+        .iter()
+        .map(|a| a.0)
+        .ne(new.registrars.iter().map(|a| a.0))
         || old.resolution.timeout != new.resolution.timeout
         || old.resolution.cache_staleness != new.resolution.cache_staleness
     {

@@ -93,7 +93,10 @@ impl CertResolver {
 }
 
 /// A server configuration using `resolver` and offering `alpn` (empty: no ALPN).
-pub fn server_config(resolver: Arc<CertResolver>, alpn: &[&[u8]]) -> anyhow::Result<Arc<ServerConfig>> {
+pub fn server_config(
+    resolver: Arc<CertResolver>,
+    alpn: &[&[u8]],
+) -> anyhow::Result<Arc<ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -132,8 +135,15 @@ mod tests {
         assert!(format!("{e:#}").contains("nope.crt"), "{e:#}");
         // Reload with the same files keeps serving; new files on disk are picked up.
         std::fs::copy(&c2, &c1).unwrap();
-        assert!(r.reload().is_err(), "new cert with the old key must be refused");
-        assert_eq!(r.leaf().unwrap(), first, "a failed reload keeps the old pair");
+        assert!(
+            r.reload().is_err(),
+            "new cert with the old key must be refused"
+        );
+        assert_eq!(
+            r.leaf().unwrap(),
+            first,
+            "a failed reload keeps the old pair"
+        );
         std::fs::copy(&k2, &k1).unwrap();
         r.reload().unwrap();
         assert_ne!(r.leaf().unwrap(), first);

@@ -589,9 +589,7 @@ impl Conn {
 
     /// GET `path`: status and the whole body.
     pub async fn get(&mut self, path: &str) -> hyper::Result<(u16, Bytes)> {
-        let r = self
-            .send(Request::get(path).body(empty()).unwrap())
-            .await?;
+        let r = self.send(Request::get(path).body(empty()).unwrap()).await?;
         let status = r.status().as_u16();
         let body = r.into_body().collect().await?.to_bytes();
         Ok((status, body))
