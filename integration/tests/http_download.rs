@@ -8,7 +8,7 @@ mod http_common;
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
-use http_common::{expected_sha256, make_cert, tls_connector, Cluster, Conn, ListenerSpec, Setup};
+use http_common::{expected_sha256, make_cert, Cluster, Conn, ListenerSpec, Setup};
 use sha2::Digest;
 
 const SIZE: u64 = 100 * 1024 * 1024;
