@@ -149,6 +149,34 @@ pub struct Listener {
     /// Expect a PROXY protocol v1/v2 header from a load balancer in front.
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// Send a PROXY protocol header naming the client to the backend (tcp/tls only).
+    #[serde(default)]
+    pub send_proxy_protocol: SendProxy,
+}
+
+/// Whether the PE starts each backend connection with a PROXY protocol header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SendProxy {
+    /// No header.
+    #[default]
+    Off,
+    /// Version 1 (text).
+    V1,
+    /// Version 2 (binary).
+    V2,
+}
+
+impl SendProxy {
+    /// The version to encode, if any.
+    pub fn version(self) -> Option<poolgate_plugins::proxy_protocol::ProxyVersion> {
+        use poolgate_plugins::proxy_protocol::ProxyVersion;
+        match self {
+            SendProxy::Off => None,
+            SendProxy::V1 => Some(ProxyVersion::V1),
+            SendProxy::V2 => Some(ProxyVersion::V2),
+        }
+    }
 }
 
 impl Listener {
@@ -274,6 +302,12 @@ impl Section for PpuConfig {
                         "a {} listener carries requests with the \"http\" plugin; set plugin = \"http\"",
                         l.kind.name()
                     ),
+                );
+            }
+            if l.kind.is_http() && l.send_proxy_protocol != SendProxy::Off {
+                check.error(
+                    &format!("{path}.send_proxy_protocol"),
+                    "only tcp and tls listeners send PROXY protocol headers (http and https add Forwarded and X-Forwarded-For)",
                 );
             }
             if l.proxy_protocol {

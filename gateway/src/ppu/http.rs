@@ -267,7 +267,7 @@ impl Upstreams {
         }
         tokio::spawn(async move {
             let (r, w) = tokio::io::split(theirs);
-            session::run(r, w, peer, &sctx).await;
+            session::run(r, w, peer, None, &sctx).await;
         });
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(ours))

@@ -17,7 +17,10 @@
 //!
 //! Listener kinds: `tcp` (bytes relayed), `tls` (TLS terminated here, the plain bytes
 //! relayed the same way, [`tls`]), `http` and `https` (an HTTP gateway whose requests
-//! travel over sessions followed by the `http` plugin, [`http`]).
+//! travel over sessions followed by the `http` plugin, [`http`]). A `tcp` or `tls`
+//! listener may have the PE start every backend connection with a PROXY protocol v1/v2
+//! header naming the client (`send_proxy_protocol`; sent to each PE the session visits
+//! as a backend header, see [`crate::session::backend_header`]).
 //!
 //! Reload (SIGHUP): the configuration is loaded again; when valid, listeners are added,
 //! removed (a removed listener stops accepting; its running sessions continue) or
@@ -193,6 +196,7 @@ fn same_identity(a: &Listener, b: &Listener) -> bool {
         && a.pool == b.pool
         && a.plugin == b.plugin
         && a.plugin_options == b.plugin_options
+        && a.send_proxy_protocol == b.send_proxy_protocol
 }
 
 impl Shared {
@@ -211,6 +215,7 @@ impl Shared {
             pu: self.pu.clone(),
             transport: self.transport.clone(),
             metrics: self.metrics.clone(),
+            send_proxy: l.send_proxy_protocol.version(),
         });
         let tls = match certs {
             Some(c) => {
@@ -478,12 +483,13 @@ async fn accept_loop(listener: TcpListener, front: Arc<ArcSwap<Front>>, shared: 
 
 /// One client connection, by listener kind.
 async fn serve_client(stream: tokio::net::TcpStream, peer: SocketAddr, front: &Front) {
+    let local = stream.local_addr().ok();
     let Some(acceptor) = &front.tls else {
         match &front.http {
             Some(h) => http::serve(stream, peer, h.clone()).await,
             None => {
                 let (r, w) = stream.into_split();
-                session::run(r, w, peer, &front.session).await;
+                session::run(r, w, peer, local, &front.session).await;
             }
         }
         return;
@@ -506,7 +512,7 @@ async fn serve_client(stream: tokio::net::TcpStream, peer: SocketAddr, front: &F
         Some(h) => http::serve(tls, peer, h.clone()).await,
         None => {
             let (r, w) = tokio::io::split(tls);
-            session::run(r, w, peer, &front.session).await;
+            session::run(r, w, peer, local, &front.session).await;
         }
     }
 }

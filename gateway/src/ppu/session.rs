@@ -50,6 +50,8 @@ pub struct SessionContext {
     pub transport: SctpUdp,
     /// Metrics.
     pub metrics: Arc<PpuMetrics>,
+    /// PROXY protocol version to send to backends (tcp/tls listeners).
+    pub send_proxy: Option<poolgate_plugins::proxy_protocol::ProxyVersion>,
 }
 
 /// Why a session left its PE.
@@ -113,13 +115,21 @@ struct Session<'a> {
     /// PEs tried since the session last made progress (the last one serves it now).
     tried: Vec<PeId>,
     fails_in_row: u32,
+    /// Sent to every PE before the session's first message (PROXY protocol header).
+    backend_header: Option<Bytes>,
 }
 
-/// Runs one client session to its end, over any client byte stream: a TCP connection
-/// (split here), a TLS stream, or the in-memory pipe of an HTTP listener's upstream
-/// connection (see [`super::http`]).
-pub async fn run<R, W>(mut cr: R, mut cw: W, peer: SocketAddr, ctx: &SessionContext)
-where
+/// Runs one client session to its end, over any client byte stream: a TCP connection,
+/// a TLS stream, or the in-memory pipe of an HTTP listener's upstream connection (see
+/// [`super::http`]). `local` is the listener address the client reached (for a PROXY
+/// protocol header, when the listener sends one).
+pub async fn run<R, W>(
+    mut cr: R,
+    mut cw: W,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    ctx: &SessionContext,
+) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
@@ -135,6 +145,16 @@ where
         waiting_since: None,
         tried: Vec::new(),
         fails_in_row: 0,
+        backend_header: ctx.send_proxy.zip(local).map(|(v, local)| {
+            use poolgate_plugins::proxy_protocol::{encode, ProxyHeader};
+            Bytes::from(encode(
+                v,
+                &ProxyHeader::Tcp {
+                    source: peer,
+                    destination: local,
+                },
+            ))
+        }),
     };
     let mut link = match s.open().await {
         Some(l) => l,
@@ -231,17 +251,31 @@ impl Session<'_> {
         }
     }
 
+    /// Sends the backend header (if any) ahead of the session's first message. A free
+    /// function: `Session` is not `Sync`, so no borrow of it may live across an await.
+    async fn send_backend_header(header: Option<Bytes>, link: &Link) -> bool {
+        match header {
+            None => true,
+            Some(h) => link
+                .tx
+                .send(session::backend_header(&h), SEND_DEADLINE)
+                .await
+                .is_ok(),
+        }
+    }
+
     /// Opens a new session on some PE of the pool.
     async fn open(&mut self) -> Option<Link> {
         for _ in 0..self.ctx.session.failover_max_attempts {
             let Some(link) = self.connect_next().await else {
                 continue;
             };
-            if link
-                .tx
-                .send(Control::Open.message(), SEND_DEADLINE)
-                .await
-                .is_ok()
+            if Self::send_backend_header(self.backend_header.clone(), &link).await
+                && link
+                    .tx
+                    .send(Control::Open.message(), SEND_DEADLINE)
+                    .await
+                    .is_ok()
             {
                 self.last_seen = Instant::now();
                 return Some(link);
@@ -307,7 +341,8 @@ impl Session<'_> {
                 None => Some(Control::Open.message()),
             };
             let first = first?;
-            let mut ok = link.tx.send(first, SEND_DEADLINE).await.is_ok();
+            let mut ok = Self::send_backend_header(self.backend_header.clone(), &link).await
+                && link.tx.send(first, SEND_DEADLINE).await.is_ok();
             // The replay can exceed the largest message: send it in relay-sized pieces.
             let mut at = 0;
             while ok && at < replay.len() {

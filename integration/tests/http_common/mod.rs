@@ -30,6 +30,9 @@ pub enum BackendKind {
     Ours,
     /// Debian's nginx serving this directory (one process each, no master).
     Nginx(PathBuf),
+    /// nginx expecting a PROXY protocol header on every connection; `GET /pp` answers
+    /// `<client address> <client port> <nginx port>` from the header.
+    NginxProxyProtocol,
 }
 
 /// A PPU listener of the test.
@@ -40,6 +43,8 @@ pub struct ListenerSpec {
     pub port: u16,
     /// Certificate and key files (tls/https).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// `send_proxy_protocol` ("v1", "v2"; tcp/tls).
+    pub send_proxy: Option<&'static str>,
 }
 
 impl ListenerSpec {
@@ -50,6 +55,7 @@ impl ListenerSpec {
             kind,
             port: free_tcp_port(),
             tls,
+            send_proxy: None,
         }
     }
 
@@ -61,6 +67,9 @@ impl ListenerSpec {
             "[[ppu.listener]]\nname = \"{}\"\nkind = \"{}\"\nbind = \"127.0.0.1:{}\"\npool = \"web\"\nplugin = \"{plugin}\"\n",
             self.name, self.kind, self.port
         );
+        if let Some(v) = self.send_proxy {
+            s.push_str(&format!("send_proxy_protocol = \"{v}\"\n"));
+        }
         if let Some((c, k)) = &self.tls {
             s.push_str(&format!(
                 "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
@@ -195,7 +204,7 @@ pub fn start_ours(name: &str, port: u16, quiet: bool) -> Backend {
 
 /// Starts nginx as one process (no master, no daemon) serving `root` on `port`, with
 /// its own prefix under `dir` (no root rights needed); `/nginx-status` is stub_status.
-pub fn start_nginx(dir: &Path, root: &Path, port: u16, rate: &str) -> Backend {
+pub fn start_nginx(dir: &Path, root: &Path, port: u16, rate: &str, proxy: bool) -> Backend {
     let port = if port == 0 { free_tcp_port() } else { port };
     let prefix = dir.join(format!("nginx-{port}"));
     std::fs::create_dir_all(prefix.join("tmp")).unwrap();
@@ -209,9 +218,12 @@ pub fn start_nginx(dir: &Path, root: &Path, port: u16, rate: &str) -> Backend {
              http {{\n access_log off;\n client_body_temp_path {p}/tmp;\n proxy_temp_path {p}/tmp;\n\
              fastcgi_temp_path {p}/tmp;\n uwsgi_temp_path {p}/tmp;\n scgi_temp_path {p}/tmp;\n\
              types {{ application/octet-stream bin; text/plain txt; }}\n\
-             server {{\n  listen 127.0.0.1:{port};\n  root {root};\n  limit_rate {rate};\n\
-             location = /nginx-status {{ stub_status; }}\n }}\n}}\n",
+             server {{\n  listen 127.0.0.1:{port}{pp};\n  root {root};\n  limit_rate {rate};\n\
+             location = /nginx-status {{ stub_status; }}\n\
+             location = /pp {{ default_type text/plain; \
+             return 200 \"$proxy_protocol_addr $proxy_protocol_port $server_port\\n\"; }}\n }}\n}}\n",
             root = root.display(),
+            pp = if proxy { " proxy_protocol" } else { "" },
         ),
     );
     // Debian installs it in /usr/sbin, which a user's PATH may lack.
@@ -304,7 +316,8 @@ impl Cluster {
     fn start_backend(&self, i: usize, port: u16) -> Backend {
         match &self.setup.backend {
             BackendKind::Ours => start_ours(&format!("b{i}"), port, self.setup.quiet),
-            BackendKind::Nginx(root) => start_nginx(&self.dir, root, port, "40m"),
+            BackendKind::Nginx(root) => start_nginx(&self.dir, root, port, "40m", false),
+            BackendKind::NginxProxyProtocol => start_nginx(&self.dir, &self.dir, port, "0", true),
         }
     }
 
