@@ -7,8 +7,12 @@
 use serde::Deserialize;
 
 use poolgate_plugins::{
-    line::LineConfig, raw::RawConfig, resp::NonIdempotent, resp::RespConfig, PartialReply,
-    PluginConfig,
+    http::{Cooperative, HttpConfig},
+    line::LineConfig,
+    raw::RawConfig,
+    resp::NonIdempotent,
+    resp::RespConfig,
+    PartialReply, PluginConfig,
 };
 
 use super::Checker;
@@ -23,6 +27,8 @@ pub enum PluginKind {
     Line,
     /// Redis RESP2/RESP3.
     Resp,
+    /// HTTP/1.1: request replay and download resume.
+    Http,
 }
 
 impl PluginKind {
@@ -32,6 +38,7 @@ impl PluginKind {
             PluginKind::Raw => "raw",
             PluginKind::Line => "line",
             PluginKind::Resp => "resp",
+            PluginKind::Http => "http",
         }
     }
 }
@@ -57,7 +64,7 @@ pub enum NonIdempotentChoice {
 }
 
 /// Plugin options; every key is optional (defaults as in the shipped files).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginOptions {
     /// Unanswered client bytes kept for replay after a failover.
@@ -74,6 +81,14 @@ pub struct PluginOptions {
     pub greeting_lines: u64,
     /// Non-idempotent requests in flight at failover (resp).
     pub non_idempotent: NonIdempotentChoice,
+    /// How often one request may be replayed after failovers (http).
+    pub max_retries: u32,
+    /// Resume an interrupted response body with `Range` + `If-Range` (http).
+    pub resume_downloads: bool,
+    /// Response field carrying a cooperative backend's session state; "" = none (http).
+    pub cooperative_header: String,
+    /// Target of the restore request that hands that state to the next backend (http).
+    pub cooperative_restore_path: String,
 }
 
 impl Default for PluginOptions {
@@ -86,6 +101,10 @@ impl Default for PluginOptions {
             max_line: 64 * 1024,
             greeting_lines: 0,
             non_idempotent: NonIdempotentChoice::Fail,
+            max_retries: 3,
+            resume_downloads: true,
+            cooperative_header: String::new(),
+            cooperative_restore_path: "/".to_string(),
         }
     }
 }
@@ -122,10 +141,43 @@ impl PluginOptions {
                 checkpoint_every: self.checkpoint_every,
                 ..RespConfig::default()
             }),
+            PluginKind::Http => PluginConfig::Http(HttpConfig {
+                max_replay_bytes: self.max_replay_bytes,
+                max_retries: self.max_retries,
+                resume_downloads: self.resume_downloads,
+                checkpoint_every: self.checkpoint_every,
+                cooperative: (!self.cooperative_header.is_empty()).then(|| Cooperative {
+                    header: self.cooperative_header.clone(),
+                    restore_path: self.cooperative_restore_path.clone(),
+                }),
+                ..HttpConfig::default()
+            }),
         }
     }
 
     pub(crate) fn validate(&self, check: &mut Checker<'_>, path: &str, kind: PluginKind) {
+        if kind == PluginKind::Http {
+            let h = &self.cooperative_header;
+            if !h
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_!#$%&'*+.^`|~".contains(&b))
+            {
+                check.error(
+                    &format!("{path}.cooperative_header"),
+                    "must be a header field name (token characters) or empty",
+                );
+            }
+            let p = &self.cooperative_restore_path;
+            if !p.starts_with('/') || p.bytes().any(|b| !b.is_ascii_graphic()) {
+                check.error(
+                    &format!("{path}.cooperative_restore_path"),
+                    "must be an origin-form target starting with '/' (no spaces or controls)",
+                );
+            }
+            if self.max_retries > 100 {
+                check.error(&format!("{path}.max_retries"), "at most 100");
+            }
+        }
         if self.max_replay_bytes > MAX_REPLAY_BYTES {
             check.error(
                 &format!("{path}.max_replay_bytes"),
@@ -182,5 +234,24 @@ mod tests {
             o.to_plugin_config(PluginKind::Resp).protocol(),
             PluginKind::Resp.name()
         );
+        let h = PluginOptions {
+            max_retries: 5,
+            cooperative_header: "X-Backend-Session".into(),
+            ..o.clone()
+        };
+        match h.to_plugin_config(PluginKind::Http) {
+            PluginConfig::Http(c) => {
+                assert_eq!(c.max_retries, 5);
+                assert_eq!(c.max_replay_bytes, 77);
+                assert!(c.resume_downloads);
+                assert_eq!(c.cooperative.unwrap().header, "X-Backend-Session");
+            }
+            other => panic!("{other:?}"),
+        }
+        match o.to_plugin_config(PluginKind::Http) {
+            PluginConfig::Http(c) => assert!(c.cooperative.is_none()),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(PluginKind::Http.name(), "http");
     }
 }

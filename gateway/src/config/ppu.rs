@@ -25,6 +25,8 @@ pub struct PpuConfig {
     /// On drain (SIGTERM): stop accepting, then give running sessions this long.
     #[serde(deserialize_with = "super::values::duration")]
     pub drain_grace: Duration,
+    /// Limits and timeouts of `http`/`https` listeners (`[ppu.http]`).
+    pub http: HttpSettings,
     /// Client-facing listeners (`[[ppu.listener]]`).
     #[serde(rename = "listener")]
     pub listeners: Vec<Listener>,
@@ -60,6 +62,30 @@ pub struct SessionConfig {
     pub report_failures: bool,
 }
 
+/// Limits and timeouts of `http` and `https` listeners, each with its answer.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Largest request head (HTTP/1.1) or header list (HTTP/2) → `431`.
+    pub max_header_bytes: usize,
+    /// Most header fields in a request → `431`.
+    pub max_headers: usize,
+    /// Largest request body → `413`.
+    pub max_body_bytes: u64,
+    /// A client that has not sent a complete request head this long after starting
+    /// one (HTTP/1.1) is disconnected.
+    #[serde(deserialize_with = "super::values::duration")]
+    pub header_read_timeout: Duration,
+    /// Longest wait for the response head of a request (failovers included) → `504`.
+    #[serde(deserialize_with = "super::values::duration")]
+    pub response_timeout: Duration,
+    /// Concurrent requests (HTTP/2 streams) per client connection.
+    pub max_concurrent_streams: u32,
+}
+
+/// Smallest `max_header_bytes` (hyper's smallest read buffer).
+pub const MIN_HEADER_BYTES: usize = 8192;
+
 /// What a listener speaks to clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -68,9 +94,9 @@ pub enum ListenerKind {
     Tcp,
     /// TLS terminated here, plain stream inside.
     Tls,
-    /// HTTP/1.1 over TCP.
+    /// HTTP/1.1 or HTTP/2 (prior knowledge) over TCP.
     Http,
-    /// HTTP/1.1 over TLS.
+    /// HTTP/1.1 or HTTP/2 (ALPN) over TLS.
     Https,
 }
 
@@ -78,6 +104,21 @@ impl ListenerKind {
     /// Whether TLS is terminated on this listener.
     pub fn is_tls(self) -> bool {
         matches!(self, ListenerKind::Tls | ListenerKind::Https)
+    }
+
+    /// Whether requests are parsed here (HTTP gateway) rather than relayed as bytes.
+    pub fn is_http(self) -> bool {
+        matches!(self, ListenerKind::Http | ListenerKind::Https)
+    }
+
+    /// The name as written in configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerKind::Tcp => "tcp",
+            ListenerKind::Tls => "tls",
+            ListenerKind::Http => "http",
+            ListenerKind::Https => "https",
+        }
     }
 }
 
@@ -93,7 +134,7 @@ pub struct Listener {
     pub bind: Addr,
     /// Pool handle whose PEs serve this listener's clients.
     pub pool: String,
-    /// Session-state plugin; default "raw" (HTTP is carried as a byte stream for now).
+    /// Session-state plugin; default "raw" (`http`/`https` listeners need "http").
     #[serde(default = "default_plugin")]
     pub plugin: PluginKind,
     /// Plugin options (must match the PPEs of the pool); defaults when absent.
@@ -108,6 +149,34 @@ pub struct Listener {
     /// Expect a PROXY protocol v1/v2 header from a load balancer in front.
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// Send a PROXY protocol header naming the client to the backend (tcp/tls only).
+    #[serde(default)]
+    pub send_proxy_protocol: SendProxy,
+}
+
+/// Whether the PE starts each backend connection with a PROXY protocol header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SendProxy {
+    /// No header.
+    #[default]
+    Off,
+    /// Version 1 (text).
+    V1,
+    /// Version 2 (binary).
+    V2,
+}
+
+impl SendProxy {
+    /// The version to encode, if any.
+    pub fn version(self) -> Option<poolgate_plugins::proxy_protocol::ProxyVersion> {
+        use poolgate_plugins::proxy_protocol::ProxyVersion;
+        match self {
+            SendProxy::Off => None,
+            SendProxy::V1 => Some(ProxyVersion::V1),
+            SendProxy::V2 => Some(ProxyVersion::V2),
+        }
+    }
 }
 
 impl Listener {
@@ -151,10 +220,39 @@ impl Section for PpuConfig {
             check.error("ppu.session.failover_max_attempts", "must be at least 1");
         }
         common::positive(check, "ppu.drain_grace", self.drain_grace);
+        let h = &self.http;
+        let head_max = poolgate_plugins::http::HttpLimits::REQUEST;
+        if h.max_header_bytes < MIN_HEADER_BYTES || h.max_header_bytes > head_max.max_head_bytes {
+            check.error(
+                "ppu.http.max_header_bytes",
+                format!(
+                    "must be {MIN_HEADER_BYTES} to {} bytes",
+                    head_max.max_head_bytes
+                ),
+            );
+        }
+        if h.max_headers == 0 || h.max_headers > head_max.max_headers {
+            check.error(
+                "ppu.http.max_headers",
+                format!("must be 1 to {}", head_max.max_headers),
+            );
+        }
+        if h.max_body_bytes > head_max.max_body_bytes {
+            check.error(
+                "ppu.http.max_body_bytes",
+                format!("at most {} bytes", head_max.max_body_bytes),
+            );
+        }
+        common::positive(check, "ppu.http.header_read_timeout", h.header_read_timeout);
+        common::positive(check, "ppu.http.response_timeout", h.response_timeout);
+        if h.max_concurrent_streams == 0 {
+            check.error("ppu.http.max_concurrent_streams", "must be at least 1");
+        }
         if self.listeners.is_empty() {
             check.error("ppu.listener", "at least one [[ppu.listener]] is needed");
         }
 
+        let mut resolved: Vec<(usize, PathBuf, PathBuf)> = Vec::new();
         let mut names: HashMap<&str, usize> = HashMap::new();
         let mut binds: HashMap<std::net::SocketAddr, usize> = HashMap::new();
         for (i, l) in self.listeners.iter().enumerate() {
@@ -197,7 +295,36 @@ impl Section for PpuConfig {
             common::pool_handle(check, &format!("{path}.pool"), &l.pool);
             l.plugin_options
                 .validate(check, &format!("{path}.plugin_options"), l.plugin);
+            if l.kind.is_http() && l.plugin != PluginKind::Http {
+                check.error(
+                    &format!("{path}.plugin"),
+                    format!(
+                        "a {} listener carries requests with the \"http\" plugin; set plugin = \"http\"",
+                        l.kind.name()
+                    ),
+                );
+            }
+            if l.kind.is_http() && l.send_proxy_protocol != SendProxy::Off {
+                check.error(
+                    &format!("{path}.send_proxy_protocol"),
+                    "only tcp and tls listeners send PROXY protocol headers (http and https add Forwarded and X-Forwarded-For)",
+                );
+            }
+            if l.proxy_protocol {
+                check.error(
+                    &format!("{path}.proxy_protocol"),
+                    "accepting a PROXY protocol header from a load balancer is not served by this version; remove the key",
+                );
+            }
             if l.kind.is_tls() {
+                if let (Some(c), Some(k)) = (&l.tls_cert, &l.tls_key) {
+                    // Relative to the file that named them; kept so a reload reads the same files.
+                    resolved.push((
+                        i,
+                        check.resolve_file(&format!("{path}.tls_cert"), c),
+                        check.resolve_file(&format!("{path}.tls_key"), k),
+                    ));
+                }
                 for (key, file) in [("tls_cert", &l.tls_cert), ("tls_key", &l.tls_key)] {
                     let kp = format!("{path}.{key}");
                     match file {
@@ -229,6 +356,10 @@ impl Section for PpuConfig {
                     }
                 }
             }
+        }
+        for (i, cert, key) in resolved {
+            self.listeners[i].tls_cert = Some(cert);
+            self.listeners[i].tls_key = Some(key);
         }
         self.metrics.validate(check, "ppu.metrics");
     }

@@ -101,7 +101,14 @@ pub async fn serve(assoc: Association, shared: Arc<Shared>) {
     let (tx, mut events) = assoc.split();
     let mut plugin = shared.plugin.new_session();
     let mut prelude = Vec::new();
-    let kind = match first_message(&mut events).await {
+    let mut first = first_message(&mut events).await;
+    // A backend header (PROXY protocol) precedes the session's first message.
+    let mut header = Bytes::new();
+    if let Some(SessionMessage::BackendHeader(h)) = first {
+        header = h;
+        first = first_message(&mut events).await;
+    }
+    let kind = match first {
         Some(SessionMessage::Control(Control::Open)) => "new",
         Some(SessionMessage::Asap(AsapMessage::CookieEcho(c))) => {
             match shared.keys.open(&shared.pool, &c, now_ms()) {
@@ -148,6 +155,9 @@ pub async fn serve(assoc: Association, shared: Arc<Shared>) {
         c.inc();
     }
     tracing::debug!(kind, pu = %tx.remote(), "session open");
+    if !header.is_empty() {
+        prelude.splice(0..0, header.iter().copied());
+    }
     let end = relay(&shared, plugin.as_mut(), &tx, &mut events, backend, prelude).await;
     tracing::debug!(end = end.label(), "session end");
     match end {

@@ -16,9 +16,7 @@ use pool_core::cookie::replace_public;
 use pool_core::types::{PeId, PoolHandle};
 use pool_core::wire::AsapMessage;
 use poolgate_plugins::{render, Delivery, Failover, PluginConfig, SessionState};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Mutex};
 use tokio::time::Instant;
 
@@ -56,6 +54,8 @@ pub struct SessionContext {
     pub transport: SctpUdp,
     /// Metrics.
     pub metrics: Arc<PpuMetrics>,
+    /// PROXY protocol version to send to backends (tcp/tls listeners).
+    pub send_proxy: Option<poolgate_plugins::proxy_protocol::ProxyVersion>,
 }
 
 /// Why a session left its PE.
@@ -91,6 +91,9 @@ impl Cause {
 enum Outcome {
     /// Client half-closed and the PE closed after answering everything.
     Done,
+    /// The plugin asked to close the client connection (e.g. a resumed download whose
+    /// representation changed): what it delivered goes out, then the close.
+    CloseClient,
     /// The client went away.
     ClientGone,
     /// The PE failed.
@@ -113,13 +116,27 @@ struct Session<'a> {
     deliver: Vec<Delivery>,
     last_seen: Instant,
     waiting_since: Option<Instant>,
+    /// PEs tried since the session last made progress (the last one serves it now).
     tried: Vec<PeId>,
     fails_in_row: u32,
+    /// Sent to every PE before the session's first message (PROXY protocol header).
+    backend_header: Option<Bytes>,
 }
 
-/// Runs one client session to its end.
-pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: &SessionContext) {
-    let (mut cr, mut cw) = stream.into_split();
+/// Runs one client session to its end, over any client byte stream: a TCP connection,
+/// a TLS stream, or the in-memory pipe of an HTTP listener's upstream connection (see
+/// [`super::http`]). `local` is the listener address the client reached (for a PROXY
+/// protocol header, when the listener sends one).
+pub async fn run<R, W>(
+    mut cr: R,
+    mut cw: W,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    ctx: &SessionContext,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut s = Session {
         ctx,
         plugin: ctx.plugin.new_session(),
@@ -132,6 +149,16 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: &SessionContext) {
         waiting_since: None,
         tried: Vec::new(),
         fails_in_row: 0,
+        backend_header: ctx.send_proxy.zip(local).map(|(v, local)| {
+            use poolgate_plugins::proxy_protocol::{encode, ProxyHeader};
+            Bytes::from(encode(
+                v,
+                &ProxyHeader::Tcp {
+                    source: peer,
+                    destination: local,
+                },
+            ))
+        }),
     };
     let mut link = match s.open().await {
         Some(l) => l,
@@ -145,7 +172,7 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: &SessionContext) {
     tracing::debug!(%peer, pe = format_args!("{:08x}", link.pe), "session open");
     loop {
         match s.relay(&mut link, &mut cr, &mut cw).await {
-            Outcome::Done => {
+            Outcome::Done | Outcome::CloseClient => {
                 let _ = cw.write_all(&s.to_client).await;
                 let _ = cw.shutdown().await;
                 link.tx.close();
@@ -228,17 +255,31 @@ impl Session<'_> {
         }
     }
 
+    /// Sends the backend header (if any) ahead of the session's first message. A free
+    /// function: `Session` is not `Sync`, so no borrow of it may live across an await.
+    async fn send_backend_header(header: Option<Bytes>, link: &Link) -> bool {
+        match header {
+            None => true,
+            Some(h) => link
+                .tx
+                .send(session::backend_header(&h), SEND_DEADLINE)
+                .await
+                .is_ok(),
+        }
+    }
+
     /// Opens a new session on some PE of the pool.
     async fn open(&mut self) -> Option<Link> {
         for _ in 0..self.ctx.session.failover_max_attempts {
             let Some(link) = self.connect_next().await else {
                 continue;
             };
-            if link
-                .tx
-                .send(Control::Open.message(), SEND_DEADLINE)
-                .await
-                .is_ok()
+            if Self::send_backend_header(self.backend_header.clone(), &link).await
+                && link
+                    .tx
+                    .send(Control::Open.message(), SEND_DEADLINE)
+                    .await
+                    .is_ok()
             {
                 self.last_seen = Instant::now();
                 return Some(link);
@@ -248,11 +289,11 @@ impl Session<'_> {
     }
 
     /// Moves the session to another PE; `None` when it cannot be resumed.
-    async fn failover(
+    async fn failover<W: AsyncWrite + Unpin>(
         &mut self,
         cause: Cause,
         failed: PeId,
-        cw: &mut OwnedWriteHalf,
+        cw: &mut W,
     ) -> Option<Link> {
         let ctx = self.ctx;
         let started = Instant::now();
@@ -309,7 +350,8 @@ impl Session<'_> {
                 None => Some(Control::Open.message()),
             };
             let first = first?;
-            let mut ok = link.tx.send(first, SEND_DEADLINE).await.is_ok();
+            let mut ok = Self::send_backend_header(self.backend_header.clone(), &link).await
+                && link.tx.send(first, SEND_DEADLINE).await.is_ok();
             // The replay can exceed the largest message: send it in relay-sized pieces.
             let mut at = 0;
             while ok && at < replay.len() {
@@ -369,7 +411,7 @@ impl Session<'_> {
                         self.waiting_since = None;
                         self.deliver.clear();
                         let p = self.plugin.on_backend_bytes(&b, &mut self.deliver);
-                        if let Some(e) = p.error {
+                        if let Some(e) = &p.error {
                             tracing::warn!(error = %e, "plugin lost track of the backend stream");
                         }
                         let before = self.to_client.len();
@@ -387,11 +429,25 @@ impl Session<'_> {
                         {
                             c.inc_by((self.to_client.len() - before) as u64);
                         }
+                        if p.close_client {
+                            self.count_unresumable("plugin_closed");
+                            tracing::warn!(
+                                listener = %self.ctx.listener,
+                                "plugin closed the client connection (resumed response does not match)"
+                            );
+                            return Some(Outcome::CloseClient);
+                        }
                     }
                     SessionMessage::Asap(AsapMessage::Cookie(c)) => {
                         self.cookie = Some(c);
-                        // The PE took the session: it counts as progress.
+                        // The PE took the session: it counts as progress, and PEs that
+                        // failed before may serve a later failover again (their backend
+                        // may be back); only the serving one is excluded then.
                         self.fails_in_row = 0;
+                        if let Some(&serving) = self.tried.last() {
+                            self.tried.clear();
+                            self.tried.push(serving);
+                        }
                     }
                     _ => {}
                 }
@@ -410,12 +466,11 @@ impl Session<'_> {
         }
     }
 
-    async fn relay(
-        &mut self,
-        link: &mut Link,
-        cr: &mut OwnedReadHalf,
-        cw: &mut OwnedWriteHalf,
-    ) -> Outcome {
+    async fn relay<R, W>(&mut self, link: &mut Link, cr: &mut R, cw: &mut W) -> Outcome
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         let cfg = &self.ctx.session;
         let mut buf = BytesMut::with_capacity(CHUNK);
         let mut probe_deadline: Option<Instant> = None;

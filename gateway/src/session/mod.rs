@@ -11,6 +11,7 @@
 //! |------|-----------|---------|
 //! | [`PPID_DATA`] `0x706F6F6C` ("pool") | both | relayed bytes (client→backend, backend→client) |
 //! | [`PPID_CONTROL`] `0x706F6F63` ("pooc") | PU→PE | [`Control::Open`] (a new session) or [`Control::Eof`] (the client half-closed) |
+//! | [`PPID_CONTROL`] | PU→PE | [`backend_header`]: bytes the PE writes to the backend first (a PROXY protocol header), sent just before `Open`/`COOKIE_ECHO` |
 //! | 11 (ASAP) | PE→PU | `COOKIE` — the session state at this point of the stream |
 //! | 11 (ASAP) | PU→PE | `COOKIE_ECHO` — first message of a resumed session |
 //! | 11 (ASAP) | PU→PE | `ENDPOINT_KEEP_ALIVE` — session keep-alive |
@@ -48,6 +49,10 @@ pub const PPID_CONTROL: u32 = 0x706F_6F63;
 pub const CHUNK: usize = 64 * 1024;
 /// How long a state cookie stays valid after it was sealed.
 pub const COOKIE_LIFETIME: Duration = Duration::from_secs(3600);
+/// Largest backend header (a PROXY v2 header without TLVs is at most 232 bytes).
+pub const MAX_BACKEND_HEADER: usize = 512;
+/// Control byte of a backend header message.
+const BACKEND_HEADER: u8 = 3;
 /// How long a PE waits for the first message of a session.
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -89,6 +94,8 @@ pub enum SessionMessage {
     Control(Control),
     /// An ASAP message (cookie, cookie echo, keep-alive, keep-alive ACK).
     Asap(AsapMessage),
+    /// PU→PE: bytes to write to the backend before anything else (see [`backend_header`]).
+    BackendHeader(Bytes),
     /// Something this version does not understand (ignored, counted by callers).
     Unknown,
 }
@@ -98,9 +105,16 @@ impl SessionMessage {
     pub fn decode(m: Message) -> SessionMessage {
         match m.ppid {
             PPID_DATA => SessionMessage::Data(m.data),
-            PPID_CONTROL => Control::decode(&m.data)
-                .map(SessionMessage::Control)
-                .unwrap_or(SessionMessage::Unknown),
+            PPID_CONTROL => match m.data.first() {
+                Some(&BACKEND_HEADER)
+                    if m.data.len() > 1 && m.data.len() <= MAX_BACKEND_HEADER + 1 =>
+                {
+                    SessionMessage::BackendHeader(m.data.slice(1..))
+                }
+                _ => Control::decode(&m.data)
+                    .map(SessionMessage::Control)
+                    .unwrap_or(SessionMessage::Unknown),
+            },
             PPID_ASAP => AsapMessage::decode(&m.data)
                 .map(SessionMessage::Asap)
                 .unwrap_or(SessionMessage::Unknown),
@@ -114,6 +128,16 @@ pub fn asap(msg: &AsapMessage) -> Option<Message> {
     let mut buf = Vec::with_capacity(64);
     msg.encode(&mut buf).ok()?;
     Some(Message::new(PPID_ASAP, Bytes::from(buf)))
+}
+
+/// A backend header message: the PE writes `header` (at most [`MAX_BACKEND_HEADER`]
+/// bytes, e.g. a PROXY protocol header naming the client) to the backend before the
+/// plugin's restore prelude and any client bytes — on every PE the session visits.
+pub fn backend_header(header: &[u8]) -> Message {
+    let mut b = Vec::with_capacity(header.len() + 1);
+    b.push(BACKEND_HEADER);
+    b.extend_from_slice(header);
+    Message::new(PPID_CONTROL, Bytes::from(b))
 }
 
 /// Relayed bytes as a DATA message.
@@ -171,6 +195,21 @@ mod tests {
         assert_eq!(Control::decode(&[]), None);
         assert_eq!(Control::decode(&[1, 1]), None);
         assert_eq!(Control::decode(&[9]), None);
+        let h = SessionMessage::decode(backend_header(b"PROXY UNKNOWN\r\n"));
+        assert_eq!(
+            h,
+            SessionMessage::BackendHeader(Bytes::from_static(b"PROXY UNKNOWN\r\n"))
+        );
+        // Empty or oversized headers are not headers.
+        assert_eq!(
+            SessionMessage::decode(backend_header(b"")),
+            SessionMessage::Unknown
+        );
+        let big = vec![b'x'; MAX_BACKEND_HEADER + 1];
+        assert_eq!(
+            SessionMessage::decode(backend_header(&big)),
+            SessionMessage::Unknown
+        );
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //!   bytes/s (default `--rate`), so a test can kill the server mid-body.
 //! - `POST /echo`: the request body back (Content-Length or chunked requests).
 //! - `GET /count`: the counter; `POST /count`: increments it and answers the new value;
-//!   with `Idempotency-Key` a repeated key gets the first answer again (idempotency demo).
+//!   with `Idempotency-Key` a repeated key gets the first answer again (idempotency demo);
+//!   `?delay=MS` waits that long before counting (a request in flight when killed).
 //! - `GET /who`: the instance name.
 
 use std::collections::HashMap;
@@ -432,6 +433,10 @@ async fn serve(stream: TcpStream, st: Arc<State>) -> std::io::Result<()> {
             ("POST", ["count"]) => {
                 if read_body(&mut r, &req).await.is_none() {
                     return Ok(());
+                }
+                let delay = num("delay", 0);
+                if delay > 0 {
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
                 }
                 let n = {
                     let Ok(mut c) = st.counter.lock() else {
