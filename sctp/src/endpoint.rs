@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::assoc::{Association, SendError};
 use crate::config::{ConfigError, EndpointConfig};
 use crate::cookie::{CookieData, CookieError, CookieSecret};
-use crate::event::{AssocHandle, CloseReason, Event};
+use crate::event::{AssocHandle, CloseReason, Event, HandleMap};
 use crate::wire::{
     cause_code, chunk_type, decode_header, finish_packet, param_type, Chunk, ChunkIter,
     CommonHeader, ErrorCause, InitChunk, InitParam,
@@ -83,7 +83,7 @@ pub struct Endpoint {
     rng: ChaCha8Rng,
     secret: CookieSecret,
     epoch: Option<Instant>,
-    assocs: HashMap<AssocHandle, Association>,
+    assocs: HandleMap<AssocHandle, Association>,
     by_tag: HashMap<u32, AssocHandle>,
     by_addr: HashMap<(SocketAddr, u16, u16), AssocHandle>,
     next_handle: u64,
@@ -142,7 +142,7 @@ impl Endpoint {
             rng,
             secret,
             epoch: None,
-            assocs: HashMap::new(),
+            assocs: HandleMap::default(),
             by_tag: HashMap::new(),
             by_addr: HashMap::new(),
             next_handle: 1,
