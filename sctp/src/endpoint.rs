@@ -14,6 +14,8 @@ use crate::assoc::{Association, SendError};
 use crate::config::{ConfigError, EndpointConfig};
 use crate::cookie::{CookieData, CookieError, CookieSecret};
 use crate::event::{AssocHandle, CloseReason, Event, HandleMap};
+#[cfg(doc)]
+use crate::event::HandleHasher;
 use crate::wire::{
     cause_code, chunk_type, decode_header, finish_packet, param_type, Chunk, ChunkIter,
     CommonHeader, ErrorCause, InitChunk, InitParam,
@@ -84,7 +86,8 @@ pub struct Endpoint {
     secret: CookieSecret,
     epoch: Option<Instant>,
     assocs: HandleMap<AssocHandle, Association>,
-    by_tag: HashMap<u32, AssocHandle>,
+    /// Keyed by our own random tags: the cheap hasher is safe (see [`HandleHasher`]).
+    by_tag: HandleMap<u32, AssocHandle>,
     by_addr: HashMap<(SocketAddr, u16, u16), AssocHandle>,
     next_handle: u64,
     replies: VecDeque<Transmit>,
@@ -143,7 +146,7 @@ impl Endpoint {
             secret,
             epoch: None,
             assocs: HandleMap::default(),
-            by_tag: HashMap::new(),
+            by_tag: HandleMap::default(),
             by_addr: HashMap::new(),
             next_handle: 1,
             replies: VecDeque::new(),

@@ -129,6 +129,32 @@ struct Engine {
     commands: mpsc::UnboundedSender<Command>,
 }
 
+/// Receive buffers for one `recvmmsg`: the slots and their metadata.
+struct RxBuf {
+    buf: Vec<u8>,
+    meta: Vec<RecvMeta>,
+    /// Slots to offer the next call.
+    hint: usize,
+}
+
+impl RxBuf {
+    fn new(slots: usize) -> Self {
+        RxBuf {
+            buf: vec![0u8; slots * RECV_SLOT],
+            meta: vec![RecvMeta::default(); slots],
+            hint: slots,
+        }
+    }
+}
+
+impl std::fmt::Debug for RxBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RxBuf")
+            .field("slots", &self.meta.len())
+            .finish()
+    }
+}
+
 /// The socket and its counters; used without the engine lock.
 #[derive(Debug)]
 struct Io {
@@ -471,8 +497,7 @@ async fn run(
     handle: Weak<Shared>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
-    let mut buf = vec![0u8; RECV_SLOTS * RECV_SLOT];
-    let mut meta = [RecvMeta::default(); RECV_SLOTS];
+    let mut rx = RxBuf::new(RECV_SLOTS);
     let commands_tx = engine.commands.clone();
     let sleep = tokio::time::sleep(IDLE_SLEEP);
     tokio::pin!(sleep);
@@ -501,12 +526,16 @@ async fn run(
                     }
                 }
             }
-            r = io.socket.readable() => {
+            // The driver is the socket's only waiter: the single-waker `poll_*_ready`
+            // costs less per turn than registering in the waiter list.
+            r = std::future::poll_fn(|cx| io.socket.poll_read_ready(cx)) => {
                 let Ok(ready) = r else { break };
-                read_datagrams(&engine, ready, &mut buf, &mut meta);
+                read_datagrams(&engine, ready, &mut rx);
             }
-            r = io.socket.writable(), if tx_blocked => {
-                if r.is_err() { break; }
+            r = std::future::poll_fn(|cx| io.socket.poll_write_ready(cx)), if tx_blocked => {
+                let Ok(mut ready) = r else { break };
+                // The next send finds out; it clears readiness itself if still full.
+                ready.retain_ready();
                 engine.lock().tx_blocked = false;
             }
             _ = engine.wake.notified() => {}
@@ -545,16 +574,25 @@ async fn run(
 fn read_datagrams(
     engine: &Engine,
     mut ready: AsyncFdReadyGuard<'_, std::net::UdpSocket>,
-    buf: &mut [u8],
-    meta: &mut [RecvMeta; RECV_SLOTS],
+    rx: &mut RxBuf,
 ) {
     let io = &engine.io;
+    let RxBuf { buf, meta, hint } = rx;
     for _ in 0..RECV_ROUNDS {
+        // quinn-udp prepares a header per slot on every call: offer about as many as
+        // the last call filled (request/response: two), more when they were all used.
+        let n_slots = (*hint).clamp(2, meta.len().min(RECV_SLOTS));
         let r = {
             let mut slots = buf.chunks_exact_mut(RECV_SLOT);
             let mut iovs: [IoSliceMut<'_>; RECV_SLOTS] =
                 std::array::from_fn(|_| IoSliceMut::new(slots.next().unwrap_or_default()));
-            ready.try_io(|s| io.udp.recv(UdpSockRef::from(s.get_ref()), &mut iovs, meta))
+            ready.try_io(|s| {
+                io.udp.recv(
+                    UdpSockRef::from(s.get_ref()),
+                    &mut iovs[..n_slots],
+                    &mut meta[..n_slots],
+                )
+            })
         };
         let n = match r {
             Ok(Ok(n)) => n,
@@ -583,7 +621,8 @@ fn read_datagrams(
             .fetch_add(datagrams, Ordering::Relaxed);
         io.stats.bytes_in.fetch_add(bytes, Ordering::Relaxed);
         io.stats.recv_calls.fetch_add(1, Ordering::Relaxed);
-        if n < RECV_SLOTS.min(quinn_udp::BATCH_SIZE) {
+        *hint = if n >= n_slots { n_slots * 2 } else { n * 2 };
+        if n < n_slots.min(quinn_udp::BATCH_SIZE) {
             // `recvmmsg` stops early only when the queue ran dry, so the call that would
             // just say "would block" is saved (one system call per wake-up). A datagram
             // that arrived since advanced tokio's readiness tick, which keeps the
