@@ -13,9 +13,9 @@ use rand_chacha::ChaCha8Rng;
 use crate::assoc::{Association, SendError};
 use crate::config::{ConfigError, EndpointConfig};
 use crate::cookie::{CookieData, CookieError, CookieSecret};
-use crate::event::{AssocHandle, CloseReason, Event, HandleMap};
 #[cfg(doc)]
 use crate::event::HandleHasher;
+use crate::event::{AssocHandle, CloseReason, Event, HandleMap};
 use crate::wire::{
     cause_code, chunk_type, decode_header, finish_packet, param_type, Chunk, ChunkIter,
     CommonHeader, ErrorCause, InitChunk, InitParam,

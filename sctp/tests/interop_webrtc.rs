@@ -501,3 +501,49 @@ async fn they_connect_exchange_and_shut_down() {
         .expect("join")
         .expect("webrtc shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_abort_ends_their_association() {
+    let mut ours = Ours::bind().await;
+    let (conn, their_addr) = webrtc_socket(ours.addr()).await;
+    let server = tokio::spawn(WAssociation::server(webrtc_config(conn)));
+    let now = ours.now();
+    let h = ours
+        .ep
+        .connect(now, &[their_addr], OUR_PORT, THEIR_PORT)
+        .expect("connect");
+    ours.run_until("our handshake", |ev| {
+        ev.iter().any(|(x, e)| *x == h && *e == Event::Connected)
+    })
+    .await;
+    let a = tokio::time::timeout(DEADLINE, server)
+        .await
+        .expect("webrtc handshake in time")
+        .expect("join")
+        .expect("webrtc server");
+    ours.ep
+        .send(h, 0, 53, true, Bytes::from_static(b"before abort"))
+        .expect("send");
+    ours.flush().await;
+    let s = tokio::time::timeout(DEADLINE, a.accept_stream())
+        .await
+        .expect("stream in time")
+        .expect("stream");
+    let mut buf = vec![0u8; 1024];
+    let (n, ppi) = s.read_sctp(&mut buf).await.expect("first read");
+    assert_eq!(&buf[..n], b"before abort");
+    assert_eq!(ppi, Ppi::Binary);
+
+    ours.ep.abort(h, b"test abort");
+    ours.flush().await;
+    assert!(
+        matches!(ours.closed(h), Some(CloseReason::LocalAbort(_))),
+        "{:?}",
+        ours.closed(h)
+    );
+    // webrtc-sctp closes on ABORT: the stream's read ends (0 bytes or an error).
+    let r = tokio::time::timeout(DEADLINE, s.read_sctp(&mut buf))
+        .await
+        .expect("webrtc noticed the ABORT in time");
+    assert!(matches!(r, Ok((0, _)) | Err(_)), "read after ABORT: {r:?}");
+}

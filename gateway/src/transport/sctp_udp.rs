@@ -1,8 +1,15 @@
 //! Our SCTP engine driven over one UDP socket (RFC 6951 encapsulation).
 //!
-//! One tokio task owns the socket and the sans-IO [`sctp::Endpoint`]; associations talk
-//! to it over a command channel. The task is boring on purpose: read datagrams, feed the
-//! endpoint, run its timers, write what it wants sent, hand events to associations.
+//! The sans-IO [`sctp::Endpoint`] sits behind a lock shared by every task of the
+//! transport. A task that sends locks it briefly, hands its message to the engine and
+//! writes the resulting datagrams itself: sending needs no hand-off to another task,
+//! and receiving one (driver to owner, on the same worker thread). One driver task
+//! reads the socket,
+//! runs the timers, waits out a full socket and handles the rarer commands (connect,
+//! close, abort, receive-window credit); it is woken when a sender moved a deadline
+//! earlier than it sleeps or found the socket full. Events reach an association's owner
+//! over its channel, handed over after the lock is released (a woken owner that sends
+//! at once must not find it taken).
 //!
 //! Socket I/O is batched through `quinn-udp`: `recvmmsg` with GRO (one system call
 //! returns many datagrams, coalesced ones split by their stride) and GSO on send
@@ -767,7 +774,13 @@ impl Core {
                 src_ip: None,
             };
             let r = io.socket.try_io(Interest::WRITABLE, |s| {
-                io.udp.send(UdpSockRef::from(s), &transmit)
+                if segments == 1 {
+                    // One datagram needs no control messages: `sendto` skips the
+                    // message-header copy and cmsg parsing of `sendmsg`.
+                    s.send_to(&tx.train, destination).map(|_| ())
+                } else {
+                    io.udp.send(UdpSockRef::from(s), &transmit)
+                }
             });
             match r {
                 Ok(()) => {

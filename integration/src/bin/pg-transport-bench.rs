@@ -348,7 +348,11 @@ async fn rr_round(c: &mut impl RrClient, for_: Duration, t: &mut RrTotals) -> an
 
 /// 100-byte request/response over TCP and over our engine, in interleaved rounds (so
 /// both see the same load from the rest of the machine): totals of TCP and of ours.
-async fn rr_interleaved(pmtu: usize, secs: u64, rounds: u32) -> anyhow::Result<(RrTotals, RrTotals)> {
+async fn rr_interleaved(
+    pmtu: usize,
+    secs: u64,
+    rounds: u32,
+) -> anyhow::Result<(RrTotals, RrTotals)> {
     let (tc, mut ts) = tcp_pair().await?;
     let tcp_echo = tokio::spawn(async move {
         let mut b = [0u8; 100];
@@ -366,7 +370,10 @@ async fn rr_interleaved(pmtu: usize, secs: u64, rounds: u32) -> anyhow::Result<(
             }
         }
     });
-    let mut tcp = TcpRr { c: tc, buf: [0; 100] };
+    let mut tcp = TcpRr {
+        c: tc,
+        buf: [0; 100],
+    };
     let mut ours = SctpRr {
         c,
         req: Bytes::from(vec![7u8; 100]),
@@ -374,8 +381,18 @@ async fn rr_interleaved(pmtu: usize, secs: u64, rounds: u32) -> anyhow::Result<(
     let each = Duration::from_secs(secs) / rounds.max(1);
     let (mut t_tcp, mut t_ours) = (RrTotals::default(), RrTotals::default());
     // Warm both up (first packets, allocator) outside the measurement.
-    rr_round(&mut tcp, Duration::from_millis(50), &mut RrTotals::default()).await?;
-    rr_round(&mut ours, Duration::from_millis(50), &mut RrTotals::default()).await?;
+    rr_round(
+        &mut tcp,
+        Duration::from_millis(50),
+        &mut RrTotals::default(),
+    )
+    .await?;
+    rr_round(
+        &mut ours,
+        Duration::from_millis(50),
+        &mut RrTotals::default(),
+    )
+    .await?;
     for _ in 0..rounds.max(1) {
         rr_round(&mut tcp, each, &mut t_tcp).await?;
         rr_round(&mut ours, each, &mut t_ours).await?;
