@@ -136,8 +136,10 @@ struct Ours {
 
 impl Ours {
     async fn bind() -> Ours {
-        let mut c = EndpointConfig::default();
-        c.listen_ports = vec![OUR_PORT];
+        let mut c = EndpointConfig {
+            listen_ports: vec![OUR_PORT],
+            ..EndpointConfig::default()
+        };
         c.association.pmtu = 1_200;
         c.association.heartbeat_interval = Some(Duration::from_millis(300));
         c.association.rto_initial = Duration::from_millis(300);
