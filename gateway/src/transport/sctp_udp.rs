@@ -1164,3 +1164,79 @@ fn down_reason(r: CloseReason) -> DownReason {
         CloseReason::PeerRestarted => DownReason::PeerRestarted,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(listen: bool) -> SctpUdpConfig {
+        let mut c = SctpUdpConfig::for_address(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let a = &mut c.engine.association;
+        // Only the retransmission timer can notice the silent peer below.
+        a.heartbeat_interval = None;
+        a.rto_initial = Duration::from_millis(100);
+        a.rto_min = Duration::from_millis(50);
+        a.rto_max = Duration::from_millis(200);
+        a.max_retransmissions = 3;
+        a.path_max_retransmissions = 3;
+        if listen {
+            c.engine.listen_ports = vec![3863];
+        }
+        c
+    }
+
+    /// A message sent from the owner's task arms the retransmission timer while the
+    /// driver task sleeps its long idle sleep: the driver must be woken to run it, or a
+    /// dead peer would go unnoticed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn direct_send_after_idle_wakes_the_driver_for_retransmissions() {
+        // The peer lives on its own runtime, so it can vanish without a word (no ABORT).
+        let (peer_addr_tx, peer_addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let peer = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("peer runtime");
+            rt.block_on(async {
+                let (t, mut l) = SctpUdp::bind(config(true)).expect("bind peer");
+                peer_addr_tx.send(t.local_addr()).expect("addr");
+                let accepted = l.accept().await.expect("accept");
+                // Keep everything alive until told to vanish.
+                tokio::task::spawn_blocking(move || stop_rx.recv())
+                    .await
+                    .ok();
+                std::mem::forget(accepted);
+                std::mem::forget(t);
+            });
+            // Dropping the runtime cancels the peer's driver and closes its socket.
+        });
+        let peer_addr = peer_addr_rx.recv().expect("peer address");
+        let (ours, _l) = SctpUdp::bind(config(false)).expect("bind");
+        let mut a = ours
+            .connect(&[peer_addr], 3863, Duration::from_secs(5))
+            .await
+            .expect("connect");
+        stop_tx.send(()).expect("stop peer");
+        peer.join().expect("peer thread");
+        // Idle well past rto_min: the driver goes back to its idle sleep.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let t0 = Instant::now();
+        a.send(
+            Message::new(11, &b"anyone there?"[..]),
+            Duration::from_secs(1),
+        )
+        .await
+        .expect("send");
+        // 4 transmissions at RTO 50..200 ms: well under two seconds.
+        let down = loop {
+            match a.recv_timeout(Duration::from_secs(5)).await {
+                Ok(Some(AssocEvent::Down(r))) => break r,
+                Ok(Some(_)) => continue,
+                other => panic!("no Down event: {other:?}"),
+            }
+        };
+        assert_eq!(down, DownReason::Timeout);
+        assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    }
+}
