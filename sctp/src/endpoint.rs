@@ -13,7 +13,9 @@ use rand_chacha::ChaCha8Rng;
 use crate::assoc::{Association, SendError};
 use crate::config::{ConfigError, EndpointConfig};
 use crate::cookie::{CookieData, CookieError, CookieSecret};
-use crate::event::{AssocHandle, CloseReason, Event};
+#[cfg(doc)]
+use crate::event::HandleHasher;
+use crate::event::{AssocHandle, CloseReason, Event, HandleMap};
 use crate::wire::{
     cause_code, chunk_type, decode_header, finish_packet, param_type, Chunk, ChunkIter,
     CommonHeader, ErrorCause, InitChunk, InitParam,
@@ -83,8 +85,9 @@ pub struct Endpoint {
     rng: ChaCha8Rng,
     secret: CookieSecret,
     epoch: Option<Instant>,
-    assocs: HashMap<AssocHandle, Association>,
-    by_tag: HashMap<u32, AssocHandle>,
+    assocs: HandleMap<AssocHandle, Association>,
+    /// Keyed by our own random tags: the cheap hasher is safe (see [`HandleHasher`]).
+    by_tag: HandleMap<u32, AssocHandle>,
     by_addr: HashMap<(SocketAddr, u16, u16), AssocHandle>,
     next_handle: u64,
     replies: VecDeque<Transmit>,
@@ -142,8 +145,8 @@ impl Endpoint {
             rng,
             secret,
             epoch: None,
-            assocs: HashMap::new(),
-            by_tag: HashMap::new(),
+            assocs: HandleMap::default(),
+            by_tag: HandleMap::default(),
             by_addr: HashMap::new(),
             next_handle: 1,
             replies: VecDeque::new(),

@@ -69,3 +69,33 @@ pub enum CloseReason {
     /// association handle carries the new incarnation.
     PeerRestarted,
 }
+
+/// Hasher for maps keyed by locally assigned handles ([`AssocHandle`] and the like):
+/// the keys are ours, not the network's, so a multiplicative hash is safe and much
+/// cheaper than SipHash on every packet.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HandleHasher(u64);
+
+impl std::hash::Hasher for HandleHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A `HashMap` keyed by locally assigned handles (see [`HandleHasher`]).
+pub type HandleMap<K, V> =
+    std::collections::HashMap<K, V, std::hash::BuildHasherDefault<HandleHasher>>;

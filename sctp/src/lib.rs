@@ -58,4 +58,4 @@ pub use assoc::{
 };
 pub use config::{AssociationConfig, ConfigError, EndpointConfig};
 pub use endpoint::{ConnectError, Endpoint, EndpointStats, Transmit};
-pub use event::{AssocHandle, CloseReason, Event};
+pub use event::{AssocHandle, CloseReason, Event, HandleHasher, HandleMap};

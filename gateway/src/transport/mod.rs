@@ -174,6 +174,18 @@ pub(crate) enum Command {
     },
 }
 
+/// A driver that takes a message from the sending task itself: the engine queues it and
+/// the datagram leaves in the caller's turn, with no hand-off to the driver task.
+pub(crate) trait DirectSend: Send + Sync + std::fmt::Debug {
+    /// Hands `msg` to the engine now; the permit is released once the engine took it.
+    fn send(
+        &self,
+        id: AssocId,
+        msg: Message,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<(), TransportError>;
+}
+
 /// One association: send messages, receive events. Dropping it (and every
 /// [`AssocSender`] split off it) aborts the association unless it was closed.
 #[derive(Debug)]
@@ -192,11 +204,37 @@ impl Association {
         budget_bytes: usize,
         max_message: usize,
     ) -> Self {
+        Self::with_direct(
+            id,
+            remote,
+            local_sctp_port,
+            commands,
+            None,
+            events,
+            budget_bytes,
+            max_message,
+        )
+    }
+
+    /// Like [`Association::new`], with sends handed to `direct` instead of the command
+    /// channel (close, abort and credit still go through the channel).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn with_direct(
+        id: AssocId,
+        remote: SocketAddr,
+        local_sctp_port: u16,
+        commands: mpsc::UnboundedSender<Command>,
+        direct: Option<Arc<dyn DirectSend>>,
+        events: mpsc::UnboundedReceiver<AssocEvent>,
+        budget_bytes: usize,
+        max_message: usize,
+    ) -> Self {
         let inner = SenderInner {
             id,
             remote,
             local_sctp_port,
             commands,
+            direct,
             budget: Arc::new(Semaphore::new(budget_bytes)),
             budget_bytes,
             max_message,
@@ -268,6 +306,7 @@ struct SenderInner {
     remote: SocketAddr,
     local_sctp_port: u16,
     commands: mpsc::UnboundedSender<Command>,
+    direct: Option<Arc<dyn DirectSend>>,
     budget: Arc<Semaphore>,
     budget_bytes: usize,
     max_message: usize,
@@ -310,14 +349,20 @@ impl AssocSender {
             return Err(TransportError::TooLarge(len));
         }
         // A message larger than the whole budget waits for all of it.
-        let len = len.min(self.inner.budget_bytes);
-        let permit = tokio::time::timeout(
-            deadline,
-            self.inner.budget.clone().acquire_many_owned(len as u32),
-        )
-        .await
-        .map_err(|_| TransportError::Timeout(deadline))?
-        .map_err(|_| TransportError::Down(DownReason::TransportGone))?;
+        let len = len.min(self.inner.budget_bytes) as u32;
+        // The budget is rarely used up: take it without a timer when it is free.
+        let permit = match self.inner.budget.clone().try_acquire_many_owned(len) {
+            Ok(p) => p,
+            Err(_) => {
+                tokio::time::timeout(deadline, self.inner.budget.clone().acquire_many_owned(len))
+                    .await
+                    .map_err(|_| TransportError::Timeout(deadline))?
+                    .map_err(|_| TransportError::Down(DownReason::TransportGone))?
+            }
+        };
+        if let Some(direct) = &self.inner.direct {
+            return direct.send(self.inner.id, msg, permit);
+        }
         self.inner
             .commands
             .send(Command::Send {

@@ -1,8 +1,15 @@
 //! Our SCTP engine driven over one UDP socket (RFC 6951 encapsulation).
 //!
-//! One tokio task owns the socket and the sans-IO [`sctp::Endpoint`]; associations talk
-//! to it over a command channel. The task is boring on purpose: read datagrams, feed the
-//! endpoint, run its timers, write what it wants sent, hand events to associations.
+//! The sans-IO [`sctp::Endpoint`] sits behind a lock shared by every task of the
+//! transport. A task that sends locks it briefly, hands its message to the engine and
+//! writes the resulting datagrams itself: sending needs no hand-off to another task,
+//! and receiving one (driver to owner, on the same worker thread). One driver task
+//! reads the socket,
+//! runs the timers, waits out a full socket and handles the rarer commands (connect,
+//! close, abort, receive-window credit); it is woken when a sender moved a deadline
+//! earlier than it sleeps or found the socket full. Events reach an association's owner
+//! over its channel, handed over after the lock is released (a woken owner that sends
+//! at once must not find it taken).
 //!
 //! Socket I/O is batched through `quinn-udp`: `recvmmsg` with GRO (one system call
 //! returns many datagrams, coalesced ones split by their stride) and GSO on send
@@ -18,26 +25,26 @@
 //! never holds more than two receive buffers per association (the window plus the
 //! zero-window probes the engine keeps in sequence).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::io::Interest;
-use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
-use sctp::{AssocHandle, CloseReason, Endpoint, EndpointConfig, Event, SendError};
+use sctp::{AssocHandle, CloseReason, Endpoint, EndpointConfig, Event, HandleMap, SendError};
 
 use super::{
-    AssocEvent, AssocId, Association, Command, DownReason, Listener, Message, Transport,
-    TransportError,
+    AssocEvent, AssocId, Association, Command, DirectSend, DownReason, Listener, Message,
+    Transport, TransportError,
 };
 
 /// Settings of one SCTP-over-UDP transport.
@@ -114,12 +121,116 @@ pub struct DriverStats {
     pub send_refused: AtomicU64,
 }
 
+/// The state every task of one transport reaches: the socket, and the engine behind a
+/// lock. Sending tasks lock it briefly to hand a message to the engine and write the
+/// datagrams themselves; the driver task locks it to feed received datagrams and run
+/// timers.
+#[derive(Debug)]
+struct Engine {
+    io: Io,
+    core: Mutex<Core>,
+    /// Wakes the driver task: a timer moved earlier than it sleeps, or the socket
+    /// refused a datagram and must be waited on.
+    wake: Notify,
+    /// The driver task's command channel.
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+/// Receive buffers for one `recvmmsg`: the slots and their metadata.
+struct RxBuf {
+    buf: Vec<u8>,
+    meta: Vec<RecvMeta>,
+    /// Slots to offer the next call.
+    hint: usize,
+}
+
+impl RxBuf {
+    fn new(slots: usize) -> Self {
+        RxBuf {
+            buf: vec![0u8; slots * RECV_SLOT],
+            meta: vec![RecvMeta::default(); slots],
+            hint: slots,
+        }
+    }
+}
+
+impl std::fmt::Debug for RxBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RxBuf")
+            .field("slots", &self.meta.len())
+            .finish()
+    }
+}
+
+/// The socket and its counters; used without the engine lock.
+#[derive(Debug)]
+struct Io {
+    /// The socket, registered with tokio; readiness is cleared by hand after a short
+    /// batch (see [`read_datagrams`]).
+    socket: AsyncFd<std::net::UdpSocket>,
+    udp: UdpSocketState,
+    /// Whether GSO trains may be sent.
+    gso: bool,
+    stats: DriverStats,
+}
+
+impl Engine {
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        // A panic while holding the lock leaves the engine as consistent as the panicking
+        // call did; the engine itself never panics on input.
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// After a sending task worked on the engine: lets the driver task know when it must
+    /// look again (earlier deadline, blocked socket).
+    fn after_user_work(&self, mut core: MutexGuard<'_, Core>) {
+        let wake = core.driver_needed();
+        let outbox = std::mem::take(&mut core.outbox);
+        drop(core);
+        if wake {
+            self.wake.notify_one();
+        }
+        if !outbox.is_empty() {
+            hand_out(outbox, &self.commands);
+        }
+    }
+}
+
+impl DirectSend for Engine {
+    fn send(
+        &self,
+        id: AssocId,
+        msg: Message,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<(), TransportError> {
+        let mut core = self.lock();
+        if core.stopped {
+            return Err(TransportError::Down(DownReason::TransportGone));
+        }
+        // An association that is gone already reports Down on its event channel.
+        let Some(&h) = core.by_id.get(&id) else {
+            return Ok(());
+        };
+        core.active = true;
+        let queued = core.slots.get(&h).is_some_and(|s| !s.pending.is_empty());
+        if queued {
+            if let Some(s) = core.slots.get_mut(&h) {
+                s.pending.push_back((msg, permit));
+            }
+        } else {
+            core.try_send(&self.io, h, msg, permit);
+        }
+        core.pump(&self.io);
+        self.after_user_work(core);
+        Ok(())
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     local: SocketAddr,
     commands: mpsc::UnboundedSender<Command>,
-    stats: DriverStats,
-    engine_stats: Mutex<sctp::EndpointStats>,
+    engine: Arc<Engine>,
 }
 
 /// A bound SCTP-over-UDP transport; cheap to clone.
@@ -133,6 +244,10 @@ impl SctpUdp {
     pub fn bind(config: SctpUdpConfig) -> io::Result<(SctpUdp, Listener)> {
         let socket = bind_socket(config.bind, config.socket_buffer)?;
         let local = socket.local_addr()?;
+        let udp = UdpSocketState::new(UdpSockRef::from(&socket))?;
+        // SAFETY: the std socket owns its descriptor, which stays open and the same for as
+        // long as the AsyncFd owns the socket.
+        let socket = unsafe { AsyncFd::register(socket) }?;
         let mut engine = config.engine.clone();
         // The driver reports released messages itself (see the module comment).
         engine.manual_receive_window = true;
@@ -140,59 +255,67 @@ impl SctpUdp {
         let credit_threshold = ((a.receive_buffer as usize) / 8)
             .min((a.receive_buffer as usize).saturating_sub(a.max_message_size) / 2)
             .max(1);
+        let rto_min = a.rto_min;
         let endpoint = Endpoint::new(engine, config.seed)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (acc_tx, acc_rx) = mpsc::channel(config.accept_backlog.max(1));
+        let commands_tx = cmd_tx.clone();
+        let engine = Arc::new_cyclic(|me: &Weak<Engine>| Engine {
+            io: Io {
+                socket,
+                udp,
+                gso: config.gso,
+                stats: DriverStats::default(),
+            },
+            core: Mutex::new(Core {
+                me: me.clone(),
+                local: if local.ip().is_unspecified() {
+                    None
+                } else {
+                    Some(local)
+                },
+                endpoint,
+                commands_tx,
+                accept: acc_tx,
+                slots: HandleMap::default(),
+                by_id: HandleMap::default(),
+                next_id: 1,
+                next_port: 49152,
+                send_budget: config.send_budget,
+                max_message: config.engine.association.max_message_size,
+                connect_deadlines: Vec::new(),
+                credit_threshold,
+                epoch_std: std::time::Instant::now(),
+                epoch_tokio: Instant::now(),
+                tx: Tx::default(),
+                tx_blocked: false,
+                armed: None,
+                active: false,
+                rto_min,
+                stopped: false,
+                outbox: Vec::new(),
+            }),
+            wake: Notify::new(),
+            commands: cmd_tx.clone(),
+        });
         let shared = Arc::new(Shared {
             local,
             commands: cmd_tx,
-            stats: DriverStats::default(),
-            engine_stats: Mutex::new(sctp::EndpointStats::default()),
+            engine: engine.clone(),
         });
-        let udp = UdpSocketState::new(UdpSockRef::from(&socket))?;
-        let gso = config.gso;
-        let driver = Driver {
-            socket,
-            udp,
-            gso,
-            local: if local.ip().is_unspecified() {
-                None
-            } else {
-                Some(local)
-            },
-            endpoint,
-            shared: Arc::downgrade(&shared),
-            commands_tx: shared.commands.clone(),
-            commands: cmd_rx,
-            accept: acc_tx,
-            slots: HashMap::new(),
-            by_id: HashMap::new(),
-            next_id: 1,
-            next_port: 49152,
-            send_budget: config.send_budget,
-            max_message: config.engine.association.max_message_size,
-            connect_deadlines: Vec::new(),
-            credit_threshold,
-            epoch_std: std::time::Instant::now(),
-            epoch_tokio: Instant::now(),
-        };
-        tokio::spawn(driver.run());
+        tokio::spawn(run(engine, Arc::downgrade(&shared), cmd_rx));
         Ok((SctpUdp { shared }, Listener::new(acc_rx)))
     }
 
     /// Driver counters.
     pub fn stats(&self) -> &DriverStats {
-        &self.shared.stats
+        &self.shared.engine.io.stats
     }
 
-    /// A copy of the engine's counters (refreshed by the driver as it works).
+    /// A copy of the engine's counters.
     pub fn engine_stats(&self) -> sctp::EndpointStats {
-        self.shared
-            .engine_stats
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_default()
+        self.shared.engine.lock().endpoint.stats().clone()
     }
 }
 
@@ -226,14 +349,14 @@ impl Transport for SctpUdp {
     }
 }
 
-fn bind_socket(addr: SocketAddr, buffer: usize) -> io::Result<UdpSocket> {
+fn bind_socket(addr: SocketAddr, buffer: usize) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     // Best effort: the kernel caps these at rmem_max/wmem_max.
     let _ = socket.set_recv_buffer_size(buffer);
     let _ = socket.set_send_buffer_size(buffer);
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// Send-side buffers, allocated once per driver.
@@ -243,8 +366,10 @@ struct Tx {
     one: Vec<u8>,
     /// Whether `one` holds a packet (to this destination) not yet sent.
     held: Option<SocketAddr>,
-    /// The GSO train being built.
+    /// The GSO train being built or waiting for room in the socket.
     train: Vec<u8>,
+    /// The train's destination, segment size and segment count once built.
+    train_to: Option<(SocketAddr, usize, usize)>,
 }
 
 /// Per-association bookkeeping in the driver.
@@ -289,19 +414,16 @@ impl Drop for Credit {
     }
 }
 
-struct Driver {
-    socket: UdpSocket,
-    udp: UdpSocketState,
-    /// Whether GSO trains may be sent.
-    gso: bool,
+/// The engine and the driver's bookkeeping, behind [`Engine::core`].
+struct Core {
+    /// This transport's engine, for the associations it hands out.
+    me: Weak<Engine>,
     local: Option<SocketAddr>,
     endpoint: Endpoint,
-    shared: std::sync::Weak<Shared>,
     commands_tx: mpsc::UnboundedSender<Command>,
-    commands: mpsc::UnboundedReceiver<Command>,
     accept: mpsc::Sender<Association>,
-    slots: HashMap<AssocHandle, Slot>,
-    by_id: HashMap<AssocId, AssocHandle>,
+    slots: HandleMap<AssocHandle, Slot>,
+    by_id: HandleMap<AssocId, AssocHandle>,
     next_id: u64,
     next_port: u16,
     send_budget: usize,
@@ -311,6 +433,55 @@ struct Driver {
     credit_threshold: usize,
     epoch_std: std::time::Instant,
     epoch_tokio: Instant,
+    /// Send buffers (the GSO train and a packet held over).
+    tx: Tx,
+    /// The socket refused a datagram; the driver task waits for it to drain.
+    tx_blocked: bool,
+    /// When the driver task's timer fires next.
+    armed: Option<Instant>,
+    /// A sending task queued data since the driver last armed its timer.
+    active: bool,
+    /// No retransmission timer is shorter than this: while data flows the driver never
+    /// sleeps longer, so new data rarely needs to wake it for its timer.
+    rto_min: Duration,
+    /// The driver task ended; nothing is sent any more.
+    stopped: bool,
+    /// Events for association owners, handed over once the lock is released (a woken
+    /// owner that sends at once must not find the lock taken).
+    outbox: Vec<Outgoing>,
+}
+
+/// An event on its way to an association's owner.
+struct Outgoing {
+    /// The association, when a vanished owner should make us abort it.
+    id: Option<AssocId>,
+    to: mpsc::UnboundedSender<AssocEvent>,
+    ev: AssocEvent,
+}
+
+/// Hands events to their owners (outside the engine lock); an owner that went away
+/// gets its association aborted.
+fn hand_out(outbox: Vec<Outgoing>, commands: &mpsc::UnboundedSender<Command>) {
+    for o in outbox {
+        if o.to.send(o.ev).is_err() {
+            if let Some(id) = o.id {
+                // Nobody listens any more.
+                let _ = commands.send(Command::Abort {
+                    id,
+                    reason: "receiver gone".into(),
+                });
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("associations", &self.slots.len())
+            .field("tx_blocked", &self.tx_blocked)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `recvmmsg` calls per wake-up before other work gets a turn.
@@ -323,8 +494,153 @@ const RECV_SLOT: usize = 65_536;
 const GSO_MAX_BYTES: usize = 65_000;
 /// Commands handled per wake-up before other work gets a turn.
 const COMMAND_BATCH: usize = 256;
+/// How long the driver sleeps when nothing is due.
+const IDLE_SLEEP: Duration = Duration::from_secs(3600);
 
-impl Driver {
+/// The driver task: receives, runs timers, waits out a full socket, handles commands.
+/// Sending tasks write their own datagrams (see [`DirectSend`]).
+async fn run(
+    engine: Arc<Engine>,
+    handle: Weak<Shared>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let mut rx = RxBuf::new(RECV_SLOTS);
+    let commands_tx = engine.commands.clone();
+    let sleep = tokio::time::sleep(IDLE_SLEEP);
+    tokio::pin!(sleep);
+    let mut sleeping_until = None;
+    loop {
+        let (deadline, tx_blocked) = {
+            let mut core = engine.lock();
+            (core.arm(), core.tx_blocked)
+        };
+        // Re-arming a tokio timer costs; most turns keep the deadline.
+        if sleeping_until != Some(deadline) {
+            sleep.as_mut().reset(deadline);
+            sleeping_until = Some(deadline);
+        }
+        let io = &engine.io;
+        tokio::select! {
+            biased;
+            cmd = commands.recv() => {
+                let Some(cmd) = cmd else { break };
+                let mut core = engine.lock();
+                core.handle_command(cmd);
+                for _ in 0..COMMAND_BATCH {
+                    match commands.try_recv() {
+                        Ok(c) => core.handle_command(c),
+                        Err(_) => break,
+                    }
+                }
+            }
+            // The driver is the socket's only waiter: the single-waker `poll_*_ready`
+            // costs less per turn than registering in the waiter list.
+            r = std::future::poll_fn(|cx| io.socket.poll_read_ready(cx)) => {
+                let Ok(ready) = r else { break };
+                read_datagrams(&engine, ready, &mut rx);
+            }
+            r = std::future::poll_fn(|cx| io.socket.poll_write_ready(cx)), if tx_blocked => {
+                let Ok(mut ready) = r else { break };
+                // The next send finds out; it clears readiness itself if still full.
+                ready.retain_ready();
+                engine.lock().tx_blocked = false;
+            }
+            _ = engine.wake.notified() => {}
+            _ = &mut sleep => {
+                // Fired: the next turn arms it again even for the same deadline.
+                sleeping_until = None;
+            }
+        }
+        let mut core = engine.lock();
+        // Under a flood the socket is always readable and the biased select never
+        // reaches the timer branch: run due timers on every turn.
+        if Instant::now() >= deadline {
+            core.run_timers();
+        }
+        core.pump(io);
+        let done = handle.strong_count() == 0 && core.slots.is_empty();
+        let outbox = std::mem::take(&mut core.outbox);
+        drop(core);
+        hand_out(outbox, &commands_tx);
+        if done {
+            break;
+        }
+    }
+    let mut core = engine.lock();
+    core.stopped = true;
+    let outbox = std::mem::take(&mut core.outbox);
+    hand_out(outbox, &commands_tx);
+    for (_, slot) in core.slots.drain() {
+        if let Some(ev) = slot.events {
+            let _ = ev.send(AssocEvent::Down(DownReason::TransportGone));
+        }
+    }
+}
+
+/// Reads what the socket holds (batched, GRO trains split) and feeds the engine.
+fn read_datagrams(
+    engine: &Engine,
+    mut ready: AsyncFdReadyGuard<'_, std::net::UdpSocket>,
+    rx: &mut RxBuf,
+) {
+    let io = &engine.io;
+    let RxBuf { buf, meta, hint } = rx;
+    for _ in 0..RECV_ROUNDS {
+        // quinn-udp prepares a header per slot on every call: offer about as many as
+        // the last call filled (request/response: two), more when they were all used.
+        let n_slots = (*hint).clamp(2, meta.len().min(RECV_SLOTS));
+        let r = {
+            let mut slots = buf.chunks_exact_mut(RECV_SLOT);
+            let mut iovs: [IoSliceMut<'_>; RECV_SLOTS] =
+                std::array::from_fn(|_| IoSliceMut::new(slots.next().unwrap_or_default()));
+            ready.try_io(|s| {
+                io.udp.recv(
+                    UdpSockRef::from(s.get_ref()),
+                    &mut iovs[..n_slots],
+                    &mut meta[..n_slots],
+                )
+            })
+        };
+        let n = match r {
+            Ok(Ok(n)) => n,
+            // Would block (readiness cleared already).
+            Err(_) => break,
+            // ICMP errors surface here on some kernels; the engine's timers decide.
+            Ok(Err(_)) => continue,
+        };
+        let (mut datagrams, mut bytes) = (0u64, 0u64);
+        {
+            let mut core = engine.lock();
+            let now = core.now();
+            let local = core.local;
+            for (m, slot) in meta.iter().zip(buf.chunks_exact(RECV_SLOT)).take(n) {
+                let data = &slot[..m.len.min(RECV_SLOT)];
+                // A GRO train holds datagrams at `stride` boundaries; the last may be shorter.
+                for d in data.chunks(m.stride.max(1)) {
+                    datagrams += 1;
+                    bytes += d.len() as u64;
+                    core.endpoint.handle_datagram(now, local, m.addr, d);
+                }
+            }
+        }
+        io.stats
+            .datagrams_in
+            .fetch_add(datagrams, Ordering::Relaxed);
+        io.stats.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+        io.stats.recv_calls.fetch_add(1, Ordering::Relaxed);
+        *hint = if n >= n_slots { n_slots * 2 } else { n * 2 };
+        if n < n_slots.min(quinn_udp::BATCH_SIZE) {
+            // `recvmmsg` stops early only when the queue ran dry, so the call that would
+            // just say "would block" is saved (one system call per wake-up). A datagram
+            // that arrived since advanced tokio's readiness tick, which keeps the
+            // clearing from hiding it.
+            ready.clear_ready();
+            break;
+        }
+    }
+}
+
+impl Core {
     /// The engine's clock: std `Instant` derived from tokio's (which tests may pause).
     fn now(&self) -> std::time::Instant {
         self.epoch_std + Instant::now().saturating_duration_since(self.epoch_tokio)
@@ -334,63 +650,7 @@ impl Driver {
         self.epoch_tokio + t.saturating_duration_since(self.epoch_std)
     }
 
-    async fn run(mut self) {
-        let mut buf = vec![0u8; RECV_SLOTS * RECV_SLOT];
-        let mut out = Tx::default();
-        loop {
-            let deadline = self.next_deadline();
-            let sleep = tokio::time::sleep_until(
-                deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
-            );
-            tokio::select! {
-                biased;
-                cmd = self.commands.recv() => {
-                    let Some(cmd) = cmd else { break };
-                    self.handle_command(cmd);
-                    for _ in 0..COMMAND_BATCH {
-                        match self.commands.try_recv() {
-                            Ok(c) => self.handle_command(c),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                r = self.socket.readable() => {
-                    if r.is_err() { break; }
-                    self.read_datagrams(&mut buf);
-                }
-                _ = sleep => {
-                    let now = self.now();
-                    self.endpoint.handle_timeout(now);
-                    self.expire_connects();
-                }
-            }
-            // Under a flood the socket is always readable and the biased select never
-            // reaches the timer branch: run due timers here too, so retransmissions,
-            // heartbeats and handshakes go on whatever arrives.
-            if deadline.is_some_and(|d| d <= Instant::now()) {
-                let now = self.now();
-                self.endpoint.handle_timeout(now);
-                self.expire_connects();
-            }
-            // Events can queue more data (pending sends resumed on Writable), which
-            // must go out now: no timer would wake us for it.
-            loop {
-                self.flush_transmits(&mut out).await;
-                if !self.dispatch_events() {
-                    break;
-                }
-            }
-            if self.shared.strong_count() == 0 && self.slots.is_empty() {
-                break;
-            }
-        }
-        for (_, slot) in self.slots.drain() {
-            if let Some(ev) = slot.events {
-                let _ = ev.send(AssocEvent::Down(DownReason::TransportGone));
-            }
-        }
-    }
-
+    /// The engine's and the connects' earliest deadline.
     fn next_deadline(&self) -> Option<Instant> {
         let engine = self.endpoint.poll_timeout().map(|t| self.to_tokio(t));
         let connect = self.connect_deadlines.iter().map(|(t, _)| *t).min();
@@ -400,92 +660,112 @@ impl Driver {
         }
     }
 
-    fn read_datagrams(&mut self, buf: &mut [u8]) {
-        let mut meta = [RecvMeta::default(); RECV_SLOTS];
-        for _ in 0..RECV_ROUNDS {
-            let r = {
-                let mut slots = buf.chunks_exact_mut(RECV_SLOT);
-                let mut iovs: [IoSliceMut<'_>; RECV_SLOTS] =
-                    std::array::from_fn(|_| IoSliceMut::new(slots.next().unwrap_or_default()));
-                let (socket, udp) = (&self.socket, &self.udp);
-                socket.try_io(Interest::READABLE, || {
-                    udp.recv(UdpSockRef::from(socket), &mut iovs, &mut meta)
-                })
-            };
-            let n = match r {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                // ICMP errors surface here on some kernels; the engine's timers decide.
-                Err(_) => continue,
-            };
-            let now = self.now();
-            let (mut datagrams, mut bytes) = (0u64, 0u64);
-            for (m, slot) in meta.iter().zip(buf.chunks_exact(RECV_SLOT)).take(n) {
-                let data = &slot[..m.len.min(RECV_SLOT)];
-                // A GRO train holds datagrams at `stride` boundaries; the last may be shorter.
-                for d in data.chunks(m.stride.max(1)) {
-                    datagrams += 1;
-                    bytes += d.len() as u64;
-                    self.endpoint.handle_datagram(now, self.local, m.addr, d);
-                }
-            }
-            if let Some(s) = self.shared.upgrade() {
-                s.stats.datagrams_in.fetch_add(datagrams, Ordering::Relaxed);
-                s.stats.bytes_in.fetch_add(bytes, Ordering::Relaxed);
-                s.stats.recv_calls.fetch_add(1, Ordering::Relaxed);
+    /// The deadline the driver task sleeps until; remembered in `armed`.
+    fn arm(&mut self) -> Instant {
+        let now = Instant::now();
+        let mut d = self.next_deadline().unwrap_or(now + IDLE_SLEEP);
+        if std::mem::take(&mut self.active) {
+            d = d.min(now + self.rto_min);
+        }
+        // An earlier timer still ahead stays: waking early costs a turn, re-arming the
+        // timer on every turn costs more.
+        if let Some(armed) = self.armed.filter(|a| *a > now && *a <= d) {
+            d = armed;
+        }
+        self.armed = Some(d);
+        d
+    }
+
+    /// Whether the driver task must look again after a sending task's work.
+    fn driver_needed(&self) -> bool {
+        if self.tx_blocked {
+            return true;
+        }
+        match (self.next_deadline(), self.armed) {
+            (Some(d), Some(armed)) => d < armed,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
+    fn run_timers(&mut self) {
+        let now = self.now();
+        self.endpoint.handle_timeout(now);
+        self.expire_connects();
+    }
+
+    /// Sends what the engine wants sent and hands out its events, until neither is left
+    /// (events can queue more data: pending sends resumed on Writable).
+    fn pump(&mut self, io: &Io) {
+        loop {
+            self.flush_transmits(io);
+            if !self.dispatch_events() {
+                break;
             }
         }
     }
 
     /// Sends everything the engine wants sent, coalescing runs of equal-sized packets to
-    /// one destination into GSO trains.
-    async fn flush_transmits(&mut self, tx: &mut Tx) {
-        let max_segments = if self.gso {
-            self.udp.max_gso_segments().max(1)
+    /// one destination into GSO trains. Never waits: when the socket is full the packet
+    /// stays held and `tx_blocked` tells the driver task to wait for room.
+    fn flush_transmits(&mut self, io: &Io) {
+        if self.tx_blocked {
+            return;
+        }
+        let max_segments = if io.gso {
+            io.udp.max_gso_segments().max(1)
         } else {
             1
         };
         let (mut datagrams, mut bytes, mut errors, mut calls) = (0u64, 0u64, 0u64, 0u64);
+        let now = self.now();
+        let tx = &mut self.tx;
         loop {
-            tx.train.clear();
-            let mut dst = None;
-            let mut segment = 0;
-            let mut segments = 0;
-            loop {
-                // A packet that did not fit the previous train starts this one.
-                if tx.held.is_none() {
-                    let now = self.now();
-                    if let Some((d, _src)) = self.endpoint.poll_transmit_into(now, &mut tx.one) {
-                        tx.held = Some(d);
+            if tx.train.is_empty() {
+                let mut segment = 0;
+                let mut segments = 0;
+                let mut dst = None;
+                loop {
+                    // A packet that did not fit the previous train starts this one.
+                    if tx.held.is_none() {
+                        if let Some((d, _src)) = self.endpoint.poll_transmit_into(now, &mut tx.one)
+                        {
+                            tx.held = Some(d);
+                        }
+                    }
+                    let Some(d) = tx.held else { break };
+                    let len = tx.one.len();
+                    let fits = match dst {
+                        None => true,
+                        Some(cur) => {
+                            cur == d
+                                && len <= segment
+                                && segments < max_segments
+                                && tx.train.len() + len <= GSO_MAX_BYTES
+                        }
+                    };
+                    if !fits {
+                        break;
+                    }
+                    if dst.is_none() {
+                        dst = Some(d);
+                        segment = len;
+                    }
+                    tx.train.extend_from_slice(&tx.one);
+                    tx.held = None;
+                    segments += 1;
+                    // A shorter packet ends a train (GSO's last segment may be short).
+                    if len < segment || max_segments == 1 {
+                        break;
                     }
                 }
-                let Some(d) = tx.held else { break };
-                let len = tx.one.len();
-                let fits = match dst {
-                    None => true,
-                    Some(cur) => {
-                        cur == d
-                            && len <= segment
-                            && segments < max_segments
-                            && tx.train.len() + len <= GSO_MAX_BYTES
-                    }
-                };
-                if !fits {
-                    break;
-                }
-                if dst.is_none() {
-                    dst = Some(d);
-                    segment = len;
-                }
-                tx.train.extend_from_slice(&tx.one);
-                tx.held = None;
-                segments += 1;
-                // A shorter packet ends a train (GSO's last segment may be short).
-                if len < segment || max_segments == 1 {
-                    break;
-                }
+                let Some(destination) = dst else { break };
+                tx.train_to = Some((destination, segment, segments));
             }
-            let Some(destination) = dst else { break };
+            let Some((destination, segment, segments)) = tx.train_to else {
+                tx.train.clear();
+                break;
+            };
             let transmit = quinn_udp::Transmit {
                 destination,
                 ecn: None,
@@ -493,42 +773,41 @@ impl Driver {
                 segment_size: (segments > 1).then_some(segment),
                 src_ip: None,
             };
-            loop {
-                let (socket, udp) = (&self.socket, &self.udp);
-                let r = socket.try_io(Interest::WRITABLE, || {
-                    udp.send(UdpSockRef::from(socket), &transmit)
-                });
-                match r {
-                    Ok(()) => {
-                        calls += 1;
-                        datagrams += segments as u64;
-                        bytes += tx.train.len() as u64;
-                        break;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        if self.socket.writable().await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(_) => {
-                        // Unreachable peer, EPERM, ...: the datagrams are lost like on
-                        // a network; retransmission timers handle it.
-                        errors += 1;
-                        break;
-                    }
+            let r = io.socket.try_io(Interest::WRITABLE, |s| {
+                if segments == 1 {
+                    // One datagram needs no control messages: `sendto` skips the
+                    // message-header copy and cmsg parsing of `sendmsg`.
+                    s.send_to(&tx.train, destination).map(|_| ())
+                } else {
+                    io.udp.send(UdpSockRef::from(s), &transmit)
+                }
+            });
+            match r {
+                Ok(()) => {
+                    calls += 1;
+                    datagrams += segments as u64;
+                    bytes += tx.train.len() as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // The train stays built; the driver task sends it when there is room.
+                    self.tx_blocked = true;
+                    break;
+                }
+                Err(_) => {
+                    // Unreachable peer, EPERM, ...: the datagrams are lost like on a
+                    // network; retransmission timers handle it.
+                    errors += 1;
                 }
             }
+            tx.train.clear();
+            tx.train_to = None;
         }
-        if let Some(s) = self.shared.upgrade() {
-            s.stats
-                .datagrams_out
-                .fetch_add(datagrams, Ordering::Relaxed);
-            s.stats.bytes_out.fetch_add(bytes, Ordering::Relaxed);
-            s.stats.send_errors.fetch_add(errors, Ordering::Relaxed);
-            s.stats.send_calls.fetch_add(calls, Ordering::Relaxed);
-            if let Ok(mut st) = s.engine_stats.lock() {
-                st.clone_from(self.endpoint.stats());
-            }
+        if calls + errors > 0 {
+            let s = &io.stats;
+            s.datagrams_out.fetch_add(datagrams, Ordering::Relaxed);
+            s.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+            s.send_errors.fetch_add(errors, Ordering::Relaxed);
+            s.send_calls.fetch_add(calls, Ordering::Relaxed);
         }
     }
 
@@ -544,13 +823,14 @@ impl Driver {
                 let Some(&h) = self.by_id.get(&id) else {
                     return;
                 };
+                self.active = true;
                 let queued = self.slots.get(&h).is_some_and(|s| !s.pending.is_empty());
                 if queued {
                     if let Some(s) = self.slots.get_mut(&h) {
                         s.pending.push_back((msg, permit));
                     }
                 } else {
-                    self.try_send(h, msg, permit);
+                    self.try_send_quiet(h, msg, permit);
                 }
             }
             Command::Close { id } => {
@@ -574,23 +854,41 @@ impl Driver {
 
     /// Hands one message to the engine; keeps it (and its permit) when the engine's
     /// buffer is full.
-    fn try_send(&mut self, h: AssocHandle, msg: Message, permit: OwnedSemaphorePermit) {
+    fn try_send(&mut self, io: &Io, h: AssocHandle, msg: Message, permit: OwnedSemaphorePermit) {
+        if !self.engine_send(h, msg, permit) {
+            io.stats.send_refused.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// [`Core::try_send`] where the counters are out of reach (the command path).
+    fn try_send_quiet(&mut self, h: AssocHandle, msg: Message, permit: OwnedSemaphorePermit) {
+        if !self.engine_send(h, msg, permit) {
+            if let Some(e) = self.me.upgrade() {
+                e.io.stats.send_refused.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// False when the engine refused the message (the association is then aborted).
+    fn engine_send(&mut self, h: AssocHandle, msg: Message, permit: OwnedSemaphorePermit) -> bool {
         match self
             .endpoint
             .send(h, msg.stream, msg.ppid, msg.ordered, msg.data.clone())
         {
-            Ok(()) => drop(permit),
+            Ok(()) => {
+                drop(permit);
+                true
+            }
             Err(SendError::WouldBlock { .. }) => {
                 if let Some(s) = self.slots.get_mut(&h) {
                     s.pending.push_front((msg, permit));
                 }
+                true
             }
             Err(e) => {
-                if let Some(s) = self.shared.upgrade() {
-                    s.stats.send_refused.fetch_add(1, Ordering::Relaxed);
-                }
                 tracing::warn!(assoc = ?h, error = %e, len = msg.data.len(), "engine refused message; aborting association");
                 self.endpoint.abort(h, b"message refused");
+                false
             }
         }
     }
@@ -598,7 +896,7 @@ impl Driver {
     fn flush_pending(&mut self, h: AssocHandle) {
         while let Some((msg, permit)) = self.slots.get_mut(&h).and_then(|s| s.pending.pop_front()) {
             let before = self.slots.get(&h).map(|s| s.pending.len()).unwrap_or(0);
-            self.try_send(h, msg, permit);
+            self.try_send_quiet(h, msg, permit);
             let after = self.slots.get(&h).map(|s| s.pending.len()).unwrap_or(0);
             if after > before {
                 break; // put back: buffer full again
@@ -689,11 +987,13 @@ impl Driver {
             .association_ref(h)
             .map(|a| a.ports().0)
             .unwrap_or(0);
-        Association::new(
+        let direct = self.me.upgrade().map(|e| e as Arc<dyn DirectSend>);
+        Association::with_direct(
             id,
             remote,
             local_port,
             self.commands_tx.clone(),
+            direct,
             rx,
             self.send_budget,
             self.max_message,
@@ -727,8 +1027,8 @@ impl Driver {
     }
 
     fn on_connected(&mut self, h: AssocHandle) {
-        if let Some(s) = self.shared.upgrade() {
-            s.stats.associations_up.fetch_add(1, Ordering::Relaxed);
+        if let Some(s) = self.me.upgrade() {
+            s.io.stats.associations_up.fetch_add(1, Ordering::Relaxed);
         }
         self.connect_deadlines.retain(|&(_, x)| x != h);
         if let Some(slot) = self.slots.get_mut(&h) {
@@ -764,8 +1064,8 @@ impl Driver {
         );
         let assoc = self.new_association(h, id, remote);
         if let Err(e) = self.accept.try_send(assoc) {
-            if let Some(s) = self.shared.upgrade() {
-                s.stats.accept_overflow.fetch_add(1, Ordering::Relaxed);
+            if let Some(s) = self.me.upgrade() {
+                s.io.stats.accept_overflow.fetch_add(1, Ordering::Relaxed);
             }
             // Dropping the association aborts it.
             drop(e);
@@ -822,16 +1122,17 @@ impl Driver {
             return;
         };
         if let Some(tx) = &slot.events {
-            if tx.send(ev).is_err() {
-                // Nobody listens any more.
-                self.endpoint.abort(h, b"receiver gone");
-            }
+            self.outbox.push(Outgoing {
+                id: Some(slot.id),
+                to: tx.clone(),
+                ev,
+            });
         }
     }
 
     fn on_closed(&mut self, h: AssocHandle, reason: CloseReason) {
-        if let Some(s) = self.shared.upgrade() {
-            s.stats.associations_down.fetch_add(1, Ordering::Relaxed);
+        if let Some(s) = self.me.upgrade() {
+            s.io.stats.associations_down.fetch_add(1, Ordering::Relaxed);
         }
         self.connect_deadlines.retain(|&(_, x)| x != h);
         let Some(slot) = self.slots.remove(&h) else {
@@ -842,8 +1143,13 @@ impl Driver {
         if let Some(reply) = slot.connect_reply {
             let _ = reply.send(Err(TransportError::Down(down.clone())));
         }
-        if let Some(tx) = slot.events {
-            let _ = tx.send(AssocEvent::Down(down));
+        if let Some(to) = slot.events {
+            // Behind the messages still in the outbox.
+            self.outbox.push(Outgoing {
+                id: None,
+                to,
+                ev: AssocEvent::Down(down),
+            });
         }
     }
 }
@@ -856,5 +1162,81 @@ fn down_reason(r: CloseReason) -> DownReason {
         CloseReason::Timeout => DownReason::Timeout,
         CloseReason::HandshakeTimeout => DownReason::HandshakeTimeout,
         CloseReason::PeerRestarted => DownReason::PeerRestarted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(listen: bool) -> SctpUdpConfig {
+        let mut c = SctpUdpConfig::for_address(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let a = &mut c.engine.association;
+        // Only the retransmission timer can notice the silent peer below.
+        a.heartbeat_interval = None;
+        a.rto_initial = Duration::from_millis(100);
+        a.rto_min = Duration::from_millis(50);
+        a.rto_max = Duration::from_millis(200);
+        a.max_retransmissions = 3;
+        a.path_max_retransmissions = 3;
+        if listen {
+            c.engine.listen_ports = vec![3863];
+        }
+        c
+    }
+
+    /// A message sent from the owner's task arms the retransmission timer while the
+    /// driver task sleeps its long idle sleep: the driver must be woken to run it, or a
+    /// dead peer would go unnoticed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn direct_send_after_idle_wakes_the_driver_for_retransmissions() {
+        // The peer lives on its own runtime, so it can vanish without a word (no ABORT).
+        let (peer_addr_tx, peer_addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let peer = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("peer runtime");
+            rt.block_on(async {
+                let (t, mut l) = SctpUdp::bind(config(true)).expect("bind peer");
+                peer_addr_tx.send(t.local_addr()).expect("addr");
+                let accepted = l.accept().await.expect("accept");
+                // Keep everything alive until told to vanish.
+                tokio::task::spawn_blocking(move || stop_rx.recv())
+                    .await
+                    .ok();
+                std::mem::forget(accepted);
+                std::mem::forget(t);
+            });
+            // Dropping the runtime cancels the peer's driver and closes its socket.
+        });
+        let peer_addr = peer_addr_rx.recv().expect("peer address");
+        let (ours, _l) = SctpUdp::bind(config(false)).expect("bind");
+        let mut a = ours
+            .connect(&[peer_addr], 3863, Duration::from_secs(5))
+            .await
+            .expect("connect");
+        stop_tx.send(()).expect("stop peer");
+        peer.join().expect("peer thread");
+        // Idle well past rto_min: the driver goes back to its idle sleep.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let t0 = Instant::now();
+        a.send(
+            Message::new(11, &b"anyone there?"[..]),
+            Duration::from_secs(1),
+        )
+        .await
+        .expect("send");
+        // 4 transmissions at RTO 50..200 ms: well under two seconds.
+        let down = loop {
+            match a.recv_timeout(Duration::from_secs(5)).await {
+                Ok(Some(AssocEvent::Down(r))) => break r,
+                Ok(Some(_)) => continue,
+                other => panic!("no Down event: {other:?}"),
+            }
+        };
+        assert_eq!(down, DownReason::Timeout);
+        assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
     }
 }

@@ -111,6 +111,9 @@ struct Args {
     /// Seconds of each request/response run.
     #[arg(long, default_value_t = 3)]
     rr_seconds: u64,
+    /// Request/response rounds per stack, alternating TCP and ours.
+    #[arg(long, default_value_t = 10)]
+    rr_rounds: u32,
     /// Idle associations (and TCP connections, capped by the fd limit).
     #[arg(long, default_value_t = 10_000)]
     idle: usize,
@@ -273,61 +276,131 @@ async fn bulk_tcp(bytes: u64, msg: usize) -> anyhow::Result<Bulk> {
     Ok(Bulk::from(bytes, wall, cpu))
 }
 
-/// Round trips per second of 100-byte request/response, and CPU µs per round trip.
-async fn rr_sctp(pmtu: usize, secs: u64) -> anyhow::Result<(f64, f64)> {
-    let (_server, _client, mut c, mut s) = sctp_pair(pmtu).await?;
-    let echo = tokio::spawn(async move {
+/// Request/response totals of one stack: round trips, wall time and CPU time.
+#[derive(Default, Clone, Copy)]
+struct RrTotals {
+    n: u64,
+    wall: Duration,
+    cpu: Duration,
+}
+
+impl RrTotals {
+    /// Round trips per second and CPU µs per round trip.
+    fn rates(&self) -> (f64, f64) {
+        (
+            self.n as f64 / self.wall.as_secs_f64().max(1e-9),
+            self.cpu.as_secs_f64() * 1e6 / self.n.max(1) as f64,
+        )
+    }
+
+    fn add(&mut self, n: u64, wall: Duration, cpu: Duration) {
+        self.n += n;
+        self.wall += wall;
+        self.cpu += cpu;
+    }
+}
+
+/// One request/response client: runs round trips for a while.
+trait RrClient {
+    async fn round_trip(&mut self) -> anyhow::Result<()>;
+}
+
+struct SctpRr {
+    c: Association,
+    req: Bytes,
+}
+
+impl RrClient for SctpRr {
+    async fn round_trip(&mut self) -> anyhow::Result<()> {
+        self.c
+            .send(Message::new(1, self.req.clone()), Duration::from_secs(5))
+            .await?;
+        let r = next_msg(&mut self.c).await?;
+        anyhow::ensure!(r.data.len() == 100, "short reply");
+        Ok(())
+    }
+}
+
+struct TcpRr {
+    c: tokio::net::TcpStream,
+    buf: [u8; 100],
+}
+
+impl RrClient for TcpRr {
+    async fn round_trip(&mut self) -> anyhow::Result<()> {
+        self.c.write_all(&[7u8; 100]).await?;
+        self.c.read_exact(&mut self.buf).await?;
+        Ok(())
+    }
+}
+
+/// Runs round trips for `for_` and adds them to `t`.
+async fn rr_round(c: &mut impl RrClient, for_: Duration, t: &mut RrTotals) -> anyhow::Result<()> {
+    let (cpu0, t0) = (cpu_now(), Instant::now());
+    let mut n = 0u64;
+    while t0.elapsed() < for_ {
+        c.round_trip().await?;
+        n += 1;
+    }
+    t.add(n, t0.elapsed(), cpu_now() - cpu0);
+    Ok(())
+}
+
+/// 100-byte request/response over TCP and over our engine, in interleaved rounds (so
+/// both see the same load from the rest of the machine): totals of TCP and of ours.
+async fn rr_interleaved(
+    pmtu: usize,
+    secs: u64,
+    rounds: u32,
+) -> anyhow::Result<(RrTotals, RrTotals)> {
+    let (tc, mut ts) = tcp_pair().await?;
+    let tcp_echo = tokio::spawn(async move {
+        let mut b = [0u8; 100];
+        while ts.read_exact(&mut b).await.is_ok() {
+            if ts.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+    });
+    let (_server, _client, c, mut s) = sctp_pair(pmtu).await?;
+    let sctp_echo = tokio::spawn(async move {
         while let Ok(m) = next_msg(&mut s).await {
             if s.send(m, Duration::from_secs(5)).await.is_err() {
                 break;
             }
         }
     });
-    let req = Bytes::from(vec![7u8; 100]);
-    let (cpu0, t0) = (cpu_now(), Instant::now());
-    let mut n = 0u64;
-    while t0.elapsed() < Duration::from_secs(secs) {
-        c.send(Message::new(1, req.clone()), Duration::from_secs(5))
-            .await?;
-        let r = next_msg(&mut c).await?;
-        anyhow::ensure!(r.data.len() == 100, "short reply");
-        n += 1;
+    let mut tcp = TcpRr {
+        c: tc,
+        buf: [0; 100],
+    };
+    let mut ours = SctpRr {
+        c,
+        req: Bytes::from(vec![7u8; 100]),
+    };
+    let each = Duration::from_secs(secs) / rounds.max(1);
+    let (mut t_tcp, mut t_ours) = (RrTotals::default(), RrTotals::default());
+    // Warm both up (first packets, allocator) outside the measurement.
+    rr_round(
+        &mut tcp,
+        Duration::from_millis(50),
+        &mut RrTotals::default(),
+    )
+    .await?;
+    rr_round(
+        &mut ours,
+        Duration::from_millis(50),
+        &mut RrTotals::default(),
+    )
+    .await?;
+    for _ in 0..rounds.max(1) {
+        rr_round(&mut tcp, each, &mut t_tcp).await?;
+        rr_round(&mut ours, each, &mut t_ours).await?;
     }
-    let (wall, cpu) = (t0.elapsed(), cpu_now() - cpu0);
-    c.abort("bench done");
-    echo.abort();
-    Ok((
-        n as f64 / wall.as_secs_f64(),
-        cpu.as_secs_f64() * 1e6 / n as f64,
-    ))
-}
-
-async fn rr_tcp(secs: u64) -> anyhow::Result<(f64, f64)> {
-    let (mut c, mut s) = tcp_pair().await?;
-    let echo = tokio::spawn(async move {
-        let mut b = [0u8; 100];
-        while s.read_exact(&mut b).await.is_ok() {
-            if s.write_all(&b).await.is_err() {
-                break;
-            }
-        }
-    });
-    let req = [7u8; 100];
-    let mut b = [0u8; 100];
-    let (cpu0, t0) = (cpu_now(), Instant::now());
-    let mut n = 0u64;
-    while t0.elapsed() < Duration::from_secs(secs) {
-        c.write_all(&req).await?;
-        c.read_exact(&mut b).await?;
-        n += 1;
-    }
-    let (wall, cpu) = (t0.elapsed(), cpu_now() - cpu0);
-    drop(c);
-    echo.abort();
-    Ok((
-        n as f64 / wall.as_secs_f64(),
-        cpu.as_secs_f64() * 1e6 / n as f64,
-    ))
+    ours.c.abort("bench done");
+    tcp_echo.abort();
+    sctp_echo.abort();
+    Ok((t_tcp, t_ours))
 }
 
 /// Memory of `n` idle associations through the driver: (RSS bytes per association with
@@ -680,11 +753,14 @@ fn main() -> anyhow::Result<()> {
 
     if want("rr") {
         println!(
-            "\n## Request/response: 100 bytes each way, one at a time, {} s each",
-            args.rr_seconds
+            "\n## Request/response: 100 bytes each way, one at a time, {} s each, in {} interleaved rounds",
+            args.rr_seconds, args.rr_rounds
         );
-        let tcp = rt.block_on(timed(d, rr_tcp(args.rr_seconds)))?;
-        let ours = rt.block_on(timed(d, rr_sctp(65_507, args.rr_seconds)))?;
+        let (tcp, ours) = rt.block_on(timed(
+            d,
+            rr_interleaved(65_507, args.rr_seconds, args.rr_rounds),
+        ))?;
+        let (tcp, ours) = (tcp.rates(), ours.rates());
         let dc = if args.no_dcsctp {
             None
         } else {

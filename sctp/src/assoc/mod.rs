@@ -109,6 +109,8 @@ pub struct AssociationStats {
     pub sacks_received: u64,
     /// HEARTBEATs sent.
     pub heartbeats_sent: u64,
+    /// HEARTBEAT ACKs that answered our outstanding HEARTBEAT.
+    pub heartbeat_acks_received: u64,
     /// Packets dropped for a wrong verification tag.
     pub bad_vtag: u64,
     /// Chunks that failed to decode.
@@ -1000,6 +1002,7 @@ impl Association {
         };
         match p.hb_outstanding {
             Some((n, sent)) if n == nonce => {
+                self.stats.heartbeat_acks_received += 1;
                 p.hb_outstanding = None;
                 p.confirmed = true;
                 let cfg = self.cfg.clone();
