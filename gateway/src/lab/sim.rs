@@ -21,7 +21,7 @@ use pool_core::asap::registrar::{
 };
 use pool_core::asap::{PeerId, WallClock};
 use pool_core::types::{
-    Load, PeId, Policy, PoolHandle, Transport, TransportProtocol, TransportUse,
+    PeId, Policy, PoolHandle, Transport, TransportProtocol, TransportUse,
 };
 use pool_core::wire::AsapMessage;
 use rand::{Rng, RngCore, SeedableRng};
@@ -252,11 +252,7 @@ fn exp(rng: &mut impl Rng, mean: f64) -> f64 {
     -(1.0 - u).ln() * mean
 }
 
-/// Load as Least Used sees it: requests being handled, 1/256 of full scale each.
-fn load_of(jobs: usize) -> Load {
-    let per = u32::MAX / 256;
-    u32::try_from(jobs).unwrap_or(u32::MAX).saturating_mul(per)
-}
+use super::workload::least_used_load as load_of;
 
 /// Runs one scenario with `seed` and returns what it measured.
 pub fn run(p: &Params, seed: u64) -> Result<RunResult, ParamError> {

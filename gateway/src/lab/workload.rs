@@ -11,6 +11,12 @@
 /// Identifies one request on one PE: the pool user and its session number.
 pub type JobKey = (usize, u64);
 
+/// Load as Least Used sees it: requests being handled, 1/256 of full scale each.
+pub fn least_used_load(jobs: usize) -> pool_core::types::Load {
+    let per = u32::MAX / 256;
+    u32::try_from(jobs).unwrap_or(u32::MAX).saturating_mul(per)
+}
+
 /// One request being handled.
 #[derive(Clone, Debug)]
 struct Job {
@@ -188,6 +194,18 @@ impl CalcServer {
         }
     }
 
+    /// Removes one job (its pool user went away) at the current time (after
+    /// [`advance`](Self::advance)) and says how far it had got.
+    pub fn remove(&mut self, key: JobKey) -> Option<Interrupted> {
+        let i = self.jobs.iter().position(|j| j.key == key)?;
+        let j = self.jobs.swap_remove(i);
+        Some(Interrupted {
+            key: j.key,
+            done: j.done(self.v),
+            last_cookie: j.last_cookie,
+        })
+    }
+
     /// Stops every job (a failure or shutdown at the current time) and says
     /// how far each had got.
     pub fn stop_all(&mut self) -> Vec<Interrupted> {
@@ -267,6 +285,22 @@ mod tests {
         assert!((stopped[0].done - 40.0).abs() < 1e-9);
         assert_eq!(stopped[0].last_cookie, 25.0);
         assert_eq!(s.jobs(), 0);
+    }
+
+    #[test]
+    fn remove_takes_one_job_and_the_rest_speed_up() {
+        let mut s = CalcServer::new(10.0, 25.0, 0.0, (0.0, 1e9));
+        s.add((0, 0), 100.0, 0.0);
+        s.add((1, 0), 100.0, 0.0);
+        s.advance(2.0);
+        let r = s.remove((1, 0)).unwrap();
+        assert!((r.done - 10.0).abs() < 1e-9);
+        assert!(s.remove((1, 0)).is_none());
+        assert!(!s.has((1, 0)) && s.has((0, 0)));
+        // 90 left at the full 10/s; cookies at 25, 50, 75 come first.
+        let mut log = Vec::new();
+        run_until_idle(&mut s, &mut log);
+        assert!((log.last().unwrap().0 - 11.0).abs() < 1e-9, "{log:?}");
     }
 
     #[test]
