@@ -2,9 +2,10 @@
 //!
 //! A few points — no failures under Least Used, Round Robin and Random, and one
 //! point with silent failures — run simulated over many seeds (mean and 95 % CI)
-//! and in real time over a few seeds; the table says, per figure, whether the
-//! real-time mean lies within the simulated 95 % CI and whether the two
-//! intervals overlap.
+//! and in real time over the first few of the same seeds (both draw the same
+//! requests and failures for a seed); the table says, per figure, whether the
+//! real-time mean lies within the simulated 95 % CI, and how far real and
+//! simulated runs of the same seeds are apart.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -53,6 +54,8 @@ pub struct Comparison {
     pub params: Params,
     /// Simulated summary.
     pub sim: Summary,
+    /// Every simulated run, seeds 1, 2, … (the real runs use the first seeds).
+    pub sim_runs: Vec<super::sim::RunResult>,
     /// Real-time summary.
     pub real: Summary,
     /// Every real-time run.
@@ -89,7 +92,12 @@ const FIGURES: &[Figure] = &[
     ("utilisation %", |s| s.utilisation, 100.0, 1),
     ("handling speed %", |s| s.handling_speed, 1.0, 1),
     ("lost work %", |s| s.lost_share, 100.0, 2),
-    ("lost per interrupted request, calc", |s| s.lost_per_interrupted, 1.0, 0),
+    (
+        "lost per interrupted request, calc",
+        |s| s.lost_per_interrupted,
+        1.0,
+        0,
+    ),
 ];
 
 fn pm(e: &Estimate, scale: f64, d: usize) -> String {
@@ -99,48 +107,73 @@ fn pm(e: &Estimate, scale: f64, d: usize) -> String {
     format!("{:.d$} ± {:.d$}", e.mean * scale, e.ci95 * scale)
 }
 
-/// Whether two intervals overlap.
-fn overlap(a: &Estimate, b: &Estimate) -> bool {
-    a.low() <= b.high() && b.low() <= a.high()
-}
-
 /// The comparison as a Markdown table.
 pub fn markdown(rows: &[Comparison], sim_seeds: u64, real_seeds: u64, scale: f64) -> String {
     let mut s = String::new();
+    let seeds = if real_seeds == 1 {
+        "seed 1".to_string()
+    } else {
+        format!("seeds 1–{real_seeds}")
+    };
     let _ = writeln!(
         s,
-        "| point | figure | simulated ({sim_seeds} seeds) | real time ({real_seeds} runs, 1 s = {} ms) | real mean in sim 95 % CI | CIs overlap |",
+        "| point | figure | simulated, {sim_seeds} seeds | real time (1 s = {} ms), {seeds} | real mean in the simulated 95 % CI | simulated, {seeds} | real − simulated, same seeds |",
         scale * 1000.0
     );
-    s.push_str("|---|---|---|---|---|---|\n");
+    s.push_str("|---|---|---|---|---|---|---|\n");
     for r in rows {
         let failing = r.params.mtbf_secs().is_some();
         for (name, get, scale, d) in FIGURES {
+            if !failing && name.starts_with("lost") {
+                continue;
+            }
             let (sim, real) = (get(&r.sim), get(&r.real));
-            if !failing && (name.starts_with("lost")) {
-                continue;
-            }
-            if sim.mean.is_nan() && real.mean.is_nan() {
-                continue;
-            }
-            let yes = |b: bool| if b { "yes" } else { "**no**" };
+            let m = r.real_runs.len().min(r.sim_runs.len());
+            let same = Estimate::of(
+                &r.sim_runs[..m]
+                    .iter()
+                    .map(|x| get(&Summary::of(std::slice::from_ref(x))).mean)
+                    .collect::<Vec<_>>(),
+            );
+            let diff = Estimate::of(
+                &r.real_runs[..m]
+                    .iter()
+                    .zip(&r.sim_runs[..m])
+                    .map(|(a, b)| {
+                        get(&Summary::of(std::slice::from_ref(&a.result))).mean
+                            - get(&Summary::of(std::slice::from_ref(b))).mean
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            let yes = if sim.contains(real.mean) {
+                "yes"
+            } else {
+                "**no**"
+            };
             let _ = writeln!(
                 s,
-                "| {} | {name} | {} | {} | {} | {} |",
+                "| {} | {name} | {} | {} | {yes} | {} | {} |",
                 r.label,
                 pm(&sim, *scale, *d),
                 pm(&real, *scale, *d),
-                yes(sim.contains(real.mean)),
-                yes(overlap(&sim, &real)),
+                pm(&same, *scale, *d),
+                pm(&diff, *scale, *d),
             );
         }
-        let unfinished: u64 = r.real_runs.iter().map(|x| x.unfinished).sum();
         let issued: u64 = r.real_runs.iter().map(|x| x.issued).sum();
-        let failures: f64 = r.real.failures.mean;
+        let unfinished: u64 = r.real_runs.iter().map(|x| x.unfinished).sum();
+        let runs = r.real_runs.len().max(1) as f64;
+        let late = r
+            .real_runs
+            .iter()
+            .map(|x| x.pe_timer_lateness_ms)
+            .sum::<f64>()
+            / runs;
+        let wall = r.real_runs.iter().map(|x| x.wall_seconds).sum::<f64>() / runs;
         let _ = writeln!(
             s,
-            "| {} | (real) requests issued / unfinished after drain, failures per run | | {issued} / {unfinished}, {failures:.1} | | |",
-            r.label
+            "| {} | real runs: requests issued / unfinished after the drain; failures per run; PE timer lateness; wall time per run | | {issued} / {unfinished}; {:.1}; {late:.2} ms; {wall:.0} s | | | |",
+            r.label, r.real.failures.mean,
         );
     }
     s
@@ -155,24 +188,25 @@ pub fn run(a: &AgreeArgs) -> anyhow::Result<()> {
     }
     let opts = RealOptions::new(a.time_scale)?;
     let pts = points(&base, a.failure_mtbf);
-    let progress = runner::stderr_progress("real time".into());
     let mut rows = Vec::new();
     let total = pts.len();
     for (i, (label, p)) in pts.into_iter().enumerate() {
         eprintln!("[{}/{total}] {label}", i + 1);
-        let (sim, _) = runner::run_one(&p, a.sim_seeds)?;
+        let (sim, sim_runs) = runner::run_one(&p, a.sim_seeds)?;
         let spec = PointSpec {
             value: String::new(),
             by_value: None,
             policy: p.policy,
             params: p.clone(),
         };
+        let progress = runner::stderr_progress("real time".into());
         let mut res = runner::run_points_real(vec![spec], a.real_seeds, &opts, &progress)?;
         let r = res.remove(0);
         rows.push(Comparison {
             label,
             params: p,
             sim,
+            sim_runs,
             real: r.summary,
             real_runs: r.real,
         });

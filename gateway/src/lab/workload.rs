@@ -11,6 +11,84 @@
 /// Identifies one request on one PE: the pool user and its session number.
 pub type JobKey = (usize, u64);
 
+/// A negative-exponential sample with mean `mean`.
+pub fn exp(rng: &mut impl rand::Rng, mean: f64) -> f64 {
+    let u: f64 = rng.random();
+    -(1.0 - u).ln() * mean
+}
+
+/// One PU's requests: gaps between arrivals and sizes, both negative-exponential.
+///
+/// The stream depends on the seed and the PU only, and both the simulation and
+/// the real-time run draw it in the same order (gap, then per arrival: size,
+/// gap), so the two see the same requests at the same scenario times for a
+/// seed (common random numbers: their figures can be compared run by run).
+pub struct RequestStream {
+    rng: rand_chacha::ChaCha8Rng,
+    interval: f64,
+    size: f64,
+}
+
+impl RequestStream {
+    /// The stream of PU `pu` in the run with `seed`: mean gap `interval` (s),
+    /// mean size `size` (calculations).
+    pub fn new(seed: u64, pu: usize, interval: f64, size: f64) -> Self {
+        use rand::SeedableRng;
+        let s = seed ^ 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(pu as u64 + 1);
+        Self {
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(s),
+            interval,
+            size,
+        }
+    }
+
+    /// Time until the next arrival (s).
+    pub fn gap(&mut self) -> f64 {
+        exp(&mut self.rng, self.interval)
+    }
+
+    /// Size of the request arriving now (calculations, at least 1).
+    pub fn size(&mut self) -> f64 {
+        exp(&mut self.rng, self.size).max(1.0)
+    }
+}
+
+/// One PE slot's failures: lifetimes (negative-exponential with the MTBF) and
+/// whether each failure is silent, drawn as life, then per failure: silent, life.
+/// Shared by the simulation and the real-time run like [`RequestStream`].
+pub struct FailureStream {
+    rng: rand_chacha::ChaCha8Rng,
+    mtbf: Option<f64>,
+    silent: f64,
+}
+
+impl FailureStream {
+    /// The stream of slot `slot` in the run with `seed`: mean lifetime `mtbf`
+    /// (s; `None`: never fails), share `silent` of silent failures.
+    pub fn new(seed: u64, slot: usize, mtbf: Option<f64>, silent: f64) -> Self {
+        use rand::SeedableRng;
+        Self {
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (0x5eed_0000_0000 + slot as u64)),
+            mtbf,
+            silent,
+        }
+    }
+
+    /// Lifetime of the PE starting now (s); infinite when PEs do not fail.
+    pub fn life(&mut self) -> f64 {
+        match self.mtbf {
+            Some(m) => exp(&mut self.rng, m),
+            None => f64::INFINITY,
+        }
+    }
+
+    /// Whether the failure happening now is silent.
+    pub fn silent(&mut self) -> bool {
+        use rand::Rng;
+        self.rng.random::<f64>() < self.silent
+    }
+}
+
 /// Load as Least Used sees it: requests being handled, 1/256 of full scale each.
 pub fn least_used_load(jobs: usize) -> pool_core::types::Load {
     let per = u32::MAX / 256;

@@ -25,8 +25,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, Command};
@@ -35,6 +33,7 @@ use tokio::sync::oneshot;
 use self::proto::Clock;
 use super::params::Params;
 use super::sim::RunResult;
+use super::workload::FailureStream;
 
 /// How a real-time run is carried out.
 #[derive(Clone, Debug)]
@@ -74,12 +73,17 @@ pub struct RealRun {
     pub pe_processes: u64,
     /// Wall time of the run, s.
     pub wall_seconds: f64,
+    /// Mean lateness of the PEs' processor timers (real ms): how far behind the
+    /// scaled clock the cookies and completions went out.
+    pub pe_timer_lateness_ms: f64,
 }
 
 /// What a PE process said when it ended.
 #[derive(Clone, Debug, Default)]
 struct PeStats {
     busy: f64,
+    late_sum: f64,
+    late_n: u64,
     /// (done, last cookie) per request it was handling.
     jobs: Vec<(f64, f64)>,
 }
@@ -90,6 +94,10 @@ fn parse_stats(line: &str) -> Option<PeStats> {
     for field in rest.split_whitespace() {
         if let Some(b) = field.strip_prefix("busy=") {
             s.busy = b.parse().ok()?;
+        } else if let Some(l) = field.strip_prefix("late=") {
+            let (sum, n) = l.split_once(':')?;
+            s.late_sum = sum.parse().ok()?;
+            s.late_n = n.parse().ok()?;
         } else if let Some(j) = field.strip_prefix("jobs=") {
             for item in j.split(',').filter(|x| !x.is_empty()) {
                 let (d, c) = item.split_once(':')?;
@@ -112,11 +120,21 @@ struct PeProc {
 #[derive(Debug, Default)]
 struct PeTally {
     busy: f64,
+    late_sum: f64,
+    late_n: u64,
     lost_silent: Vec<f64>,
     lost_total: f64,
     failures: u64,
     silent_failures: u64,
     processes: u64,
+}
+
+impl PeTally {
+    fn add(&mut self, s: &PeStats) {
+        self.busy += s.busy;
+        self.late_sum += s.late_sum;
+        self.late_n += s.late_n;
+    }
 }
 
 struct Lab {
@@ -222,7 +240,7 @@ impl Lab {
                 }
             };
             let mut t = self.tally();
-            t.busy += stats.busy;
+            t.add(&stats);
             for (done, last) in stats.jobs {
                 let lost = if abort { done } else { (done - last).max(0.0) };
                 if counting {
@@ -241,7 +259,7 @@ impl Lab {
                 let stats = tokio::time::timeout(Duration::from_secs(5), &mut pe.stats).await;
                 if let Ok(Ok(s)) = stats {
                     let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
-                    t.busy += s.busy;
+                    t.add(&s);
                     if abort && counting {
                         t.lost_total += s.jobs.iter().map(|j| j.0).sum::<f64>();
                     }
@@ -265,13 +283,10 @@ fn terminate(child: &Child) {
     }
 }
 
-fn exp(rng: &mut impl Rng, mean: f64) -> f64 {
-    let u: f64 = rng.random();
-    -(1.0 - u).ln() * mean
-}
-
 fn free_udp() -> anyhow::Result<u16> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn free_tcp() -> anyhow::Result<u16> {
@@ -296,7 +311,10 @@ async fn scrape(port: u16) -> HashMap<String, f64> {
         Ok::<_, std::io::Error>(body)
     };
     if let Ok(Ok(body)) = tokio::time::timeout(Duration::from_secs(2), get).await {
-        for line in body.lines().filter(|l| l.starts_with("poolgate_registrar_")) {
+        for line in body
+            .lines()
+            .filter(|l| l.starts_with("poolgate_registrar_"))
+        {
             if let Some((k, v)) = line.rsplit_once(' ') {
                 if let Ok(v) = v.parse() {
                     out.insert(k.to_string(), v);
@@ -445,12 +463,11 @@ async fn run_in(
     if warm {
         at_warmup = scrape(metrics_port).await;
     }
-    // Failures: per slot an exponential lifetime, as in the simulation.
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xfa11_0000);
-    let mtbf = p.mtbf_secs();
-    let mut fail_at: Vec<f64> = (0..p.pes)
-        .map(|_| mtbf.map_or(f64::INFINITY, |m| exp(&mut rng, m)))
+    // Failures: per slot the simulation's stream of lifetimes and kinds.
+    let mut streams: Vec<FailureStream> = (0..p.pes)
+        .map(|i| FailureStream::new(seed, i, p.mtbf_secs(), p.silent))
         .collect();
+    let mut fail_at: Vec<f64> = streams.iter_mut().map(FailureStream::life).collect();
     loop {
         let (slot, t) = fail_at
             .iter()
@@ -469,11 +486,11 @@ async fn run_in(
                 continue;
             }
         }
-        let silent = rng.random::<f64>() < p.silent;
+        let silent = streams[slot].silent();
         let fresh = lab.spawn_pe()?;
         let old = std::mem::replace(&mut slots[slot], fresh);
         lab.fail(old, silent).await;
-        fail_at[slot] = clock.now().max(t) + mtbf.map_or(f64::INFINITY, |m| exp(&mut rng, m));
+        fail_at[slot] = clock.now().max(t) + streams[slot].life();
     }
     tokio::time::sleep_until(clock.instant_at(p.duration)).await;
     tracing::info!(elapsed = ?wall0.elapsed(), "scenario time over; draining");
@@ -489,7 +506,7 @@ async fn run_in(
     }
     for mut pe in slots {
         if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(5), &mut pe.stats).await {
-            lab.tally().busy += s.busy;
+            lab.tally().add(&s);
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), pe.child.wait()).await;
     }
@@ -530,6 +547,20 @@ async fn run_in(
         resolutions: delta(&at_warmup, &at_end, "resolutions"),
         events: 0,
     };
+    let lateness_ms = if t.late_n == 0 {
+        0.0
+    } else {
+        1e3 * t.late_sum / t.late_n as f64
+    };
+    let ka_ms = 1e3 * scale * p.session_ka_timeout.min(p.endpoint_ka_timeout);
+    if lateness_ms > 0.1 * ka_ms {
+        eprintln!(
+            "warning: the PEs' timers ran {lateness_ms:.1} ms late on average, {:.0} % of the \
+             scaled keep-alive timeout ({ka_ms:.0} ms): the machine is too busy for this time \
+             scale and keep-alives fail falsely; use a coarser --time-scale",
+            100.0 * lateness_ms / ka_ms
+        );
+    }
     Ok(RealRun {
         result,
         issued: u.issued,
@@ -537,5 +568,6 @@ async fn run_in(
         unfinished: u.issued.saturating_sub(u.completed),
         pe_processes: t.processes,
         wall_seconds: 0.0,
+        pe_timer_lateness_ms: lateness_ms,
     })
 }

@@ -13,8 +13,9 @@
 //! - SIGTERM, or stdin `stop`: a clean stop — deregister, a final cookie on every
 //!   request and a graceful close, then print `stats …` and exit.
 //!
-//! `stats busy=<s> jobs=<done>:<last-cookie>,…` gives the busy time inside the
-//! measurement window and, per request it was handling, the calculations done and
+//! `stats busy=<s> late=<sum>:<n> jobs=<done>:<last-cookie>,…` gives the busy time
+//! inside the measurement window, how late the processor woke for due events
+//! (sum of real seconds, count) and, per request it was handling, the calculations done and
 //! those covered by the last cookie sent.
 
 use std::collections::HashMap;
@@ -93,6 +94,10 @@ struct State {
     sessions: HashMap<JobKey, mpsc::UnboundedSender<JobEvent>>,
     /// Set by a clean stop: no new requests.
     stopping: bool,
+    /// Sum of how late (real s) the processor woke for a due cookie or completion.
+    late_sum: f64,
+    /// Wake-ups counted in `late_sum`.
+    late_n: u64,
 }
 
 struct Pe {
@@ -116,7 +121,9 @@ impl Pe {
 
     fn report_load(&self, jobs: usize) {
         if matches!(self.args.policy.as_str(), "lu") {
-            let _ = self.load_tx.try_send(PeCommand::Load(least_used_load(jobs)));
+            let _ = self
+                .load_tx
+                .try_send(PeCommand::Load(least_used_load(jobs)));
         }
     }
 }
@@ -154,12 +161,18 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
-fn stats_line(busy: f64, jobs: &[Interrupted]) -> String {
+fn stats_line(s: &State, jobs: &[Interrupted]) -> String {
     let list: Vec<String> = jobs
         .iter()
         .map(|j| format!("{}:{}", j.done, j.last_cookie))
         .collect();
-    format!("stats busy={busy} jobs={}", list.join(","))
+    format!(
+        "stats busy={} late={}:{} jobs={}",
+        s.calc.busy_time(),
+        s.late_sum,
+        s.late_n,
+        list.join(",")
+    )
 }
 
 async fn run(args: PeArgs) -> anyhow::Result<()> {
@@ -202,6 +215,8 @@ async fn run(args: PeArgs) -> anyhow::Result<()> {
             calc: CalcServer::new(args.capacity, args.cookie_interval, clock.now(), window),
             sessions: HashMap::new(),
             stopping: false,
+            late_sum: 0.0,
+            late_n: 0,
         }),
         changed: Notify::new(),
         frozen: AtomicBool::new(false),
@@ -237,14 +252,14 @@ async fn run(args: PeArgs) -> anyhow::Result<()> {
             line = stdin.next_line() => match line {
                 Ok(Some(l)) if l.trim() == "freeze" => {
                     pe.frozen.store(true, Ordering::SeqCst);
-                    let (busy, jobs) = {
+                    let line = {
                         let mut s = pe.lock();
                         s.calc.advance(pe.clock.now());
                         let jobs = s.calc.stop_all();
-                        (s.calc.busy_time(), jobs)
+                        stats_line(&s, &jobs)
                     };
                     accept.abort();
-                    say(&stats_line(busy, &jobs));
+                    say(&line);
                     // Silent from now on; the lab's SIGKILL ends us.
                     std::future::pending::<()>().await;
                 }
@@ -258,7 +273,7 @@ async fn run(args: PeArgs) -> anyhow::Result<()> {
     // Clean stop: deregister, hand every request over with its final cookie.
     let _ = cmd_tx.send(PeCommand::Shutdown).await;
     accept.abort();
-    let (busy, jobs) = {
+    let line = {
         let mut s = pe.lock();
         s.stopping = true;
         s.calc.advance(pe.clock.now());
@@ -268,11 +283,11 @@ async fn run(args: PeArgs) -> anyhow::Result<()> {
                 let _ = tx.send(JobEvent::Stop(j.done));
             }
         }
-        (s.calc.busy_time(), jobs)
+        stats_line(&s, &jobs)
     };
     pe.changed.notify_one();
     let _ = tokio::time::timeout(Duration::from_secs(2), registration).await;
-    say(&stats_line(busy, &jobs));
+    say(&line);
     // Give the sessions a moment to deliver their final cookies and SHUTDOWNs.
     tokio::time::sleep(Duration::from_millis(200)).await;
     drop(transport);
@@ -283,15 +298,21 @@ async fn run(args: PeArgs) -> anyhow::Result<()> {
 /// hands them to the sessions.
 async fn processor(pe: Arc<Pe>) {
     let mut out = Vec::new();
+    let mut due: Option<f64> = None;
     loop {
         if pe.frozen.load(Ordering::SeqCst) {
             return;
         }
         let (next, completed) = {
             let mut s = pe.lock();
-            s.calc.advance(pe.clock.now());
+            let now = pe.clock.now();
+            s.calc.advance(now);
             out.clear();
             s.calc.take_due(&mut out);
+            if let (Some(t), false) = (due.take(), out.is_empty()) {
+                s.late_sum += ((now - t) * pe.clock.scale).max(0.0);
+                s.late_n += 1;
+            }
             let mut completed = false;
             for e in out.drain(..) {
                 match e {
@@ -317,7 +338,7 @@ async fn processor(pe: Arc<Pe>) {
         match next {
             Some(t) => {
                 tokio::select! {
-                    _ = tokio::time::sleep_until(pe.clock.instant_at(t)) => {}
+                    _ = tokio::time::sleep_until(pe.clock.instant_at(t)) => due = Some(t),
                     _ = notified => {}
                 }
             }
@@ -332,9 +353,7 @@ async fn send_cookie(pe: &Pe, tx: &AssocSender, size: f64, done: f64) -> Result<
     tx.send(m, SEND_DEADLINE).await.map_err(|_| ())
 }
 
-async fn next_message(
-    events: &mut mpsc::UnboundedReceiver<AssocEvent>,
-) -> Option<SessionMessage> {
+async fn next_message(events: &mut mpsc::UnboundedReceiver<AssocEvent>) -> Option<SessionMessage> {
     loop {
         match events.recv().await? {
             AssocEvent::Message(m) => return Some(SessionMessage::decode(m)),
@@ -361,7 +380,10 @@ async fn first_request(
             _ => None,
         }
     };
-    tokio::time::timeout(OPEN_TIMEOUT, wait).await.ok().flatten()
+    tokio::time::timeout(OPEN_TIMEOUT, wait)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Serves one request from its first message to its completion (or the PU's departure).

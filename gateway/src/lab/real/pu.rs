@@ -10,14 +10,13 @@ use std::time::Duration;
 use pool_core::asap::pu::PuConfig;
 use pool_core::types::PeId;
 use pool_core::wire::AsapMessage;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::proto::{self, Clock, Reply};
 use crate::asap_client::PoolUser;
 use crate::lab::params::Params;
+use crate::lab::workload::RequestStream;
 use crate::session::{self, Control, SessionMessage};
 use crate::transport::sctp_udp::SctpUdp;
 use crate::transport::{AssocEvent, AssocSender, DownReason, Transport};
@@ -77,11 +76,6 @@ impl PuContext {
     }
 }
 
-fn exp(rng: &mut impl rand::Rng, mean: f64) -> f64 {
-    let u: f64 = rng.random();
-    -(1.0 - u).ln() * mean
-}
-
 #[derive(Clone, Copy, Debug)]
 struct Req {
     size: f64,
@@ -90,17 +84,16 @@ struct Req {
 
 /// Runs PU `u`: issues requests until the scenario ends, then finishes its queue.
 pub async fn run(ctx: Arc<PuContext>, u: usize, seed: u64) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(u as u64 + 1)));
+    let mut requests = RequestStream::new(seed, u, ctx.p.request_interval(), ctx.p.request_size);
     let (tx, rx) = mpsc::unbounded_channel();
     let worker = tokio::spawn(work(ctx.clone(), rx));
-    let interval = ctx.p.request_interval();
     let mut t = 0.0;
     loop {
-        t += exp(&mut rng, interval);
+        t += requests.gap();
         if t > ctx.p.duration {
             break;
         }
-        let size = exp(&mut rng, ctx.p.request_size).max(1.0);
+        let size = requests.size();
         tokio::time::sleep_until(ctx.clock.instant_at(t)).await;
         ctx.tally().issued += 1;
         if tx.send(Req { size, created: t }).is_err() {
@@ -174,8 +167,13 @@ async fn handle(ctx: &PuContext, pu: &mut PoolUser<SctpUdp>, req: Req) {
                         None => false,
                     },
                     None => {
-                        tx.send(Control::Open.message(), SEND_DEADLINE).await.is_ok()
-                            && tx.send(proto::request(req.size), SEND_DEADLINE).await.is_ok()
+                        tx.send(Control::Open.message(), SEND_DEADLINE)
+                            .await
+                            .is_ok()
+                            && tx
+                                .send(proto::request(req.size), SEND_DEADLINE)
+                                .await
+                                .is_ok()
                     }
                 };
                 let end = if sent {
@@ -203,7 +201,8 @@ async fn handle(ctx: &PuContext, pu: &mut PoolUser<SctpUdp>, req: Req) {
                     t.queuing += dequeued - req.created;
                     t.startup += accepted - dequeued;
                     t.processing += now - accepted;
-                    t.speeds.push(100.0 * req.size / delay.max(1e-9) / p.capacity);
+                    t.speeds
+                        .push(100.0 * req.size / delay.max(1e-9) / p.capacity);
                 }
                 return;
             }
@@ -234,6 +233,10 @@ async fn handle(ctx: &PuContext, pu: &mut PoolUser<SctpUdp>, req: Req) {
 }
 
 /// One session with one PE: keep-alives, cookies, the outcome.
+///
+/// As in the PPU, any message from the PE shows it is alive, and messages that
+/// queued while this task waited for the CPU count before a keep-alive timeout
+/// does (a busy PU must not impeach a PE that answered in time).
 async fn attempt(
     ctx: &PuContext,
     tx: &AssocSender,
@@ -244,37 +247,35 @@ async fn attempt(
 ) -> End {
     let interval = ctx.clock.real(ctx.p.session_ka_interval);
     let timeout = ctx.clock.real(ctx.p.session_ka_timeout);
-    let mut next_probe = Instant::now() + interval;
-    // (sent at, answer due by)
-    let mut probe: Option<(Instant, Instant)> = None;
+    let mut last_seen = Instant::now();
+    // Answer due by, while a probe is out.
+    let mut probe: Option<Instant> = None;
     loop {
-        let timer = probe.map_or(next_probe, |(_, due)| due);
+        let timer = probe.unwrap_or(last_seen + interval);
         tokio::select! {
-            ev = rx.recv() => match ev {
-                Some(AssocEvent::Message(m)) => match SessionMessage::decode(m) {
-                    SessionMessage::Asap(AsapMessage::Cookie(c)) => {
-                        accepted.get_or_insert_with(|| ctx.clock.now());
-                        *cookie = Some(c);
-                    }
-                    SessionMessage::Asap(AsapMessage::EndpointKeepAliveAck { .. }) => {
-                        if let Some((sent, _)) = probe.take() {
-                            next_probe = (sent + interval).max(Instant::now());
-                        }
-                    }
-                    SessionMessage::Data(d) => match Reply::parse(&d) {
-                        Some(Reply::Done) => return End::Done,
-                        Some(Reply::Busy) => return End::Busy,
-                        None => {}
-                    },
-                    _ => {}
-                },
-                Some(AssocEvent::Down(DownReason::Shutdown)) => return End::Closed,
-                Some(AssocEvent::Down(_)) | None => return End::Failed,
-                Some(_) => {}
-            },
+            biased;
+            ev = rx.recv() => {
+                if let Some(end) = on_event(ctx, ev, cookie, accepted) {
+                    return end;
+                }
+                last_seen = Instant::now();
+                probe = None;
+            }
             _ = tokio::time::sleep_until(timer) => {
                 if probe.is_some() {
-                    return End::Failed;
+                    let mut alive = false;
+                    while let Ok(ev) = rx.try_recv() {
+                        alive = true;
+                        if let Some(end) = on_event(ctx, Some(ev), cookie, accepted) {
+                            return end;
+                        }
+                    }
+                    if !alive {
+                        return End::Failed;
+                    }
+                    last_seen = Instant::now();
+                    probe = None;
+                    continue;
                 }
                 let ka = AsapMessage::EndpointKeepAlive {
                     home: false,
@@ -286,9 +287,35 @@ async fn attempt(
                 if tx.send(m, SEND_DEADLINE).await.is_err() {
                     return End::Failed;
                 }
-                let now = Instant::now();
-                probe = Some((now, now + timeout));
+                probe = Some(Instant::now() + timeout);
             }
         }
+    }
+}
+
+/// Handles one association event; `Some` ends the attempt.
+fn on_event(
+    ctx: &PuContext,
+    ev: Option<AssocEvent>,
+    cookie: &mut Option<Vec<u8>>,
+    accepted: &mut Option<f64>,
+) -> Option<End> {
+    match ev {
+        Some(AssocEvent::Message(m)) => match SessionMessage::decode(m) {
+            SessionMessage::Asap(AsapMessage::Cookie(c)) => {
+                accepted.get_or_insert_with(|| ctx.clock.now());
+                *cookie = Some(c);
+                None
+            }
+            SessionMessage::Data(d) => match Reply::parse(&d) {
+                Some(Reply::Done) => Some(End::Done),
+                Some(Reply::Busy) => Some(End::Busy),
+                None => None,
+            },
+            _ => None,
+        },
+        Some(AssocEvent::Down(DownReason::Shutdown)) => Some(End::Closed),
+        Some(AssocEvent::Down(_)) | None => Some(End::Failed),
+        Some(_) => None,
     }
 }
