@@ -306,8 +306,19 @@ async fn processor(pe: Arc<Pe>) {
         let (next, completed) = {
             let mut s = pe.lock();
             let now = pe.clock.now();
-            s.calc.advance(now);
             out.clear();
+            // A late wake-up still hands out each cookie and completion at its own
+            // scenario time, so busy time and shares stay exact; only the messages
+            // leave late.
+            while let Some(t) = s.calc.next_event().filter(|t| *t <= now) {
+                let before = out.len();
+                s.calc.advance(t);
+                s.calc.take_due(&mut out);
+                if out.len() == before {
+                    break;
+                }
+            }
+            s.calc.advance(now);
             s.calc.take_due(&mut out);
             if let (Some(t), false) = (due.take(), out.is_empty()) {
                 s.late_sum += ((now - t) * pe.clock.scale).max(0.0);
