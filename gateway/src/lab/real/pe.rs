@@ -254,6 +254,8 @@ async fn run(args: PeArgs) -> anyhow::Result<()> {
                     pe.frozen.store(true, Ordering::SeqCst);
                     let line = {
                         let mut s = pe.lock();
+                        // No catch-up: cookies that fell due but have not left
+                        // never reach the PU, so their work is lost too.
                         s.calc.advance(pe.clock.now());
                         let jobs = s.calc.stop_all();
                         stats_line(&s, &jobs)
@@ -276,7 +278,7 @@ async fn run(args: PeArgs) -> anyhow::Result<()> {
     let line = {
         let mut s = pe.lock();
         s.stopping = true;
-        s.calc.advance(pe.clock.now());
+        catch_up(&mut s, pe.clock.now());
         let jobs = s.calc.stop_all();
         for j in &jobs {
             if let Some(tx) = s.sessions.remove(&j.key) {
@@ -297,7 +299,6 @@ async fn run(args: PeArgs) -> anyhow::Result<()> {
 /// Runs the processor: sleeps until the next cookie or completion falls due and
 /// hands them to the sessions.
 async fn processor(pe: Arc<Pe>) {
-    let mut out = Vec::new();
     let mut due: Option<f64> = None;
     loop {
         if pe.frozen.load(Ordering::SeqCst) {
@@ -306,39 +307,10 @@ async fn processor(pe: Arc<Pe>) {
         let (next, completed) = {
             let mut s = pe.lock();
             let now = pe.clock.now();
-            out.clear();
-            // A late wake-up still hands out each cookie and completion at its own
-            // scenario time, so busy time and shares stay exact; only the messages
-            // leave late.
-            while let Some(t) = s.calc.next_event().filter(|t| *t <= now) {
-                let before = out.len();
-                s.calc.advance(t);
-                s.calc.take_due(&mut out);
-                if out.len() == before {
-                    break;
-                }
-            }
-            s.calc.advance(now);
-            s.calc.take_due(&mut out);
-            if let (Some(t), false) = (due.take(), out.is_empty()) {
+            let (events, completed) = catch_up(&mut s, now);
+            if let (Some(t), true) = (due.take(), events) {
                 s.late_sum += ((now - t) * pe.clock.scale).max(0.0);
                 s.late_n += 1;
-            }
-            let mut completed = false;
-            for e in out.drain(..) {
-                match e {
-                    CalcEvent::Cookie { key, done } => {
-                        if let Some(tx) = s.sessions.get(&key) {
-                            let _ = tx.send(JobEvent::Cookie(done));
-                        }
-                    }
-                    CalcEvent::Complete { key } => {
-                        completed = true;
-                        if let Some(tx) = s.sessions.remove(&key) {
-                            let _ = tx.send(JobEvent::Complete);
-                        }
-                    }
-                }
             }
             (s.calc.next_event(), completed.then(|| s.calc.jobs()))
         };
@@ -356,6 +328,41 @@ async fn processor(pe: Arc<Pe>) {
             None => notified.await,
         }
     }
+}
+
+/// Brings the processor to scenario time `now`, handing out every cookie and
+/// completion at its own scenario time (a wake-up may come late; the work model
+/// must not: a finished request leaves when it finishes, not when we notice).
+/// Returns whether anything fell due and whether a request completed.
+fn catch_up(s: &mut State, now: f64) -> (bool, bool) {
+    let mut out = Vec::new();
+    while let Some(t) = s.calc.next_event().filter(|t| *t <= now) {
+        let before = out.len();
+        s.calc.advance(t);
+        s.calc.take_due(&mut out);
+        if out.len() == before {
+            break;
+        }
+    }
+    s.calc.advance(now);
+    s.calc.take_due(&mut out);
+    let mut completed = false;
+    for e in &out {
+        match *e {
+            CalcEvent::Cookie { key, done } => {
+                if let Some(tx) = s.sessions.get(&key) {
+                    let _ = tx.send(JobEvent::Cookie(done));
+                }
+            }
+            CalcEvent::Complete { key } => {
+                completed = true;
+                if let Some(tx) = s.sessions.remove(&key) {
+                    let _ = tx.send(JobEvent::Complete);
+                }
+            }
+        }
+    }
+    (!out.is_empty(), completed)
 }
 
 async fn send_cookie(pe: &Pe, tx: &AssocSender, size: f64, done: f64) -> Result<(), ()> {
@@ -416,10 +423,10 @@ async fn serve(assoc: crate::transport::Association, pe: Arc<Pe>) {
             tx.abort("stopping");
             return;
         }
+        catch_up(&mut s, pe.clock.now());
         if pe.args.max_jobs > 0 && s.calc.jobs() >= pe.args.max_jobs {
             None
         } else {
-            s.calc.advance(pe.clock.now());
             s.calc.add(key, size, start);
             s.sessions.insert(key, job_tx);
             Some(s.calc.jobs())
@@ -477,7 +484,7 @@ async fn serve(assoc: crate::transport::Association, pe: Arc<Pe>) {
     // The PU went away (it gave up on us): drop the request.
     let jobs = {
         let mut s = pe.lock();
-        s.calc.advance(pe.clock.now());
+        catch_up(&mut s, pe.clock.now());
         s.calc.remove(key);
         s.sessions.remove(&key);
         s.calc.jobs()
