@@ -1,4 +1,5 @@
-//! `poolgate lab` on the command line: `run`, `sweep`, `cookie-interval`.
+//! `poolgate lab` on the command line: `run`, `sweep`, `cookie-interval`, `agree`
+//! and the hidden `pe` (one PE process of a real-time run).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,7 +12,7 @@ use super::real::{RealOptions, REGISTRAR_RESOLUTION_ITEMS};
 use super::report::Sweep;
 use super::runner::{self, PointSpec};
 
-/// `poolgate lab`: the failure-handling lab (CalcApp workload in simulated time).
+/// `poolgate lab`: the failure-handling lab (CalcApp workload in simulated or real time).
 #[derive(Debug, Args)]
 pub struct LabArgs {
     /// What to do.
