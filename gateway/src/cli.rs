@@ -104,7 +104,8 @@ pub enum Command {
     Status(StatusArgs),
 
     /// The failure-handling lab: the CalcApp workload against poolgate's own state
-    /// machines in simulated time (`poolgate lab run|sweep|cookie-interval`).
+    /// machines in simulated time, or as real processes over SCTP on a scaled clock
+    /// (`poolgate lab run|sweep [--real]|agree|cookie-interval`).
     Lab(crate::lab::cli::LabArgs),
 }
 

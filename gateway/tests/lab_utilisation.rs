@@ -26,8 +26,9 @@ fn measured_utilisation_equals_the_target_without_failures() {
             "{policy}: target {target} outside {:?}",
             s.utilisation
         );
-        // The interval is informative, not a blanket: a few percent wide.
-        assert!(s.utilisation.ci95 < 0.05, "{:?}", s.utilisation);
+        // The interval is informative, not a blanket: a few percent wide. (Its width
+        // is itself a sample: with 6 runs it varies by about a fifth around 0.045.)
+        assert!(s.utilisation.ci95 < 0.065, "{:?}", s.utilisation);
         assert!(s.requests.mean > 250.0, "{:?}", s.requests);
         // Requests are handled: speeds are positive and below full capacity.
         assert!(s.handling_speed.mean > 10.0 && s.handling_speed.mean < 100.0);

@@ -1,4 +1,5 @@
-//! `poolgate lab` on the command line: `run`, `sweep`, `cookie-interval`.
+//! `poolgate lab` on the command line: `run`, `sweep`, `cookie-interval`, `agree`
+//! and the hidden `pe` (one PE process of a real-time run).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,10 +8,11 @@ use clap::{Arg, ArgMatches, Args, FromArgMatches, Subcommand};
 
 use super::cookie;
 use super::params::{ParamError, Params, PolicyChoice, PARAMS};
+use super::real::{RealOptions, REGISTRAR_RESOLUTION_ITEMS};
 use super::report::Sweep;
 use super::runner::{self, PointSpec};
 
-/// `poolgate lab`: the failure-handling lab (CalcApp workload in simulated time).
+/// `poolgate lab`: the failure-handling lab (CalcApp workload in simulated or real time).
 #[derive(Debug, Args)]
 pub struct LabArgs {
     /// What to do.
@@ -27,6 +29,11 @@ pub enum LabCommand {
     Sweep(SweepArgs),
     /// The cookie interval that loses at most 1 - G of the work to failures.
     CookieInterval(CookieArgs),
+    /// Run a few points both simulated and in real time and show whether they agree.
+    Agree(super::agree::AgreeArgs),
+    /// One pool element of a real-time run (started by the lab itself).
+    #[command(hide = true)]
+    Pe(super::real::pe::PeArgs),
 }
 
 /// Any scenario parameter as `--name value` (see `poolgate lab run --help`).
@@ -104,6 +111,17 @@ pub struct CommonArgs {
     /// Title of the table and plot.
     #[arg(long)]
     pub title: Option<String>,
+    /// Real time: a registrar, PE processes and PUs on loopback over SCTP instead of
+    /// the simulation (runs one after another; seeds = runs per point).
+    #[arg(long)]
+    pub real: bool,
+    /// Real time: real seconds per scenario second (0.01: 1 s of scenario = 10 ms).
+    #[arg(long, default_value_t = 0.01, value_name = "SCALE")]
+    pub time_scale: f64,
+    /// Real time: longest drain after the scenario (scenario seconds) while the PUs
+    /// finish their queues.
+    #[arg(long, default_value_t = 600.0, value_name = "SECONDS")]
+    pub drain: f64,
 }
 
 /// `poolgate lab run`.
@@ -159,6 +177,12 @@ pub struct CookieArgs {
 
 /// Runs `poolgate lab ...`.
 pub fn run(args: &LabArgs) -> ExitCode {
+    if let (Ok(level), false) = (
+        std::env::var("POOLGATE_LAB_LOG"),
+        matches!(args.command, LabCommand::Pe(_)),
+    ) {
+        let _ = crate::telemetry::logging::init(crate::telemetry::LogFormat::Human, &level);
+    }
     let r = match &args.command {
         LabCommand::Run(a) => run_sweep(None, None, &a.common, &a.params),
         LabCommand::Sweep(a) => match (&a.by, &a.by_values) {
@@ -171,6 +195,8 @@ pub fn run(args: &LabArgs) -> ExitCode {
             ),
         },
         LabCommand::CookieInterval(a) => cookie_interval(a),
+        LabCommand::Agree(a) => super::agree::run(a),
+        LabCommand::Pe(a) => return super::real::pe::main(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -232,6 +258,9 @@ fn run_sweep(
                     p.set(&param, value)?;
                 }
                 p.policy = policy;
+                if common.real {
+                    force_registrar_items(&mut p);
+                }
                 p.validate()?;
                 points.push(PointSpec {
                     value: value.clone(),
@@ -256,7 +285,13 @@ fn run_sweep(
         }
     });
     let progress = runner::stderr_progress(title.clone());
-    let results = runner::run_points(points, common.seeds, threads, &progress)?;
+    let results = if common.real {
+        let mut opts = RealOptions::new(common.time_scale)?;
+        opts.drain = common.drain;
+        runner::run_points_real(points, common.seeds, &opts, &progress)?
+    } else {
+        runner::run_points(points, common.seeds, threads, &progress)?
+    };
     let sweep = Sweep {
         title,
         param,
@@ -287,6 +322,19 @@ fn run_sweep(
         std::fs::write(md, sweep.markdown())?;
     }
     Ok(())
+}
+
+/// The real registrar answers a resolution with up to three PEs (no setting
+/// for it): a real-time run uses the same number, and says so.
+pub fn force_registrar_items(p: &mut Params) {
+    if p.resolution_items != REGISTRAR_RESOLUTION_ITEMS {
+        eprintln!(
+            "note: real time uses the registrar's {REGISTRAR_RESOLUTION_ITEMS} PEs per handle resolution \
+             (resolution-items {} ignored)",
+            p.resolution_items
+        );
+        p.resolution_items = REGISTRAR_RESOLUTION_ITEMS;
+    }
 }
 
 fn cookie_interval(a: &CookieArgs) -> anyhow::Result<()> {

@@ -13,11 +13,15 @@
 //! - [`runner`]: points over seeds on worker threads.
 //! - [`report`], [`svg`]: CSV, JSON, tables and plots.
 //! - [`cookie`]: the cookie-interval rule of thumb.
-//! - [`cli`]: `poolgate lab run|sweep|cookie-interval`.
+//! - [`real`]: the same workload as real processes over SCTP on a scaled clock.
+//! - [`agree`]: simulated against real-time figures at a few points.
+//! - [`cli`]: `poolgate lab run|sweep|cookie-interval|agree`.
 
+pub mod agree;
 pub mod cli;
 pub mod cookie;
 pub mod params;
+pub mod real;
 pub mod report;
 pub mod runner;
 pub mod sim;

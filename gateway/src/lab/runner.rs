@@ -91,6 +91,9 @@ pub struct PointResult {
     pub summary: Summary,
     /// Every run, in seed order.
     pub runs: Vec<RunResult>,
+    /// Real-time runs only: what else each run measured (drain, processes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub real: Vec<super::real::RealRun>,
 }
 
 /// Runs every point with seeds `0..seeds` on `threads` workers; `progress` is
@@ -150,9 +153,42 @@ pub fn run_points(
                 summary: Summary::of(&runs),
                 spec,
                 runs,
+                real: Vec::new(),
             }
         })
         .collect())
+}
+
+/// Runs every point with seeds `0..seeds` in real time, one run after another
+/// (each run uses the whole machine); `progress` as in [`run_points`].
+pub fn run_points_real(
+    points: Vec<PointSpec>,
+    seeds: u64,
+    opts: &super::real::RealOptions,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> anyhow::Result<Vec<PointResult>> {
+    for p in &points {
+        p.params.validate()?;
+    }
+    let total = points.len() * seeds as usize;
+    let mut done = 0;
+    let mut out = Vec::new();
+    for spec in points {
+        let mut real = Vec::new();
+        for seed in 0..seeds {
+            real.push(super::real::run(&spec.params, 1 + seed, opts)?);
+            done += 1;
+            progress(done, total);
+        }
+        let runs: Vec<RunResult> = real.iter().map(|r| r.result.clone()).collect();
+        out.push(PointResult {
+            summary: Summary::of(&runs),
+            spec,
+            runs,
+            real,
+        });
+    }
+    Ok(out)
 }
 
 /// Runs one parameter set over `seeds` seeds and summarises it (no threads, no progress).

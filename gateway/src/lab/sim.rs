@@ -20,16 +20,14 @@ use pool_core::asap::registrar::{
     Action, Registrar, RegistrarConfig, RegistrarEvent, RemovalReason,
 };
 use pool_core::asap::{PeerId, WallClock};
-use pool_core::types::{
-    Load, PeId, Policy, PoolHandle, Transport, TransportProtocol, TransportUse,
-};
+use pool_core::types::{PeId, Policy, PoolHandle, Transport, TransportProtocol, TransportUse};
 use pool_core::wire::AsapMessage;
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::params::{ParamError, Params, PolicyChoice};
-use super::workload::{CalcEvent, CalcServer};
+use super::workload::{CalcEvent, CalcServer, FailureStream, RequestStream};
 
 /// What one run measured (within the measurement window).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -194,7 +192,7 @@ struct PuState {
     client: PoolUserClient,
     peer: PeerId,
     armed: Option<u64>,
-    rng: ChaCha8Rng,
+    requests: RequestStream,
     queue: VecDeque<Req>,
     cur: Option<Active>,
 }
@@ -235,8 +233,9 @@ struct Sim {
     insts: Vec<Inst>,
     by_pe_id: HashMap<PeId, InstId>,
     pus: Vec<PuState>,
-    slot_rngs: Vec<ChaCha8Rng>,
+    failures: Vec<FailureStream>,
     rng: ChaCha8Rng,
+    seed: u64,
     next_sess: u64,
     next_pe_id: PeId,
     next_peer: PeerId,
@@ -247,16 +246,7 @@ fn ns(secs: f64) -> u64 {
     (secs * 1e9).round().max(0.0) as u64
 }
 
-fn exp(rng: &mut impl Rng, mean: f64) -> f64 {
-    let u: f64 = rng.random();
-    -(1.0 - u).ln() * mean
-}
-
-/// Load as Least Used sees it: requests being handled, 1/256 of full scale each.
-fn load_of(jobs: usize) -> Load {
-    let per = u32::MAX / 256;
-    u32::try_from(jobs).unwrap_or(u32::MAX).saturating_mul(per)
-}
+use super::workload::least_used_load as load_of;
 
 /// Runs one scenario with `seed` and returns what it measured.
 pub fn run(p: &Params, seed: u64) -> Result<RunResult, ParamError> {
@@ -286,8 +276,8 @@ impl Sim {
             Box::new(ChaCha8Rng::seed_from_u64(rng.next_u64())),
         )
         .expect("lab registrar configuration is valid");
-        let slot_rngs = (0..p.pes)
-            .map(|i| ChaCha8Rng::seed_from_u64(seed ^ (0x5eed_0000_0000 + i as u64)))
+        let failures = (0..p.pes)
+            .map(|i| FailureStream::new(seed, i, p.mtbf_secs(), p.silent))
             .collect();
         Self {
             end: ns(p.duration),
@@ -305,8 +295,9 @@ impl Sim {
             insts: Vec::new(),
             by_pe_id: HashMap::new(),
             pus: Vec::new(),
-            slot_rngs,
+            failures,
             rng,
+            seed,
             next_sess: 1,
             next_pe_id: 1,
             next_peer: 1,
@@ -354,13 +345,13 @@ impl Sim {
                 Box::new(ChaCha8Rng::seed_from_u64(self.rng.next_u64())),
             )
             .expect("lab PU configuration is valid");
-            let mut rng = ChaCha8Rng::seed_from_u64(self.rng.next_u64() ^ u as u64);
-            let first = ns(exp(&mut rng, interval));
+            let mut requests = RequestStream::new(self.seed, u, interval, self.p.request_size);
+            let first = ns(requests.gap());
             self.pus.push(PuState {
                 client,
                 peer,
                 armed: None,
-                rng,
+                requests,
                 queue: VecDeque::new(),
                 cur: None,
             });
@@ -648,8 +639,8 @@ impl Sim {
         });
         self.by_pe_id.insert(pe_id, inst);
         self.drain_pe(inst);
-        if let Some(m) = self.p.mtbf_secs() {
-            let life = exp(&mut self.slot_rngs[slot], m);
+        if self.p.mtbf_secs().is_some() {
+            let life = self.failures[slot].life();
             self.after(ns(life), Ev::Fail { inst });
         }
     }
@@ -746,7 +737,8 @@ impl Sim {
             return;
         }
         let now = self.secs();
-        let silent = self.rng.random::<f64>() < self.p.silent;
+        let slot = self.insts[inst].slot;
+        let silent = self.failures[slot].silent();
         let counting = self.in_window();
         let stopped = {
             let i = &mut self.insts[inst];
@@ -789,18 +781,15 @@ impl Sim {
             }
             self.drain_pe(inst);
         }
-        let slot = self.insts[inst].slot;
         self.spawn_pe(slot);
     }
 
     // ---- pool users ----
 
     fn arrival(&mut self, pu: usize) {
-        let interval = self.p.request_interval();
-        let size_mean = self.p.request_size;
         let u = &mut self.pus[pu];
-        let size = exp(&mut u.rng, size_mean).max(1.0);
-        let next = ns(exp(&mut u.rng, interval));
+        let size = u.requests.size();
+        let next = ns(u.requests.gap());
         u.queue.push_back(Req {
             size,
             created: self.now,

@@ -11,6 +11,90 @@
 /// Identifies one request on one PE: the pool user and its session number.
 pub type JobKey = (usize, u64);
 
+/// A negative-exponential sample with mean `mean`.
+pub fn exp(rng: &mut impl rand::Rng, mean: f64) -> f64 {
+    let u: f64 = rng.random();
+    -(1.0 - u).ln() * mean
+}
+
+/// One PU's requests: gaps between arrivals and sizes, both negative-exponential.
+///
+/// The stream depends on the seed and the PU only, and both the simulation and
+/// the real-time run draw it in the same order (gap, then per arrival: size,
+/// gap), so the two see the same requests at the same scenario times for a
+/// seed (common random numbers: their figures can be compared run by run).
+pub struct RequestStream {
+    rng: rand_chacha::ChaCha8Rng,
+    interval: f64,
+    size: f64,
+}
+
+impl RequestStream {
+    /// The stream of PU `pu` in the run with `seed`: mean gap `interval` (s),
+    /// mean size `size` (calculations).
+    pub fn new(seed: u64, pu: usize, interval: f64, size: f64) -> Self {
+        use rand::SeedableRng;
+        let s = seed ^ 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(pu as u64 + 1);
+        Self {
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(s),
+            interval,
+            size,
+        }
+    }
+
+    /// Time until the next arrival (s).
+    pub fn gap(&mut self) -> f64 {
+        exp(&mut self.rng, self.interval)
+    }
+
+    /// Size of the request arriving now (calculations, at least 1).
+    pub fn size(&mut self) -> f64 {
+        exp(&mut self.rng, self.size).max(1.0)
+    }
+}
+
+/// One PE slot's failures: lifetimes (negative-exponential with the MTBF) and
+/// whether each failure is silent, drawn as life, then per failure: silent, life.
+/// Shared by the simulation and the real-time run like [`RequestStream`].
+pub struct FailureStream {
+    rng: rand_chacha::ChaCha8Rng,
+    mtbf: Option<f64>,
+    silent: f64,
+}
+
+impl FailureStream {
+    /// The stream of slot `slot` in the run with `seed`: mean lifetime `mtbf`
+    /// (s; `None`: never fails), share `silent` of silent failures.
+    pub fn new(seed: u64, slot: usize, mtbf: Option<f64>, silent: f64) -> Self {
+        use rand::SeedableRng;
+        Self {
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (0x5eed_0000_0000 + slot as u64)),
+            mtbf,
+            silent,
+        }
+    }
+
+    /// Lifetime of the PE starting now (s); infinite when PEs do not fail.
+    pub fn life(&mut self) -> f64 {
+        match self.mtbf {
+            Some(m) => exp(&mut self.rng, m),
+            None => f64::INFINITY,
+        }
+    }
+
+    /// Whether the failure happening now is silent.
+    pub fn silent(&mut self) -> bool {
+        use rand::Rng;
+        self.rng.random::<f64>() < self.silent
+    }
+}
+
+/// Load as Least Used sees it: requests being handled, 1/256 of full scale each.
+pub fn least_used_load(jobs: usize) -> pool_core::types::Load {
+    let per = u32::MAX / 256;
+    u32::try_from(jobs).unwrap_or(u32::MAX).saturating_mul(per)
+}
+
 /// One request being handled.
 #[derive(Clone, Debug)]
 struct Job {
@@ -188,6 +272,18 @@ impl CalcServer {
         }
     }
 
+    /// Removes one job (its pool user went away) at the current time (after
+    /// [`advance`](Self::advance)) and says how far it had got.
+    pub fn remove(&mut self, key: JobKey) -> Option<Interrupted> {
+        let i = self.jobs.iter().position(|j| j.key == key)?;
+        let j = self.jobs.swap_remove(i);
+        Some(Interrupted {
+            key: j.key,
+            done: j.done(self.v),
+            last_cookie: j.last_cookie,
+        })
+    }
+
     /// Stops every job (a failure or shutdown at the current time) and says
     /// how far each had got.
     pub fn stop_all(&mut self) -> Vec<Interrupted> {
@@ -267,6 +363,22 @@ mod tests {
         assert!((stopped[0].done - 40.0).abs() < 1e-9);
         assert_eq!(stopped[0].last_cookie, 25.0);
         assert_eq!(s.jobs(), 0);
+    }
+
+    #[test]
+    fn remove_takes_one_job_and_the_rest_speed_up() {
+        let mut s = CalcServer::new(10.0, 25.0, 0.0, (0.0, 1e9));
+        s.add((0, 0), 100.0, 0.0);
+        s.add((1, 0), 100.0, 0.0);
+        s.advance(2.0);
+        let r = s.remove((1, 0)).unwrap();
+        assert!((r.done - 10.0).abs() < 1e-9);
+        assert!(s.remove((1, 0)).is_none());
+        assert!(!s.has((1, 0)) && s.has((0, 0)));
+        // 90 left at the full 10/s; cookies at 25, 50, 75 come first.
+        let mut log = Vec::new();
+        run_until_idle(&mut s, &mut log);
+        assert!((log.last().unwrap().0 - 11.0).abs() < 1e-9, "{log:?}");
     }
 
     #[test]
