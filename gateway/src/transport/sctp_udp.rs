@@ -134,6 +134,10 @@ struct Engine {
     wake: Notify,
     /// The driver task's command channel.
     commands: mpsc::UnboundedSender<Command>,
+    /// Held from taking an outbox (under `core`) until it is handed out, so that
+    /// batches taken by different threads reach each association's owner in order:
+    /// taken under `core`, handed out without it, a later batch could overtake.
+    handout: Mutex<()>,
 }
 
 /// Receive buffers for one `recvmmsg`: the slots and their metadata.
@@ -175,6 +179,17 @@ struct Io {
 }
 
 impl Engine {
+    /// Takes the outbox and hands it out after releasing `core`, in lock order.
+    fn release(&self, mut core: MutexGuard<'_, Core>) {
+        let outbox = std::mem::take(&mut core.outbox);
+        let order = self.handout.lock().unwrap_or_else(|e| e.into_inner());
+        drop(core);
+        if !outbox.is_empty() {
+            hand_out(outbox, &self.commands);
+        }
+        drop(order);
+    }
+
     fn lock(&self) -> MutexGuard<'_, Core> {
         // A panic while holding the lock leaves the engine as consistent as the panicking
         // call did; the engine itself never panics on input.
@@ -183,15 +198,11 @@ impl Engine {
 
     /// After a sending task worked on the engine: lets the driver task know when it must
     /// look again (earlier deadline, blocked socket).
-    fn after_user_work(&self, mut core: MutexGuard<'_, Core>) {
+    fn after_user_work(&self, core: MutexGuard<'_, Core>) {
         let wake = core.driver_needed();
-        let outbox = std::mem::take(&mut core.outbox);
-        drop(core);
+        self.release(core);
         if wake {
             self.wake.notify_one();
-        }
-        if !outbox.is_empty() {
-            hand_out(outbox, &self.commands);
         }
     }
 }
@@ -262,6 +273,7 @@ impl SctpUdp {
         let (acc_tx, acc_rx) = mpsc::channel(config.accept_backlog.max(1));
         let commands_tx = cmd_tx.clone();
         let engine = Arc::new_cyclic(|me: &Weak<Engine>| Engine {
+            handout: Mutex::new(()),
             io: Io {
                 socket,
                 udp,
@@ -380,6 +392,9 @@ struct Slot {
     events: Option<mpsc::UnboundedSender<AssocEvent>>,
     /// Messages the engine could not take yet, with their budget permits.
     pending: VecDeque<(Message, OwnedSemaphorePermit)>,
+    /// The owner closed while messages were still pending: SHUTDOWN once they are in
+    /// the engine (a graceful close must not drop the tail of the data).
+    close_requested: bool,
     /// The caller of `connect`, until the handshake completes.
     connect_reply: Option<oneshot::Sender<Result<Association, TransportError>>>,
     /// Bytes of delivered messages the owner released, not yet returned to the engine.
@@ -559,9 +574,7 @@ async fn run(
         }
         core.pump(io);
         let done = handle.strong_count() == 0 && core.slots.is_empty();
-        let outbox = std::mem::take(&mut core.outbox);
-        drop(core);
-        hand_out(outbox, &commands_tx);
+        engine.release(core);
         if done {
             break;
         }
@@ -569,7 +582,10 @@ async fn run(
     let mut core = engine.lock();
     core.stopped = true;
     let outbox = std::mem::take(&mut core.outbox);
-    hand_out(outbox, &commands_tx);
+    {
+        let _order = engine.handout.lock().unwrap_or_else(|e| e.into_inner());
+        hand_out(outbox, &commands_tx);
+    }
     for (_, slot) in core.slots.drain() {
         if let Some(ev) = slot.events {
             let _ = ev.send(AssocEvent::Down(DownReason::TransportGone));
@@ -835,8 +851,13 @@ impl Core {
             }
             Command::Close { id } => {
                 if let Some(&h) = self.by_id.get(&id) {
-                    let now = self.now();
-                    self.endpoint.shutdown(now, h);
+                    match self.slots.get_mut(&h) {
+                        Some(s) if !s.pending.is_empty() => s.close_requested = true,
+                        _ => {
+                            let now = self.now();
+                            self.endpoint.shutdown(now, h);
+                        }
+                    }
                 }
             }
             Command::Abort { id, reason } => {
@@ -902,6 +923,13 @@ impl Core {
                 break; // put back: buffer full again
             }
         }
+        if let Some(s) = self.slots.get_mut(&h) {
+            if s.close_requested && s.pending.is_empty() {
+                s.close_requested = false;
+                let now = self.now();
+                self.endpoint.shutdown(now, h);
+            }
+        }
     }
 
     fn connect(
@@ -938,6 +966,7 @@ impl Core {
                         remote: remotes[0],
                         events: None,
                         pending: VecDeque::new(),
+                        close_requested: false,
                         connect_reply: Some(reply),
                         released: Arc::new(AtomicUsize::new(0)),
                     },
@@ -1058,6 +1087,7 @@ impl Core {
                 remote,
                 events: None,
                 pending: VecDeque::new(),
+                close_requested: false,
                 connect_reply: None,
                 released: Arc::new(AtomicUsize::new(0)),
             },
