@@ -156,7 +156,7 @@ fn tls_listener_relays_bytes_and_the_http_plugin_resumes_there_too() {
             "--fail",
             "--http1.1",
             "--limit-rate",
-            "24M",
+            "8M",
         ])
         .arg("--cacert")
         .arg(&crt)
