@@ -350,6 +350,8 @@ impl Transport for SctpUdp {
             })
             .map_err(|_| TransportError::Down(DownReason::TransportGone))?;
         match tokio::time::timeout_at(at + Duration::from_millis(50), rx).await {
+            // The driver does not know the caller's duration; name it here.
+            Ok(Ok(Err(TransportError::Timeout(_)))) => Err(TransportError::Timeout(deadline)),
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(TransportError::Down(DownReason::TransportGone)),
             Err(_) => Err(TransportError::Timeout(deadline)),
