@@ -525,14 +525,7 @@ impl Server {
             }
         };
         let old = &self.cfg;
-        macro_rules! fixed {
-            ($($field:ident $(. $sub:ident)*),*) => {$(
-                if format!("{:?}", old.$field$(.$sub)*) != format!("{:?}", new.$field$(.$sub)*) {
-                    restart.push(concat!("registrar.", stringify!($field) $(, ".", stringify!($sub))*));
-                }
-            )*};
-        }
-        fixed!(
+        crate::config::restart_keys!(restart, "registrar", old, new;
             listen,
             sctp_port,
             enrp_sctp_port,

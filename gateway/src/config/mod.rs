@@ -19,6 +19,18 @@
 //! back to the default (or drops the value), tries again, then runs each role's
 //! semantic checks (addresses, secrets, keep-alive timing, duplicates, ...).
 
+/// Pushes `"<prefix>.<field>"` onto `out` for each listed field whose value differs between
+/// `old` and `new` (compared by `Debug`, which redacts secrets): the keys a running role
+/// cannot apply on reload, so the log names them.
+macro_rules! restart_keys {
+    ($out:expr, $prefix:literal, $old:expr, $new:expr; $($field:ident),* $(,)?) => {$(
+        if format!("{:?}", $old.$field) != format!("{:?}", $new.$field) {
+            $out.push(concat!($prefix, ".", stringify!($field)));
+        }
+    )*};
+}
+pub(crate) use restart_keys;
+
 pub mod common;
 pub mod de;
 pub mod diag;

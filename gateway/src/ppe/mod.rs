@@ -214,14 +214,7 @@ pub fn apply_reload(shared: &Shared, new: &PpeConfig) -> anyhow::Result<Vec<&'st
     let ring = key_ring(new)?;
     let old = &shared.cfg;
     let mut restart = Vec::new();
-    macro_rules! fixed {
-        ($($field:ident $(. $sub:ident)*),*) => {$(
-            if format!("{:?}", old.$field$(.$sub)*) != format!("{:?}", new.$field$(.$sub)*) {
-                restart.push(concat!("ppe.", stringify!($field) $(, ".", stringify!($sub))*));
-            }
-        )*};
-    }
-    fixed!(
+    crate::config::restart_keys!(restart, "ppe", old, new;
         pool,
         registrars,
         registration_life,
