@@ -54,6 +54,10 @@ pub struct AssociationConfig {
     /// Offer partial reliability (RFC 3758 FORWARD-TSN) so `send_with` can abandon
     /// messages by lifetime or retransmission count.
     pub partial_reliability: bool,
+    /// Offer stream reconfiguration (RFC 6525 RE-CONFIG, advertised in the Supported
+    /// Extensions parameter): answer the peer's stream resets and allow
+    /// `Association::reset_streams` when the peer offers it too.
+    pub stream_reset: bool,
 }
 
 impl Default for AssociationConfig {
@@ -77,6 +81,7 @@ impl Default for AssociationConfig {
             pmtu_overrides: Vec::new(),
             max_burst: 16,
             partial_reliability: true,
+            stream_reset: true,
         }
     }
 }

@@ -49,6 +49,8 @@ pub struct CookieData {
     pub peer_addrs: Vec<IpAddr>,
     /// The peer offered partial reliability (FORWARD-TSN).
     pub peer_pr: bool,
+    /// The peer offered stream reconfiguration (RE-CONFIG in Supported Extensions).
+    pub peer_reconfig: bool,
 }
 
 /// Why a cookie was refused.
@@ -142,7 +144,8 @@ impl CookieSecret {
         }
         put_ip(&mut out, d.origin.ip());
         out.extend_from_slice(&d.origin.port().to_be_bytes());
-        out.push(u8::from(d.peer_pr));
+        // Flags byte: bit 0 partial reliability, bit 1 stream reconfiguration.
+        out.push(u8::from(d.peer_pr) | u8::from(d.peer_reconfig) << 1);
         out.push(addrs.len() as u8);
         for a in addrs {
             put_ip(&mut out, *a);
@@ -201,6 +204,7 @@ impl CookieSecret {
             origin: SocketAddr::new(origin_ip, u16_at(63)),
             peer_addrs,
             peer_pr: body[65] & 1 != 0,
+            peer_reconfig: body[65] & 2 != 0,
         })
     }
 }
@@ -227,6 +231,7 @@ mod tests {
             origin: "[2001:db8::1]:9899".parse().unwrap(),
             peer_addrs: addrs,
             peer_pr: true,
+            peer_reconfig: false,
         }
     }
 
@@ -242,6 +247,7 @@ mod tests {
                 origin: SocketAddr::new(IpAddr::from(v4), port),
                 peer_addrs: addrs.into_iter().map(IpAddr::from).collect(),
                 peer_pr: tags[0] & 1 == 0,
+                peer_reconfig: tags[1] & 1 == 0,
             };
             let s = CookieSecret::new([7; 32]);
             prop_assert_eq!(s.open(&s.seal(&d), 5, 10), Ok(d));

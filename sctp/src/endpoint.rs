@@ -10,7 +10,7 @@ use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::assoc::{Association, SendError};
+use crate::assoc::{Association, ResetError, SendError};
 use crate::config::{ConfigError, EndpointConfig};
 use crate::cookie::{CookieData, CookieError, CookieSecret};
 #[cfg(doc)]
@@ -215,6 +215,14 @@ impl Endpoint {
         self.association(h)
             .ok_or(SendError::NotConnected)?
             .send(stream, ppid, ordered, data)
+    }
+
+    /// Resets the SSNs of outgoing streams of an association (RFC 6525); see
+    /// [`Association::reset_streams`]. The outcome arrives as [`Event::StreamsReset`].
+    pub fn reset_streams(&mut self, h: AssocHandle, streams: &[u16]) -> Result<(), ResetError> {
+        self.association(h)
+            .ok_or(ResetError::NotConnected)?
+            .reset_streams(streams)
     }
 
     /// Starts a graceful shutdown of an association.
@@ -643,10 +651,14 @@ impl Endpoint {
         let mut peer_addrs = Vec::new();
         let mut unrecognized = Vec::new();
         let mut peer_pr = false;
+        let mut peer_reconfig = false;
         for p in &init.params {
             match p {
                 InitParam::Address(ip) => peer_addrs.push(*ip),
                 InitParam::ForwardTsnSupported => peer_pr = true,
+                InitParam::SupportedExtensions(e) => {
+                    peer_reconfig = e.contains(&chunk_type::RE_CONFIG);
+                }
                 InitParam::Unknown { typ, value } => {
                     if typ & 0x4000 != 0 {
                         let mut tlv = Vec::with_capacity(4 + value.len());
@@ -681,6 +693,7 @@ impl Endpoint {
             origin: remote,
             peer_addrs,
             peer_pr,
+            peer_reconfig,
         });
         let cfg = &self.config.association;
         let mut params: Vec<InitParam> = self
@@ -692,6 +705,9 @@ impl Endpoint {
         params.push(InitParam::StateCookie(cookie));
         if cfg.partial_reliability {
             params.push(InitParam::ForwardTsnSupported);
+        }
+        if let Some(ext) = crate::assoc::supported_extensions(cfg) {
+            params.push(ext);
         }
         params.extend(unrecognized.into_iter().take(4));
         let ack = InitChunk {

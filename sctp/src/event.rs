@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 
-use crate::wire::ErrorCause;
+use crate::wire::{ErrorCause, ReconfigResult};
 
 /// Handle of an association inside an [`crate::Endpoint`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -43,6 +43,18 @@ pub enum Event {
         /// The peer address.
         addr: SocketAddr,
     },
+    /// Stream reconfiguration (RFC 6525): the peer reset some of its outgoing streams, so
+    /// the SSNs of our incoming streams restarted at 0 (`Incoming`, always performed), or
+    /// a request made with `reset_streams` finished (`Outgoing`; on success the next
+    /// message on each stream carries SSN 0).
+    StreamsReset {
+        /// Which of our stream directions was reset.
+        direction: ResetDirection,
+        /// The streams; empty means all.
+        streams: Vec<u16>,
+        /// The outcome (`SuccessPerformed` when done).
+        result: ReconfigResult,
+    },
     /// The peer reported an operation error (ERROR chunk).
     PeerError(Vec<ErrorCause>),
     /// The association is gone; the handle is invalid from now on.
@@ -50,6 +62,15 @@ pub enum Event {
         /// Why.
         reason: CloseReason,
     },
+}
+
+/// Direction of a stream reset, seen from this endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetDirection {
+    /// Streams the peer sends on.
+    Incoming,
+    /// Streams we send on.
+    Outgoing,
 }
 
 /// Why an association closed.

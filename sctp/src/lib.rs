@@ -54,8 +54,8 @@ pub mod fuzzing;
 pub mod wire;
 
 pub use assoc::{
-    Association, AssociationStats, PathInfo, SendError, SendOptions, State, MAX_PATHS,
+    Association, AssociationStats, PathInfo, ResetError, SendError, SendOptions, State, MAX_PATHS,
 };
 pub use config::{AssociationConfig, ConfigError, EndpointConfig};
 pub use endpoint::{ConnectError, Endpoint, EndpointStats, Transmit};
-pub use event::{AssocHandle, CloseReason, Event, HandleHasher, HandleMap};
+pub use event::{AssocHandle, CloseReason, Event, HandleHasher, HandleMap, ResetDirection};

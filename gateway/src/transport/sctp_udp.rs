@@ -1051,6 +1051,13 @@ impl Core {
                 Event::PeerError(causes) => {
                     tracing::debug!(assoc = ?h, ?causes, "peer reported an operation error");
                 }
+                Event::StreamsReset {
+                    direction,
+                    streams,
+                    result,
+                } => {
+                    tracing::debug!(assoc = ?h, ?direction, ?streams, ?result, "streams reset");
+                }
                 Event::Closed { reason } => self.on_closed(h, reason),
             }
         }

@@ -2,6 +2,7 @@
 //! (RFC 9260 §5–§9), driven by packets and time handed in by the [`crate::Endpoint`].
 
 mod path;
+mod reconfig;
 mod rx;
 mod tx;
 
@@ -23,6 +24,8 @@ use crate::wire::{
 };
 
 pub(crate) use path::Path;
+pub(crate) use reconfig::supported_extensions;
+pub use reconfig::ResetError;
 use rx::Receiver;
 use tx::Sender;
 
@@ -117,6 +120,24 @@ pub struct AssociationStats {
     pub malformed_chunks: u64,
     /// Messages delivered to the user.
     pub messages_received: u64,
+    /// RE-CONFIG requests received (RFC 6525; retransmissions included).
+    pub reconfig_requests_received: u64,
+    /// Re-configuration Responses sent.
+    pub reconfig_responses_sent: u64,
+    /// Responses sent refusing a request (Denied or an error result).
+    pub reconfig_requests_denied: u64,
+    /// RE-CONFIG chunks that did not decode or combined parameters wrongly.
+    pub reconfig_malformed: u64,
+    /// Stream reset requests of ours sent (first transmissions).
+    pub reconfig_requests_sent: u64,
+    /// Retransmissions of our stream reset requests.
+    pub reconfig_retransmissions: u64,
+    /// Responses received that answered our request in flight.
+    pub reconfig_responses_received: u64,
+    /// Resets of incoming streams performed for the peer.
+    pub streams_reset_incoming: u64,
+    /// Resets of our outgoing streams the peer performed.
+    pub streams_reset_outgoing: u64,
 }
 
 /// Information about one path, for the user.
@@ -202,6 +223,8 @@ pub struct Association {
     /// Path the handshake currently uses; T1 expiries rotate it over the confirmed
     /// addresses so a dead first address does not prevent the association.
     hs_path: usize,
+    /// Stream reconfiguration (RFC 6525), when both sides offered it.
+    reconfig: Option<Box<reconfig::Reconfig>>,
 }
 
 impl Association {
@@ -258,6 +281,7 @@ impl Association {
             burst_left: 0,
             indexed_timeout: None,
             hs_path: 0,
+            reconfig: None,
         }
     }
 
@@ -335,6 +359,7 @@ impl Association {
             c.peer_mis,
         );
         a.tx.pr_enabled = a.cfg.partial_reliability && c.peer_pr;
+        a.reconfig = reconfig::Reconfig::negotiate(&a.cfg, c.peer_reconfig, a.local_tsn, c.peer_tsn);
         a.establish(now);
         a.send_cookie_ack = true;
         a
@@ -420,7 +445,7 @@ impl Association {
 
     /// Bytes queued or sent but not yet acknowledged.
     pub fn buffered_amount(&self) -> usize {
-        self.tx.buffered()
+        self.tx.buffered() + self.reconfig.as_ref().map_or(0, |r| r.parked_bytes())
     }
 
     /// Makes `addr` the primary path; false if it is not a peer address.
@@ -503,6 +528,10 @@ impl Association {
             return Err(SendError::InvalidStream(stream));
         }
         self.burst_left = self.cfg.max_burst;
+        if let Some(parked) = self.park_if_resetting(stream, ppid, ordered, &data, max_rtx, expires)
+        {
+            return parked;
+        }
         self.tx
             .enqueue(stream, ppid, ordered, data, max_rtx, expires)
     }
@@ -569,6 +598,7 @@ impl Association {
             p.hb_send_now = false;
         }
         self.tx.clear();
+        self.reconfig = None;
         self.events.push_back(Event::Closed { reason });
     }
 
@@ -578,7 +608,8 @@ impl Association {
 
     /// Earliest timer deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut t = [self.t1, self.t2, self.t5, self.rx.sack_deadline]
+        let reconfig = self.reconfig.as_ref().and_then(|r| r.timeout());
+        let mut t = [self.t1, self.t2, self.t5, self.rx.sack_deadline, reconfig]
             .into_iter()
             .flatten()
             .min();
@@ -734,6 +765,9 @@ impl Association {
             }
         }
         if data_seen {
+            if !self.reconfig_after_data() {
+                return;
+            }
             self.rx.after_data_packet(now, pidx, &self.cfg);
             if self.state == State::ShutdownSent {
                 // RFC 9260 §9.2: answer DATA while shutting down with SHUTDOWN again.
@@ -868,6 +902,9 @@ impl Association {
                 *data_seen = true;
                 self.rx.on_forward_tsn(f, &mut self.events, &mut self.stats);
             }
+            Chunk::ReConfig(body) if self.reconfig.is_some() => {
+                return self.on_reconfig(now, body);
+            }
             // Extensions we did not negotiate are treated as unknown chunk types.
             Chunk::IData(_) | Chunk::ForwardTsn(_) | Chunk::ReConfig(_) | Chunk::Unknown { .. } => {
                 return self.unknown_chunk(raw);
@@ -899,6 +936,7 @@ impl Association {
         }
         let mut cookie = None;
         let mut peer_pr = false;
+        let mut peer_reconfig = false;
         let port = self.paths[pidx].addr.port();
         for p in init.params {
             match p {
@@ -910,6 +948,9 @@ impl Association {
                     }
                 }
                 InitParam::ForwardTsnSupported => peer_pr = true,
+                InitParam::SupportedExtensions(e) => {
+                    peer_reconfig = e.contains(&chunk_type::RE_CONFIG);
+                }
                 // 00 and 01: stop processing further parameters.
                 InitParam::Unknown { typ, .. } if typ & 0x8000 == 0 => break,
                 _ => {}
@@ -917,6 +958,8 @@ impl Association {
         }
         let Some(cookie) = cookie else { return };
         self.tx.pr_enabled = self.cfg.partial_reliability && peer_pr;
+        self.reconfig =
+            reconfig::Reconfig::negotiate(&self.cfg, peer_reconfig, self.local_tsn, init.initial_tsn);
         self.adopt_peer(
             now,
             init.initiate_tag,
@@ -982,6 +1025,12 @@ impl Association {
                     c.peer_mis,
                 );
                 self.tx.pr_enabled = self.cfg.partial_reliability && c.peer_pr;
+                self.reconfig = reconfig::Reconfig::negotiate(
+                    &self.cfg,
+                    c.peer_reconfig,
+                    self.local_tsn,
+                    c.peer_tsn,
+                );
                 self.establish(now);
                 self.send_cookie_ack = true;
             }
@@ -1055,7 +1104,8 @@ impl Association {
 
     /// Moves the shutdown along once all our data is acknowledged (RFC 9260 §9.2).
     fn check_shutdown_progress(&mut self, now: Instant) {
-        if !self.tx.is_empty() {
+        // A pending stream reset finishes first: parked messages still have to go out.
+        if !self.tx.is_empty() || self.reconfig.as_ref().is_some_and(|r| !r.is_idle()) {
             return;
         }
         match self.state {
@@ -1132,6 +1182,10 @@ impl Association {
         if self.rx.sack_deadline.is_some_and(|t| t <= now) {
             self.rx.sack_deadline = None;
             self.rx.sack_needed = true;
+        }
+        self.reconfig_timeout(now);
+        if self.state == State::Closed {
+            return;
         }
         for i in 0..self.paths.len() {
             if self.paths[i].t3.is_some_and(|t| t <= now) {

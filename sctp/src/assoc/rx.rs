@@ -41,6 +41,8 @@ pub(crate) struct Receiver {
     pub sack_path: usize,
     buffer: usize,
     last_advertised: usize,
+    /// The peer's stream reset waiting for missing TSNs (RFC 6525, see `reconfig.rs`).
+    pub(super) deferred: Option<Box<super::reconfig::Deferred>>,
 }
 
 impl Receiver {
@@ -61,6 +63,7 @@ impl Receiver {
             sack_path: 0,
             buffer: cfg.receive_buffer as usize,
             last_advertised: cfg.receive_buffer as usize,
+            deferred: None,
         }
     }
 
@@ -153,6 +156,9 @@ impl Receiver {
         }
         self.mark(tsn);
         self.held += len;
+        let Some(d) = self.hold_if_deferred(tsn, d) else {
+            return Ok(());
+        };
         if d.beginning && d.ending {
             self.deliver(
                 d.stream,
@@ -426,6 +432,75 @@ impl Receiver {
         self.packets_since_sack = 0;
         self.urgent = false;
         self.last_advertised = a_rwnd;
+    }
+}
+
+/// Hooks for stream reconfiguration (RFC 6525), driven from `reconfig.rs`.
+impl Receiver {
+    /// Highest TSN received in sequence (64-bit unwrapped).
+    pub(super) fn cum64(&self) -> u64 {
+        self.cum
+    }
+
+    /// Restarts the SSNs of incoming `streams` (empty: all) at 0. Messages still waiting
+    /// for an earlier SSN cannot get it any more, so they are handed out first, in order.
+    pub(super) fn reset_in_streams(
+        &mut self,
+        streams: &[u16],
+        events: &mut VecDeque<Event>,
+        stats: &mut AssociationStats,
+    ) {
+        let ids: Vec<u16> = if streams.is_empty() {
+            self.streams.keys().copied().collect()
+        } else {
+            streams.to_vec()
+        };
+        for id in ids {
+            let Some(st) = self.streams.remove(&id) else {
+                continue;
+            };
+            let mut rest: Vec<(u16, (u32, Bytes))> = st.pending.into_iter().collect();
+            rest.sort_unstable_by_key(|(ssn, _)| ssn.wrapping_sub(st.next_ssn));
+            for (_, (ppid, bytes)) in rest {
+                stats.messages_received += 1;
+                events.push_back(Event::Data {
+                    stream: id,
+                    ppid,
+                    ordered: true,
+                    bytes,
+                });
+            }
+        }
+    }
+
+    /// Delivers or reassembles a chunk held back by a deferred reset (already counted
+    /// in the TSN map and the window when it arrived).
+    pub(super) fn place_held(
+        &mut self,
+        tsn: u64,
+        d: DataChunk,
+        events: &mut VecDeque<Event>,
+        stats: &mut AssociationStats,
+    ) -> Result<(), ErrorCause> {
+        if d.beginning && d.ending {
+            self.deliver(
+                d.stream,
+                d.unordered,
+                d.ssn,
+                d.ppid,
+                d.payload,
+                events,
+                stats,
+            );
+            return Ok(());
+        }
+        let try_now = d.ending || self.reasm.contains_key(&(tsn + 1));
+        self.reasm_bytes += d.payload.len();
+        self.reasm.insert(tsn, d);
+        if try_now {
+            self.assemble(tsn, events, stats)?;
+        }
+        Ok(())
     }
 }
 

@@ -209,6 +209,61 @@ impl Sender {
     }
 }
 
+/// Hooks for stream reconfiguration (RFC 6525), driven from `reconfig.rs`.
+impl Sender {
+    /// Whether messages on `streams` (empty: any) still wait for TSNs.
+    pub fn queued_on(&self, streams: &[u16]) -> bool {
+        self.queue
+            .iter()
+            .any(|m| streams.is_empty() || streams.contains(&m.stream))
+    }
+
+    /// The last TSN handed out (Sender's Last Assigned TSN).
+    pub fn last_assigned_tsn(&self) -> u32 {
+        self.next_tsn.wrapping_sub(1) as u32
+    }
+
+    /// Restarts the SSNs of outgoing `streams` (empty: all) at 0.
+    pub fn reset_out_ssn(&mut self, streams: &[u16]) {
+        if streams.is_empty() {
+            self.next_ssn.fill(0);
+        }
+        for &s in streams {
+            if let Some(n) = self.next_ssn.get_mut(s as usize) {
+                *n = 0;
+            }
+        }
+    }
+
+    /// Queues a message that was admitted (and counted against the send buffer) while
+    /// its stream was being reset.
+    pub fn requeue(
+        &mut self,
+        stream: u16,
+        ppid: u32,
+        ordered: bool,
+        data: Bytes,
+        max_rtx: Option<u16>,
+        expires: Option<Instant>,
+    ) {
+        self.next_msg += 1;
+        self.queued_bytes += data.len();
+        self.queue.push_back(OutMsg {
+            stream,
+            ppid,
+            unordered: !ordered,
+            ssn: 0,
+            pr: Pr {
+                msg: self.next_msg,
+                max_rtx,
+                expires,
+            },
+            data,
+            offset: 0,
+        });
+    }
+}
+
 fn padded(n: usize) -> usize {
     (n + 3) & !3
 }
@@ -230,6 +285,7 @@ impl Association {
                         .partial_reliability
                         .then_some(InitParam::ForwardTsnSupported),
                 )
+                .chain(super::supported_extensions(&self.cfg))
                 .collect(),
         }
     }
@@ -312,6 +368,9 @@ impl Association {
             self.stats.packets_sent += 1;
             let p = &self.paths[self.hs_path];
             return Some((p.addr, p.local));
+        }
+        if self.reconfig.as_ref().is_some_and(|r| r.wants_send()) {
+            self.reconfig_send(now);
         }
         let dest = self.pick_dest()?;
         let pmtu = self.paths[dest].pmtu;

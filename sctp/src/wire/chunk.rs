@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use super::{
     be16, be32, begin_chunk, end_chunk, end_chunk_tlv, put_tlv, tlv_items, DecodeError, ErrorCause,
-    InitParam, RawChunk,
+    InitParam, RawChunk, ReConfigBody,
 };
 
 /// Chunk type codes.
@@ -207,8 +207,8 @@ pub enum Chunk {
     IData(IDataChunk),
     /// FORWARD-TSN (RFC 3758).
     ForwardTsn(ForwardTsnChunk),
-    /// RE-CONFIG (RFC 6525), parameters checked for framing only.
-    ReConfig(Bytes),
+    /// RE-CONFIG (RFC 6525): its parameters, or why they do not decode.
+    ReConfig(ReConfigBody),
     /// Any other chunk type.
     Unknown {
         /// Chunk type.
@@ -372,12 +372,7 @@ impl Chunk {
                     streams,
                 })
             }
-            chunk_type::RE_CONFIG => {
-                for item in tlv_items(v, "RE-CONFIG parameter") {
-                    item?;
-                }
-                Chunk::ReConfig(v.clone())
-            }
+            chunk_type::RE_CONFIG => Chunk::ReConfig(ReConfigBody::decode(v)),
             typ => Chunk::Unknown {
                 typ,
                 flags: raw.flags,
@@ -504,10 +499,12 @@ impl Chunk {
                 }
                 end_chunk(out, at);
             }
-            Chunk::ReConfig(v) => {
+            Chunk::ReConfig(body) => {
                 let at = begin_chunk(out, chunk_type::RE_CONFIG, 0);
-                out.extend_from_slice(v);
-                end_chunk(out, at);
+                match body.encode(out) {
+                    Some(last) => end_chunk_tlv(out, at, Some(last)),
+                    None => end_chunk(out, at),
+                }
             }
             Chunk::Unknown { typ, flags, value } => {
                 let at = begin_chunk(out, *typ, *flags);

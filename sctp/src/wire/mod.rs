@@ -5,6 +5,7 @@
 mod cause;
 mod chunk;
 mod param;
+mod reconfig;
 
 pub use cause::{cause_code, ErrorCause};
 pub use chunk::{
@@ -12,6 +13,7 @@ pub use chunk::{
     DATA_HEADER_LEN,
 };
 pub use param::{param_type, InitParam};
+pub use reconfig::{reconfig_param_type, ReConfigBody, ReconfigParam, ReconfigResult};
 
 use bytes::Bytes;
 

@@ -37,6 +37,40 @@ fn param() -> impl Strategy<Value = InitParam> {
     ]
 }
 
+fn reconfig_param() -> impl Strategy<Value = ReconfigParam> {
+    let streams = || proptest::collection::vec(any::<u16>(), 0..6);
+    prop_oneof![
+        (any::<[u32; 3]>(), streams()).prop_map(|(n, streams)| {
+            ReconfigParam::OutgoingSsnReset {
+                req_seq: n[0],
+                resp_seq: n[1],
+                last_tsn: n[2],
+                streams,
+            }
+        }),
+        (any::<u32>(), streams())
+            .prop_map(|(req_seq, streams)| ReconfigParam::IncomingSsnReset { req_seq, streams }),
+        any::<u32>().prop_map(|req_seq| ReconfigParam::SsnTsnReset { req_seq }),
+        (
+            any::<u32>(),
+            any::<u32>(),
+            proptest::option::of(any::<(u32, u32)>())
+        )
+            .prop_map(|(resp_seq, code, next_tsns)| ReconfigParam::Response {
+                resp_seq,
+                result: ReconfigResult::from_code(code % 9),
+                next_tsns,
+            }),
+        (any::<u32>(), any::<u16>())
+            .prop_map(|(req_seq, count)| ReconfigParam::AddOutgoingStreams { req_seq, count }),
+        (any::<u32>(), any::<u16>())
+            .prop_map(|(req_seq, count)| ReconfigParam::AddIncomingStreams { req_seq, count }),
+        (any::<u16>(), bytes(9))
+            .prop_filter("known codes", |(t, _)| !(13..=18).contains(t))
+            .prop_map(|(typ, value)| ReconfigParam::Unknown { typ, value }),
+    ]
+}
+
 fn init() -> impl Strategy<Value = InitChunk> {
     (
         1u32..,
@@ -137,12 +171,16 @@ fn chunk() -> impl Strategy<Value = Chunk> {
                 new_cum_tsn,
                 streams
             })),
-        proptest::collection::vec((any::<u16>(), bytes(8)), 0..3).prop_map(|ps| {
+        proptest::collection::vec(reconfig_param(), 0..3)
+            .prop_map(|ps| Chunk::ReConfig(ReConfigBody::Params(ps))),
+        // Parameters that fail their length check survive as `Malformed`.
+        (bytes(12), 13u16..=18).prop_filter_map("must not decode", |(b, t)| {
             let mut v = Vec::new();
-            for (t, b) in ps {
-                put_tlv(&mut v, t, &b);
+            put_tlv(&mut v, t, &b);
+            match ReConfigBody::decode(&Bytes::from(v)) {
+                m @ ReConfigBody::Malformed { .. } => Some(Chunk::ReConfig(m)),
+                ReConfigBody::Params(_) => None,
             }
-            Chunk::ReConfig(Bytes::from(v))
         }),
         (15u8..=255, any::<u8>(), bytes(30))
             .prop_filter("known types", |(t, _, _)| {
@@ -250,4 +288,73 @@ fn last_parameter_padding_not_counted() {
     c.encode(&mut out);
     assert_eq!(out.len(), 12);
     assert_eq!(u16::from_be_bytes([out[2], out[3]]), 9);
+}
+
+proptest! {
+    #[test]
+    fn reconfig_param_roundtrip(p in reconfig_param()) {
+        let mut out = Vec::new();
+        let end = p.encode(&mut out);
+        prop_assert_eq!(out.len() % 4, 0);
+        let len = u16::from_be_bytes([out[2], out[3]]) as usize;
+        prop_assert_eq!(len, end);
+        let typ = u16::from_be_bytes([out[0], out[1]]);
+        let v = Bytes::copy_from_slice(&out[4..len]);
+        prop_assert_eq!(ReconfigParam::decode(typ, v).unwrap(), p);
+    }
+
+    #[test]
+    fn reconfig_body_decode_is_total(v in proptest::collection::vec(any::<u8>(), 0..80)) {
+        let body = ReConfigBody::decode(&Bytes::from(v));
+        let mut out = Vec::new();
+        body.encode(&mut out);
+        prop_assert_eq!(ReConfigBody::decode(&Bytes::from(out)), body);
+    }
+
+    #[test]
+    fn reconfig_result_codes_roundtrip(c in any::<u32>()) {
+        prop_assert_eq!(ReconfigResult::from_code(c).code(), c);
+    }
+}
+
+#[test]
+fn reconfig_lengths_checked() {
+    let dec = |t: u16, n: usize| ReconfigParam::decode(t, Bytes::from(vec![0u8; n]));
+    // Outgoing SSN reset: 12 fixed bytes, then whole stream numbers.
+    assert!(dec(reconfig_param_type::OUTGOING_SSN_RESET, 11).is_err());
+    assert!(dec(reconfig_param_type::OUTGOING_SSN_RESET, 13).is_err());
+    assert!(dec(reconfig_param_type::OUTGOING_SSN_RESET, 14).is_ok());
+    assert!(dec(reconfig_param_type::INCOMING_SSN_RESET, 3).is_err());
+    assert!(dec(reconfig_param_type::INCOMING_SSN_RESET, 5).is_err());
+    assert!(dec(reconfig_param_type::SSN_TSN_RESET, 8).is_err());
+    assert!(dec(reconfig_param_type::RESPONSE, 12).is_err());
+    assert!(dec(reconfig_param_type::RESPONSE, 16).is_ok());
+    assert!(dec(reconfig_param_type::ADD_OUTGOING_STREAMS, 4).is_err());
+    assert!(dec(reconfig_param_type::ADD_INCOMING_STREAMS, 8).is_ok());
+    // A malformed parameter keeps the chunk decodable, as `Malformed`.
+    let raw = RawChunk {
+        typ: chunk_type::RE_CONFIG,
+        flags: 0,
+        value: Bytes::from_static(&[0, 16, 0, 8, 0, 0, 0, 1]),
+    };
+    assert!(matches!(
+        Chunk::decode(&raw),
+        Ok(Chunk::ReConfig(ReConfigBody::Malformed {
+            error: DecodeError::BadLength("re-configuration response"),
+            ..
+        }))
+    ));
+    // A known vector: Outgoing SSN Reset Request for streams 1 and 2 (RFC 6525 §4.1).
+    let p = ReconfigParam::OutgoingSsnReset {
+        req_seq: 7,
+        resp_seq: 6,
+        last_tsn: 0x0102_0304,
+        streams: vec![1, 2],
+    };
+    let mut out = Vec::new();
+    p.encode(&mut out);
+    assert_eq!(
+        out,
+        [0, 13, 0, 20, 0, 0, 0, 7, 0, 0, 0, 6, 1, 2, 3, 4, 0, 1, 0, 2]
+    );
 }
