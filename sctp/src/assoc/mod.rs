@@ -903,7 +903,7 @@ impl Association {
                 self.rx.on_forward_tsn(f, &mut self.events, &mut self.stats);
             }
             Chunk::ReConfig(body) if self.reconfig.is_some() => {
-                return self.on_reconfig(now, body);
+                return self.on_reconfig(now, pidx, body);
             }
             // Extensions we did not negotiate are treated as unknown chunk types.
             Chunk::IData(_) | Chunk::ForwardTsn(_) | Chunk::ReConfig(_) | Chunk::Unknown { .. } => {

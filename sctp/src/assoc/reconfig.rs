@@ -342,7 +342,7 @@ impl Association {
     }
 
     /// Handles a RE-CONFIG chunk from the peer.
-    pub(super) fn on_reconfig(&mut self, now: Instant, body: ReConfigBody) -> bool {
+    pub(super) fn on_reconfig(&mut self, now: Instant, pidx: usize, body: ReConfigBody) -> bool {
         if self.reconfig.is_none()
             || !matches!(
                 self.state,
@@ -398,7 +398,7 @@ impl Association {
                 }
                 ReconfigParam::Response {
                     resp_seq, result, ..
-                } => self.on_reconfig_response(now, resp_seq, result),
+                } => self.on_reconfig_response(now, pidx, resp_seq, result),
                 ReconfigParam::Unknown { typ, value } => {
                     // Upper two bits as for INIT parameters (RFC 6525 §4, RFC 9260 §3.2.1).
                     if typ & 0x4000 != 0 {
@@ -597,7 +597,13 @@ impl Association {
     }
 
     /// The peer answered a request (RFC 6525 §5.2.7).
-    fn on_reconfig_response(&mut self, now: Instant, resp_seq: u32, result: ReconfigResult) {
+    fn on_reconfig_response(
+        &mut self,
+        now: Instant,
+        pidx: usize,
+        resp_seq: u32,
+        result: ReconfigResult,
+    ) {
         let rto = self.paths[self.data_path].rto;
         let Some(r) = self.reconfig.as_mut() else {
             return;
@@ -609,6 +615,14 @@ impl Association {
             return;
         }
         self.stats.reconfig_responses_received += 1;
+        // An answer proves the peer alive, like an acknowledged TSN.
+        self.path_alive(pidx);
+        let Some(r) = self.reconfig.as_mut() else {
+            return;
+        };
+        let Some(req) = r.requests.front_mut() else {
+            return;
+        };
         if result == ReconfigResult::InProgress {
             req.phase = Phase::InProgress;
             r.timer = Some(now + rto);
@@ -701,3 +715,7 @@ impl Receiver {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "reconfig_tests.rs"]
+mod tests;

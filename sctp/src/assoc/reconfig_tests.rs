@@ -1,0 +1,656 @@
+//! Stream reconfiguration (RFC 6525) unit tests, driving two endpoints packet by packet
+//! (the style of `tests.rs`), with crafted RE-CONFIG chunks for the peer's side.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::wire::{
+    chunk_type, cause_code, param_type, Chunk, CommonHeader, DataChunk, InitParam, Packet,
+    ReConfigBody, ReconfigParam, ReconfigResult,
+};
+use crate::{
+    AssocHandle, CloseReason, Endpoint, EndpointConfig, Event, ResetDirection, ResetError,
+};
+
+const A: &str = "10.0.0.1:9899";
+const B: &str = "10.0.0.2:9899";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn cfg() -> EndpointConfig {
+    let mut c = EndpointConfig::default();
+    c.association.rto_initial = Duration::from_millis(100);
+    c.association.rto_min = Duration::from_millis(50);
+    c.association.heartbeat_interval = None;
+    c
+}
+
+fn out(ep: &mut Endpoint, now: Instant) -> Vec<Vec<u8>> {
+    std::iter::from_fn(|| ep.poll_transmit(now).map(|t| t.contents)).collect()
+}
+
+fn chunks(pkts: &[Vec<u8>]) -> Vec<Chunk> {
+    pkts.iter()
+        .flat_map(|p| Packet::decode(p).unwrap().chunks)
+        .collect()
+}
+
+/// The RE-CONFIG parameters in some packets.
+fn reconfigs(pkts: &[Vec<u8>]) -> Vec<ReconfigParam> {
+    chunks(pkts)
+        .into_iter()
+        .filter_map(|c| match c {
+            Chunk::ReConfig(ReConfigBody::Params(p)) => Some(p),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn data_chunks(pkts: &[Vec<u8>]) -> Vec<DataChunk> {
+    chunks(pkts)
+        .into_iter()
+        .filter_map(|c| match c {
+            Chunk::Data(d) => Some(d),
+            _ => None,
+        })
+        .collect()
+}
+
+fn events(ep: &mut Endpoint) -> Vec<Event> {
+    std::iter::from_fn(|| ep.poll_event().map(|(_, e)| e)).collect()
+}
+
+fn messages(ev: &[Event]) -> Vec<(u16, Bytes)> {
+    ev.iter()
+        .filter_map(|e| match e {
+            Event::Data { stream, bytes, .. } => Some((*stream, bytes.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn resets(ev: &[Event]) -> Vec<(ResetDirection, Vec<u16>, ReconfigResult)> {
+    ev.iter()
+        .filter_map(|e| match e {
+            Event::StreamsReset {
+                direction,
+                streams,
+                result,
+            } => Some((*direction, streams.clone(), *result)),
+            _ => None,
+        })
+        .collect()
+}
+
+struct Pair {
+    a: Endpoint,
+    b: Endpoint,
+    now: Instant,
+    ha: AssocHandle,
+}
+
+impl Pair {
+    fn with(ca: EndpointConfig, cb: EndpointConfig) -> Pair {
+        let now = Instant::now();
+        let mut a = Endpoint::new(ca, 1).unwrap();
+        let b = Endpoint::new(cb, 2).unwrap();
+        let ha = a.connect(now, &[addr(B)], 1, 2).unwrap();
+        let mut p = Pair { a, b, now, ha };
+        p.exchange();
+        assert_eq!(events(&mut p.a), vec![Event::Connected]);
+        assert_eq!(events(&mut p.b), vec![Event::Connected]);
+        p
+    }
+    fn new() -> Pair {
+        Pair::with(cfg(), cfg())
+    }
+    fn hb(&self) -> AssocHandle {
+        self.b.handles()[0]
+    }
+    fn to_b(&mut self, pkts: Vec<Vec<u8>>) {
+        for p in pkts {
+            self.b.handle_datagram(self.now, Some(addr(B)), addr(A), &p);
+        }
+    }
+    fn to_a(&mut self, pkts: Vec<Vec<u8>>) {
+        for p in pkts {
+            self.a.handle_datagram(self.now, Some(addr(A)), addr(B), &p);
+        }
+    }
+    fn exchange(&mut self) {
+        for _ in 0..20 {
+            let pa = out(&mut self.a, self.now);
+            let pb = out(&mut self.b, self.now);
+            if pa.is_empty() && pb.is_empty() {
+                return;
+            }
+            self.to_b(pa);
+            self.to_a(pb);
+        }
+    }
+    /// Exchanges packets and runs timers for `span` of simulated time.
+    fn run(&mut self, span: Duration) {
+        let end = self.now + span;
+        loop {
+            self.exchange();
+            let next = [self.a.poll_timeout(), self.b.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            match next {
+                Some(t) if t <= end => {
+                    self.now = t.max(self.now);
+                    self.a.handle_timeout(self.now);
+                    self.b.handle_timeout(self.now);
+                }
+                _ => return,
+            }
+        }
+    }
+    /// A packet as B would send it to A.
+    fn from_b(&self, chunks: Vec<Chunk>) -> Vec<u8> {
+        let tag = self.a.association_ref(self.ha).unwrap().local_tag;
+        Packet {
+            header: CommonHeader {
+                src_port: 2,
+                dst_port: 1,
+                vtag: tag,
+            },
+            chunks,
+        }
+        .encode()
+    }
+    /// A packet as A would send it to B.
+    fn from_a(&self, chunks: Vec<Chunk>) -> Vec<u8> {
+        let tag = self.a.association_ref(self.ha).unwrap().peer_tag;
+        Packet {
+            header: CommonHeader {
+                src_port: 1,
+                dst_port: 2,
+                vtag: tag,
+            },
+            chunks,
+        }
+        .encode()
+    }
+    /// The request sequence number B's next request would carry (B's initial TSN while
+    /// B has made none).
+    fn b_initial_tsn(&self) -> u32 {
+        self.b.association_ref(self.hb()).unwrap().local_tsn
+    }
+    fn stats_a(&self) -> crate::AssociationStats {
+        self.a.association_ref(self.ha).unwrap().stats().clone()
+    }
+    fn stats_b(&self) -> crate::AssociationStats {
+        self.b.association_ref(self.hb()).unwrap().stats().clone()
+    }
+}
+
+fn reconfig(params: Vec<ReconfigParam>) -> Chunk {
+    Chunk::ReConfig(ReConfigBody::Params(params))
+}
+
+#[test]
+fn re_config_advertised_and_only_used_when_both_offer_it() {
+    let now = Instant::now();
+    let mut a = Endpoint::new(cfg(), 1).unwrap();
+    a.connect(now, &[addr(B)], 1, 2).unwrap();
+    let init = chunks(&out(&mut a, now));
+    let Chunk::Init(init) = &init[0] else {
+        panic!("INIT expected")
+    };
+    assert!(init.params.iter().any(
+        |p| matches!(p, InitParam::SupportedExtensions(e) if e.contains(&chunk_type::RE_CONFIG))
+    ));
+    let _ = param_type::SUPPORTED_EXTENSIONS;
+
+    // B does not offer it: A may not reset, and B ignores a RE-CONFIG (type 130 is
+    // "skip silently" for an endpoint that does not know it).
+    let mut off = cfg();
+    off.association.stream_reset = false;
+    let mut p = Pair::with(cfg(), off);
+    let ha = p.ha;
+    assert_eq!(
+        p.a.reset_streams(ha, &[0]),
+        Err(ResetError::NotSupported)
+    );
+    let seq = p.a.association_ref(ha).unwrap().local_tsn;
+    let pkt = p.from_a(vec![reconfig(vec![ReconfigParam::OutgoingSsnReset {
+        req_seq: seq,
+        resp_seq: 0,
+        last_tsn: seq.wrapping_sub(1),
+        streams: vec![],
+    }])]);
+    p.to_b(vec![pkt]);
+    assert!(out(&mut p.b, p.now).is_empty());
+    assert_eq!(p.stats_b().reconfig_requests_received, 0);
+}
+
+#[test]
+fn reset_restarts_ssn_and_both_sides_report_it() {
+    let mut p = Pair::new();
+    let ha = p.ha;
+    for m in [&b"one"[..], b"two"] {
+        p.a.send(ha, 1, 11, true, Bytes::copy_from_slice(m)).unwrap();
+    }
+    p.exchange();
+    assert_eq!(messages(&events(&mut p.b)).len(), 2);
+    p.a.reset_streams(ha, &[1]).unwrap();
+    assert_eq!(p.a.reset_streams(ha, &[300]), Err(ResetError::InvalidStream(300)));
+    let req = out(&mut p.a, p.now);
+    let params = reconfigs(&req);
+    let seq = p.a.association_ref(ha).unwrap().local_tsn;
+    let last = p.a.association_ref(ha).unwrap().tx.last_assigned_tsn();
+    assert_eq!(
+        params,
+        vec![ReconfigParam::OutgoingSsnReset {
+            req_seq: seq,
+            resp_seq: p.b_initial_tsn().wrapping_sub(1),
+            last_tsn: last,
+            streams: vec![1],
+        }]
+    );
+    p.to_b(req);
+    assert_eq!(
+        resets(&events(&mut p.b)),
+        vec![(
+            ResetDirection::Incoming,
+            vec![1],
+            ReconfigResult::SuccessPerformed
+        )]
+    );
+    let resp = out(&mut p.b, p.now);
+    assert!(reconfigs(&resp).contains(&ReconfigParam::Response {
+        resp_seq: seq,
+        result: ReconfigResult::SuccessPerformed,
+        next_tsns: None
+    }));
+    p.to_a(resp);
+    assert_eq!(
+        resets(&events(&mut p.a)),
+        vec![(
+            ResetDirection::Outgoing,
+            vec![1],
+            ReconfigResult::SuccessPerformed
+        )]
+    );
+    // The next message on stream 1 starts again at SSN 0; stream 0 is untouched.
+    p.a.send(ha, 1, 11, true, Bytes::from_static(b"three")).unwrap();
+    let d = out(&mut p.a, p.now);
+    assert_eq!(data_chunks(&d)[0].ssn, 0);
+    p.to_b(d);
+    assert_eq!(
+        messages(&events(&mut p.b)),
+        vec![(1, Bytes::from_static(b"three"))]
+    );
+    let (sa, sb) = (p.stats_a(), p.stats_b());
+    assert_eq!((sa.reconfig_requests_sent, sa.streams_reset_outgoing), (1, 1));
+    assert_eq!((sb.reconfig_requests_received, sb.reconfig_responses_sent), (1, 1));
+    assert_eq!(sb.streams_reset_incoming, 1);
+}
+
+#[test]
+fn request_waits_for_queued_data_and_new_sends_are_parked() {
+    let mut p = Pair::new();
+    let ha = p.ha;
+    p.a.send(ha, 1, 11, true, Bytes::from_static(b"old")).unwrap();
+    p.a.reset_streams(ha, &[1]).unwrap();
+    p.a.send(ha, 1, 11, true, Bytes::from_static(b"new")).unwrap();
+    assert_eq!(p.a.association_ref(ha).unwrap().buffered_amount(), 6);
+    let pkts = out(&mut p.a, p.now);
+    let data = data_chunks(&pkts);
+    assert_eq!(data.len(), 1, "the parked message waits for the reset");
+    assert_eq!(&data[0].payload[..], b"old");
+    let req = reconfigs(&pkts);
+    assert!(
+        matches!(&req[..], [ReconfigParam::OutgoingSsnReset { last_tsn, .. }] if *last_tsn == data[0].tsn),
+        "{req:?}"
+    );
+    p.to_b(pkts);
+    p.exchange();
+    let ev_b = events(&mut p.b);
+    // Old numbering, the reset, then new numbering from SSN 0.
+    assert_eq!(
+        messages(&ev_b),
+        vec![(1, Bytes::from_static(b"old")), (1, Bytes::from_static(b"new"))]
+    );
+    let reset_at = ev_b
+        .iter()
+        .position(|e| matches!(e, Event::StreamsReset { .. }))
+        .unwrap();
+    let new_at = ev_b
+        .iter()
+        .position(|e| matches!(e, Event::Data { bytes, .. } if &bytes[..] == b"new"))
+        .unwrap();
+    assert!(reset_at < new_at);
+}
+
+#[test]
+fn deferred_reset_waits_for_missing_tsn_and_holds_newer_data() {
+    let mut p = Pair::new();
+    let ha = p.ha;
+    p.a.send(ha, 0, 11, true, Bytes::from_static(b"m1")).unwrap();
+    let lost = out(&mut p.a, p.now);
+    let m1 = data_chunks(&lost)[0].clone();
+    p.a.reset_streams(ha, &[0]).unwrap();
+    let req = out(&mut p.a, p.now);
+    p.to_b(req);
+    // B lacks m1's TSN: "In progress", nothing reset yet.
+    let resp = out(&mut p.b, p.now);
+    let seq = p.a.association_ref(ha).unwrap().local_tsn;
+    assert!(reconfigs(&resp).contains(&ReconfigParam::Response {
+        resp_seq: seq,
+        result: ReconfigResult::InProgress,
+        next_tsns: None
+    }));
+    assert!(resets(&events(&mut p.b)).is_empty());
+    p.to_a(resp);
+    assert!(resets(&events(&mut p.a)).is_empty());
+    // Data of the new numbering arrives before the missing TSN: it is held back.
+    let newer = p.from_a(vec![Chunk::Data(DataChunk {
+        tsn: m1.tsn.wrapping_add(1),
+        ssn: 0,
+        payload: Bytes::from_static(b"m2"),
+        ..m1.clone()
+    })]);
+    p.to_b(vec![newer]);
+    assert!(messages(&events(&mut p.b)).is_empty());
+    // m1 arrives: m1, the reset, then m2 (SSN 0 of the new numbering).
+    p.to_b(lost);
+    let ev = events(&mut p.b);
+    assert_eq!(
+        messages(&ev),
+        vec![(0, Bytes::from_static(b"m1")), (0, Bytes::from_static(b"m2"))]
+    );
+    assert!(matches!(
+        &ev[1],
+        Event::StreamsReset {
+            direction: ResetDirection::Incoming,
+            ..
+        }
+    ));
+    // B reports success at once; A completes without waiting for its timer.
+    let resp = out(&mut p.b, p.now);
+    assert!(reconfigs(&resp).contains(&ReconfigParam::Response {
+        resp_seq: seq,
+        result: ReconfigResult::SuccessPerformed,
+        next_tsns: None
+    }));
+    p.to_a(resp);
+    assert_eq!(
+        resets(&events(&mut p.a)),
+        vec![(
+            ResetDirection::Outgoing,
+            vec![0],
+            ReconfigResult::SuccessPerformed
+        )]
+    );
+}
+
+#[test]
+fn in_progress_answer_makes_sender_ask_again_without_counting_errors() {
+    let mut p = Pair::new();
+    let ha = p.ha;
+    p.a.send(ha, 0, 11, true, Bytes::from_static(b"m1")).unwrap();
+    let lost = out(&mut p.a, p.now);
+    p.a.reset_streams(ha, &[0]).unwrap();
+    let req = out(&mut p.a, p.now);
+    p.to_b(req.clone());
+    let r = out(&mut p.b, p.now);
+    p.to_a(r);
+    // The request timer fires: the same request again, not counted as an error.
+    p.now = p.a.association_ref(ha).unwrap().poll_timeout().unwrap();
+    // (T3 for m1 fires at the same time; deliver only the request.)
+    p.a.handle_timeout(p.now);
+    let again = out(&mut p.a, p.now);
+    assert_eq!(reconfigs(&again), reconfigs(&req));
+    p.to_b(lost);
+    p.to_b(again);
+    p.exchange();
+    assert_eq!(
+        resets(&events(&mut p.a)),
+        vec![(
+            ResetDirection::Outgoing,
+            vec![0],
+            ReconfigResult::SuccessPerformed
+        )]
+    );
+}
+
+#[test]
+fn lost_reconfig_is_retransmitted_on_rto_and_counts_toward_max_retrans() {
+    let mut c = cfg();
+    c.association.max_retransmissions = 2;
+    let mut p = Pair::with(c.clone(), c);
+    let ha = p.ha;
+    p.a.reset_streams(ha, &[]).unwrap();
+    let first = out(&mut p.a, p.now);
+    assert_eq!(reconfigs(&first).len(), 1);
+    let rto = p.a.association_ref(ha).unwrap().paths()[0].rto;
+    assert_eq!(p.a.poll_timeout().unwrap() - p.now, rto);
+    p.now += rto;
+    p.a.handle_timeout(p.now);
+    let second = out(&mut p.a, p.now);
+    assert_eq!(reconfigs(&second), reconfigs(&first), "same request again");
+    let a = p.a.association_ref(ha).unwrap();
+    assert_eq!(a.stats().reconfig_retransmissions, 1);
+    assert_eq!(a.paths()[0].rto, rto * 2, "exponential back-off");
+    // Delivered this time: done.
+    p.to_b(second);
+    p.exchange();
+    assert_eq!(
+        resets(&events(&mut p.a)),
+        vec![(
+            ResetDirection::Outgoing,
+            vec![],
+            ReconfigResult::SuccessPerformed
+        )]
+    );
+    // A peer that never answers: the association dies after Association.Max.Retrans.
+    p.a.reset_streams(ha, &[3]).unwrap();
+    out(&mut p.a, p.now);
+    for _ in 0..3 {
+        p.now = p.a.poll_timeout().unwrap();
+        p.a.handle_timeout(p.now);
+        out(&mut p.a, p.now);
+    }
+    let ev = events(&mut p.a);
+    assert_eq!(
+        ev.last(),
+        Some(&Event::Closed {
+            reason: CloseReason::Timeout
+        })
+    );
+}
+
+#[test]
+fn repeated_request_gets_same_answer_and_wrong_sequence_number_an_error() {
+    let mut p = Pair::new();
+    let ha = p.ha;
+    p.a.reset_streams(ha, &[2]).unwrap();
+    let req = out(&mut p.a, p.now);
+    p.to_b(req.clone());
+    let r1 = reconfigs(&out(&mut p.b, p.now));
+    p.to_b(req);
+    let r2 = reconfigs(&out(&mut p.b, p.now));
+    assert_eq!(r1, r2);
+    assert_eq!(resets(&events(&mut p.b)).len(), 1, "performed once");
+    // A sequence number neither next nor last.
+    let seq = p.a.association_ref(ha).unwrap().local_tsn;
+    let bad = p.from_a(vec![reconfig(vec![ReconfigParam::OutgoingSsnReset {
+        req_seq: seq.wrapping_add(5),
+        resp_seq: 0,
+        last_tsn: seq,
+        streams: vec![2],
+    }])]);
+    p.to_b(vec![bad]);
+    assert_eq!(
+        reconfigs(&out(&mut p.b, p.now)),
+        vec![ReconfigParam::Response {
+            resp_seq: seq.wrapping_add(5),
+            result: ReconfigResult::ErrorBadSequenceNumber,
+            next_tsns: None
+        }]
+    );
+    let s = p.stats_b();
+    assert_eq!(s.reconfig_requests_received, 3);
+    assert_eq!(s.reconfig_requests_denied, 1);
+    assert!(resets(&events(&mut p.b)).is_empty());
+}
+
+#[test]
+fn incoming_reset_request_answered_with_our_outgoing_request() {
+    let mut p = Pair::new();
+    let ha = p.ha;
+    p.a.send(ha, 2, 11, true, Bytes::from_static(b"x")).unwrap();
+    p.exchange();
+    events(&mut p.b);
+    let seq = p.b_initial_tsn();
+    let ask = p.from_b(vec![reconfig(vec![ReconfigParam::IncomingSsnReset {
+        req_seq: seq,
+        streams: vec![2],
+    }])]);
+    p.to_a(vec![ask.clone()]);
+    let pkts = out(&mut p.a, p.now);
+    let params = reconfigs(&pkts);
+    assert!(
+        matches!(&params[..], [ReconfigParam::OutgoingSsnReset { resp_seq, streams, .. }]
+            if *resp_seq == seq && streams == &vec![2]),
+        "{params:?}"
+    );
+    // A retransmitted ask does not start a second request.
+    p.to_a(vec![ask]);
+    assert!(reconfigs(&out(&mut p.a, p.now)).is_empty());
+    p.to_b(pkts);
+    p.exchange();
+    assert_eq!(
+        resets(&events(&mut p.a)),
+        vec![(
+            ResetDirection::Outgoing,
+            vec![2],
+            ReconfigResult::SuccessPerformed
+        )]
+    );
+    assert_eq!(resets(&events(&mut p.b)).len(), 1);
+}
+
+#[test]
+fn ssn_tsn_reset_and_add_streams_are_denied() {
+    let mut p = Pair::new();
+    let seq = p.b_initial_tsn();
+    let pkt = p.from_b(vec![reconfig(vec![ReconfigParam::SsnTsnReset { req_seq: seq }])]);
+    p.to_a(vec![pkt]);
+    let pkt = p.from_b(vec![reconfig(vec![
+        ReconfigParam::AddOutgoingStreams {
+            req_seq: seq.wrapping_add(1),
+            count: 4,
+        },
+        ReconfigParam::AddIncomingStreams {
+            req_seq: seq.wrapping_add(2),
+            count: 4,
+        },
+    ])]);
+    p.to_a(vec![pkt]);
+    let answers = reconfigs(&out(&mut p.a, p.now));
+    let results: Vec<(u32, ReconfigResult)> = answers
+        .iter()
+        .filter_map(|a| match a {
+            ReconfigParam::Response {
+                resp_seq, result, ..
+            } => Some((resp_seq.wrapping_sub(seq), *result)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        results,
+        vec![
+            (0, ReconfigResult::Denied),
+            (1, ReconfigResult::Denied),
+            (2, ReconfigResult::Denied)
+        ]
+    );
+    assert_eq!(p.stats_a().reconfig_requests_denied, 3);
+}
+
+#[test]
+fn malformed_reconfig_counted_and_reported_and_packet_goes_on() {
+    let mut p = Pair::new();
+    let b_tsn = p.b.association_ref(p.hb()).unwrap().tx_next_tsn_for_tests();
+    let bad = Chunk::ReConfig(ReConfigBody::Malformed {
+        value: Bytes::from_static(&[0, 16, 0, 8, 0, 0, 0, 1]),
+        error: crate::wire::DecodeError::BadLength("re-configuration response"),
+    });
+    let data = Chunk::Data(DataChunk {
+        tsn: b_tsn,
+        stream: 0,
+        ssn: 0,
+        ppid: 1,
+        unordered: false,
+        beginning: true,
+        ending: true,
+        immediate: true,
+        payload: Bytes::from_static(b"after"),
+    });
+    let pkt = p.from_b(vec![bad, data]);
+    p.to_a(vec![pkt]);
+    assert_eq!(
+        messages(&events(&mut p.a)),
+        vec![(0, Bytes::from_static(b"after"))]
+    );
+    let e = chunks(&out(&mut p.a, p.now));
+    assert!(e.iter().any(
+        |c| matches!(c, Chunk::Error(c) if c[0].code == cause_code::PROTOCOL_VIOLATION)
+    ));
+    // Two requests of one kind in one chunk is no allowed combination either.
+    let seq = p.b_initial_tsn();
+    let two = p.from_b(vec![reconfig(vec![
+        ReconfigParam::SsnTsnReset { req_seq: seq },
+        ReconfigParam::SsnTsnReset { req_seq: seq },
+    ])]);
+    p.to_a(vec![two]);
+    assert_eq!(p.stats_a().reconfig_malformed, 2);
+    assert!(reconfigs(&out(&mut p.a, p.now)).is_empty());
+}
+
+#[test]
+fn one_request_in_flight_others_queue() {
+    let mut p = Pair::new();
+    let ha = p.ha;
+    p.a.reset_streams(ha, &[1]).unwrap();
+    p.a.reset_streams(ha, &[2, 2, 3]).unwrap();
+    let first = out(&mut p.a, p.now);
+    assert_eq!(reconfigs(&first).len(), 1);
+    assert!(out(&mut p.a, p.now).is_empty());
+    p.to_b(first);
+    let r = out(&mut p.b, p.now);
+    p.to_a(r);
+    let second = reconfigs(&out(&mut p.a, p.now));
+    assert!(
+        matches!(&second[..], [ReconfigParam::OutgoingSsnReset { streams, .. }] if streams == &vec![2, 3]),
+        "{second:?}"
+    );
+}
+
+#[test]
+fn shutdown_waits_for_pending_reset_and_parked_message() {
+    let mut p = Pair::new();
+    let ha = p.ha;
+    p.a.reset_streams(ha, &[1]).unwrap();
+    p.a.send(ha, 1, 11, true, Bytes::from_static(b"last")).unwrap();
+    let now = p.now;
+    p.a.shutdown(now, ha);
+    p.run(Duration::from_secs(2));
+    let ev = events(&mut p.b);
+    assert_eq!(messages(&ev), vec![(1, Bytes::from_static(b"last"))]);
+    assert_eq!(
+        ev.last(),
+        Some(&Event::Closed {
+            reason: CloseReason::Shutdown
+        })
+    );
+}
