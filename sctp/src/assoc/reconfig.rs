@@ -68,6 +68,8 @@ enum Phase {
 /// One Outgoing SSN Reset Request of ours.
 #[derive(Debug)]
 struct Request {
+    /// Local number, increasing, so parked messages know which reset they follow.
+    id: u64,
     /// Streams; empty means all.
     streams: Vec<u16>,
     /// The peer's Incoming SSN Reset Request this answers, if any.
@@ -87,6 +89,9 @@ impl Request {
 /// A message sent on a stream whose reset is pending: it must carry the new SSNs.
 #[derive(Debug)]
 struct Parked {
+    /// The last request covering the stream when the message was sent: it goes out
+    /// once that request is answered (and before any later request on the stream).
+    after: u64,
     stream: u16,
     ppid: u32,
     ordered: bool,
@@ -120,6 +125,7 @@ impl Deferred {
 #[derive(Debug)]
 pub(crate) struct Reconfig {
     next_req_seq: u32,
+    next_id: u64,
     /// Our requests, the one in flight first.
     requests: VecDeque<Request>,
     timer: Option<Instant>,
@@ -147,6 +153,7 @@ impl Reconfig {
             // Each side numbers its requests from its initial TSN (RFC 6525 §4.1).
             Box::new(Reconfig {
                 next_req_seq: local_tsn,
+                next_id: 0,
                 requests: VecDeque::new(),
                 timer: None,
                 parked: VecDeque::new(),
@@ -159,10 +166,29 @@ impl Reconfig {
         })
     }
 
-    /// Whether new sends on `stream` must wait for a pending reset.
+    /// The last pending request covering `stream`, if new sends on it must wait.
     #[inline]
-    pub fn paused(&self, stream: u16) -> bool {
-        !self.requests.is_empty() && self.requests.iter().any(|r| r.covers(stream))
+    pub fn paused(&self, stream: u16) -> Option<u64> {
+        if self.requests.is_empty() {
+            return None;
+        }
+        self.requests
+            .iter()
+            .rev()
+            .find(|r| r.covers(stream))
+            .map(|r| r.id)
+    }
+
+    fn push_request(&mut self, streams: Vec<u16>, answers: Option<u32>) {
+        self.next_id += 1;
+        self.requests.push_back(Request {
+            id: self.next_id,
+            streams,
+            answers,
+            seq: 0,
+            last_tsn: 0,
+            phase: Phase::Waiting,
+        });
     }
 
     /// Whether a request waits to be sent.
@@ -217,13 +243,7 @@ impl Association {
         if r.requests.len() >= MAX_QUEUED_REQUESTS {
             return Err(ResetError::Busy);
         }
-        r.requests.push_back(Request {
-            streams,
-            answers: None,
-            seq: 0,
-            last_tsn: 0,
-            phase: Phase::Waiting,
-        });
+        r.push_request(streams, None);
         Ok(())
     }
 
@@ -239,9 +259,7 @@ impl Association {
         expires: Option<Instant>,
     ) -> Option<Result<(), SendError>> {
         let r = self.reconfig.as_mut()?;
-        if !r.paused(stream) {
-            return None;
-        }
+        let after = r.paused(stream)?;
         let buffered = self.tx.buffered() + r.parked_bytes;
         if buffered + data.len() > self.cfg.send_buffer {
             r.want_writable = true;
@@ -251,6 +269,7 @@ impl Association {
         }
         r.parked_bytes += data.len();
         r.parked.push_back(Parked {
+            after,
             stream,
             ppid,
             ordered,
@@ -585,13 +604,7 @@ impl Association {
             let mut streams = streams;
             streams.sort_unstable();
             streams.dedup();
-            r.requests.push_back(Request {
-                streams,
-                answers: Some(req_seq),
-                seq: 0,
-                last_tsn: 0,
-                phase: Phase::Waiting,
-            });
+            r.push_request(streams, Some(req_seq));
             None
         })
     }
@@ -638,21 +651,22 @@ impl Association {
         }
         self.events.push_back(Event::StreamsReset {
             direction: ResetDirection::Outgoing,
-            streams: req.streams,
+            streams: req.streams.clone(),
             result,
         });
-        self.release_parked();
+        self.release_parked(req.id);
         self.check_shutdown_progress(now);
     }
 
-    /// Moves parked messages of streams no longer paused to the send queue, in order.
-    fn release_parked(&mut self) {
+    /// Moves the messages parked behind request `done` (or earlier ones) to the send
+    /// queue, in order; the next request on their streams waits until they have TSNs.
+    fn release_parked(&mut self, done: u64) {
         let Some(r) = self.reconfig.as_mut() else {
             return;
         };
         let mut keep = VecDeque::new();
         while let Some(p) = r.parked.pop_front() {
-            if r.paused(p.stream) {
+            if p.after > done {
                 keep.push_back(p);
                 continue;
             }

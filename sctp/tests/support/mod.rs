@@ -50,6 +50,11 @@ pub struct Net {
     pub blackholed: HashSet<std::net::IpAddr>,
     pub delivered: u64,
     start: Instant,
+    /// When set, the first fragment of every DATA chunk sent is recorded in `sent_data`.
+    pub record_data: bool,
+    /// (sending node, stream, SSN, unordered, first four payload bytes) per DATA chunk
+    /// with the B bit, retransmissions included.
+    pub sent_data: Vec<(usize, u16, u16, bool, [u8; 4])>,
 }
 
 impl Net {
@@ -67,6 +72,8 @@ impl Net {
             blackholed: HashSet::new(),
             delivered: 0,
             start: Instant::now(),
+            record_data: false,
+            sent_data: Vec::new(),
         }
     }
 
@@ -114,6 +121,18 @@ impl Net {
                     || self.blackholed.contains(&from.ip())
                 {
                     continue;
+                }
+                if self.record_data {
+                    if let Ok(pk) = sctp::wire::Packet::decode(&t.contents) {
+                        for c in pk.chunks {
+                            if let sctp::wire::Chunk::Data(d) = c {
+                                if d.beginning && d.payload.len() >= 4 {
+                                    let head = [d.payload[0], d.payload[1], d.payload[2], d.payload[3]];
+                                    self.sent_data.push((i, d.stream, d.ssn, d.unordered, head));
+                                }
+                            }
+                        }
+                    }
                 }
                 let lost = self.rng.random_bool(self.loss);
                 if std::env::var("SIM_TRACE").is_ok() {
