@@ -1,6 +1,7 @@
 //! Interoperability with Google's dcSCTP (`dcsctp` crate), packets handed across in
 //! process: handshake from either side, data both ways with PPIDs 11 and 12,
-//! heartbeats, shutdown and abort.
+//! heartbeats, shutdown and abort, partial reliability, and stream resets (RFC 6525)
+//! started by either side.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -417,4 +418,148 @@ fn partial_reliability_both_ways_with_loss() {
     );
     assert!(lab.our_closed().is_none());
     assert!(!lab.dc_has(|e| matches!(e, SocketEvent::OnAborted(..) | SocketEvent::OnError(..))));
+}
+
+/// Messages we received on one stream, in order.
+fn ours_on(lab: &Lab, stream: u16) -> Vec<Vec<u8>> {
+    lab.ours_events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Data {
+                stream: s, bytes, ..
+            } if *s == stream => Some(bytes.to_vec()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn our_resets(lab: &Lab) -> Vec<(sctp::ResetDirection, Vec<u16>, sctp::wire::ReconfigResult)> {
+    lab.ours_events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::StreamsReset {
+                direction,
+                streams,
+                result,
+            } => Some((*direction, streams.clone(), *result)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn dc_send(lab: &mut Lab, stream: u16, body: &[u8]) {
+    lab.dc
+        .send(
+            Message::new(StreamId(stream), PpId(12), body.to_vec()),
+            &SendOptions::default(),
+        )
+        .unwrap();
+}
+
+/// dcSCTP resets its outgoing stream (with data still in flight and some of it lost, so
+/// we may have to defer); we perform it, and data on the stream continues from SSN 0.
+#[test]
+fn dcsctp_resets_its_stream_and_we_perform_it() {
+    for lossy in [false, true] {
+        let (mut lab, h) = connected_by_dcsctp();
+        for i in 0..5u8 {
+            dc_send(&mut lab, 1, &[b'a', i]);
+        }
+        if lossy {
+            lab.drop_data_every = 2;
+            lab.pump();
+        } else {
+            lab.run(Duration::from_millis(500));
+        }
+        lab.dc.reset_streams(&[StreamId(1)]).unwrap();
+        lab.run(Duration::from_millis(50));
+        lab.drop_data_every = 0;
+        lab.run(Duration::from_secs(3));
+        assert!(
+            lab.dc_has(|e| matches!(e, SocketEvent::OnStreamsResetPerformed(s) if s == &vec![StreamId(1)])),
+            "{:?}",
+            lab.dc_events
+        );
+        assert_eq!(
+            our_resets(&lab),
+            vec![(
+                sctp::ResetDirection::Incoming,
+                vec![1],
+                sctp::wire::ReconfigResult::SuccessPerformed
+            )]
+        );
+        // After the reset dcSCTP numbers stream 1 from 0 again; we deliver it.
+        for i in 0..3u8 {
+            dc_send(&mut lab, 1, &[b'b', i]);
+        }
+        lab.run(Duration::from_secs(2));
+        let want: Vec<Vec<u8>> = (0..5u8)
+            .map(|i| vec![b'a', i])
+            .chain((0..3u8).map(|i| vec![b'b', i]))
+            .collect();
+        assert_eq!(ours_on(&lab, 1), want, "lossy: {lossy}");
+        let s = lab.ep.association_ref(h).unwrap().stats().clone();
+        assert!(s.reconfig_requests_received >= 1);
+        assert_eq!(s.streams_reset_incoming, 1);
+        assert_eq!(s.reconfig_malformed, 0);
+        if lossy {
+            // A lost DATA made us answer "In progress" first; dcSCTP asked again.
+            assert!(s.reconfig_requests_received >= 2, "{s:?}");
+        }
+        assert!(!lab.dc_has(|e| matches!(e, SocketEvent::OnError(..) | SocketEvent::OnAborted(..))));
+        // Our direction still works too.
+        lab.ep.send(h, 1, 11, true, Bytes::from_static(b"ours")).unwrap();
+        lab.run(Duration::from_secs(1));
+        assert_eq!(lab.dc_messages.last().map(|m| &m.payload[..]), Some(&b"ours"[..]));
+    }
+}
+
+/// We reset our outgoing stream while messages are queued and more are sent behind the
+/// reset; dcSCTP performs it and receives everything in order.
+#[test]
+fn we_reset_our_stream_and_dcsctp_performs_it() {
+    let (mut lab, h) = connected_by_us();
+    for i in 0..4u8 {
+        lab.ep.send(h, 2, 11, true, Bytes::from(vec![b'a', i])).unwrap();
+    }
+    lab.ep.reset_streams(h, &[2]).unwrap();
+    for i in 0..4u8 {
+        lab.ep.send(h, 2, 11, true, Bytes::from(vec![b'b', i])).unwrap();
+    }
+    lab.run(Duration::from_secs(2));
+    assert_eq!(
+        our_resets(&lab),
+        vec![(
+            sctp::ResetDirection::Outgoing,
+            vec![2],
+            sctp::wire::ReconfigResult::SuccessPerformed
+        )]
+    );
+    assert!(
+        lab.dc_has(|e| matches!(e, SocketEvent::OnIncomingStreamReset(s) if s == &vec![StreamId(2)])),
+        "{:?}",
+        lab.dc_events
+    );
+    let got: Vec<Vec<u8>> = lab.dc_messages.iter().map(|m| m.payload.clone()).collect();
+    let want: Vec<Vec<u8>> = (0..4u8)
+        .map(|i| vec![b'a', i])
+        .chain((0..4u8).map(|i| vec![b'b', i]))
+        .collect();
+    assert_eq!(got, want);
+    // dcSCTP's direction on the same stream is unaffected.
+    dc_send(&mut lab, 2, b"theirs");
+    lab.run(Duration::from_secs(1));
+    assert_eq!(ours_on(&lab, 2), vec![b"theirs".to_vec()]);
+    assert!(!lab.dc_has(|e| matches!(e, SocketEvent::OnError(..) | SocketEvent::OnAborted(..))));
+    // A lost request is retransmitted: drop everything from dcSCTP for a while.
+    lab.ep.reset_streams(h, &[2]).unwrap();
+    lab.drop_from_dc = true;
+    let rto = lab.ep.association_ref(h).unwrap().paths()[0].rto;
+    lab.run(rto + rto / 2);
+    lab.drop_from_dc = false;
+    lab.run(Duration::from_secs(3));
+    assert!(lab.our_closed().is_none(), "{:?}", lab.our_closed());
+    let a = lab.ep.association_ref(h).unwrap();
+    assert!(a.stats().reconfig_retransmissions >= 1);
+    assert_eq!(a.stats().streams_reset_outgoing, 2);
 }
