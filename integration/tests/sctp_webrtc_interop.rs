@@ -2,7 +2,8 @@
 //! UDP sockets on loopback: each side starts the handshake once; messages of several
 //! sizes (fragmented too) on several streams, ordered and unordered, both ways; then a
 //! graceful shutdown started by either side. Bytes, PPIDs and per-stream order are
-//! checked.
+//! checked. Stream resets (RFC 6525 RE-CONFIG) both ways: webrtc-sctp closing a stream,
+//! and our `reset_streams`.
 //!
 //! What webrtc-sctp cannot do, and so is not tested beyond what is stated here:
 //! - It only sends the WebRTC PPIDs (50, 51, 53, 56, 57; anything else goes out as 58):
@@ -20,7 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sctp::{AssocHandle, CloseReason, Endpoint, EndpointConfig, Event};
+use sctp::wire::ReconfigResult;
+use sctp::{AssocHandle, CloseReason, Endpoint, EndpointConfig, Event, ResetDirection};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 use webrtc_sctp::association::{Association as WAssociation, Config as WConfig};
@@ -548,4 +550,187 @@ async fn our_abort_ends_their_association() {
         .await
         .expect("webrtc noticed the ABORT in time");
     assert!(matches!(r, Ok((0, _)) | Err(_)), "read after ABORT: {r:?}");
+}
+
+fn resets_seen(ours: &Ours, h: AssocHandle) -> Vec<(ResetDirection, Vec<u16>, ReconfigResult)> {
+    ours.events
+        .iter()
+        .filter(|(x, _)| *x == h)
+        .filter_map(|(_, e)| match e {
+            Event::StreamsReset {
+                direction,
+                streams,
+                result,
+            } => Some((*direction, streams.clone(), *result)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Stream resets (RFC 6525) both ways: webrtc-sctp closing a stream sends an Outgoing
+/// SSN Reset Request, which we perform and answer (it does not ask again); our
+/// `reset_streams` makes webrtc-sctp end its reading stream and mirror the reset, and a
+/// message sent afterwards, numbered from SSN 0 again, opens a fresh stream there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_resets_both_ways() {
+    let mut ours = Ours::bind().await;
+    let (conn, their_addr) = webrtc_socket(ours.addr()).await;
+    let server = tokio::spawn(WAssociation::server(webrtc_config(conn)));
+    let now = ours.now();
+    let h = ours
+        .ep
+        .connect(now, &[their_addr], OUR_PORT, THEIR_PORT)
+        .expect("connect");
+    ours.run_until("our handshake", |ev| {
+        ev.iter().any(|(x, e)| *x == h && *e == Event::Connected)
+    })
+    .await;
+    let a = Arc::new(
+        tokio::time::timeout(DEADLINE, server)
+            .await
+            .expect("webrtc handshake in time")
+            .expect("join")
+            .expect("webrtc server"),
+    );
+
+    // 1. webrtc-sctp writes on stream 1, then closes it.
+    let closer = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            let s = a.open_stream(1, Ppi::Binary).await.expect("open stream");
+            for i in 0..3u8 {
+                s.write_sctp(&Bytes::from(vec![i; 10]), Ppi::Binary)
+                    .await
+                    .expect("webrtc write");
+            }
+            s.shutdown(std::net::Shutdown::Both).await
+        })
+    };
+    ours.run_until("webrtc's reset of stream 1", |ev| {
+        ev.iter()
+            .any(|(x, e)| *x == h && matches!(e, Event::StreamsReset { .. }))
+    })
+    .await;
+    tokio::time::timeout(DEADLINE, closer)
+        .await
+        .expect("webrtc close in time")
+        .expect("join")
+        .expect("webrtc stream close");
+    let got: Vec<Bytes> = ours.messages(h).into_iter().map(|m| m.data).collect();
+    assert_eq!(got, (0..3u8).map(|i| Bytes::from(vec![i; 10])).collect::<Vec<_>>());
+    assert_eq!(
+        resets_seen(&ours, h),
+        vec![(
+            ResetDirection::Incoming,
+            vec![1],
+            ReconfigResult::SuccessPerformed
+        )]
+    );
+    // webrtc-sctp retransmits an unanswered RE-CONFIG after its RTO (at least 1 s): it
+    // took our answer, so nothing comes again.
+    let t = Instant::now() + Duration::from_millis(1_300);
+    ours.run_until("webrtc's RTO", |_| Instant::now() >= t).await;
+    let stats = ours.ep.association_ref(h).expect("alive").stats().clone();
+    assert_eq!(stats.reconfig_requests_received, 1, "{stats:?}");
+    assert_eq!(stats.reconfig_responses_sent, 1);
+    assert_eq!(stats.reconfig_malformed, 0);
+
+    // 2. We send on stream 4, then reset it.
+    for i in 0..2u8 {
+        ours.ep
+            .send(h, 4, 53, true, Bytes::from(vec![b'a', i]))
+            .expect("send");
+    }
+    let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let reader = {
+        let (a, read) = (a.clone(), read.clone());
+        tokio::spawn(async move {
+            let s = a.accept_stream().await.expect("accept stream 4");
+            let mut buf = vec![0u8; 1024];
+            let mut got = Vec::new();
+            for _ in 0..2 {
+                let (n, _) = s.read_sctp(&mut buf).await.expect("read");
+                got.push(buf[..n].to_vec());
+                read.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            // The reset ends this stream for reading: EOF or an error.
+            let end = s.read_sctp(&mut buf).await;
+            (got, format!("{end:?}"))
+        })
+    };
+    // webrtc-sctp drops unread data of a stream when it is reset: let it read first.
+    let end = Instant::now() + DEADLINE;
+    while read.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+        let t = Instant::now() + Duration::from_millis(20);
+        ours.run_until("webrtc reading stream 4", |_| Instant::now() >= t)
+            .await;
+        assert!(Instant::now() < end, "webrtc did not read stream 4");
+    }
+    ours.ep.reset_streams(h, &[4]).expect("reset");
+    ours.run_until("the reset of stream 4 both ways", |ev| {
+        let n = ev
+            .iter()
+            .filter(|(x, e)| *x == h && matches!(e, Event::StreamsReset { .. }))
+            .count();
+        n >= 3
+    })
+    .await;
+    let mut r = resets_seen(&ours, h);
+    r.remove(0);
+    r.sort_by_key(|x| x.0 == ResetDirection::Incoming);
+    assert_eq!(
+        r,
+        vec![
+            (
+                ResetDirection::Outgoing,
+                vec![4],
+                ReconfigResult::SuccessPerformed
+            ),
+            // webrtc-sctp mirrors it, resetting its own outgoing stream 4.
+            (
+                ResetDirection::Incoming,
+                vec![4],
+                ReconfigResult::SuccessPerformed
+            ),
+        ]
+    );
+    let (got, end) = tokio::time::timeout(DEADLINE, reader)
+        .await
+        .expect("webrtc reader in time")
+        .expect("join");
+    assert_eq!(got, vec![vec![b'a', 0], vec![b'a', 1]]);
+    assert!(end.starts_with("Ok((0") || end.starts_with("Err"), "{end}");
+
+    // 3. Numbered from SSN 0 again, the next message opens a fresh stream 4 there.
+    ours.ep
+        .send(h, 4, 53, true, Bytes::from_static(b"after reset"))
+        .expect("send");
+    let fresh = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            let s = a.accept_stream().await.expect("accept fresh stream 4");
+            let mut buf = vec![0u8; 1024];
+            let (n, _) = s.read_sctp(&mut buf).await.expect("read");
+            (s.stream_identifier(), buf[..n].to_vec())
+        })
+    };
+    let end = Instant::now() + DEADLINE;
+    let got = loop {
+        let t = Instant::now() + Duration::from_millis(50);
+        ours.run_until("traffic", |_| Instant::now() >= t).await;
+        if fresh.is_finished() {
+            break fresh.await.expect("join");
+        }
+        assert!(Instant::now() < end, "webrtc never read the message after the reset");
+    };
+    assert_eq!(got, (4, b"after reset".to_vec()));
+    assert!(ours.closed(h).is_none(), "{:?}", ours.closed(h));
+    let now = ours.now();
+    ours.ep.shutdown(now, h);
+    ours.run_until("shutdown", |ev| {
+        ev.iter()
+            .any(|(x, e)| *x == h && matches!(e, Event::Closed { .. }))
+    })
+    .await;
+    assert_eq!(ours.closed(h), Some(&CloseReason::Shutdown));
 }
