@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::wire::{finish_packet, Packet};
+use crate::wire::{finish_packet, Chunk, Packet, ReConfigBody, ReconfigParam, ReconfigResult};
 use crate::{AssocHandle, Endpoint, EndpointConfig};
 
 /// Decodes arbitrary bytes as a packet (and again with a fixed-up checksum); whatever
@@ -104,6 +104,22 @@ pub fn association_input(data: &[u8]) {
                 1 => pkt[4..8].copy_from_slice(&server_tag.to_be_bytes()),
                 _ => {}
             }
+            if mode & 0x60 == 0x60 {
+                // A RE-CONFIG whose sequence numbers and TSNs are near what the target
+                // expects, so the reset logic itself is exercised, not only the checks.
+                let target = if mode & 8 == 0 {
+                    lab.client.association_ref(lab.h)
+                } else {
+                    lab.server
+                        .handles()
+                        .first()
+                        .and_then(|h| lab.server.association_ref(*h))
+                };
+                let hints = target.and_then(|a| a.reconfig_hints()).unwrap_or_default();
+                pkt.truncate(12);
+                Chunk::ReConfig(ReConfigBody::Params(crafted_reconfig(&body[12..], hints)))
+                    .encode(&mut pkt);
+            }
             if mode & 4 == 0 {
                 finish_packet(&mut pkt);
             }
@@ -114,6 +130,13 @@ pub fn association_input(data: &[u8]) {
         } else {
             lab.server
                 .handle_datagram(lab.now, Some(server_addr), client_addr, &pkt);
+        }
+        if mode & 0xd0 == 0xd0 {
+            let streams: Vec<u16> = body.iter().take(2).map(|b| u16::from(b % 5)).collect();
+            let _ = lab.client.reset_streams(lab.h, &streams);
+            if let Some(h) = lab.server.handles().first().copied() {
+                let _ = lab.server.reset_streams(h, &streams[..streams.len().min(1)]);
+            }
         }
         if mode & 16 != 0 {
             let _ = lab.client.send(
@@ -129,4 +152,46 @@ pub fn association_input(data: &[u8]) {
         lab.server.handle_timeout(lab.now);
         lab.pump(4);
     }
+}
+
+/// Up to two RE-CONFIG parameters built from fuzz bytes around the target's `hints`
+/// (next expected request sequence number, cumulative TSN, latest own request).
+fn crafted_reconfig(bytes: &[u8], hints: (u32, u32, u32)) -> Vec<ReconfigParam> {
+    let (peer_seq, cum, own_seq) = hints;
+    let mut it = bytes.iter().copied();
+    let mut next = || it.next().unwrap_or(0);
+    let mut params = Vec::new();
+    for _ in 0..(1 + next() % 2) {
+        let kind = next() % 6;
+        let seq = peer_seq.wrapping_add(u32::from(next() % 3)).wrapping_sub(1);
+        let streams: Vec<u16> = (0..next() % 4).map(|_| u16::from(next() % 8)).collect();
+        let tsn = cum.wrapping_add(u32::from(next() % 8)).wrapping_sub(2);
+        params.push(match kind {
+            0 => ReconfigParam::OutgoingSsnReset {
+                req_seq: seq,
+                resp_seq: own_seq,
+                last_tsn: tsn,
+                streams,
+            },
+            1 => ReconfigParam::IncomingSsnReset {
+                req_seq: seq,
+                streams,
+            },
+            2 => ReconfigParam::SsnTsnReset { req_seq: seq },
+            3 => ReconfigParam::Response {
+                resp_seq: own_seq.wrapping_add(u32::from(next() % 2)),
+                result: ReconfigResult::from_code(u32::from(next() % 8)),
+                next_tsns: None,
+            },
+            4 => ReconfigParam::AddOutgoingStreams {
+                req_seq: seq,
+                count: u16::from(next()),
+            },
+            _ => ReconfigParam::AddIncomingStreams {
+                req_seq: seq,
+                count: u16::from(next()),
+            },
+        });
+    }
+    params
 }

@@ -24,6 +24,21 @@ proptest! {
         sctp::fuzzing::association_input(&data);
     }
 
+    /// The same body with many pieces per case (mode byte, then up to 40 bytes), so the
+    /// crafted RE-CONFIG requests, resets and data interleave.
+    #[test]
+    fn fuzz_association_input_pieces(
+        pieces in proptest::collection::vec((0u8..0xff, proptest::collection::vec(0u8..0xff, 0..40)), 1..40),
+    ) {
+        let mut data = Vec::new();
+        for (mode, body) in pieces {
+            data.push(mode);
+            data.extend_from_slice(&body);
+            data.push(0xff);
+        }
+        sctp::fuzzing::association_input(&data);
+    }
+
     /// Well-framed chunks of every type with random contents, with the right tag and
     /// ports, into an established association: no panic, and afterwards either the
     /// association closed cleanly or it still carries data.

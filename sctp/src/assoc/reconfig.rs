@@ -247,6 +247,18 @@ impl Association {
         Ok(())
     }
 
+    /// For the fuzzer: the request sequence number expected next from the peer, the
+    /// peer's cumulative TSN as we received it, and our latest request sequence number,
+    /// so crafted RE-CONFIG chunks reach past the sequence checks.
+    pub(crate) fn reconfig_hints(&self) -> Option<(u32, u32, u32)> {
+        let r = self.reconfig.as_ref()?;
+        Some((
+            r.peer_last_seq.wrapping_add(1),
+            self.rx.cum64() as u32,
+            r.next_req_seq.wrapping_sub(1),
+        ))
+    }
+
     /// Parks a message for a stream whose reset is pending; None if the stream is free.
     #[inline]
     pub(super) fn park_if_resetting(
