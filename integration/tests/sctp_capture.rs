@@ -1,6 +1,7 @@
 //! Our engine's traffic on the wire, captured on loopback and decoded by tshark as SCTP
 //! over UDP: handshake, DATA (fragmented too), SACK, HEARTBEAT/ACK and the graceful
-//! shutdown, every packet with a correct CRC32c and none malformed.
+//! shutdown, every packet with a correct CRC32c and none malformed; likewise a stream
+//! reset (RFC 6525 RE-CONFIG) between two sans-IO endpoints.
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
@@ -148,4 +149,147 @@ async fn engine_traffic_decodes_as_sctp_over_udp_with_good_checksums() {
     for t in [0u8, 1, 2, 3, 4, 5, 7, 8, 10, 11, 14] {
         assert!(chunks.contains(&t), "chunk type {t} missing: {chunks:?}");
     }
+}
+
+/// Drives two sans-IO endpoints over real loopback UDP sockets until `done` holds.
+fn drive(
+    eps: &mut [(sctp::Endpoint, std::net::UdpSocket); 2],
+    start: std::time::Instant,
+    events: &mut Vec<(usize, sctp::Event)>,
+    mut done: impl FnMut(&[(usize, sctp::Event)]) -> bool,
+) {
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    let mut buf = vec![0u8; 65_536];
+    while !done(events) {
+        assert!(std::time::Instant::now() < end, "timed out");
+        let now = std::time::Instant::now().max(start);
+        for (i, (ep, sock)) in eps.iter_mut().enumerate() {
+            ep.handle_timeout(now);
+            while let Some(t) = ep.poll_transmit(now) {
+                sock.send_to(&t.contents, t.destination).unwrap();
+            }
+            while let Ok((n, from)) = sock.recv_from(&mut buf) {
+                let local = sock.local_addr().ok();
+                ep.handle_datagram(now, local, from, &buf[..n]);
+            }
+            while let Some(t) = ep.poll_transmit(now) {
+                sock.send_to(&t.contents, t.destination).unwrap();
+            }
+            while let Some((_, e)) = ep.poll_event() {
+                events.push((i, e));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A stream reset (RFC 6525 RE-CONFIG with an Outgoing SSN Reset Request and its
+/// Re-configuration Response) between two of our endpoints decodes cleanly in tshark.
+#[test]
+fn stream_reset_decodes_in_tshark() {
+    if !tshark_present() {
+        return;
+    }
+    let socks = [0, 1].map(|_| {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_nonblocking(true).unwrap();
+        s
+    });
+    let server = socks[1].local_addr().unwrap();
+    let mut cap = LoopbackCapture::start("sctp-reconfig", &format!("udp port {}", server.port()));
+    // tshark reports "Capturing" a little before packets are really taken.
+    std::thread::sleep(Duration::from_millis(500));
+    let [sa, sb] = socks;
+    let cfg = sctp::EndpointConfig::default();
+    let mut eps = [
+        (sctp::Endpoint::new(cfg.clone(), 1).unwrap(), sa),
+        (sctp::Endpoint::new(cfg, 2).unwrap(), sb),
+    ];
+    let start = std::time::Instant::now();
+    let h = eps[0].0.connect(start, &[server], 5000, 5000).unwrap();
+    let mut events = Vec::new();
+    drive(&mut eps, start, &mut events, |ev| {
+        ev.iter().filter(|(_, e)| *e == sctp::Event::Connected).count() == 2
+    });
+    eps[0]
+        .0
+        .send(h, 1, PPID, true, Bytes::from_static(b"before"))
+        .unwrap();
+    eps[0].0.reset_streams(h, &[1]).unwrap();
+    eps[0]
+        .0
+        .send(h, 1, PPID, true, Bytes::from_static(b"after"))
+        .unwrap();
+    drive(&mut eps, start, &mut events, |ev| {
+        ev.iter()
+            .filter(|(i, e)| *i == 1 && matches!(e, sctp::Event::Data { .. }))
+            .count()
+            == 2
+    });
+    assert!(events.iter().any(|(i, e)| *i == 0
+        && matches!(e, sctp::Event::StreamsReset { result, .. } if result.is_success())));
+    let now = std::time::Instant::now();
+    eps[0].0.shutdown(now, h);
+    drive(&mut eps, start, &mut events, |ev| {
+        ev.iter()
+            .filter(|(_, e)| matches!(e, sctp::Event::Closed { .. }))
+            .count()
+            == 2
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let pcap = cap.stop().to_path_buf();
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(&pcap)
+        .args([
+            "-n",
+            "-d",
+            &format!("udp.port=={},sctp", server.port()),
+            "-o",
+            "sctp.checksum:CRC-32C",
+            "-T",
+            "fields",
+            "-E",
+            "separator=|",
+            "-E",
+            "occurrence=a",
+            "-E",
+            "aggregator=,",
+            "-e",
+            "sctp.chunk_type",
+            "-e",
+            "sctp.checksum.status",
+            "-e",
+            "_ws.malformed",
+            "-e",
+            "sctp.parameter_type",
+        ])
+        .output()
+        .expect("run tshark");
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut chunks = BTreeSet::new();
+    let mut params = BTreeSet::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split('|').collect();
+        assert_eq!(f.len(), 4, "{line}");
+        assert!(!f[0].is_empty(), "not decoded as SCTP: {line}");
+        assert_eq!(f[1], "1", "bad or unverified checksum: {line}");
+        assert!(f[2].is_empty(), "malformed packet: {line}");
+        chunks.extend(f[0].split(',').map(|c| c.parse::<u8>().unwrap()));
+        params.extend(f[3].split(',').filter(|p| !p.is_empty()).map(|p| {
+            let p = p.trim_start_matches("0x");
+            u16::from_str_radix(p, 16)
+                .or_else(|_| p.parse::<u16>())
+                .unwrap()
+        }));
+    }
+    println!("chunk types {chunks:?}, parameter types {params:?}");
+    assert!(chunks.contains(&130), "no RE-CONFIG: {chunks:?}");
+    // Outgoing SSN Reset Request 13, Re-configuration Response 16.
+    assert!(params.contains(&13) && params.contains(&16), "{params:?}");
 }
