@@ -209,7 +209,10 @@ fn stream_reset_decodes_in_tshark() {
     let h = eps[0].0.connect(start, &[server], 5000, 5000).unwrap();
     let mut events = Vec::new();
     drive(&mut eps, start, &mut events, |ev| {
-        ev.iter().filter(|(_, e)| *e == sctp::Event::Connected).count() == 2
+        ev.iter()
+            .filter(|(_, e)| *e == sctp::Event::Connected)
+            .count()
+            == 2
     });
     eps[0]
         .0

@@ -617,7 +617,12 @@ async fn stream_resets_both_ways() {
         .expect("join")
         .expect("webrtc stream close");
     let got: Vec<Bytes> = ours.messages(h).into_iter().map(|m| m.data).collect();
-    assert_eq!(got, (0..3u8).map(|i| Bytes::from(vec![i; 10])).collect::<Vec<_>>());
+    assert_eq!(
+        got,
+        (0..3u8)
+            .map(|i| Bytes::from(vec![i; 10]))
+            .collect::<Vec<_>>()
+    );
     assert_eq!(
         resets_seen(&ours, h),
         vec![(
@@ -629,7 +634,8 @@ async fn stream_resets_both_ways() {
     // webrtc-sctp retransmits an unanswered RE-CONFIG after its RTO (at least 1 s): it
     // took our answer, so nothing comes again.
     let t = Instant::now() + Duration::from_millis(1_300);
-    ours.run_until("webrtc's RTO", |_| Instant::now() >= t).await;
+    ours.run_until("webrtc's RTO", |_| Instant::now() >= t)
+        .await;
     let stats = ours.ep.association_ref(h).expect("alive").stats().clone();
     assert_eq!(stats.reconfig_requests_received, 1, "{stats:?}");
     assert_eq!(stats.reconfig_responses_sent, 1);
@@ -721,7 +727,10 @@ async fn stream_resets_both_ways() {
         if fresh.is_finished() {
             break fresh.await.expect("join");
         }
-        assert!(Instant::now() < end, "webrtc never read the message after the reset");
+        assert!(
+            Instant::now() < end,
+            "webrtc never read the message after the reset"
+        );
     };
     assert_eq!(got, (4, b"after reset".to_vec()));
     assert!(ours.closed(h).is_none(), "{:?}", ours.closed(h));

@@ -135,7 +135,9 @@ pub fn association_input(data: &[u8]) {
             let streams: Vec<u16> = body.iter().take(2).map(|b| u16::from(b % 5)).collect();
             let _ = lab.client.reset_streams(lab.h, &streams);
             if let Some(h) = lab.server.handles().first().copied() {
-                let _ = lab.server.reset_streams(h, &streams[..streams.len().min(1)]);
+                let _ = lab
+                    .server
+                    .reset_streams(h, &streams[..streams.len().min(1)]);
             }
         }
         if mode & 16 != 0 {

@@ -476,7 +476,9 @@ fn dcsctp_resets_its_stream_and_we_perform_it() {
         lab.drop_data_every = 0;
         lab.run(Duration::from_secs(3));
         assert!(
-            lab.dc_has(|e| matches!(e, SocketEvent::OnStreamsResetPerformed(s) if s == &vec![StreamId(1)])),
+            lab.dc_has(
+                |e| matches!(e, SocketEvent::OnStreamsResetPerformed(s) if s == &vec![StreamId(1)])
+            ),
             "{:?}",
             lab.dc_events
         );
@@ -508,9 +510,14 @@ fn dcsctp_resets_its_stream_and_we_perform_it() {
         }
         assert!(!lab.dc_has(|e| matches!(e, SocketEvent::OnError(..) | SocketEvent::OnAborted(..))));
         // Our direction still works too.
-        lab.ep.send(h, 1, 11, true, Bytes::from_static(b"ours")).unwrap();
+        lab.ep
+            .send(h, 1, 11, true, Bytes::from_static(b"ours"))
+            .unwrap();
         lab.run(Duration::from_secs(1));
-        assert_eq!(lab.dc_messages.last().map(|m| &m.payload[..]), Some(&b"ours"[..]));
+        assert_eq!(
+            lab.dc_messages.last().map(|m| &m.payload[..]),
+            Some(&b"ours"[..])
+        );
     }
 }
 
@@ -520,11 +527,15 @@ fn dcsctp_resets_its_stream_and_we_perform_it() {
 fn we_reset_our_stream_and_dcsctp_performs_it() {
     let (mut lab, h) = connected_by_us();
     for i in 0..4u8 {
-        lab.ep.send(h, 2, 11, true, Bytes::from(vec![b'a', i])).unwrap();
+        lab.ep
+            .send(h, 2, 11, true, Bytes::from(vec![b'a', i]))
+            .unwrap();
     }
     lab.ep.reset_streams(h, &[2]).unwrap();
     for i in 0..4u8 {
-        lab.ep.send(h, 2, 11, true, Bytes::from(vec![b'b', i])).unwrap();
+        lab.ep
+            .send(h, 2, 11, true, Bytes::from(vec![b'b', i]))
+            .unwrap();
     }
     lab.run(Duration::from_secs(2));
     assert_eq!(
@@ -536,7 +547,9 @@ fn we_reset_our_stream_and_dcsctp_performs_it() {
         )]
     );
     assert!(
-        lab.dc_has(|e| matches!(e, SocketEvent::OnIncomingStreamReset(s) if s == &vec![StreamId(2)])),
+        lab.dc_has(
+            |e| matches!(e, SocketEvent::OnIncomingStreamReset(s) if s == &vec![StreamId(2)])
+        ),
         "{:?}",
         lab.dc_events
     );

@@ -18,7 +18,11 @@ const STREAMS: u16 = 4;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Send { stream: u16, ordered: bool, len: usize },
+    Send {
+        stream: u16,
+        ordered: bool,
+        len: usize,
+    },
     /// Reset the streams in the bit mask (0: all).
     Reset(u8),
     /// Let the network run this many milliseconds.

@@ -359,7 +359,8 @@ impl Association {
             c.peer_mis,
         );
         a.tx.pr_enabled = a.cfg.partial_reliability && c.peer_pr;
-        a.reconfig = reconfig::Reconfig::negotiate(&a.cfg, c.peer_reconfig, a.local_tsn, c.peer_tsn);
+        a.reconfig =
+            reconfig::Reconfig::negotiate(&a.cfg, c.peer_reconfig, a.local_tsn, c.peer_tsn);
         a.establish(now);
         a.send_cookie_ack = true;
         a
@@ -958,8 +959,12 @@ impl Association {
         }
         let Some(cookie) = cookie else { return };
         self.tx.pr_enabled = self.cfg.partial_reliability && peer_pr;
-        self.reconfig =
-            reconfig::Reconfig::negotiate(&self.cfg, peer_reconfig, self.local_tsn, init.initial_tsn);
+        self.reconfig = reconfig::Reconfig::negotiate(
+            &self.cfg,
+            peer_reconfig,
+            self.local_tsn,
+            init.initial_tsn,
+        );
         self.adopt_peer(
             now,
             init.initiate_tag,

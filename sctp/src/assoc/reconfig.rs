@@ -194,7 +194,9 @@ impl Reconfig {
     /// Whether a request waits to be sent.
     #[inline]
     pub fn wants_send(&self) -> bool {
-        self.requests.front().is_some_and(|r| r.phase == Phase::Waiting)
+        self.requests
+            .front()
+            .is_some_and(|r| r.phase == Phase::Waiting)
     }
 
     /// No request pending and nothing parked.
@@ -346,7 +348,7 @@ impl Association {
         let Some(r) = self.reconfig.as_mut() else {
             return;
         };
-        if !r.timer.is_some_and(|t| t <= now) {
+        if r.timer.is_none_or(|t| t > now) {
             return;
         }
         r.timer = None;
@@ -422,7 +424,8 @@ impl Association {
                 | ReconfigParam::AddIncomingStreams { req_seq, .. } => {
                     self.stats.reconfig_requests_received += 1;
                     // Not offered by this engine: always "Denied".
-                    if let Some(result) = self.peer_request(req_seq, |_| Some(ReconfigResult::Denied))
+                    if let Some(result) =
+                        self.peer_request(req_seq, |_| Some(ReconfigResult::Denied))
                     {
                         answers.push(response(req_seq, result));
                     }
@@ -528,8 +531,7 @@ impl Association {
                 return Some(ReconfigResult::Denied);
             }
             if last <= cum {
-                a.rx
-                    .reset_in_streams(&streams, &mut a.events, &mut a.stats);
+                a.rx.reset_in_streams(&streams, &mut a.events, &mut a.stats);
                 a.stats.streams_reset_incoming += 1;
                 a.events.push_back(Event::StreamsReset {
                     direction: ResetDirection::Incoming,
@@ -604,7 +606,11 @@ impl Association {
 
     /// The peer asks us to reset our outgoing streams (RFC 6525 §5.2.3): we answer with
     /// an Outgoing SSN Reset Request of our own.
-    fn on_peer_incoming_reset(&mut self, req_seq: u32, streams: Vec<u16>) -> Option<ReconfigResult> {
+    fn on_peer_incoming_reset(
+        &mut self,
+        req_seq: u32,
+        streams: Vec<u16>,
+    ) -> Option<ReconfigResult> {
         self.peer_request(req_seq, |a| {
             if streams.iter().any(|&s| s >= a.out_streams) || streams.len() > MAX_RESET_STREAMS {
                 return Some(ReconfigResult::Denied);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::wire::{
-    chunk_type, cause_code, param_type, Chunk, CommonHeader, DataChunk, InitParam, Packet,
+    cause_code, chunk_type, param_type, Chunk, CommonHeader, DataChunk, InitParam, Packet,
     ReConfigBody, ReconfigParam, ReconfigResult,
 };
 use crate::{
@@ -112,12 +112,12 @@ impl Pair {
     fn hb(&self) -> AssocHandle {
         self.b.handles()[0]
     }
-    fn to_b(&mut self, pkts: Vec<Vec<u8>>) {
+    fn deliver_b(&mut self, pkts: Vec<Vec<u8>>) {
         for p in pkts {
             self.b.handle_datagram(self.now, Some(addr(B)), addr(A), &p);
         }
     }
-    fn to_a(&mut self, pkts: Vec<Vec<u8>>) {
+    fn deliver_a(&mut self, pkts: Vec<Vec<u8>>) {
         for p in pkts {
             self.a.handle_datagram(self.now, Some(addr(A)), addr(B), &p);
         }
@@ -129,8 +129,8 @@ impl Pair {
             if pa.is_empty() && pb.is_empty() {
                 return;
             }
-            self.to_b(pa);
-            self.to_a(pb);
+            self.deliver_b(pa);
+            self.deliver_a(pb);
         }
     }
     /// Exchanges packets and runs timers for `span` of simulated time.
@@ -153,7 +153,7 @@ impl Pair {
         }
     }
     /// A packet as B would send it to A.
-    fn from_b(&self, chunks: Vec<Chunk>) -> Vec<u8> {
+    fn packet_of_b(&self, chunks: Vec<Chunk>) -> Vec<u8> {
         let tag = self.a.association_ref(self.ha).unwrap().local_tag;
         Packet {
             header: CommonHeader {
@@ -166,7 +166,7 @@ impl Pair {
         .encode()
     }
     /// A packet as A would send it to B.
-    fn from_a(&self, chunks: Vec<Chunk>) -> Vec<u8> {
+    fn packet_of_a(&self, chunks: Vec<Chunk>) -> Vec<u8> {
         let tag = self.a.association_ref(self.ha).unwrap().peer_tag;
         Packet {
             header: CommonHeader {
@@ -215,18 +215,15 @@ fn re_config_advertised_and_only_used_when_both_offer_it() {
     off.association.stream_reset = false;
     let mut p = Pair::with(cfg(), off);
     let ha = p.ha;
-    assert_eq!(
-        p.a.reset_streams(ha, &[0]),
-        Err(ResetError::NotSupported)
-    );
+    assert_eq!(p.a.reset_streams(ha, &[0]), Err(ResetError::NotSupported));
     let seq = p.a.association_ref(ha).unwrap().local_tsn;
-    let pkt = p.from_a(vec![reconfig(vec![ReconfigParam::OutgoingSsnReset {
+    let pkt = p.packet_of_a(vec![reconfig(vec![ReconfigParam::OutgoingSsnReset {
         req_seq: seq,
         resp_seq: 0,
         last_tsn: seq.wrapping_sub(1),
         streams: vec![],
     }])]);
-    p.to_b(vec![pkt]);
+    p.deliver_b(vec![pkt]);
     assert!(out(&mut p.b, p.now).is_empty());
     assert_eq!(p.stats_b().reconfig_requests_received, 0);
 }
@@ -236,12 +233,16 @@ fn reset_restarts_ssn_and_both_sides_report_it() {
     let mut p = Pair::new();
     let ha = p.ha;
     for m in [&b"one"[..], b"two"] {
-        p.a.send(ha, 1, 11, true, Bytes::copy_from_slice(m)).unwrap();
+        p.a.send(ha, 1, 11, true, Bytes::copy_from_slice(m))
+            .unwrap();
     }
     p.exchange();
     assert_eq!(messages(&events(&mut p.b)).len(), 2);
     p.a.reset_streams(ha, &[1]).unwrap();
-    assert_eq!(p.a.reset_streams(ha, &[300]), Err(ResetError::InvalidStream(300)));
+    assert_eq!(
+        p.a.reset_streams(ha, &[300]),
+        Err(ResetError::InvalidStream(300))
+    );
     let req = out(&mut p.a, p.now);
     let params = reconfigs(&req);
     let seq = p.a.association_ref(ha).unwrap().local_tsn;
@@ -255,7 +256,7 @@ fn reset_restarts_ssn_and_both_sides_report_it() {
             streams: vec![1],
         }]
     );
-    p.to_b(req);
+    p.deliver_b(req);
     assert_eq!(
         resets(&events(&mut p.b)),
         vec![(
@@ -270,7 +271,7 @@ fn reset_restarts_ssn_and_both_sides_report_it() {
         result: ReconfigResult::SuccessPerformed,
         next_tsns: None
     }));
-    p.to_a(resp);
+    p.deliver_a(resp);
     assert_eq!(
         resets(&events(&mut p.a)),
         vec![(
@@ -280,17 +281,24 @@ fn reset_restarts_ssn_and_both_sides_report_it() {
         )]
     );
     // The next message on stream 1 starts again at SSN 0; stream 0 is untouched.
-    p.a.send(ha, 1, 11, true, Bytes::from_static(b"three")).unwrap();
+    p.a.send(ha, 1, 11, true, Bytes::from_static(b"three"))
+        .unwrap();
     let d = out(&mut p.a, p.now);
     assert_eq!(data_chunks(&d)[0].ssn, 0);
-    p.to_b(d);
+    p.deliver_b(d);
     assert_eq!(
         messages(&events(&mut p.b)),
         vec![(1, Bytes::from_static(b"three"))]
     );
     let (sa, sb) = (p.stats_a(), p.stats_b());
-    assert_eq!((sa.reconfig_requests_sent, sa.streams_reset_outgoing), (1, 1));
-    assert_eq!((sb.reconfig_requests_received, sb.reconfig_responses_sent), (1, 1));
+    assert_eq!(
+        (sa.reconfig_requests_sent, sa.streams_reset_outgoing),
+        (1, 1)
+    );
+    assert_eq!(
+        (sb.reconfig_requests_received, sb.reconfig_responses_sent),
+        (1, 1)
+    );
     assert_eq!(sb.streams_reset_incoming, 1);
 }
 
@@ -298,9 +306,11 @@ fn reset_restarts_ssn_and_both_sides_report_it() {
 fn request_waits_for_queued_data_and_new_sends_are_parked() {
     let mut p = Pair::new();
     let ha = p.ha;
-    p.a.send(ha, 1, 11, true, Bytes::from_static(b"old")).unwrap();
+    p.a.send(ha, 1, 11, true, Bytes::from_static(b"old"))
+        .unwrap();
     p.a.reset_streams(ha, &[1]).unwrap();
-    p.a.send(ha, 1, 11, true, Bytes::from_static(b"new")).unwrap();
+    p.a.send(ha, 1, 11, true, Bytes::from_static(b"new"))
+        .unwrap();
     assert_eq!(p.a.association_ref(ha).unwrap().buffered_amount(), 6);
     let pkts = out(&mut p.a, p.now);
     let data = data_chunks(&pkts);
@@ -311,13 +321,16 @@ fn request_waits_for_queued_data_and_new_sends_are_parked() {
         matches!(&req[..], [ReconfigParam::OutgoingSsnReset { last_tsn, .. }] if *last_tsn == data[0].tsn),
         "{req:?}"
     );
-    p.to_b(pkts);
+    p.deliver_b(pkts);
     p.exchange();
     let ev_b = events(&mut p.b);
     // Old numbering, the reset, then new numbering from SSN 0.
     assert_eq!(
         messages(&ev_b),
-        vec![(1, Bytes::from_static(b"old")), (1, Bytes::from_static(b"new"))]
+        vec![
+            (1, Bytes::from_static(b"old")),
+            (1, Bytes::from_static(b"new"))
+        ]
     );
     let reset_at = ev_b
         .iter()
@@ -334,12 +347,13 @@ fn request_waits_for_queued_data_and_new_sends_are_parked() {
 fn deferred_reset_waits_for_missing_tsn_and_holds_newer_data() {
     let mut p = Pair::new();
     let ha = p.ha;
-    p.a.send(ha, 0, 11, true, Bytes::from_static(b"m1")).unwrap();
+    p.a.send(ha, 0, 11, true, Bytes::from_static(b"m1"))
+        .unwrap();
     let lost = out(&mut p.a, p.now);
     let m1 = data_chunks(&lost)[0].clone();
     p.a.reset_streams(ha, &[0]).unwrap();
     let req = out(&mut p.a, p.now);
-    p.to_b(req);
+    p.deliver_b(req);
     // B lacks m1's TSN: "In progress", nothing reset yet.
     let resp = out(&mut p.b, p.now);
     let seq = p.a.association_ref(ha).unwrap().local_tsn;
@@ -349,23 +363,26 @@ fn deferred_reset_waits_for_missing_tsn_and_holds_newer_data() {
         next_tsns: None
     }));
     assert!(resets(&events(&mut p.b)).is_empty());
-    p.to_a(resp);
+    p.deliver_a(resp);
     assert!(resets(&events(&mut p.a)).is_empty());
     // Data of the new numbering arrives before the missing TSN: it is held back.
-    let newer = p.from_a(vec![Chunk::Data(DataChunk {
+    let newer = p.packet_of_a(vec![Chunk::Data(DataChunk {
         tsn: m1.tsn.wrapping_add(1),
         ssn: 0,
         payload: Bytes::from_static(b"m2"),
         ..m1.clone()
     })]);
-    p.to_b(vec![newer]);
+    p.deliver_b(vec![newer]);
     assert!(messages(&events(&mut p.b)).is_empty());
     // m1 arrives: m1, the reset, then m2 (SSN 0 of the new numbering).
-    p.to_b(lost);
+    p.deliver_b(lost);
     let ev = events(&mut p.b);
     assert_eq!(
         messages(&ev),
-        vec![(0, Bytes::from_static(b"m1")), (0, Bytes::from_static(b"m2"))]
+        vec![
+            (0, Bytes::from_static(b"m1")),
+            (0, Bytes::from_static(b"m2"))
+        ]
     );
     assert!(matches!(
         &ev[1],
@@ -381,7 +398,7 @@ fn deferred_reset_waits_for_missing_tsn_and_holds_newer_data() {
         result: ReconfigResult::SuccessPerformed,
         next_tsns: None
     }));
-    p.to_a(resp);
+    p.deliver_a(resp);
     assert_eq!(
         resets(&events(&mut p.a)),
         vec![(
@@ -396,21 +413,22 @@ fn deferred_reset_waits_for_missing_tsn_and_holds_newer_data() {
 fn in_progress_answer_makes_sender_ask_again_without_counting_errors() {
     let mut p = Pair::new();
     let ha = p.ha;
-    p.a.send(ha, 0, 11, true, Bytes::from_static(b"m1")).unwrap();
+    p.a.send(ha, 0, 11, true, Bytes::from_static(b"m1"))
+        .unwrap();
     let lost = out(&mut p.a, p.now);
     p.a.reset_streams(ha, &[0]).unwrap();
     let req = out(&mut p.a, p.now);
-    p.to_b(req.clone());
+    p.deliver_b(req.clone());
     let r = out(&mut p.b, p.now);
-    p.to_a(r);
+    p.deliver_a(r);
     // The request timer fires: the same request again, not counted as an error.
     p.now = p.a.association_ref(ha).unwrap().poll_timeout().unwrap();
     // (T3 for m1 fires at the same time; deliver only the request.)
     p.a.handle_timeout(p.now);
     let again = out(&mut p.a, p.now);
     assert_eq!(reconfigs(&again), reconfigs(&req));
-    p.to_b(lost);
-    p.to_b(again);
+    p.deliver_b(lost);
+    p.deliver_b(again);
     p.exchange();
     assert_eq!(
         resets(&events(&mut p.a)),
@@ -441,7 +459,7 @@ fn lost_reconfig_is_retransmitted_on_rto_and_counts_toward_max_retrans() {
     assert_eq!(a.stats().reconfig_retransmissions, 1);
     assert_eq!(a.paths()[0].rto, rto * 2, "exponential back-off");
     // Delivered this time: done.
-    p.to_b(second);
+    p.deliver_b(second);
     p.exchange();
     assert_eq!(
         resets(&events(&mut p.a)),
@@ -474,21 +492,21 @@ fn repeated_request_gets_same_answer_and_wrong_sequence_number_an_error() {
     let ha = p.ha;
     p.a.reset_streams(ha, &[2]).unwrap();
     let req = out(&mut p.a, p.now);
-    p.to_b(req.clone());
+    p.deliver_b(req.clone());
     let r1 = reconfigs(&out(&mut p.b, p.now));
-    p.to_b(req);
+    p.deliver_b(req);
     let r2 = reconfigs(&out(&mut p.b, p.now));
     assert_eq!(r1, r2);
     assert_eq!(resets(&events(&mut p.b)).len(), 1, "performed once");
     // A sequence number neither next nor last.
     let seq = p.a.association_ref(ha).unwrap().local_tsn;
-    let bad = p.from_a(vec![reconfig(vec![ReconfigParam::OutgoingSsnReset {
+    let bad = p.packet_of_a(vec![reconfig(vec![ReconfigParam::OutgoingSsnReset {
         req_seq: seq.wrapping_add(5),
         resp_seq: 0,
         last_tsn: seq,
         streams: vec![2],
     }])]);
-    p.to_b(vec![bad]);
+    p.deliver_b(vec![bad]);
     assert_eq!(
         reconfigs(&out(&mut p.b, p.now)),
         vec![ReconfigParam::Response {
@@ -511,11 +529,11 @@ fn incoming_reset_request_answered_with_our_outgoing_request() {
     p.exchange();
     events(&mut p.b);
     let seq = p.b_initial_tsn();
-    let ask = p.from_b(vec![reconfig(vec![ReconfigParam::IncomingSsnReset {
+    let ask = p.packet_of_b(vec![reconfig(vec![ReconfigParam::IncomingSsnReset {
         req_seq: seq,
         streams: vec![2],
     }])]);
-    p.to_a(vec![ask.clone()]);
+    p.deliver_a(vec![ask.clone()]);
     let pkts = out(&mut p.a, p.now);
     let params = reconfigs(&pkts);
     assert!(
@@ -524,9 +542,9 @@ fn incoming_reset_request_answered_with_our_outgoing_request() {
         "{params:?}"
     );
     // A retransmitted ask does not start a second request.
-    p.to_a(vec![ask]);
+    p.deliver_a(vec![ask]);
     assert!(reconfigs(&out(&mut p.a, p.now)).is_empty());
-    p.to_b(pkts);
+    p.deliver_b(pkts);
     p.exchange();
     assert_eq!(
         resets(&events(&mut p.a)),
@@ -543,9 +561,11 @@ fn incoming_reset_request_answered_with_our_outgoing_request() {
 fn ssn_tsn_reset_and_add_streams_are_denied() {
     let mut p = Pair::new();
     let seq = p.b_initial_tsn();
-    let pkt = p.from_b(vec![reconfig(vec![ReconfigParam::SsnTsnReset { req_seq: seq }])]);
-    p.to_a(vec![pkt]);
-    let pkt = p.from_b(vec![reconfig(vec![
+    let pkt = p.packet_of_b(vec![reconfig(vec![ReconfigParam::SsnTsnReset {
+        req_seq: seq,
+    }])]);
+    p.deliver_a(vec![pkt]);
+    let pkt = p.packet_of_b(vec![reconfig(vec![
         ReconfigParam::AddOutgoingStreams {
             req_seq: seq.wrapping_add(1),
             count: 4,
@@ -555,7 +575,7 @@ fn ssn_tsn_reset_and_add_streams_are_denied() {
             count: 4,
         },
     ])]);
-    p.to_a(vec![pkt]);
+    p.deliver_a(vec![pkt]);
     let answers = reconfigs(&out(&mut p.a, p.now));
     let results: Vec<(u32, ReconfigResult)> = answers
         .iter()
@@ -596,23 +616,23 @@ fn malformed_reconfig_counted_and_reported_and_packet_goes_on() {
         immediate: true,
         payload: Bytes::from_static(b"after"),
     });
-    let pkt = p.from_b(vec![bad, data]);
-    p.to_a(vec![pkt]);
+    let pkt = p.packet_of_b(vec![bad, data]);
+    p.deliver_a(vec![pkt]);
     assert_eq!(
         messages(&events(&mut p.a)),
         vec![(0, Bytes::from_static(b"after"))]
     );
     let e = chunks(&out(&mut p.a, p.now));
-    assert!(e.iter().any(
-        |c| matches!(c, Chunk::Error(c) if c[0].code == cause_code::PROTOCOL_VIOLATION)
-    ));
+    assert!(e
+        .iter()
+        .any(|c| matches!(c, Chunk::Error(c) if c[0].code == cause_code::PROTOCOL_VIOLATION)));
     // Two requests of one kind in one chunk is no allowed combination either.
     let seq = p.b_initial_tsn();
-    let two = p.from_b(vec![reconfig(vec![
+    let two = p.packet_of_b(vec![reconfig(vec![
         ReconfigParam::SsnTsnReset { req_seq: seq },
         ReconfigParam::SsnTsnReset { req_seq: seq },
     ])]);
-    p.to_a(vec![two]);
+    p.deliver_a(vec![two]);
     assert_eq!(p.stats_a().reconfig_malformed, 2);
     assert!(reconfigs(&out(&mut p.a, p.now)).is_empty());
 }
@@ -626,9 +646,9 @@ fn one_request_in_flight_others_queue() {
     let first = out(&mut p.a, p.now);
     assert_eq!(reconfigs(&first).len(), 1);
     assert!(out(&mut p.a, p.now).is_empty());
-    p.to_b(first);
+    p.deliver_b(first);
     let r = out(&mut p.b, p.now);
-    p.to_a(r);
+    p.deliver_a(r);
     let second = reconfigs(&out(&mut p.a, p.now));
     assert!(
         matches!(&second[..], [ReconfigParam::OutgoingSsnReset { streams, .. }] if streams == &vec![2, 3]),
@@ -641,7 +661,8 @@ fn shutdown_waits_for_pending_reset_and_parked_message() {
     let mut p = Pair::new();
     let ha = p.ha;
     p.a.reset_streams(ha, &[1]).unwrap();
-    p.a.send(ha, 1, 11, true, Bytes::from_static(b"last")).unwrap();
+    p.a.send(ha, 1, 11, true, Bytes::from_static(b"last"))
+        .unwrap();
     let now = p.now;
     p.a.shutdown(now, ha);
     p.run(Duration::from_secs(2));

@@ -127,7 +127,8 @@ impl Net {
                         for c in pk.chunks {
                             if let sctp::wire::Chunk::Data(d) = c {
                                 if d.beginning && d.payload.len() >= 4 {
-                                    let head = [d.payload[0], d.payload[1], d.payload[2], d.payload[3]];
+                                    let head =
+                                        [d.payload[0], d.payload[1], d.payload[2], d.payload[3]];
                                     self.sent_data.push((i, d.stream, d.ssn, d.unordered, head));
                                 }
                             }
