@@ -6,8 +6,9 @@
 //! SSN Reset Request with our own Outgoing SSN Reset Request, and our own requests
 //! ([`Association::reset_streams`]): sends on the streams are parked, the request leaves
 //! once queued data on them has TSNs, is retransmitted on RTO (counting as an error like
-//! any retransmission) and on success restarts the streams' SSNs at 0. SSN/TSN Reset and
-//! Add Streams requests are answered "Denied".
+//! any retransmission) and on success restarts the streams' SSNs at 0. The peer may add
+//! streams it sends on (Add Outgoing Streams) up to our configured inbound count; SSN/TSN
+//! Reset and Add Incoming Streams requests are answered "Denied".
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -419,8 +420,22 @@ impl Association {
                         answers.push(response(req_seq, result));
                     }
                 }
+                ReconfigParam::AddOutgoingStreams { req_seq, count } => {
+                    self.stats.reconfig_requests_received += 1;
+                    if let Some(result) = self.peer_request(req_seq, |a| {
+                        // The peer sends on more streams (RFC 6525 §5.2.5): fine up to
+                        // the inbound streams we are configured to accept.
+                        let n = u32::from(a.in_streams) + u32::from(count);
+                        if count == 0 || n > u32::from(a.cfg.inbound_streams) {
+                            return Some(ReconfigResult::Denied);
+                        }
+                        a.in_streams = n as u16;
+                        Some(ReconfigResult::SuccessPerformed)
+                    }) {
+                        answers.push(response(req_seq, result));
+                    }
+                }
                 ReconfigParam::SsnTsnReset { req_seq }
-                | ReconfigParam::AddOutgoingStreams { req_seq, .. }
                 | ReconfigParam::AddIncomingStreams { req_seq, .. } => {
                     self.stats.reconfig_requests_received += 1;
                     // Not offered by this engine: always "Denied".

@@ -558,13 +558,14 @@ fn incoming_reset_request_answered_with_our_outgoing_request() {
 }
 
 #[test]
-fn ssn_tsn_reset_and_add_streams_are_denied() {
+fn ssn_tsn_reset_and_add_incoming_streams_are_denied() {
     let mut p = Pair::new();
     let seq = p.b_initial_tsn();
     let pkt = p.packet_of_b(vec![reconfig(vec![ReconfigParam::SsnTsnReset {
         req_seq: seq,
     }])]);
     p.deliver_a(vec![pkt]);
+    // Both already use the configured maximum of 256 inbound streams: adding is denied.
     let pkt = p.packet_of_b(vec![reconfig(vec![
         ReconfigParam::AddOutgoingStreams {
             req_seq: seq.wrapping_add(1),
@@ -673,5 +674,50 @@ fn shutdown_waits_for_pending_reset_and_parked_message() {
         Some(&Event::Closed {
             reason: CloseReason::Shutdown
         })
+    );
+}
+
+#[test]
+fn peer_adds_outgoing_streams_within_our_inbound_limit() {
+    let mut ca = cfg();
+    ca.association.inbound_streams = 300;
+    let mut p = Pair::with(ca, cfg());
+    let ha = p.ha;
+    assert_eq!(p.a.association_ref(ha).unwrap().streams(), (256, 256));
+    let seq = p.b_initial_tsn();
+    let add = |req_seq, count| reconfig(vec![ReconfigParam::AddOutgoingStreams { req_seq, count }]);
+    let pkt = p.packet_of_b(vec![add(seq, 40)]);
+    p.deliver_a(vec![pkt]);
+    let pkt = p.packet_of_b(vec![add(seq.wrapping_add(1), 10)]);
+    p.deliver_a(vec![pkt]);
+    let results: Vec<ReconfigResult> = reconfigs(&out(&mut p.a, p.now))
+        .into_iter()
+        .filter_map(|r| match r {
+            ReconfigParam::Response { result, .. } => Some(result),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        results,
+        vec![ReconfigResult::SuccessPerformed, ReconfigResult::Denied]
+    );
+    assert_eq!(p.a.association_ref(ha).unwrap().streams(), (256, 296));
+    // DATA on a new stream is accepted now.
+    let tsn = p.b.association_ref(p.hb()).unwrap().tx_next_tsn_for_tests();
+    let pkt = p.packet_of_b(vec![Chunk::Data(DataChunk {
+        tsn,
+        stream: 290,
+        ssn: 0,
+        ppid: 1,
+        unordered: false,
+        beginning: true,
+        ending: true,
+        immediate: true,
+        payload: Bytes::from_static(b"new stream"),
+    })]);
+    p.deliver_a(vec![pkt]);
+    assert_eq!(
+        messages(&events(&mut p.a)),
+        vec![(290, Bytes::from_static(b"new stream"))]
     );
 }
