@@ -183,7 +183,10 @@ fn without_failures_utilisation_is_the_target_and_handling_speed_the_simulated()
         residual * 1e3
     );
     // The simulation of the same requests did the same work.
-    assert!((u - sim_u).abs() < 0.04, "utilisation {u} vs simulated {sim_u}");
+    assert!(
+        (u - sim_u).abs() < 0.04,
+        "utilisation {u} vs simulated {sim_u}"
+    );
     // The delay is worth something in the model, or the check below is empty.
     assert!(
         none - with > 2.0 && with - twice > 2.0,

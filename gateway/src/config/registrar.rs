@@ -381,7 +381,12 @@ mod tests {
         };
         let r = load::<RegistrarConfig>(&sources)
             .map(|l| l.config)
-            .map_err(|d| d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"));
+            .map_err(|d| {
+                d.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
         (dir, file, r)
     }
 
@@ -399,8 +404,9 @@ mod tests {
     #[test]
     fn bad_max_resolution_items_is_refused_with_file_line_and_key() {
         for bad in ["0", "129"] {
-            let (_d, file, c) =
-                load_text(&format!("[registrar]\nid = 1\nmax_resolution_items = {bad}\n"));
+            let (_d, file, c) = load_text(&format!(
+                "[registrar]\nid = 1\nmax_resolution_items = {bad}\n"
+            ));
             let e = c.expect_err(bad);
             assert!(
                 e.contains(&format!("{}:3", file.display())),

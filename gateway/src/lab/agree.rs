@@ -208,7 +208,8 @@ pub fn markdown(rows: &[Comparison], sim_seeds: u64, real_seeds: u64, scale: f64
         let issued: u64 = r.real_runs.iter().map(|x| x.issued).sum();
         let unfinished: u64 = r.real_runs.iter().map(|x| x.unfinished).sum();
         let runs = r.real_runs.len().max(1) as f64;
-        let mean = |f: fn(&super::real::RealRun) -> f64| r.real_runs.iter().map(f).sum::<f64>() / runs;
+        let mean =
+            |f: fn(&super::real::RealRun) -> f64| r.real_runs.iter().map(f).sum::<f64>() / runs;
         let late = mean(|x| x.pe_timer_lateness_ms);
         let wall = mean(|x| x.wall_seconds);
         let residual = mean(|x| x.message_lateness_ms);
@@ -288,4 +289,22 @@ pub fn run(a: &AgreeArgs) -> anyhow::Result<()> {
         std::fs::write(f, serde_json::to_string_pretty(&rows)?)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn est(mean: f64, ci95: f64) -> Estimate {
+        Estimate { mean, ci95, n: 3 }
+    }
+
+    #[test]
+    fn figures_agree_when_the_intervals_overlap() {
+        assert!(agrees(&est(83.2, 0.4), &est(82.5, 3.0)));
+        assert!(agrees(&est(83.2, 0.4), &est(84.0, 0.4)));
+        // The old real runs: 85.4 ± 2.5 against 81.3 ± 0.4.
+        assert!(!agrees(&est(81.3, 0.4), &est(85.4, 2.5)));
+        assert!(!agrees(&est(81.3, 0.4), &est(f64::NAN, f64::NAN)));
+    }
 }

@@ -417,13 +417,7 @@ fn catch_up(s: &mut State, now: f64) -> (bool, Option<f64>) {
     (!out.is_empty(), completed)
 }
 
-async fn send_cookie(
-    pe: &Pe,
-    tx: &AssocSender,
-    size: f64,
-    done: f64,
-    sent: f64,
-) -> Result<(), ()> {
+async fn send_cookie(pe: &Pe, tx: &AssocSender, size: f64, done: f64, sent: f64) -> Result<(), ()> {
     let c = proto::seal(&pe.keys, size, done, sent).map_err(|e| tracing::warn!(error = %e))?;
     let m = session::asap(&AsapMessage::Cookie(c)).ok_or(())?;
     tx.send(m, SEND_DEADLINE).await.map_err(|_| ())

@@ -147,12 +147,7 @@ enum End {
     Failed,
 }
 
-async fn handle(
-    ctx: &PuContext,
-    pu: &mut PoolUser<SctpUdp>,
-    req: Req,
-    resolved: &mut Option<f64>,
-) {
+async fn handle(ctx: &PuContext, pu: &mut PoolUser<SctpUdp>, req: Req, resolved: &mut Option<f64>) {
     let p = &ctx.p;
     let d = ctx.net.delay;
     let pool = proto::pool();
