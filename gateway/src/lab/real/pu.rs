@@ -200,7 +200,7 @@ async fn handle(ctx: &PuContext, pu: &mut PoolUser<SctpUdp>, req: Req, resolved:
             Ok(a) => {
                 let (tx, mut rx) = a.split();
                 let resume = cookie.as_ref().filter(|_| !p.abort_restart);
-                let sent = match resume {
+                let opened = match resume {
                     Some(c) => match session::asap(&AsapMessage::CookieEcho(c.clone())) {
                         Some(m) => {
                             tx.send(proto::stamp(sent), SEND_DEADLINE).await.is_ok()
@@ -218,7 +218,7 @@ async fn handle(ctx: &PuContext, pu: &mut PoolUser<SctpUdp>, req: Req, resolved:
                                 .is_ok()
                     }
                 };
-                let end = if sent {
+                let end = if opened {
                     attempt(ctx, &tx, &mut rx, pe.id, &mut cookie, &mut accepted).await
                 } else {
                     End::Failed
