@@ -74,6 +74,7 @@ pub fn core_config(cfg: &RegistrarConfig, id: u32) -> anyhow::Result<CoreConfig>
         keep_alive_interval: cfg.keepalive.interval,
         keep_alive_timeout: cfg.keepalive.timeout,
         max_bad_pe_reports: cfg.max_bad_pe_report,
+        max_resolution_items: cfg.max_resolution_items as usize,
         failure_report_rate: RateLimit {
             burst: per_sec,
             per: Duration::from_secs(1) / per_sec,
@@ -484,7 +485,7 @@ impl Server {
     }
 
     /// SIGHUP: applies what a running registrar can change (keep-alive timing,
-    /// MAX-BAD-PE-REPORT, registration life bounds, pool secrets, open pools, report and
+    /// MAX-BAD-PE-REPORT, PEs per handle resolution, registration life bounds, pool secrets, open pools, report and
     /// association limits); names what needs a restart; keeps everything on an invalid file.
     fn reload(&mut self, sources: &crate::config::Sources) {
         let new = match crate::config::load::<RegistrarConfig>(sources) {
@@ -539,6 +540,7 @@ impl Server {
             keepalive_interval = ?new.keepalive.interval,
             keepalive_timeout = ?new.keepalive.timeout,
             max_bad_pe_report = new.max_bad_pe_report,
+            max_resolution_items = new.max_resolution_items,
             secured_pools = new.pools.iter().filter(|p| !p.resolved_secret.is_empty()).count(),
             max_associations_per_peer = new.limits.max_associations_per_peer,
             "registrar configuration reloaded"

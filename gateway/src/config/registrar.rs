@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use pool_core::wire::MAX_RESOLUTION_PES;
 use serde::Deserialize;
 
 use super::common::{self, KeepAlive, MetricsConfig};
@@ -26,6 +27,8 @@ pub struct RegistrarConfig {
     pub keepalive: KeepAlive,
     /// Failure reports (ENDPOINT_UNREACHABLE) that remove a PE (RFC 5352 MAX-BAD-PE-REPORT).
     pub max_bad_pe_report: u32,
+    /// Most PEs one handle resolution returns (RFC 5351 §2.2.4 `MAX-NUMBER-OF-ITEMS`).
+    pub max_resolution_items: u32,
     /// Registration life bounds and policy for unlisted pools.
     pub registration: RegistrationConfig,
     /// Resource limits against floods and hostile peers.
@@ -184,6 +187,12 @@ impl Section for RegistrarConfig {
         );
         if self.max_bad_pe_report == 0 {
             check.error("registrar.max_bad_pe_report", "must be at least 1");
+        }
+        if !(1..=MAX_RESOLUTION_PES).contains(&(self.max_resolution_items as usize)) {
+            check.error(
+                "registrar.max_resolution_items",
+                format!("must be between 1 and {MAX_RESOLUTION_PES}"),
+            );
         }
         let reg = &self.registration;
         common::positive(check, "registrar.registration.min_life", reg.min_life);
@@ -358,7 +367,59 @@ fn trim_newline(mut bytes: Vec<u8>) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::tempdir::TempDir;
+    use super::super::{load, Sources};
     use super::*;
+
+    fn load_text(text: &str) -> (TempDir, PathBuf, Result<RegistrarConfig, String>) {
+        let dir = TempDir::new();
+        let file = dir.path().join("registrar.toml");
+        std::fs::write(&file, text).unwrap();
+        let sources = Sources {
+            files: vec![file.clone()],
+            ..Sources::default()
+        };
+        let r = load::<RegistrarConfig>(&sources)
+            .map(|l| l.config)
+            .map_err(|d| {
+                d.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        (dir, file, r)
+    }
+
+    #[test]
+    fn max_resolution_items_defaults_to_three_and_takes_a_good_value() {
+        let (_d, _f, c) = load_text("[registrar]\n");
+        assert_eq!(c.unwrap().max_resolution_items, 3);
+        let (_d, _f, c) = load_text("[registrar]\nmax_resolution_items = 1\n");
+        let c = c.unwrap();
+        assert_eq!(c.max_resolution_items, 1);
+        let core = crate::registrar::core_config(&c, 7).unwrap();
+        assert_eq!(core.max_resolution_items, 1);
+    }
+
+    #[test]
+    fn bad_max_resolution_items_is_refused_with_file_line_and_key() {
+        for bad in ["0", "129"] {
+            let (_d, file, c) = load_text(&format!(
+                "[registrar]\nid = 1\nmax_resolution_items = {bad}\n"
+            ));
+            let e = c.expect_err(bad);
+            assert!(
+                e.contains(&format!("{}:3", file.display())),
+                "file and line in {e:?}"
+            );
+            assert!(e.contains("key `registrar.max_resolution_items`"), "{e}");
+            assert!(e.contains("between 1 and 128"), "{e}");
+        }
+        let (_d, file, c) = load_text("[registrar]\nmax_resolution_items = \"three\"\n");
+        let e = c.expect_err("a string");
+        assert!(e.contains(&format!("{}:2", file.display())), "{e}");
+        assert!(e.contains("registrar.max_resolution_items"), "{e}");
+    }
 
     #[test]
     fn trailing_newline_is_dropped_once() {

@@ -8,7 +8,7 @@ use clap::{Arg, ArgMatches, Args, FromArgMatches, Subcommand};
 
 use super::cookie;
 use super::params::{ParamError, Params, PolicyChoice, PARAMS};
-use super::real::{RealOptions, REGISTRAR_RESOLUTION_ITEMS};
+use super::real::RealOptions;
 use super::report::Sweep;
 use super::runner::{self, PointSpec};
 
@@ -258,9 +258,6 @@ fn run_sweep(
                     p.set(&param, value)?;
                 }
                 p.policy = policy;
-                if common.real {
-                    force_registrar_items(&mut p);
-                }
                 p.validate()?;
                 points.push(PointSpec {
                     value: value.clone(),
@@ -322,19 +319,6 @@ fn run_sweep(
         std::fs::write(md, sweep.markdown())?;
     }
     Ok(())
-}
-
-/// The real registrar answers a resolution with up to three PEs (no setting
-/// for it): a real-time run uses the same number, and says so.
-pub fn force_registrar_items(p: &mut Params) {
-    if p.resolution_items != REGISTRAR_RESOLUTION_ITEMS {
-        eprintln!(
-            "note: real time uses the registrar's {REGISTRAR_RESOLUTION_ITEMS} PEs per handle resolution \
-             (resolution-items {} ignored)",
-            p.resolution_items
-        );
-        p.resolution_items = REGISTRAR_RESOLUTION_ITEMS;
-    }
 }
 
 fn cookie_interval(a: &CookieArgs) -> anyhow::Result<()> {

@@ -176,7 +176,17 @@ pub fn run_points_real(
     for spec in points {
         let mut real = Vec::new();
         for seed in 0..seeds {
-            real.push(super::real::run(&spec.params, 1 + seed, opts)?);
+            let r = super::real::run(&spec.params, 1 + seed, opts)?;
+            eprintln!(
+                "\rseed {}: messages acted on {:.3} ms (real; {:.2} ms of scenario time) after \
+                 their modelled arrival on average, {:.1} % overdue; PE timer lateness {:.3} ms",
+                1 + seed,
+                r.message_lateness_ms,
+                r.message_lateness_scenario_ms,
+                100.0 * r.overdue_share,
+                r.pe_timer_lateness_ms
+            );
+            real.push(r);
             done += 1;
             progress(done, total);
         }

@@ -2,7 +2,7 @@
 //! loopback over SCTP (over UDP), on a scaled time base.
 //!
 //! - a `poolgate registrar` process (configuration overlay: endpoint keep-alive
-//!   scaled, MAX-BAD-PE-REPORT, metrics on a free port);
+//!   scaled, MAX-BAD-PE-REPORT, PEs per handle resolution, metrics on a free port);
 //! - N `poolgate lab pe` processes ([`pe`]), registered through the production
 //!   PE driver, serving CalcApp requests in processor-sharing mode;
 //! - the pool users as tasks in this process ([`pu`]);
@@ -10,10 +10,15 @@
 //!   (silent) or sent SIGTERM (a clean stop: final cookies, deregistration), and
 //!   a fresh PE takes its slot on a new port at once.
 //!
+//! Every message between two components takes the scenario's network delay,
+//! as in the simulation ([`delay`]); how much later than that they were acted
+//! on is measured and reported ([`RealRun::message_lateness_ms`]).
+//!
 //! After the scenario time, arrivals and failures stop and the PUs finish their
 //! queues (the drain), so a run also says whether every request completed.
 //! The figures are those of [`super::sim::RunResult`], measured the same way.
 
+pub mod delay;
 pub mod pe;
 pub mod proto;
 pub mod pu;
@@ -30,6 +35,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::oneshot;
 
+use self::delay::{Lateness, NetDelay, Timer};
 use self::proto::Clock;
 use super::params::Params;
 use super::sim::RunResult;
@@ -76,6 +82,16 @@ pub struct RealRun {
     /// Mean lateness of the PEs' processor timers (real ms): how far behind the
     /// scaled clock the cookies and completions went out.
     pub pe_timer_lateness_ms: f64,
+    /// The residual real latency: how much later than their modelled arrival
+    /// (sent + network delay) messages were acted on, mean over every delayed
+    /// message (real ms; loopback beyond the delay, and scheduling).
+    pub message_lateness_ms: f64,
+    /// The same in scenario ms (what it adds to the simulated network delay).
+    pub message_lateness_scenario_ms: f64,
+    /// Messages delayed and measured (PUs and PEs).
+    pub messages: u64,
+    /// Share of them that arrived only after their modelled arrival.
+    pub overdue_share: f64,
 }
 
 /// What a PE process said when it ended.
@@ -84,6 +100,7 @@ struct PeStats {
     busy: f64,
     late_sum: f64,
     late_n: u64,
+    msg_late: Lateness,
     /// (done, last cookie) per request it was handling.
     jobs: Vec<(f64, f64)>,
 }
@@ -98,6 +115,11 @@ fn parse_stats(line: &str) -> Option<PeStats> {
             let (sum, n) = l.split_once(':')?;
             s.late_sum = sum.parse().ok()?;
             s.late_n = n.parse().ok()?;
+        } else if let Some(m) = field.strip_prefix("msg=") {
+            let mut it = m.split(':');
+            s.msg_late.sum = it.next()?.parse().ok()?;
+            s.msg_late.n = it.next()?.parse().ok()?;
+            s.msg_late.overdue = it.next()?.parse().ok()?;
         } else if let Some(j) = field.strip_prefix("jobs=") {
             for item in j.split(',').filter(|x| !x.is_empty()) {
                 let (d, c) = item.split_once(':')?;
@@ -122,6 +144,7 @@ struct PeTally {
     busy: f64,
     late_sum: f64,
     late_n: u64,
+    msg_late: Lateness,
     lost_silent: Vec<f64>,
     lost_total: f64,
     failures: u64,
@@ -134,6 +157,7 @@ impl PeTally {
         self.busy += s.busy;
         self.late_sum += s.late_sum;
         self.late_n += s.late_n;
+        self.msg_late.merge(&s.msg_late);
     }
 }
 
@@ -175,6 +199,8 @@ impl Lab {
             .arg(p.warmup.to_string())
             .arg("--window-end")
             .arg(p.duration.to_string())
+            .arg("--network-delay")
+            .arg(p.network_delay.to_string())
             .env(proto::KEY_ENV, &self.key)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -331,9 +357,6 @@ fn delta(a: &HashMap<String, f64>, b: &HashMap<String, f64>, key: &str) -> u64 {
     d.max(0.0).round() as u64
 }
 
-/// The real registrar answers a handle resolution with at most this many PEs.
-pub const REGISTRAR_RESOLUTION_ITEMS: usize = 3;
-
 /// Runs one scenario in real time with `seed` (its own runtime).
 pub fn run(p: &Params, seed: u64, opts: &RealOptions) -> anyhow::Result<RealRun> {
     p.validate()?;
@@ -379,12 +402,14 @@ async fn run_in(
         &file,
         format!(
             "[registrar]\nid = 1\nlisten = [\"{registrar}\"]\nmax_bad_pe_report = {mbpr}\n\
+             max_resolution_items = {items}\n\
              [registrar.keepalive]\ninterval = \"{kai}\"\ntimeout = \"{kat}\"\n\
              [registrar.registration]\nmin_life = \"10ms\"\n\
              [registrar.limits]\nmax_associations_per_peer = 100000\nmax_pes_per_pool = 100000\n\
              failure_reports_per_pu_per_sec = 100000\n\
              [registrar.metrics]\nenabled = true\nlisten = \"127.0.0.1:{metrics_port}\"\n",
             mbpr = p.max_bad_pe_report.unwrap_or(u32::MAX),
+            items = p.resolution_items,
             kai = micros(p.endpoint_ka_interval * scale),
             kat = micros(p.endpoint_ka_timeout.min(p.endpoint_ka_interval) * scale),
         ),
@@ -414,6 +439,11 @@ async fn run_in(
         epoch: SystemTime::now() + allowance,
         scale,
     };
+    let net = NetDelay::new(
+        clock,
+        p.network_delay,
+        Timer::start().context("starting the timer thread")?,
+    );
     let mut lab = Lab {
         p: p.clone(),
         opts: opts.clone(),
@@ -450,6 +480,7 @@ async fn run_in(
     let ctx = Arc::new(pu::PuContext {
         p: p.clone(),
         clock,
+        net: net.clone(),
         registrar,
         transport,
         tally: Mutex::new(pu::PuTally::default()),
@@ -478,7 +509,7 @@ async fn run_in(
         if next > p.duration {
             break;
         }
-        tokio::time::sleep_until(clock.instant_at(next)).await;
+        net.until(next).await;
         if !warm && next >= p.warmup {
             at_warmup = scrape(metrics_port).await;
             warm = true;
@@ -552,6 +583,23 @@ async fn run_in(
     } else {
         1e3 * t.late_sum / t.late_n as f64
     };
+    let mut msg = t.msg_late;
+    msg.merge(&u.msg_late);
+    let message_lateness_ms = msg.mean_ms();
+    let delay_ms = 1e3 * scale * p.network_delay;
+    let overdue_share = if msg.n == 0 {
+        0.0
+    } else {
+        msg.overdue as f64 / msg.n as f64
+    };
+    if message_lateness_ms > 0.2 * delay_ms.max(0.05) {
+        eprintln!(
+            "warning: messages were acted on {message_lateness_ms:.3} ms after their modelled \
+             arrival on average ({:.0} % overdue), against a network delay of {delay_ms:.2} ms: \
+             real time is slower than the model here; use a coarser --time-scale",
+            100.0 * overdue_share
+        );
+    }
     let ka_ms = 1e3 * scale * p.session_ka_timeout.min(p.endpoint_ka_timeout);
     if lateness_ms > 0.1 * ka_ms {
         eprintln!(
@@ -569,5 +617,9 @@ async fn run_in(
         pe_processes: t.processes,
         wall_seconds: 0.0,
         pe_timer_lateness_ms: lateness_ms,
+        message_lateness_ms,
+        message_lateness_scenario_ms: message_lateness_ms / scale,
+        messages: msg.n,
+        overdue_share,
     })
 }

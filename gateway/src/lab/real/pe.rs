@@ -5,7 +5,9 @@
 //! over SCTP over UDP, serves CalcApp requests with [`CalcServer`] (processor
 //! sharing) on the scaled clock, sends a sealed checkpoint cookie every cookie
 //! interval, reports its load (requests being handled) for Least Used and
-//! answers session keep-alives.
+//! answers session keep-alives. It acts on what a PU sends a network delay
+//! after it was sent, and its load reports and deregistration reach the
+//! registrar a network delay late ([`super::delay`]), as in the simulation.
 //!
 //! The lab talks to it on stdin/stdout (measurement only, never pool traffic):
 //! - stdout `ready <pe-id> <udp-addr>` once the registrar accepted it;
@@ -13,10 +15,11 @@
 //! - SIGTERM, or stdin `stop`: a clean stop — deregister, a final cookie on every
 //!   request and a graceful close, then print `stats …` and exit.
 //!
-//! `stats busy=<s> late=<sum>:<n> jobs=<done>:<last-cookie>,…` gives the busy time
-//! inside the measurement window, how late the processor woke for due events
-//! (sum of real seconds, count) and, per request it was handling, the calculations done and
-//! those covered by the last cookie sent.
+//! `stats busy=<s> late=<sum>:<n> msg=<sum>:<n>:<overdue> jobs=<done>:<last-cookie>,…`
+//! gives the busy time inside the measurement window, how late the processor
+//! woke for due events (sum of real seconds, count), how late it acted on
+//! messages after their modelled arrival ([`Lateness`]) and, per request it was
+//! handling, the calculations done and those covered by the last cookie sent.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -34,6 +37,7 @@ use pool_core::wire::AsapMessage;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, watch, Notify};
 
+use super::delay::{Inbox, Lateness, NetDelay, Timer};
 use super::proto::{self, Clock, Reply};
 use crate::asap_client::{run_pe, PeCommand, PeStatus};
 use crate::lab::params::PolicyChoice;
@@ -78,15 +82,19 @@ pub struct PeArgs {
     /// Measurement window end, scenario seconds.
     #[arg(long)]
     pub window_end: f64,
+    /// One-way network delay to and from this PE, scenario seconds.
+    #[arg(long, default_value_t = 0.0)]
+    pub network_delay: f64,
 }
 
-/// What a session learns from the processor.
+/// What a session learns from the processor, with the scenario time it happened.
 #[derive(Debug)]
 enum JobEvent {
-    Cookie(f64),
-    Complete,
+    /// A checkpoint: calculations done.
+    Cookie(f64, f64),
+    Complete(f64),
     /// Clean stop: the final checkpoint.
-    Stop(f64),
+    Stop(f64, f64),
 }
 
 struct State {
@@ -98,6 +106,8 @@ struct State {
     late_sum: f64,
     /// Wake-ups counted in `late_sum`.
     late_n: u64,
+    /// How late messages were acted on after their modelled arrival.
+    msg_late: Lateness,
 }
 
 struct Pe {
@@ -111,7 +121,11 @@ struct Pe {
     /// Set by `freeze`: nothing more leaves this PE.
     frozen: AtomicBool,
     next_job: AtomicU64,
-    load_tx: mpsc::Sender<PeCommand>,
+    /// The network delay model.
+    net: NetDelay,
+    /// Commands to the registration driver, each with the scenario time it
+    /// reaches the registrar (sent then by [`to_registrar`]).
+    registrar_tx: mpsc::UnboundedSender<(f64, PeCommand)>,
 }
 
 impl Pe {
@@ -119,11 +133,28 @@ impl Pe {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn report_load(&self, jobs: usize) {
+    /// Reports the load `jobs` it had from scenario time `t` on.
+    fn report_load(&self, jobs: usize, t: f64) {
         if matches!(self.args.policy.as_str(), "lu") {
-            let _ = self
-                .load_tx
-                .try_send(PeCommand::Load(least_used_load(jobs)));
+            let cmd = PeCommand::Load(least_used_load(jobs));
+            let _ = self.registrar_tx.send((t + self.net.delay, cmd));
+        }
+    }
+}
+
+/// Hands the PE's commands to the registration driver when they reach the
+/// registrar in the model (the driver sends them at once).
+async fn to_registrar(
+    pe: Arc<Pe>,
+    mut rx: mpsc::UnboundedReceiver<(f64, PeCommand)>,
+    tx: mpsc::Sender<PeCommand>,
+) {
+    while let Some((due, cmd)) = rx.recv().await {
+        let overdue = pe.clock.now() > due;
+        let late = pe.net.arrive(due - pe.net.delay).await;
+        pe.lock().msg_late.add(late, overdue);
+        if tx.send(cmd).await.is_err() {
+            return;
         }
     }
 }
@@ -167,10 +198,13 @@ fn stats_line(s: &State, jobs: &[Interrupted]) -> String {
         .map(|j| format!("{}:{}", j.done, j.last_cookie))
         .collect();
     format!(
-        "stats busy={} late={}:{} jobs={}",
+        "stats busy={} late={}:{} msg={}:{}:{} jobs={}",
         s.calc.busy_time(),
         s.late_sum,
         s.late_n,
+        s.msg_late.sum,
+        s.msg_late.n,
+        s.msg_late.overdue,
         list.join(",")
     )
 }
@@ -180,6 +214,14 @@ async fn run(args: PeArgs) -> anyhow::Result<()> {
     let key = std::env::var(proto::KEY_ENV).context("no pool key in POOLGATE_LAB_KEY")?;
     let keys = proto::key_ring(&key)?;
     let clock = Clock::from_epoch_ns(args.epoch_ns, args.time_scale);
+    if !(args.network_delay >= 0.0 && args.network_delay.is_finite()) {
+        anyhow::bail!("--network-delay must be a finite number of seconds, at least 0");
+    }
+    let net = NetDelay::new(
+        clock,
+        args.network_delay,
+        Timer::start().context("starting the timer thread")?,
+    );
     let bind = std::net::UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .context("finding a free UDP port")?;
@@ -208,6 +250,7 @@ async fn run(args: PeArgs) -> anyhow::Result<()> {
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
     let (st_tx, mut st_rx) = watch::channel(PeStatus::Unregistered);
     let registration = tokio::spawn(run_pe(cfg, transport.clone(), cmd_rx, st_tx));
+    let (registrar_tx, registrar_rx) = mpsc::unbounded_channel();
     let window = (args.window_start, args.window_end);
     let pe = Arc::new(Pe {
         id: args.id,
@@ -217,11 +260,13 @@ async fn run(args: PeArgs) -> anyhow::Result<()> {
             stopping: false,
             late_sum: 0.0,
             late_n: 0,
+            msg_late: Lateness::default(),
         }),
         changed: Notify::new(),
         frozen: AtomicBool::new(false),
         next_job: AtomicU64::new(0),
-        load_tx: cmd_tx.clone(),
+        net,
+        registrar_tx,
         args,
         clock,
         keys,
@@ -234,6 +279,7 @@ async fn run(args: PeArgs) -> anyhow::Result<()> {
     .context("not registered within 10 s")?
     .context("registration driver stopped")?;
     say(&format!("ready {:08x} {local}", pe.id));
+    tokio::spawn(to_registrar(pe.clone(), registrar_rx, cmd_tx.clone()));
     tokio::spawn(processor(pe.clone()));
     let accept = {
         let pe = pe.clone();
@@ -273,16 +319,19 @@ async fn run(args: PeArgs) -> anyhow::Result<()> {
         }
     }
     // Clean stop: deregister, hand every request over with its final cookie.
-    let _ = cmd_tx.send(PeCommand::Shutdown).await;
+    let now = pe.clock.now();
+    let _ = pe
+        .registrar_tx
+        .send((now + pe.net.delay, PeCommand::Shutdown));
     accept.abort();
     let line = {
         let mut s = pe.lock();
         s.stopping = true;
-        catch_up(&mut s, pe.clock.now());
+        catch_up(&mut s, now);
         let jobs = s.calc.stop_all();
         for j in &jobs {
             if let Some(tx) = s.sessions.remove(&j.key) {
-                let _ = tx.send(JobEvent::Stop(j.done));
+                let _ = tx.send(JobEvent::Stop(j.done, now));
             }
         }
         stats_line(&s, &jobs)
@@ -312,16 +361,16 @@ async fn processor(pe: Arc<Pe>) {
                 s.late_sum += ((now - t) * pe.clock.scale).max(0.0);
                 s.late_n += 1;
             }
-            (s.calc.next_event(), completed.then(|| s.calc.jobs()))
+            (s.calc.next_event(), completed.map(|t| (s.calc.jobs(), t)))
         };
-        if let Some(jobs) = completed {
-            pe.report_load(jobs);
+        if let Some((jobs, t)) = completed {
+            pe.report_load(jobs, t);
         }
         let notified = pe.changed.notified();
         match next {
             Some(t) => {
                 tokio::select! {
-                    _ = tokio::time::sleep_until(pe.clock.instant_at(t)) => due = Some(t),
+                    _ = pe.net.until(t) => due = Some(t),
                     _ = notified => {}
                 }
             }
@@ -331,11 +380,12 @@ async fn processor(pe: Arc<Pe>) {
 }
 
 /// Brings the processor to scenario time `now`, handing out every cookie and
-/// completion at its own scenario time (a wake-up may come late; the work model
-/// must not: a finished request leaves when it finishes, not when we notice).
-/// Returns whether anything fell due and whether a request completed.
-fn catch_up(s: &mut State, now: f64) -> (bool, bool) {
+/// completion stamped with its own scenario time (a wake-up may come late; the
+/// work model must not: a finished request leaves when it finishes, not when we
+/// notice). Returns whether anything fell due and when the last request completed.
+fn catch_up(s: &mut State, now: f64) -> (bool, Option<f64>) {
     let mut out = Vec::new();
+    let mut times = Vec::new();
     while let Some(t) = s.calc.next_event().filter(|t| *t <= now) {
         let before = out.len();
         s.calc.advance(t);
@@ -343,21 +393,23 @@ fn catch_up(s: &mut State, now: f64) -> (bool, bool) {
         if out.len() == before {
             break;
         }
+        times.resize(out.len(), t);
     }
     s.calc.advance(now);
     s.calc.take_due(&mut out);
-    let mut completed = false;
-    for e in &out {
+    times.resize(out.len(), now);
+    let mut completed = None;
+    for (e, &t) in out.iter().zip(&times) {
         match *e {
             CalcEvent::Cookie { key, done } => {
                 if let Some(tx) = s.sessions.get(&key) {
-                    let _ = tx.send(JobEvent::Cookie(done));
+                    let _ = tx.send(JobEvent::Cookie(done, t));
                 }
             }
             CalcEvent::Complete { key } => {
-                completed = true;
+                completed = Some(t);
                 if let Some(tx) = s.sessions.remove(&key) {
-                    let _ = tx.send(JobEvent::Complete);
+                    let _ = tx.send(JobEvent::Complete(t));
                 }
             }
         }
@@ -365,8 +417,8 @@ fn catch_up(s: &mut State, now: f64) -> (bool, bool) {
     (!out.is_empty(), completed)
 }
 
-async fn send_cookie(pe: &Pe, tx: &AssocSender, size: f64, done: f64) -> Result<(), ()> {
-    let c = proto::seal(&pe.keys, size, done).map_err(|e| tracing::warn!(error = %e))?;
+async fn send_cookie(pe: &Pe, tx: &AssocSender, size: f64, done: f64, sent: f64) -> Result<(), ()> {
+    let c = proto::seal(&pe.keys, size, done, sent).map_err(|e| tracing::warn!(error = %e))?;
     let m = session::asap(&AsapMessage::Cookie(c)).ok_or(())?;
     tx.send(m, SEND_DEADLINE).await.map_err(|_| ())
 }
@@ -381,21 +433,32 @@ async fn next_message(events: &mut mpsc::UnboundedReceiver<AssocEvent>) -> Optio
     }
 }
 
-/// The request a session opens with: (size, calculations done), or `None`.
+/// The request a session opens with: (size, calculations done, stamp), or `None`.
 async fn first_request(
     pe: &Pe,
     events: &mut mpsc::UnboundedReceiver<AssocEvent>,
-) -> Option<(f64, f64)> {
+) -> Option<(f64, f64, Option<f64>)> {
     let wait = async {
-        match next_message(events).await? {
-            SessionMessage::Control(Control::Open) => match next_message(events).await? {
-                SessionMessage::Data(d) => proto::parse_request(&d).map(|s| (s, 0.0)),
-                _ => None,
-            },
-            SessionMessage::Asap(AsapMessage::CookieEcho(c)) => proto::open(&pe.keys, &c)
-                .map_err(|e| tracing::warn!(error = %e, "COOKIE_ECHO refused"))
-                .ok(),
-            _ => None,
+        let mut sent = None;
+        loop {
+            match next_message(events).await? {
+                SessionMessage::Control(Control::Open) => {
+                    return match next_message(events).await? {
+                        SessionMessage::Data(d) => {
+                            proto::parse_request(&d).map(|(size, t)| (size, 0.0, Some(t)))
+                        }
+                        _ => None,
+                    }
+                }
+                SessionMessage::Data(d) if sent.is_none() => sent = Some(proto::parse_stamp(&d)?),
+                SessionMessage::Asap(AsapMessage::CookieEcho(c)) => {
+                    return proto::open(&pe.keys, &c)
+                        .map_err(|e| tracing::warn!(error = %e, "COOKIE_ECHO refused"))
+                        .ok()
+                        .map(|(size, done)| (size, done, sent))
+                }
+                _ => return None,
+            }
         }
     };
     tokio::time::timeout(OPEN_TIMEOUT, wait)
@@ -404,16 +467,31 @@ async fn first_request(
         .flatten()
 }
 
+/// What reaches a session from its PU.
+enum FromPu {
+    Event(AssocEvent),
+    /// The association's event channel closed.
+    Gone,
+}
+
 /// Serves one request from its first message to its completion (or the PU's departure).
 async fn serve(assoc: crate::transport::Association, pe: Arc<Pe>) {
     let (tx, mut events) = assoc.split();
-    let Some((size, start)) = first_request(&pe, &mut events).await else {
+    let Some((size, start, sent)) = first_request(&pe, &mut events).await else {
         tx.abort("no request");
         return;
     };
+    // The request reaches the PE a network delay after the PU sent it.
+    let got = pe.clock.now();
+    let sent = sent.unwrap_or(got);
+    let overdue = got > sent + pe.net.delay;
+    let late = pe.net.arrive(sent).await;
+    pe.lock().msg_late.add(late, overdue);
     if pe.frozen.load(Ordering::SeqCst) {
         return std::future::pending().await;
     }
+    // When it arrived in the model: a late wake-up does not delay the work.
+    let at = (sent + pe.net.delay).min(pe.clock.now());
     let key: JobKey = (0, pe.next_job.fetch_add(1, Ordering::Relaxed));
     let (job_tx, mut job_rx) = mpsc::unbounded_channel();
     let jobs = {
@@ -423,7 +501,7 @@ async fn serve(assoc: crate::transport::Association, pe: Arc<Pe>) {
             tx.abort("stopping");
             return;
         }
-        catch_up(&mut s, pe.clock.now());
+        catch_up(&mut s, at);
         if pe.args.max_jobs > 0 && s.calc.jobs() >= pe.args.max_jobs {
             None
         } else {
@@ -433,63 +511,84 @@ async fn serve(assoc: crate::transport::Association, pe: Arc<Pe>) {
         }
     };
     let Some(jobs) = jobs else {
-        let _ = tx.send(Reply::Busy.message(), SEND_DEADLINE).await;
+        let _ = tx.send(Reply::Busy.message(at), SEND_DEADLINE).await;
         tx.close();
         return;
     };
     pe.changed.notify_one();
-    pe.report_load(jobs);
+    pe.report_load(jobs, at);
     // The first cookie says "accepted" and gives the PU a checkpoint at once.
-    let mut alive = send_cookie(&pe, &tx, size, start).await.is_ok();
+    let mut alive = send_cookie(&pe, &tx, size, start, at).await.is_ok();
+    // The PU's messages (keep-alives, its going away), each due a delay after it came.
+    let mut inbox: Inbox<FromPu> = Inbox::default();
+    let mut gone = false;
     while alive {
+        let next = inbox.next_due();
         tokio::select! {
             ev = job_rx.recv() => match ev {
-                Some(JobEvent::Cookie(done)) => {
-                    alive = send_cookie(&pe, &tx, size, done).await.is_ok();
+                Some(JobEvent::Cookie(done, t)) => {
+                    alive = send_cookie(&pe, &tx, size, done, t).await.is_ok();
                 }
-                Some(JobEvent::Complete) => {
-                    let _ = tx.send(Reply::Done.message(), SEND_DEADLINE).await;
+                Some(JobEvent::Complete(t)) => {
+                    let _ = tx.send(Reply::Done.message(t), SEND_DEADLINE).await;
                     tx.close();
                     return;
                 }
-                Some(JobEvent::Stop(done)) => {
-                    let _ = send_cookie(&pe, &tx, size, done).await;
+                Some(JobEvent::Stop(done, t)) => {
+                    let _ = send_cookie(&pe, &tx, size, done, t).await;
                     tx.close();
                     return;
                 }
                 None => alive = false,
             },
-            ev = events.recv() => match ev {
-                Some(AssocEvent::Message(m)) => {
+            ev = events.recv(), if !gone => {
+                gone = ev.is_none();
+                let now = pe.clock.now();
+                let item = ev.map_or(FromPu::Gone, FromPu::Event);
+                inbox.push(now, now + pe.net.delay, item);
+            }
+            _ = pe.net.until(next.unwrap_or(0.0)), if next.is_some() => {
+                while let Some((item, late, overdue)) = inbox.pop_due(pe.clock.now()) {
+                    pe.lock().msg_late.add(late * pe.clock.scale, overdue);
                     if pe.frozen.load(Ordering::SeqCst) {
-                        continue;
+                        return std::future::pending().await;
                     }
-                    if let SessionMessage::Asap(AsapMessage::EndpointKeepAlive { pool_handle, .. }) =
-                        SessionMessage::decode(m)
-                    {
-                        let ack = AsapMessage::EndpointKeepAliveAck { pool_handle, pe_id: pe.id };
-                        if let Some(m) = session::asap(&ack) {
-                            alive = tx.send(m, SEND_DEADLINE).await.is_ok();
+                    match item {
+                        FromPu::Event(AssocEvent::Message(m)) => {
+                            if let SessionMessage::Asap(AsapMessage::EndpointKeepAlive {
+                                pool_handle,
+                                ..
+                            }) = SessionMessage::decode(m)
+                            {
+                                let ack = AsapMessage::EndpointKeepAliveAck {
+                                    pool_handle,
+                                    pe_id: pe.id,
+                                };
+                                if let Some(m) = session::asap(&ack) {
+                                    alive = alive && tx.send(m, SEND_DEADLINE).await.is_ok();
+                                }
+                            }
                         }
+                        FromPu::Event(AssocEvent::Down(_)) | FromPu::Gone => alive = false,
+                        FromPu::Event(_) => {}
                     }
                 }
-                Some(AssocEvent::Down(_)) | None => alive = false,
-                Some(_) => {}
-            },
+            }
         }
     }
     if pe.frozen.load(Ordering::SeqCst) {
         return std::future::pending().await;
     }
     // The PU went away (it gave up on us): drop the request.
+    let now = pe.clock.now();
     let jobs = {
         let mut s = pe.lock();
-        catch_up(&mut s, pe.clock.now());
+        catch_up(&mut s, now);
         s.calc.remove(key);
         s.sessions.remove(&key);
         s.calc.jobs()
     };
     pe.changed.notify_one();
-    pe.report_load(jobs);
+    pe.report_load(jobs, now);
     tx.abort("session ended");
 }

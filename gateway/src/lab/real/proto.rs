@@ -4,16 +4,22 @@
 //!
 //! | direction | message | meaning |
 //! |-----------|---------|---------|
-//! | PU→PE | `Control::Open`, then DATA `R` + size (f64) | a new request |
-//! | PU→PE | ASAP `COOKIE_ECHO` | resume a request from its last cookie |
-//! | PE→PU | ASAP `COOKIE` | accepted (the first one) / checkpoint (the others) |
-//! | PE→PU | DATA `D` | the request is complete |
-//! | PE→PU | DATA `B` | rejected: the PE is busy (Reject and Retry) |
+//! | PU→PE | `Control::Open`, then DATA `R` + size + stamp | a new request |
+//! | PU→PE | DATA `T` + stamp, then ASAP `COOKIE_ECHO` | resume a request from its last cookie |
+//! | PE→PU | ASAP `COOKIE` (stamp in the public part) | accepted (the first one) / checkpoint (the others) |
+//! | PE→PU | DATA `D` + stamp | the request is complete |
+//! | PE→PU | DATA `B` + stamp | rejected: the PE is busy (Reject and Retry) |
 //! | both | ASAP `ENDPOINT_KEEP_ALIVE(_ACK)` | session keep-alive |
+//!
+//! Numbers are big-endian f64. A *stamp* is the scenario time the message was
+//! sent in the model (a completion's stamp is the time the work finished, even
+//! if the PE's timer woke later): the receiver acts on it a network delay after
+//! it ([`super::delay`]).
 //!
 //! The checkpoint travels the way a PPE's does: a state cookie sealed with the
 //! pool key ([`pool_core::cookie::KeyRing`]); its private part holds the request
-//! size and the calculations done, so a resuming PE needs nothing else.
+//! size and the calculations done, so a resuming PE needs nothing else; its
+//! public part (readable by the PU, outside the seal) holds the stamp.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,6 +38,7 @@ pub const KEY_ENV: &str = "POOLGATE_LAB_KEY";
 const COOKIE_LIFETIME: Duration = Duration::from_secs(3600);
 
 const TAG_REQUEST: u8 = b'R';
+const TAG_STAMP: u8 = b'T';
 const TAG_DONE: u8 = b'D';
 const TAG_BUSY: u8 = b'B';
 
@@ -40,23 +47,50 @@ pub fn pool() -> PoolHandle {
     PoolHandle::new(POOL.to_vec()).expect("a 7-byte constant is a valid pool handle")
 }
 
-/// A request of `size` calculations (follows `Control::Open`).
-pub fn request(size: f64) -> Message {
-    let mut b = Vec::with_capacity(9);
-    b.push(TAG_REQUEST);
-    b.extend_from_slice(&size.to_be_bytes());
+fn tagged(tag: u8, numbers: &[f64]) -> Message {
+    let mut b = Vec::with_capacity(1 + 8 * numbers.len());
+    b.push(tag);
+    for x in numbers {
+        b.extend_from_slice(&x.to_be_bytes());
+    }
     session::data(Bytes::from(b))
 }
 
-/// The size in a request message, if it is one.
-pub fn parse_request(data: &[u8]) -> Option<f64> {
-    match data {
-        [TAG_REQUEST, rest @ ..] if rest.len() == 8 => {
-            let size = f64::from_be_bytes(rest.try_into().ok()?);
-            (size.is_finite() && size > 0.0).then_some(size)
-        }
-        _ => None,
+/// The finite numbers after `tag`, if `data` is `tag` and exactly `N` of them.
+fn numbers<const N: usize>(data: &[u8], tag: u8) -> Option<[f64; N]> {
+    let rest = data.strip_prefix(&[tag])?;
+    if rest.len() != 8 * N {
+        return None;
     }
+    let mut out = [0.0; N];
+    for (x, chunk) in out.iter_mut().zip(rest.chunks_exact(8)) {
+        *x = f64::from_be_bytes(chunk.try_into().ok()?);
+        if !x.is_finite() {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+/// A request of `size` calculations sent at scenario time `sent` (follows `Control::Open`).
+pub fn request(size: f64, sent: f64) -> Message {
+    tagged(TAG_REQUEST, &[size, sent])
+}
+
+/// The size and stamp in a request message, if it is one.
+pub fn parse_request(data: &[u8]) -> Option<(f64, f64)> {
+    let [size, sent] = numbers::<2>(data, TAG_REQUEST)?;
+    (size > 0.0).then_some((size, sent))
+}
+
+/// The stamp of the message that follows (a `COOKIE_ECHO`).
+pub fn stamp(sent: f64) -> Message {
+    tagged(TAG_STAMP, &[sent])
+}
+
+/// The time in a stamp message, if it is one.
+pub fn parse_stamp(data: &[u8]) -> Option<f64> {
+    numbers::<1>(data, TAG_STAMP).map(|[t]| t)
 }
 
 /// What a PE says about a request besides cookies.
@@ -69,22 +103,23 @@ pub enum Reply {
 }
 
 impl Reply {
-    /// The DATA message.
-    pub fn message(self) -> Message {
-        let b = match self {
+    fn tag(self) -> u8 {
+        match self {
             Reply::Done => TAG_DONE,
             Reply::Busy => TAG_BUSY,
-        };
-        session::data(Bytes::from(vec![b]))
+        }
     }
 
-    /// Decodes a reply.
-    pub fn parse(data: &[u8]) -> Option<Reply> {
-        match data {
-            [TAG_DONE] => Some(Reply::Done),
-            [TAG_BUSY] => Some(Reply::Busy),
-            _ => None,
-        }
+    /// The DATA message, stamped `sent`.
+    pub fn message(self, sent: f64) -> Message {
+        tagged(self.tag(), &[sent])
+    }
+
+    /// Decodes a reply and its stamp.
+    pub fn parse(data: &[u8]) -> Option<(Reply, f64)> {
+        [Reply::Done, Reply::Busy]
+            .into_iter()
+            .find_map(|r| numbers::<1>(data, r.tag()).map(|[t]| (r, t)))
     }
 }
 
@@ -106,19 +141,26 @@ pub fn new_key() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
-/// Seals a checkpoint: `done` of `size` calculations.
-pub fn seal(keys: &KeyRing, size: f64, done: f64) -> anyhow::Result<Vec<u8>> {
+/// Seals a checkpoint: `done` of `size` calculations, sent at scenario time `sent`.
+pub fn seal(keys: &KeyRing, size: f64, done: f64, sent: f64) -> anyhow::Result<Vec<u8>> {
     let mut private = Vec::with_capacity(16);
     private.extend_from_slice(&size.to_be_bytes());
     private.extend_from_slice(&done.to_be_bytes());
     let parts = CookieParts {
-        public: Vec::new(),
+        public: sent.to_be_bytes().to_vec(),
         immutable: Vec::new(),
         private,
     };
     let expiry = now_ms() + COOKIE_LIFETIME.as_millis() as u64;
     keys.seal(&pool(), &parts, expiry, &mut rand::rng())
         .map_err(|e| anyhow::anyhow!("sealing a checkpoint: {e}"))
+}
+
+/// The stamp in a checkpoint's public part (read without the key).
+pub fn cookie_stamp(cookie: &[u8]) -> Option<f64> {
+    let public = pool_core::cookie::read_public(cookie).ok()?;
+    let t = f64::from_be_bytes(public.try_into().ok()?);
+    t.is_finite().then_some(t)
 }
 
 /// Opens a checkpoint: (size, done).
@@ -192,15 +234,28 @@ mod tests {
 
     #[test]
     fn requests_replies_and_cookies_round_trip() {
-        let m = request(1234.5);
-        assert_eq!(parse_request(&m.data), Some(1234.5));
+        let m = request(1234.5, 17.25);
+        assert_eq!(parse_request(&m.data), Some((1234.5, 17.25)));
         assert_eq!(parse_request(b"R"), None);
-        assert_eq!(Reply::parse(&Reply::Done.message().data), Some(Reply::Done));
-        assert_eq!(Reply::parse(&Reply::Busy.message().data), Some(Reply::Busy));
+        assert_eq!(parse_request(&request(-1.0, 0.0).data), None);
+        assert_eq!(parse_request(&request(1.0, f64::NAN).data), None);
+        assert_eq!(parse_stamp(&stamp(3.5).data), Some(3.5));
+        assert_eq!(parse_stamp(&m.data), None);
+        assert_eq!(
+            Reply::parse(&Reply::Done.message(2.0).data),
+            Some((Reply::Done, 2.0))
+        );
+        assert_eq!(
+            Reply::parse(&Reply::Busy.message(3.0).data),
+            Some((Reply::Busy, 3.0))
+        );
         assert_eq!(Reply::parse(b"x"), None);
+        assert_eq!(Reply::parse(b"D"), None);
         let keys = key_ring(&new_key()).unwrap();
-        let c = seal(&keys, 100.0, 40.0).unwrap();
+        let c = seal(&keys, 100.0, 40.0, 12.5).unwrap();
         assert_eq!(open(&keys, &c).unwrap(), (100.0, 40.0));
+        assert_eq!(cookie_stamp(&c), Some(12.5));
+        assert_eq!(cookie_stamp(b"junk"), None);
         let mut bad = c.clone();
         let n = bad.len() - 1;
         bad[n] ^= 1;

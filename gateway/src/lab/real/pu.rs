@@ -3,6 +3,12 @@
 //! ENDPOINT_UNREACHABLE reports) and one association per request attempt to the
 //! chosen PE, with session keep-alives, cookie echo on failover and Abort and
 //! Restart when configured.
+//!
+//! The network delay of the simulation applies to every message ([`super::delay`]):
+//! a handle resolution costs a round trip (the PU asks a delay after it decided
+//! to, and acts on the answer a delay after that; a failure report goes along
+//! with the resolution that follows it), a request and each message of the PE
+//! are acted on a delay after they were sent.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,6 +19,7 @@ use pool_core::wire::AsapMessage;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::delay::{Inbox, Lateness, NetDelay};
 use super::proto::{self, Clock, Reply};
 use crate::asap_client::PoolUser;
 use crate::lab::params::Params;
@@ -49,6 +56,8 @@ pub struct PuTally {
     pub failure_reports: u64,
     /// Rejected attempts inside the window.
     pub rejects: u64,
+    /// How late the PUs acted on messages after their modelled arrival.
+    pub msg_late: Lateness,
 }
 
 /// What every PU task shares.
@@ -57,6 +66,8 @@ pub struct PuContext {
     pub p: Params,
     /// Scaled clock.
     pub clock: Clock,
+    /// The network delay model.
+    pub net: NetDelay,
     /// Registrar address.
     pub registrar: std::net::SocketAddr,
     /// Transport for registrar associations and sessions.
@@ -94,7 +105,7 @@ pub async fn run(ctx: Arc<PuContext>, u: usize, seed: u64) {
             break;
         }
         let size = requests.size();
-        tokio::time::sleep_until(ctx.clock.instant_at(t)).await;
+        ctx.net.until(t).await;
         ctx.tally().issued += 1;
         if tx.send(Req { size, created: t }).is_err() {
             break;
@@ -107,7 +118,9 @@ pub async fn run(ctx: Arc<PuContext>, u: usize, seed: u64) {
 
 async fn work(ctx: Arc<PuContext>, mut rx: mpsc::UnboundedReceiver<Req>) {
     let mut config = PuConfig::new(vec![ctx.registrar]);
-    config.cache_staleness = ctx.clock.real(ctx.p.cache_staleness);
+    // The lab decides when the cache is stale (on the scenario clock, see
+    // `handle`) and invalidates it then, so every resolution pays its delay.
+    config.cache_staleness = Duration::from_secs(3600);
     let mut pu = match PoolUser::new(config, ctx.transport.clone()) {
         Ok(pu) => pu,
         Err(e) => {
@@ -115,8 +128,10 @@ async fn work(ctx: Arc<PuContext>, mut rx: mpsc::UnboundedReceiver<Req>) {
             return;
         }
     };
+    // Scenario time the cached resolution was answered.
+    let mut resolved: Option<f64> = None;
     while let Some(req) = rx.recv().await {
-        handle(&ctx, &mut pu, req).await;
+        handle(&ctx, &mut pu, req, &mut resolved).await;
     }
     tracing::debug!(t = ctx.clock.now(), "PU queue empty");
     pu.close(Duration::from_millis(100)).await;
@@ -132,38 +147,65 @@ enum End {
     Failed,
 }
 
-async fn handle(ctx: &PuContext, pu: &mut PoolUser<SctpUdp>, req: Req) {
+async fn handle(ctx: &PuContext, pu: &mut PoolUser<SctpUdp>, req: Req, resolved: &mut Option<f64>) {
     let p = &ctx.p;
+    let d = ctx.net.delay;
     let pool = proto::pool();
     let dequeued = ctx.clock.now();
     let mut cookie: Option<Vec<u8>> = None;
     let mut accepted: Option<f64> = None;
-    let retry = ctx.clock.real(p.retry_delay);
+    // A PE to report unreachable (with the next resolution).
+    let mut report: Option<PeId> = None;
     // A dead PE costs what the simulation charges: a keep-alive interval and timeout.
     let connect_deadline = ctx
         .clock
         .real(p.session_ka_interval + p.session_ka_timeout)
         .max(Duration::from_millis(50));
     loop {
-        let pe = match pu.select(&pool, RESOLVE_DEADLINE).await {
+        let t0 = ctx.clock.now();
+        let ask = resolved.is_none_or(|at| t0 - at >= p.cache_staleness);
+        if ask {
+            // The resolution (and a report before it) reaches the registrar.
+            ctx.net.until(t0 + d).await;
+            pu.invalidate(&pool);
+        }
+        if let Some(pe) = report.take() {
+            pu.report_failure(&pool, pe).await;
+        }
+        let selected = pu.select(&pool, RESOLVE_DEADLINE).await;
+        if ask {
+            // The answer reaches the PU.
+            *resolved = Some(t0 + d);
+            let overdue = ctx.clock.now() > t0 + 2.0 * d;
+            let late = ctx.net.arrive(t0 + d).await;
+            ctx.tally().msg_late.add(late, overdue);
+        }
+        let pe = match selected {
             Ok(pe) => pe,
             Err(e) => {
                 tracing::debug!(error = %e, "lab PU: no PE");
-                tokio::time::sleep(retry).await;
+                *resolved = None;
+                ctx.net.until(ctx.clock.now() + p.retry_delay).await;
                 continue;
             }
         };
         let Some((addrs, port)) = session::session_target(&pe.user_transport) else {
-            tokio::time::sleep(retry).await;
+            ctx.net.until(ctx.clock.now() + p.retry_delay).await;
             continue;
         };
+        // The request leaves now; the PE acts on it a delay later (the SCTP
+        // handshake before it is loopback's, inside that delay).
+        let sent = ctx.clock.now();
         let end = match ctx.transport.connect(&addrs, port, connect_deadline).await {
             Ok(a) => {
                 let (tx, mut rx) = a.split();
                 let resume = cookie.as_ref().filter(|_| !p.abort_restart);
-                let sent = match resume {
+                let opened = match resume {
                     Some(c) => match session::asap(&AsapMessage::CookieEcho(c.clone())) {
-                        Some(m) => tx.send(m, SEND_DEADLINE).await.is_ok(),
+                        Some(m) => {
+                            tx.send(proto::stamp(sent), SEND_DEADLINE).await.is_ok()
+                                && tx.send(m, SEND_DEADLINE).await.is_ok()
+                        }
                         None => false,
                     },
                     None => {
@@ -171,12 +213,12 @@ async fn handle(ctx: &PuContext, pu: &mut PoolUser<SctpUdp>, req: Req) {
                             .await
                             .is_ok()
                             && tx
-                                .send(proto::request(req.size), SEND_DEADLINE)
+                                .send(proto::request(req.size, sent), SEND_DEADLINE)
                                 .await
                                 .is_ok()
                     }
                 };
-                let end = if sent {
+                let end = if opened {
                     attempt(ctx, &tx, &mut rx, pe.id, &mut cookie, &mut accepted).await
                 } else {
                     End::Failed
@@ -210,7 +252,7 @@ async fn handle(ctx: &PuContext, pu: &mut PoolUser<SctpUdp>, req: Req) {
                 if ctx.in_window() {
                     ctx.tally().rejects += 1;
                 }
-                tokio::time::sleep(retry).await;
+                ctx.net.until(ctx.clock.now() + p.retry_delay).await;
             }
             End::Closed => {
                 if ctx.in_window() {
@@ -218,7 +260,7 @@ async fn handle(ctx: &PuContext, pu: &mut PoolUser<SctpUdp>, req: Req) {
                 }
             }
             End::Failed => {
-                pu.report_failure(&pool, pe.id).await;
+                report = Some(pe.id);
                 if ctx.in_window() {
                     let mut t = ctx.tally();
                     t.failovers += 1;
@@ -229,6 +271,23 @@ async fn handle(ctx: &PuContext, pu: &mut PoolUser<SctpUdp>, req: Req) {
         if p.abort_restart {
             cookie = None;
         }
+    }
+}
+
+/// What reaches a session from its PE.
+enum FromPe {
+    Message(SessionMessage),
+    Down(DownReason),
+    /// The association's event channel closed.
+    Gone,
+}
+
+/// The scenario time a message says it was sent, if it says.
+fn stamp_of(m: &SessionMessage) -> Option<f64> {
+    match m {
+        SessionMessage::Asap(AsapMessage::Cookie(c)) => proto::cookie_stamp(c),
+        SessionMessage::Data(d) => Reply::parse(d).map(|(_, t)| t),
+        _ => None,
     }
 }
 
@@ -250,23 +309,54 @@ async fn attempt(
     let mut last_seen = Instant::now();
     // Answer due by, while a probe is out.
     let mut probe: Option<Instant> = None;
+    // The PE's messages, each due a network delay after it was sent.
+    let mut inbox: Inbox<FromPe> = Inbox::default();
+    let mut gone = false;
+    let queue = |inbox: &mut Inbox<FromPe>, ev: Option<AssocEvent>| {
+        let now = ctx.clock.now();
+        let (item, sent) = match ev {
+            Some(AssocEvent::Message(m)) => {
+                let m = SessionMessage::decode(m);
+                let sent = stamp_of(&m);
+                (FromPe::Message(m), sent)
+            }
+            Some(AssocEvent::Down(r)) => (FromPe::Down(r), None),
+            Some(_) => return,
+            None => (FromPe::Gone, None),
+        };
+        inbox.push(now, sent.unwrap_or(now) + ctx.net.delay, item);
+    };
     loop {
         let timer = probe.unwrap_or(last_seen + interval);
+        let next = inbox.next_due();
         tokio::select! {
             biased;
-            ev = rx.recv() => {
-                if let Some(end) = on_event(ctx, ev, cookie, accepted) {
-                    return end;
+            ev = rx.recv(), if !gone => {
+                gone = ev.is_none();
+                queue(&mut inbox, ev);
+            }
+            _ = ctx.net.until(next.unwrap_or(0.0)), if next.is_some() => {
+                while let Some((item, late, overdue)) = inbox.pop_due(ctx.clock.now()) {
+                    ctx.tally().msg_late.add(late * ctx.clock.scale, overdue);
+                    if let Some(end) = on_event(ctx, item, cookie, accepted) {
+                        return end;
+                    }
+                    last_seen = Instant::now();
+                    probe = None;
                 }
-                last_seen = Instant::now();
-                probe = None;
             }
             _ = tokio::time::sleep_until(timer) => {
                 if probe.is_some() {
-                    let mut alive = false;
+                    // What came before the timeout counts, even if this task
+                    // waited for the CPU (a busy PU must not impeach a live PE).
                     while let Ok(ev) = rx.try_recv() {
+                        queue(&mut inbox, Some(ev));
+                    }
+                    let mut alive = false;
+                    while let Some((item, late, overdue)) = inbox.pop_due(ctx.clock.now()) {
                         alive = true;
-                        if let Some(end) = on_event(ctx, Some(ev), cookie, accepted) {
+                        ctx.tally().msg_late.add(late * ctx.clock.scale, overdue);
+                        if let Some(end) = on_event(ctx, item, cookie, accepted) {
                             return end;
                         }
                     }
@@ -293,29 +383,26 @@ async fn attempt(
     }
 }
 
-/// Handles one association event; `Some` ends the attempt.
+/// Handles one message or event of the PE; `Some` ends the attempt.
 fn on_event(
     ctx: &PuContext,
-    ev: Option<AssocEvent>,
+    ev: FromPe,
     cookie: &mut Option<Vec<u8>>,
     accepted: &mut Option<f64>,
 ) -> Option<End> {
     match ev {
-        Some(AssocEvent::Message(m)) => match SessionMessage::decode(m) {
-            SessionMessage::Asap(AsapMessage::Cookie(c)) => {
-                accepted.get_or_insert_with(|| ctx.clock.now());
-                *cookie = Some(c);
-                None
-            }
-            SessionMessage::Data(d) => match Reply::parse(&d) {
-                Some(Reply::Done) => Some(End::Done),
-                Some(Reply::Busy) => Some(End::Busy),
-                None => None,
-            },
-            _ => None,
+        FromPe::Message(SessionMessage::Asap(AsapMessage::Cookie(c))) => {
+            accepted.get_or_insert_with(|| ctx.clock.now());
+            *cookie = Some(c);
+            None
+        }
+        FromPe::Message(SessionMessage::Data(d)) => match Reply::parse(&d) {
+            Some((Reply::Done, _)) => Some(End::Done),
+            Some((Reply::Busy, _)) => Some(End::Busy),
+            None => None,
         },
-        Some(AssocEvent::Down(DownReason::Shutdown)) => Some(End::Closed),
-        Some(AssocEvent::Down(_)) | None => Some(End::Failed),
-        Some(_) => None,
+        FromPe::Message(_) => None,
+        FromPe::Down(DownReason::Shutdown) => Some(End::Closed),
+        FromPe::Down(_) | FromPe::Gone => Some(End::Failed),
     }
 }
