@@ -2,13 +2,12 @@
 //! in front of a backend (`pg-http-backend`, or Debian's `nginx` serving static files),
 //! and a PPU with the listeners a test asks for.
 
-use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::backend::{start_http_backend, start_nginx, Backend};
 use super::config::{listener_toml, ppu_toml, write_file, PpeToml};
-use super::pool::Pool;
+use super::pool::{deref_to_pool, Pool};
 use super::ports::{free_tcp_port, free_udp_port, wait_listen};
 
 /// What serves behind each PPE.
@@ -112,18 +111,7 @@ pub struct Cluster {
     pub setup: Setup,
 }
 
-impl Deref for Cluster {
-    type Target = Pool;
-    fn deref(&self) -> &Pool {
-        &self.pool
-    }
-}
-
-impl DerefMut for Cluster {
-    fn deref_mut(&mut self) -> &mut Pool {
-        &mut self.pool
-    }
-}
+deref_to_pool!(Cluster);
 
 impl Cluster {
     /// Starts registrar, backends, PPEs and the PPU; waits until every listener

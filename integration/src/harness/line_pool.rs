@@ -4,12 +4,11 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use super::backend::{start_line_backend, start_redis, Backend};
 use super::config::{listener_toml, ppu_toml, PpeToml};
-use super::pool::Pool;
+use super::pool::{deref_to_pool, Pool};
 use super::ports::{free_tcp_port, free_udp_port, wait_listen};
 
 /// Settings of a test pool.
@@ -65,18 +64,7 @@ pub struct Cluster {
     pub policy: &'static str,
 }
 
-impl Deref for Cluster {
-    type Target = Pool;
-    fn deref(&self) -> &Pool {
-        &self.pool
-    }
-}
-
-impl DerefMut for Cluster {
-    fn deref_mut(&mut self) -> &mut Pool {
-        &mut self.pool
-    }
-}
+deref_to_pool!(Cluster);
 
 impl Cluster {
     /// Starts registrar, backends, PPEs and the PPU, and waits until the PPU listens

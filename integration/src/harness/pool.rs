@@ -13,6 +13,26 @@ use super::ports::{free_tcp_port, free_udp_port, wait_port_free};
 use super::process::{bin, poolgate, Child};
 use super::wait::poll;
 
+/// Lets a cluster type with a `pool: Pool` field be used as its [`Pool`] (fields and
+/// methods), so tests reach the processes directly.
+macro_rules! deref_to_pool {
+    ($t:ty) => {
+        impl std::ops::Deref for $t {
+            type Target = $crate::harness::pool::Pool;
+            fn deref(&self) -> &Self::Target {
+                &self.pool
+            }
+        }
+
+        impl std::ops::DerefMut for $t {
+            fn deref_mut(&mut self) -> &mut Self::Target {
+                &mut self.pool
+            }
+        }
+    };
+}
+pub(crate) use deref_to_pool;
+
 /// The running processes of a pool; dropping it SIGKILLs them (PPU first, registrar
 /// last) and removes the directory.
 pub struct Pool {
