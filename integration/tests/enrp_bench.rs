@@ -7,18 +7,17 @@
 //! Numbers are for the build profile the test runs in (debug unless
 //! `--release`); the test asserts generous bounds only.
 
-mod enrp_common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use enrp_common::*;
 use pool_core::types::{
     Policy, PoolHandle, Transport as PeTransport, TransportProtocol, TransportUse,
 };
 use pool_core::wire::{AsapMessage, PoolElement, SelectionPolicy};
 use poolgate::transport::sctp_udp::SctpUdp;
 use poolgate::transport::{AssocEvent, Message, Transport, PPID_ASAP};
+use poolgate_integration::harness::enrp_scope::*;
+use poolgate_integration::harness::wait::wait_until;
 use poolgate_integration::transport_for;
 
 const PES: u32 = 10_000;

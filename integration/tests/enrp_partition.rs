@@ -9,14 +9,13 @@
 //! Needs root (or CAP_NET_ADMIN + CAP_SYS_ADMIN) for `ip netns`; without it the
 //! test fails unless `POOLGATE_SKIP_NETNS=1`.
 
-mod enrp_common;
-
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use enrp_common::{wait_until, SECRET};
+use poolgate_integration::harness::enrp_scope::{checksums, run_resolution, SECRET};
+use poolgate_integration::harness::metrics;
+use poolgate_integration::harness::wait::wait_until;
 use poolgate_integration::{bin, free_tcp_port, Child};
 
 const PORT: u16 = 9899;
@@ -127,47 +126,21 @@ struct Reg {
 
 impl Reg {
     fn checksums(&self) -> Option<BTreeMap<u32, u16>> {
-        let mut s = std::net::TcpStream::connect(&self.metrics_addr).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        let mut out = BTreeMap::new();
-        for l in text.lines() {
-            let Some(rest) = l.strip_prefix("poolgate_registrar_enrp_checksum{registrar=\"") else {
-                continue;
-            };
-            let (id, rest) = rest.split_once('"')?;
-            let v: f64 = rest.rsplit(' ').next()?.parse().ok()?;
-            out.insert(id.parse().ok()?, v as u16);
-        }
-        Some(out)
+        checksums(&metrics::scrape(
+            self.metrics_addr.as_str(),
+            Duration::from_secs(2),
+        )?)
     }
 }
 
 /// (PE id, home) of a pool resolved through registrar `i` (run inside its namespace).
 fn resolve(net: &Net, i: usize, pool: &str) -> Option<Vec<(u32, u32)>> {
-    let out = net
-        .cmd(i, &bin("pg-resolve"))
-        .args(["--registrar", &format!("127.0.0.1:{PORT}"), "--pool", pool])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let mut v: Vec<(u32, u32)> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            Some((
-                u32::from_str_radix(w.next()?, 16).ok()?,
-                u32::from_str_radix(w.next()?, 16).ok()?,
-            ))
-        })
-        .collect();
-    v.sort();
-    Some(v)
+    run_resolution(net.cmd(i, &bin("pg-resolve")).args([
+        "--registrar",
+        &format!("127.0.0.1:{PORT}"),
+        "--pool",
+        pool,
+    ]))
 }
 
 fn pe_id(pool: usize, reg: usize) -> u32 {

@@ -7,13 +7,12 @@
 //! Needs the `poolgate` binary: `cargo build -p poolgate` (the workspace test run
 //! builds it).
 
-mod enrp_common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use enrp_common::*;
+use poolgate_integration::harness::enrp_scope::*;
+use poolgate_integration::harness::wait::wait_until;
 use poolgate_integration::{bin, Child};
 
 fn pe_id(pool: usize, reg: usize) -> u32 {

@@ -9,14 +9,13 @@
 //! capability); without them the test fails, unless `POOLGATE_SKIP_TSHARK=1`.
 //! `POOLGATE_KEEP_PCAP=<path>` keeps the capture.
 
-mod enrp_common;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use enrp_common::*;
+use poolgate_integration::harness::enrp_scope::*;
+use poolgate_integration::harness::wait::wait_until;
 use poolgate_integration::{bin, Child};
 
 #[test]

@@ -2,14 +2,12 @@
 //! serving backend, and separately the serving PPE, are SIGKILLed in the middle of a
 //! session — with a request in flight — and the client gets every answer right.
 
-mod failover_common;
-
 use std::time::{Duration, Instant};
 
-use failover_common::{Cluster, Setup};
+use poolgate_integration::harness::line_pool::{Client, Cluster, Setup};
 
 /// Runs `n` squared-number requests (some pipelined) and checks every answer.
-fn run_requests(c: &mut failover_common::Client, from: u64, n: u64) {
+fn run_requests(c: &mut Client, from: u64, n: u64) {
     let mut i = from;
     while i < from + n {
         // Every fifth round pipelines four requests.

@@ -1,11 +1,9 @@
 //! The `raw` plugin: failover is transparent only while the backend has sent nothing;
 //! afterwards a failure closes the client connection (the honest abort) — promptly.
 
-mod failover_common;
-
 use std::time::{Duration, Instant};
 
-use failover_common::{Cluster, Setup};
+use poolgate_integration::harness::line_pool::{Cluster, Setup};
 
 #[test]
 fn raw_backend_killed_before_it_spoke_is_transparent() {

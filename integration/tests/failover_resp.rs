@@ -6,14 +6,12 @@
 //! Needs `redis-server` and `redis-cli` (apt-get install redis-server redis-tools); set
 //! POOLGATE_SKIP_REDIS=1 to skip where they cannot be installed.
 
-mod failover_common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use failover_common::{Cluster, Setup};
+use poolgate_integration::harness::line_pool::{Cluster, Setup};
 
 fn redis_present() -> bool {
     let ok = Command::new("redis-server")

@@ -3,12 +3,11 @@
 //! and the client receives one complete, byte-exact body with no error. Clients:
 //! hyper (HTTP/1.1 over `http`) and curl (HTTP/2 over `https`, TLS terminated by the PPU).
 
-mod http_common;
-
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
-use http_common::{expected_sha256, make_cert, Cluster, Conn, ListenerSpec, Setup};
+use poolgate_integration::harness::http_client::{empty, expected_sha256, make_cert, Conn};
+use poolgate_integration::harness::http_pool::{Cluster, ListenerSpec, Setup};
 use sha2::Digest;
 
 const SIZE: u64 = 100 * 1024 * 1024;
@@ -22,11 +21,7 @@ async fn hyper_download_survives_a_backend_kill_byte_exact() {
     let (mut conn, _) = Conn::open(port, false, None).await.unwrap();
     let t0 = Instant::now();
     let resp = conn
-        .send(
-            hyper::Request::get(&path)
-                .body(http_common::empty())
-                .unwrap(),
-        )
+        .send(hyper::Request::get(&path).body(empty()).unwrap())
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);

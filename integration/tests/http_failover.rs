@@ -3,15 +3,14 @@
 //! `Idempotency-Key` (then it is replayed on another backend), and a storm of GETs from
 //! HTTP/1.1 and HTTP/2 clients while backends are killed and restarted sees no error.
 
-mod http_common;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
-use http_common::{expected_content, full, Cluster, Conn, Setup};
 use hyper::Request;
+use poolgate_integration::harness::http_client::{expected_content, full, Conn};
+use poolgate_integration::harness::http_pool::{Cluster, Setup};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_in_flight_gets_502_unless_it_has_an_idempotency_key() {

@@ -2,8 +2,6 @@
 //! declared and streamed body size (413), time to a response head (504), and a pool
 //! with no backend left (502), over HTTP/1.1 and HTTP/2.
 
-mod http_common;
-
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,9 +10,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http_body_util::BodyExt;
-use http_common::{empty, full, Cluster, Conn, Setup};
 use hyper::body::Frame;
 use hyper::Request;
+use poolgate_integration::harness::http_client::{empty, full, Conn};
+use poolgate_integration::harness::http_pool::{Cluster, Setup};
 
 async fn text(r: hyper::Response<hyper::body::Incoming>) -> (u16, String) {
     let s = r.status().as_u16();

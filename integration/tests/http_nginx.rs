@@ -3,13 +3,11 @@
 //! the serving nginx half-way and arrives byte-exact; nginx's strong `ETag`, `Accept-
 //! Ranges` and `If-Range` are what the resume relies on.
 
-mod http_common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use http_common::{BackendKind, Cluster, Setup};
+use poolgate_integration::harness::http_pool::{BackendKind, Cluster, Setup};
 use sha2::Digest;
 
 /// Requests nginx is writing a response to now (stub_status "Writing", minus our own).

@@ -3,13 +3,11 @@
 //! names; after the serving nginx is SIGKILLed the session continues on another
 //! backend, which gets the same client address in a fresh header.
 
-mod http_common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use http_common::{BackendKind, Cluster, ListenerSpec, Setup};
+use poolgate_integration::harness::http_pool::{BackendKind, Cluster, ListenerSpec, Setup};
 
 /// One `GET /pp` on a raw HTTP/1.1 connection: (client address, client port, nginx port).
 fn ask(r: &mut BufReader<TcpStream>, w: &mut TcpStream) -> (String, u16, u16) {

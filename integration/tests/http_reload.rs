@@ -3,15 +3,14 @@
 //! is swapped (new handshakes see the new certificate, an established TLS connection
 //! keeps working), and an invalid file is refused with the running setup kept.
 
-mod http_common;
-
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
-use http_common::{
-    empty, expected_content, make_cert, tls_connector, Cluster, Conn, ListenerSpec, Setup,
-};
 use hyper::Request;
+use poolgate_integration::harness::http_client::{
+    empty, expected_content, make_cert, tls_connector, Conn,
+};
+use poolgate_integration::harness::http_pool::{Cluster, ListenerSpec, Setup};
 
 fn refuses(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_err()

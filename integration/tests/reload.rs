@@ -4,13 +4,11 @@
 //! takes the session over knows only the new key, so it can open the session's latest
 //! cookie only if the serving PE really sealed it with the new key after the reload.
 
-mod failover_common;
-
 use std::time::{Duration, Instant};
 
-use failover_common::{Cluster, Setup};
+use poolgate_integration::harness::line_pool::{Cluster, Setup};
 
-/// The key failover_common writes as `[[ppe.key]] id = 1`.
+/// The key the line pool writes as `[[ppe.key]] id = 1` (`harness::config::TEST_KEY`).
 const OLD: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 /// The key rotated in as id 2.
 const NEW: &str = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";

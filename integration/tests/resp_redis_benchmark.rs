@@ -8,12 +8,10 @@
 //! Needs `redis-server`, `redis-cli` and `redis-benchmark` (apt-get install redis-server
 //! redis-tools); set POOLGATE_SKIP_REDIS=1 to skip where they cannot be installed.
 
-mod failover_common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use failover_common::{Cluster, Setup};
+use poolgate_integration::harness::line_pool::{Cluster, Setup};
 
 fn redis_present() -> bool {
     let ok = ["redis-server", "redis-cli", "redis-benchmark"]

@@ -25,7 +25,7 @@
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -33,7 +33,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
-use poolgate_integration::{bin, free_tcp_port, free_udp_port, Child};
+use poolgate_integration::harness::backend::{haproxy_command, spawn_redis};
+use poolgate_integration::harness::process::{spawn, try_poolgate};
+use poolgate_integration::{free_tcp_port, free_udp_port, Child};
 
 #[derive(Parser)]
 #[command(about = "Data-path benchmark: poolgate vs direct vs haproxy, as ratios")]
@@ -238,32 +240,6 @@ fn spawn_server(serve: impl Fn(TcpStream) + Send + Sync + 'static) -> Result<u16
 // ---------------------------------------------------------------------------------------
 // Processes.
 
-/// A workspace binary next to this one (or where the tests find them).
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().ok();
-    match exe.as_ref().and_then(|e| e.parent()).map(|d| d.join(name)) {
-        Some(p) if p.exists() => p,
-        _ => bin(name),
-    }
-}
-
-fn spawn(cmd: &mut Command, what: &str) -> Result<Child> {
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map(Child)
-        .with_context(|| format!("start {what}"))
-}
-
-fn poolgate(role: &str, config: &Path, log: &str) -> Result<Child> {
-    spawn(
-        Command::new(binary("poolgate"))
-            .args(["--log-level", log, role, "--config"])
-            .arg(config),
-        &format!("poolgate {role}"),
-    )
-}
-
 /// A pool key for the bench (64 hex digits; cookies only live inside this run).
 const KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 
@@ -285,24 +261,6 @@ impl Drop for Rig {
     }
 }
 
-fn start_redis() -> Result<(Child, u16)> {
-    let port = free_tcp_port();
-    let child = spawn(
-        Command::new("redis-server").args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]),
-        "redis-server (apt-get install redis-server)",
-    )?;
-    Ok((child, port))
-}
-
 impl Rig {
     fn start(a: &Args, pattern: Arc<Pattern>) -> Result<Rig> {
         let reg_port = free_udp_port();
@@ -311,8 +269,9 @@ impl Rig {
         let mut children = Vec::new();
         let bulk = spawn_server(move |s| serve_bulk(s, pattern.clone()))?;
         let line = spawn_server(serve_line)?;
-        let (redis, resp) = start_redis()?;
-        children.push(redis);
+        let redis = spawn_redis(0)?;
+        let resp = redis.port;
+        children.extend(redis.child);
         let direct = [bulk, line, resp];
 
         let write = |name: &str, text: &str| -> Result<PathBuf> {
@@ -327,7 +286,7 @@ impl Rig {
                  [registrar.metrics]\nenabled = false\n"
             ),
         )?;
-        children.push(poolgate("registrar", &reg, &a.log)?);
+        children.push(try_poolgate("registrar", &reg, &a.log)?);
         let mut poolgate_pids = Vec::new();
         for kind in KINDS {
             let file = write(
@@ -343,7 +302,7 @@ impl Rig {
                     port = direct[kind.idx()],
                 ),
             )?;
-            let c = poolgate("ppe", &file, &a.log)?;
+            let c = try_poolgate("ppe", &file, &a.log)?;
             poolgate_pids.push(c.0.id());
             children.push(c);
         }
@@ -361,7 +320,7 @@ impl Rig {
             );
         }
         let ppu = write("ppu.toml", &ppu)?;
-        let c = poolgate("ppu", &ppu, &a.log)?;
+        let c = try_poolgate("ppu", &ppu, &a.log)?;
         poolgate_pids.push(c.0.id());
         children.push(c);
 
@@ -381,7 +340,7 @@ impl Rig {
         }
         let cfg = write("haproxy.cfg", &cfg)?;
         let ha = spawn(
-            Command::new("haproxy").arg("-db").arg("-f").arg(&cfg),
+            &mut haproxy_command(&cfg),
             "haproxy (apt-get install haproxy)",
         )?;
         let haproxy_pid = Some(ha.0.id());

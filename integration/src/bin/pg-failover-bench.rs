@@ -15,14 +15,12 @@
 //! Build everything first (`cargo build -p poolgate -p poolgate-integration --bins`), then
 //! run it from the target directory, e.g. `target/debug/pg-failover-bench --duration 10`.
 
-#[path = "../../tests/failover_common/mod.rs"]
-mod cluster;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use poolgate_integration::harness::line_pool as cluster;
 use rand::{Rng, SeedableRng};
 
 #[derive(Parser)]
@@ -291,11 +289,5 @@ fn main() {
 }
 
 fn reconnect(port: u16) -> Option<cluster::Client> {
-    let s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_nodelay(true).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    Some(cluster::Client {
-        r: std::io::BufReader::new(s.try_clone().ok()?),
-        w: s,
-    })
+    cluster::Client::connect(port).ok()
 }

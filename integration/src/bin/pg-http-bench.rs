@@ -8,9 +8,6 @@
 //! prints requests/s, p50 and p99 latency and the ratios. Bounded: three runs of
 //! `--seconds` each plus start-up.
 
-#[path = "../../tests/http_common/mod.rs"]
-mod http_common;
-
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -19,7 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use http_common::{wait_listen, Cluster, Conn, Setup};
+use poolgate_integration::harness::backend::haproxy_command;
+use poolgate_integration::harness::http_client::Conn;
+use poolgate_integration::harness::http_pool::{Cluster, Setup};
+use poolgate_integration::harness::ports::wait_listen;
 use poolgate_integration::{free_tcp_port, Child};
 
 #[derive(Parser)]
@@ -189,15 +189,7 @@ fn start_haproxy(dir: &Path, port: u16, backends: &[u16]) -> anyhow::Result<Chil
     }
     let file = dir.join("haproxy.cfg");
     std::fs::File::create(&file)?.write_all(cfg.as_bytes())?;
-    let exe = if Path::new("/usr/sbin/haproxy").exists() {
-        "/usr/sbin/haproxy"
-    } else {
-        "haproxy"
-    };
-    let child = Command::new(exe)
-        .arg("-db")
-        .arg("-f")
-        .arg(&file)
+    let child = haproxy_command(&file)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -1,80 +1,75 @@
-//! Shared by the ENRP integration tests: a scope of real registrars with ENRP
-//! between them, their metrics, and resolution through `pg-resolve`.
-
-#![allow(dead_code)]
+//! An operation scope of real registrars with ENRP between them, their metrics, and
+//! resolution through `pg-resolve`.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use poolgate_integration::{bin, free_tcp_port, free_udp_port, Child};
+use super::config::TempDir;
+use super::metrics;
+use super::ports::{free_tcp_port, free_udp_port};
+use super::process::{bin, poolgate, Child};
 
+/// The ENRP scope secret of the test registrars.
 pub const SECRET: &str = "enrp scope secret for the test 0123";
+/// Pool handles the ENRP tests register PEs in.
 pub const POOLS: [&str; 3] = ["alpha", "beta", "gamma"];
 
+/// One registrar of the scope (not running until [`Registrar::start`]).
 pub struct Registrar {
+    /// Registrar id (1..=n).
     pub id: u32,
+    /// Its UDP port on loopback (ASAP and ENRP).
     pub port: u16,
+    /// Its metrics endpoint (TCP port on loopback).
     pub metrics: u16,
-    pub config: std::path::PathBuf,
+    /// Its configuration file.
+    pub config: PathBuf,
+    /// The process (`None` before the start and once killed).
     pub child: Option<Child>,
 }
 
 impl Registrar {
+    /// `127.0.0.1:<port>`.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Starts (or restarts) the process.
     pub fn start(&mut self) {
-        let child = Command::new(bin("poolgate"))
-            .args(["--log-level", "warn", "registrar", "--config"])
-            .arg(&self.config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        self.child = Some(Child(child));
+        self.child = Some(poolgate("registrar", &self.config, "warn"));
     }
 
     /// The registrar's Prometheus text, if it answers.
     pub fn metrics(&self) -> Option<String> {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        Some(out)
+        metrics::scrape(("127.0.0.1", self.metrics), Duration::from_secs(2))
     }
 
+    /// The value of the unlabelled metric `name`, if it answers.
     pub fn metric(&self, name: &str) -> Option<f64> {
-        let text = self.metrics()?;
-        text.lines()
-            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        metrics::value(&self.metrics()?, name)
     }
 
     /// This registrar's view of the checksum of every registrar's PEs.
     pub fn checksums(&self) -> Option<BTreeMap<u32, u16>> {
-        let text = self.metrics()?;
-        let mut out = BTreeMap::new();
-        for l in text.lines() {
-            let Some(rest) = l.strip_prefix("poolgate_registrar_enrp_checksum{registrar=\"") else {
-                continue;
-            };
-            let (id, rest) = rest.split_once('"')?;
-            let v: f64 = rest.rsplit(' ').next()?.parse().ok()?;
-            out.insert(id.parse().ok()?, v as u16);
-        }
-        Some(out)
+        checksums(&self.metrics()?)
     }
 }
 
-pub struct TempDir(pub std::path::PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+/// The `poolgate_registrar_enrp_checksum` series of a registrar's metrics text: checksum
+/// by home registrar id; `None` when a series cannot be read.
+pub fn checksums(text: &str) -> Option<BTreeMap<u32, u16>> {
+    let mut out = BTreeMap::new();
+    for l in text.lines() {
+        let Some(rest) = l.strip_prefix("poolgate_registrar_enrp_checksum{registrar=\"") else {
+            continue;
+        };
+        let (id, rest) = rest.split_once('"')?;
+        let v: f64 = rest.rsplit(' ').next()?.parse().ok()?;
+        out.insert(id.parse().ok()?, v as u16);
     }
+    Some(out)
 }
 
 /// `n` registrars (ids 1..=n) that know each other, keep-alives every 250 ms.
@@ -89,7 +84,7 @@ pub fn scope_with(n: u32, ka_interval: &str, ka_timeout: &str) -> (Vec<Registrar
         std::process::id(),
         free_udp_port()
     ));
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).expect("create the scope directory");
     let ports: Vec<u16> = (0..n).map(|_| free_udp_port()).collect();
     let mut regs = Vec::new();
     for i in 0..n as usize {
@@ -105,9 +100,9 @@ pub fn scope_with(n: u32, ka_interval: &str, ka_timeout: &str) -> (Vec<Registrar
             }
         }
         let config = dir.join(format!("r{id}.toml"));
-        std::fs::write(
+        super::config::write_file(
             &config,
-            format!(
+            &format!(
                 "[registrar]\nid = {id}\nlisten = [\"127.0.0.1:{}\"]\n{peers}\n\
                  [registrar.keepalive]\ninterval = \"{ka_interval}\"\ntimeout = \"{ka_timeout}\"\n\
                  [registrar.enrp]\npresence_interval = \"250ms\"\nmax_time_last_heard = \"500ms\"\n\
@@ -115,8 +110,7 @@ pub fn scope_with(n: u32, ka_interval: &str, ka_timeout: &str) -> (Vec<Registrar
                  [registrar.metrics]\nlisten = \"127.0.0.1:{metrics}\"\n",
                 ports[i]
             ),
-        )
-        .unwrap();
+        );
         regs.push(Registrar {
             id,
             port: ports[i],
@@ -128,17 +122,9 @@ pub fn scope_with(n: u32, ka_interval: &str, ka_timeout: &str) -> (Vec<Registrar
     (regs, TempDir(dir))
 }
 
-/// (PE id, home) of a pool, resolved through one registrar; `None` if that failed.
-pub fn resolve(reg: &Registrar, pool: &str) -> Option<Vec<(u32, u32)>> {
-    let out = Command::new(bin("pg-resolve"))
-        .args(["--registrar", &reg.addr(), "--pool", pool])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let mut v: Vec<(u32, u32)> = String::from_utf8_lossy(&out.stdout)
+/// `pg-resolve`'s lines as (PE id, home registrar id), sorted.
+pub fn parse_resolution(stdout: &str) -> Vec<(u32, u32)> {
+    let mut v: Vec<(u32, u32)> = stdout
         .lines()
         .filter_map(|l| {
             let mut w = l.split_whitespace();
@@ -148,16 +134,24 @@ pub fn resolve(reg: &Registrar, pool: &str) -> Option<Vec<(u32, u32)>> {
         })
         .collect();
     v.sort();
-    Some(v)
+    v
 }
 
-pub fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    loop {
-        if f() {
-            return t0.elapsed();
-        }
-        assert!(t0.elapsed() < within, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(25));
+/// Runs `cmd` (a `pg-resolve`) and parses its answer; `None` if it failed.
+pub fn run_resolution(cmd: &mut Command) -> Option<Vec<(u32, u32)>> {
+    let out = cmd.stderr(Stdio::null()).output().ok()?;
+    if !out.status.success() {
+        return None;
     }
+    Some(parse_resolution(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// (PE id, home) of a pool, resolved through one registrar; `None` if that failed.
+pub fn resolve(reg: &Registrar, pool: &str) -> Option<Vec<(u32, u32)>> {
+    run_resolution(Command::new(bin("pg-resolve")).args([
+        "--registrar",
+        &reg.addr(),
+        "--pool",
+        pool,
+    ]))
 }
