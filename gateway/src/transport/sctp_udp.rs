@@ -256,9 +256,14 @@ impl SctpUdp {
         let socket = bind_socket(config.bind, config.socket_buffer)?;
         let local = socket.local_addr()?;
         let udp = UdpSocketState::new(UdpSockRef::from(&socket))?;
+        // Registered for reading only. With write interest too, every datagram the
+        // kernel frees (`sock_wfree` on loopback, once per send) wakes the epoll waiter
+        // for EPOLLOUT: one spurious thread wake-up per datagram sent. Sends go straight
+        // to the non-blocking socket; a full socket is waited out through a second,
+        // short-lived registration (see [`wait_writable`]).
         // SAFETY: the std socket owns its descriptor, which stays open and the same for as
         // long as the AsyncFd owns the socket.
-        let socket = unsafe { AsyncFd::register(socket) }?;
+        let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }?;
         let mut engine = config.engine.clone();
         // The driver reports released messages itself (see the module comment).
         engine.manual_receive_window = true;
@@ -556,10 +561,11 @@ async fn run(
                 let Ok(ready) = r else { break };
                 read_datagrams(&engine, ready, &mut rx);
             }
-            r = std::future::poll_fn(|cx| io.socket.poll_write_ready(cx)), if tx_blocked => {
-                let Ok(mut ready) = r else { break };
-                // The next send finds out; it clears readiness itself if still full.
-                ready.retain_ready();
+            r = wait_writable(io.socket.get_ref()), if tx_blocked => {
+                if r.is_err() {
+                    break;
+                }
+                // The next send finds out whether there is room for all of it.
                 engine.lock().tx_blocked = false;
             }
             _ = engine.wake.notified() => {}
@@ -593,6 +599,16 @@ async fn run(
             let _ = ev.send(AssocEvent::Down(DownReason::TransportGone));
         }
     }
+}
+
+/// Waits until the socket has room to send. It registers a duplicate of the descriptor
+/// for write interest only while the socket is full; epoll reports the state at
+/// registration, so room that appeared in between is not missed.
+async fn wait_writable(socket: &std::net::UdpSocket) -> io::Result<()> {
+    // SAFETY: the duplicate is owned by the AsyncFd and closed only when it is dropped.
+    let dup = unsafe { AsyncFd::register_with_interest(socket.try_clone()?, Interest::WRITABLE) }?;
+    let _ready = dup.writable().await?;
+    Ok(())
 }
 
 /// Reads what the socket holds (batched, GRO trains split) and feeds the engine.
@@ -791,15 +807,14 @@ impl Core {
                 segment_size: (segments > 1).then_some(segment),
                 src_ip: None,
             };
-            let r = io.socket.try_io(Interest::WRITABLE, |s| {
-                if segments == 1 {
-                    // One datagram needs no control messages: `sendto` skips the
-                    // message-header copy and cmsg parsing of `sendmsg`.
-                    s.send_to(&tx.train, destination).map(|_| ())
-                } else {
-                    io.udp.send(UdpSockRef::from(s), &transmit)
-                }
-            });
+            let s = io.socket.get_ref();
+            let r = if segments == 1 {
+                // One datagram needs no control messages: `sendto` skips the
+                // message-header copy and cmsg parsing of `sendmsg`.
+                s.send_to(&tx.train, destination).map(|_| ())
+            } else {
+                io.udp.send(UdpSockRef::from(s), &transmit)
+            };
             match r {
                 Ok(()) => {
                     calls += 1;
