@@ -68,7 +68,8 @@ pub struct SctpUdpConfig {
 }
 
 impl SctpUdpConfig {
-    /// Defaults for a given bind address: 4 MiB socket buffers, 1 MiB send budget.
+    /// Defaults for a given bind address: 4 MiB socket buffers, 1 MiB send budget, GSO
+    /// on unless the environment sets `POOLGATE_GSO=off` (see [`gso_from_env`]).
     pub fn new(bind: SocketAddr) -> Self {
         SctpUdpConfig {
             bind,
@@ -77,7 +78,7 @@ impl SctpUdpConfig {
             send_budget: 1 << 20,
             accept_backlog: 1024,
             seed: rand::random(),
-            gso: true,
+            gso: gso_from_env(),
         }
     }
 
@@ -92,6 +93,19 @@ impl SctpUdpConfig {
         };
         c
     }
+}
+
+/// Whether GSO trains may be sent, from `POOLGATE_GSO` (`off`, `0`, `false` or `no`
+/// turn it off; anything else, or unset, leaves it on). A packet capture on loopback
+/// (tcpdump, tshark) sees a GSO train as one datagram holding several SCTP packets,
+/// which the dissector reports as a bad checksum; operators capturing turn it off.
+pub fn gso_from_env() -> bool {
+    !std::env::var("POOLGATE_GSO").is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "off" | "0" | "false" | "no"
+        )
+    })
 }
 
 /// Counters of the driver, readable from any thread.
