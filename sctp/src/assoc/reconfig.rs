@@ -592,10 +592,7 @@ impl Association {
         });
         held.sort_unstable_by_key(|(t, _)| *t);
         for (tsn, chunk) in held {
-            if let Err(cause) = self
-                .rx
-                .place_held(tsn, chunk, &mut self.events, &mut self.stats)
-            {
+            if let Err(cause) = self.rx.place(tsn, chunk, &mut self.events, &mut self.stats) {
                 self.abort_with(cause);
                 return false;
             }

@@ -159,25 +159,7 @@ impl Receiver {
         let Some(d) = self.hold_if_deferred(tsn, d) else {
             return Ok(());
         };
-        if d.beginning && d.ending {
-            self.deliver(
-                d.stream,
-                d.unordered,
-                d.ssn,
-                d.ppid,
-                d.payload,
-                events,
-                stats,
-            );
-            return Ok(());
-        }
-        let try_now = d.ending || self.reasm.contains_key(&(tsn + 1));
-        self.reasm_bytes += len;
-        self.reasm.insert(tsn, d);
-        if try_now {
-            self.assemble(tsn, events, stats)?;
-        }
-        Ok(())
+        self.place(tsn, d, events, stats)
     }
 
     /// Tries to complete the message containing `tsn` (fragments have consecutive TSNs).
@@ -473,9 +455,9 @@ impl Receiver {
         }
     }
 
-    /// Delivers or reassembles a chunk held back by a deferred reset (already counted
-    /// in the TSN map and the window when it arrived).
-    pub(super) fn place_held(
+    /// Delivers or reassembles a chunk already counted in the TSN map and the window:
+    /// one just received, or one a deferred reset held back when it arrived.
+    pub(super) fn place(
         &mut self,
         tsn: u64,
         d: DataChunk,
