@@ -123,6 +123,10 @@ struct Args {
     /// Only these parts (comma list of bulk,rr,idle); empty: all.
     #[arg(long, default_value = "")]
     only: String,
+    /// Worker threads of the tokio runtime both stacks run on (0: a current-thread
+    /// runtime, everything on the main thread).
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
     /// Deadline of every single measurement, seconds.
     #[arg(long, default_value_t = 120)]
     deadline: u64,
@@ -698,10 +702,16 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let fds = raise_fd_limit();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = if args.workers == 0 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.workers)
+            .enable_all()
+            .build()?
+    };
     let d = Duration::from_secs(args.deadline);
     let want = |p: &str| args.only.is_empty() || args.only.split(',').any(|x| x == p);
     println!(
