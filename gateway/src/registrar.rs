@@ -321,6 +321,9 @@ pub async fn run(cfg: RegistrarConfig, mut ctx: RoleContext) -> anyhow::Result<(
     let (transport, listener) =
         SctpUdp::bind(transport_config(bind, cfg.sctp_port, cfg.enrp_sctp_port))
             .with_context(|| format!("binding SCTP over UDP on {bind}"))?;
+    transport
+        .export_metrics(&ctx.registry, "registrar")
+        .context("registering transport metrics")?;
     let unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

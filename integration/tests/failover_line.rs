@@ -109,6 +109,23 @@ fn kill_mid_session(ppe: bool) {
         cluster.ppu_counter("poolgate_ppu_failover_stall_seconds_count"),
         2.0
     );
+    // The SCTP transport under the sessions reports too: an association came up for
+    // the first PE and for each of the two it failed over to, and DATA carried the
+    // 90 requests: at least 36 messages, as every five requests are a pipelined
+    // four, which may travel in one message, and a single one.
+    let sctp = |series: &str| -> f64 {
+        let lines = cluster.ppu_metrics(series);
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in {lines:?}"))
+    };
+    let up = sctp("poolgate_sctp_association_events_total{transport=\"sessions\",event=\"up\"}");
+    let chunks = sctp("poolgate_sctp_data_chunks_total{transport=\"sessions\",direction=\"out\"}");
+    assert!(
+        up >= 3.0 && chunks >= 36.0,
+        "associations up {up}, DATA chunks out {chunks}"
+    );
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use poolgate_integration::harness::metrics;
 use poolgate_integration::{bin, free_tcp_port, free_udp_port, Child};
 use sctp::wire::{finish_packet, Chunk, CommonHeader, InitChunk};
 
@@ -132,6 +133,32 @@ fn init_and_garbage_flood_does_not_stop_registration_or_resolution() {
     for f in flooders {
         f.join().unwrap();
     }
+    // What the flood did is visible to the operator: garbage counted as dropped,
+    // INITs answered without state or held back by the per-source rate limit, and
+    // the one real PE's association held.
+    let text = metrics::scrape(("127.0.0.1", metrics), Duration::from_secs(5)).unwrap_or_default();
+    let series = |name: &str| -> f64 {
+        metrics::lines(&text, name)
+            .iter()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in the registrar's metrics"))
+    };
+    let dropped = series(
+        "poolgate_sctp_packets_dropped_total{transport=\"registrar\",reason=\"malformed\"}",
+    ) + series(
+        "poolgate_sctp_packets_dropped_total{transport=\"registrar\",reason=\"bad_checksum\"}",
+    );
+    let stateless = series(
+        "poolgate_sctp_stateless_replies_total{transport=\"registrar\",outcome=\"init_answered\"}",
+    ) + series(
+        "poolgate_sctp_stateless_replies_total{transport=\"registrar\",outcome=\"rate_limited\"}",
+    ) + series(
+        "poolgate_sctp_stateless_replies_total{transport=\"registrar\",outcome=\"dropped\"}",
+    );
+    println!("registrar counted {dropped} garbage packets dropped, {stateless} INITs handled statelessly");
+    assert!(dropped > 1_000.0, "garbage not counted: {dropped}");
+    assert!(stateless > 1_000.0, "INITs not counted: {stateless}");
+    assert!(series("poolgate_sctp_associations{transport=\"registrar\"}") >= 1.0);
     let _ = std::fs::remove_dir_all(&dir);
     let n = sent.load(Ordering::Relaxed);
     latencies.sort();

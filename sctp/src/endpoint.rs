@@ -10,7 +10,7 @@ use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::assoc::{Association, ResetError, SendError};
+use crate::assoc::{Association, AssociationStats, ResetError, SendError};
 use crate::config::{ConfigError, EndpointConfig};
 use crate::cookie::{CookieData, CookieError, CookieSecret};
 #[cfg(doc)]
@@ -96,6 +96,8 @@ pub struct Endpoint {
     /// Each association's next deadline, indexed so polling costs O(log n).
     timers: BTreeSet<(Instant, AssocHandle)>,
     stats: EndpointStats,
+    /// Counters of the associations already removed.
+    closed_totals: AssociationStats,
     limiter: ReplyLimiter,
 }
 
@@ -154,6 +156,7 @@ impl Endpoint {
             events: VecDeque::new(),
             timers: BTreeSet::new(),
             stats: EndpointStats::default(),
+            closed_totals: AssociationStats::default(),
             limiter: ReplyLimiter {
                 per_second: replies_per_source,
                 buckets: HashMap::new(),
@@ -169,6 +172,16 @@ impl Endpoint {
     /// Counters.
     pub fn stats(&self) -> &EndpointStats {
         &self.stats
+    }
+
+    /// The counters of every association this endpoint has had, summed: the closed
+    /// ones and the live ones (costs a pass over the live associations).
+    pub fn association_totals(&self) -> AssociationStats {
+        let mut t = self.closed_totals.clone();
+        for a in self.assocs.values() {
+            t.add(a.stats());
+        }
+        t
     }
 
     /// Replaces the cookie-sealing key with a fresh random one; cookies sealed under the
@@ -286,6 +299,7 @@ impl Endpoint {
 
     fn remove(&mut self, h: AssocHandle) {
         if let Some(a) = self.assocs.remove(&h) {
+            self.closed_totals.add(a.stats());
             if let Some(t) = a.indexed_timeout {
                 self.timers.remove(&(t, h));
             }

@@ -84,6 +84,15 @@ fn graceful_shutdown_delivers_queued_data() {
     assert_eq!(net.data(1).len(), 50);
     assert_eq!(net.nodes[0].ep.association_count(), 0);
     assert_eq!(net.nodes[1].ep.association_count(), 0);
+    // The counters of a removed association stay in the endpoint's totals.
+    let (sent, got) = (
+        net.nodes[0].ep.association_totals(),
+        net.nodes[1].ep.association_totals(),
+    );
+    assert_eq!(sent.data_chunks_sent, 50);
+    assert_eq!(got.messages_received, 50);
+    assert!(got.data_chunks_received >= 50);
+    assert!(sent.sacks_received >= 1 && got.sacks_sent >= 1);
     assert_eq!(
         net.nodes[0]
             .ep

@@ -280,6 +280,9 @@ pub async fn run(cfg: PpeConfig, mut ctx: RoleContext) -> anyhow::Result<()> {
         vec![bind.port(), cfg.sctp_port],
     ))
     .with_context(|| format!("binding SCTP over UDP on {bind}"))?;
+    transport
+        .export_metrics(&ctx.registry, "sessions")
+        .context("registering transport metrics")?;
     let local = transport.local_addr();
     let shared = Arc::new(Shared::new(cfg, &ctx.registry)?);
     let pe_id = shared.pe_id;
@@ -292,7 +295,12 @@ pub async fn run(cfg: PpeConfig, mut ctx: RoleContext) -> anyhow::Result<()> {
         "PPE listening"
     );
     let (reg_stop_tx, reg_stop_rx) = watch::channel(false);
-    let registration = tokio::spawn(registration::run(shared.clone(), local, reg_stop_rx));
+    let registration = tokio::spawn(registration::run(
+        shared.clone(),
+        local,
+        ctx.registry.clone(),
+        reg_stop_rx,
+    ));
     let accept = tokio::spawn(accept_loop(listener, shared.clone()));
     // systemd learns "ready" once the PE is in the pool (its backend answered and a
     // registrar accepted it); a drain before that ends the start.

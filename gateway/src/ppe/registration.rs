@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::Shared;
 use crate::asap_client::{run_pe, PeCommand, PeStatus};
+use crate::telemetry::Registry;
 use crate::transport::sctp_udp::SctpUdp;
 
 /// One running registration.
@@ -40,7 +41,13 @@ pub async fn backend_up(shared: &Shared, timeout: Duration) -> bool {
 }
 
 /// Runs until `stop` turns true, then deregisters.
-pub async fn run(shared: Arc<Shared>, local: SocketAddr, mut stop: watch::Receiver<bool>) {
+/// The registration transport's counters are exported to `registry`.
+pub async fn run(
+    shared: Arc<Shared>,
+    local: SocketAddr,
+    registry: Arc<Registry>,
+    mut stop: watch::Receiver<bool>,
+) {
     let bind = SocketAddr::new(local.ip(), 0);
     let transport = match SctpUdp::bind(crate::session::transport_config(bind, vec![])) {
         Ok((t, _incoming)) => t,
@@ -49,6 +56,9 @@ pub async fn run(shared: Arc<Shared>, local: SocketAddr, mut stop: watch::Receiv
             return;
         }
     };
+    if let Err(e) = transport.export_metrics(&registry, "registration") {
+        tracing::warn!(error = %e, "registration transport metrics not exported");
+    }
     let mut running: Option<Running> = None;
     let mut was_up: Option<bool> = None;
     let interval = shared.cfg.backend.check_interval;

@@ -377,6 +377,9 @@ pub async fn run(cfg: PpuConfig, mut ctx: RoleContext) -> anyhow::Result<()> {
     // A pure client: it accepts no associations.
     let (transport, _incoming) = SctpUdp::bind(crate::session::transport_config(bind, vec![]))
         .context("binding the SCTP-over-UDP transport")?;
+    transport
+        .export_metrics(&ctx.registry, "sessions")
+        .context("registering transport metrics")?;
     let mut pu_cfg = PuConfig::new(registrars);
     pu_cfg.cache_staleness = cfg.resolution.cache_staleness;
     pu_cfg.request_timeout = cfg.resolution.timeout;

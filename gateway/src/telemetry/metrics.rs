@@ -67,6 +67,11 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+    /// Sets the count to `n`, a monotonic count kept elsewhere (a [`Collector`] copies
+    /// it at scrape time); never lowers it, so a scrape never sees a counter reset.
+    pub fn mirror(&self, n: u64) {
+        self.0.fetch_max(n, Ordering::Relaxed);
+    }
 }
 
 /// A value that goes up and down (stored as f64 bits).
@@ -264,11 +269,16 @@ vec_type!(
 /// Produces a role's status document (JSON) for `GET /status`.
 pub type StatusProvider = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// Copies values kept elsewhere (a transport's counters) into their series just before
+/// a scrape renders them. Returns false once its source is gone; it is then dropped.
+pub type Collector = Box<dyn Fn() -> bool + Send + Sync>;
+
 /// The set of metric families a process exposes, and the role's status document.
 #[derive(Default)]
 pub struct Registry {
     families: Mutex<Vec<Arc<Family>>>,
     status: Mutex<Option<StatusProvider>>,
+    collectors: Mutex<Vec<Collector>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -310,6 +320,69 @@ impl Registry {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         provider.map(|f| f())
+    }
+
+    /// Runs `collector` before every render (see [`Collector`]).
+    pub fn add_collector(&self, collector: Collector) {
+        self.collectors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(collector);
+    }
+
+    fn collect(&self) {
+        self.collectors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|c| c());
+    }
+
+    /// The counter family `name` if it is registered with these labels, else a new one.
+    /// For families that several parts of a process fill, each under its own label
+    /// value (one per transport, say); a family of another type or labels is an error.
+    pub fn shared_counter_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<CounterVec, MetricsError> {
+        self.shared(name, help, Type::Counter, labels)
+            .map(CounterVec)
+    }
+
+    /// [`Registry::shared_counter_vec`] for gauges.
+    pub fn shared_gauge_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<GaugeVec, MetricsError> {
+        self.shared(name, help, Type::Gauge, labels).map(GaugeVec)
+    }
+
+    fn shared(
+        &self,
+        name: &str,
+        help: &str,
+        kind: Type,
+        labels: &[&str],
+    ) -> Result<Arc<Family>, MetricsError> {
+        let existing = self
+            .families
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|f| f.name == name)
+            .cloned();
+        match existing {
+            Some(f) if f.kind == kind && f.labels.iter().eq(labels.iter()) => Ok(f),
+            Some(_) => Err(MetricsError::Duplicate(name.to_string())),
+            None => match self.register(name, help, kind, labels, &[]) {
+                // Registered by another caller in between: take theirs.
+                Err(MetricsError::Duplicate(_)) => self.shared(name, help, kind, labels),
+                r => r,
+            },
+        }
     }
 
     fn register(
@@ -406,6 +479,7 @@ impl Registry {
     /// Everything in Prometheus text exposition format 0.0.4. Families appear in
     /// registration order, series sorted by label values (stable output).
     pub fn render(&self) -> String {
+        self.collect();
         let fams: Vec<Arc<Family>> = self
             .families
             .lock()
@@ -510,6 +584,47 @@ fn fmt_f64(v: f64) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn collectors_fill_shared_families_at_render_and_leave_when_their_source_goes() {
+        let r = Registry::new();
+        let a = r
+            .shared_counter_vec("x_total", "X.", &["transport"])
+            .unwrap();
+        let b = r
+            .shared_counter_vec("x_total", "X.", &["transport"])
+            .unwrap();
+        assert!(matches!(
+            r.shared_gauge_vec("x_total", "X.", &["transport"]),
+            Err(MetricsError::Duplicate(_))
+        ));
+        assert!(matches!(
+            r.shared_counter_vec("x_total", "X.", &["other"]),
+            Err(MetricsError::Duplicate(_))
+        ));
+        let source = Arc::new(AtomicU64::new(5));
+        let (ca, cb) = (a.with(&["a"]).unwrap(), b.with(&["b"]).unwrap());
+        let weak = Arc::downgrade(&source);
+        r.add_collector(Box::new(move || {
+            let Some(s) = weak.upgrade() else {
+                return false;
+            };
+            ca.mirror(s.load(Ordering::Relaxed));
+            cb.mirror(1);
+            true
+        }));
+        assert!(r.render().contains("x_total{transport=\"a\"} 5\n"));
+        source.store(9, Ordering::Relaxed);
+        let text = r.render();
+        assert!(text.contains("x_total{transport=\"a\"} 9\n"), "{text}");
+        assert!(text.contains("x_total{transport=\"b\"} 1\n"), "{text}");
+        // A mirrored counter never goes backwards.
+        source.store(3, Ordering::Relaxed);
+        assert!(r.render().contains("x_total{transport=\"a\"} 9\n"));
+        drop(source);
+        r.render();
+        assert!(r.collectors.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn exposition_format_is_exact() {

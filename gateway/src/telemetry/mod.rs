@@ -8,6 +8,6 @@ pub mod metrics;
 pub use http::MetricsServer;
 pub use logging::LogFormat;
 pub use metrics::{
-    Counter, CounterVec, Gauge, GaugeVec, Histogram, HistogramVec, MetricsError, Registry,
-    StatusProvider,
+    Collector, Counter, CounterVec, Gauge, GaugeVec, Histogram, HistogramVec, MetricsError,
+    Registry, StatusProvider,
 };

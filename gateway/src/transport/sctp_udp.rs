@@ -42,6 +42,8 @@ use tokio::time::Instant;
 
 use sctp::{AssocHandle, CloseReason, Endpoint, EndpointConfig, Event, HandleMap, SendError};
 
+use crate::telemetry::{Counter, MetricsError, Registry};
+
 use super::{
     AssocEvent, AssocId, Association, Command, DirectSend, DownReason, Listener, Message,
     Transport, TransportError,
@@ -133,6 +135,9 @@ pub struct DriverStats {
     pub associations_down: AtomicU64,
     /// Messages the engine refused (too large, bad stream).
     pub send_refused: AtomicU64,
+    /// Messages sent on an association already shutting down (the peer's SHUTDOWN
+    /// crossed them); dropped, as RFC 9260 §9.2 says, without aborting.
+    pub dropped_closing: AtomicU64,
 }
 
 /// The state every task of one transport reaches: the socket, and the engine behind a
@@ -348,7 +353,200 @@ impl SctpUdp {
     pub fn engine_stats(&self) -> sctp::EndpointStats {
         self.shared.engine.lock().endpoint.stats().clone()
     }
+
+    /// Exports this transport's counters (driver, endpoint and the sum over its
+    /// associations) as `poolgate_sctp_*` series labelled `transport="<name>"`. They
+    /// are read at scrape time, under the engine lock for a moment; once the transport
+    /// is gone its series keep their last values.
+    pub fn export_metrics(&self, registry: &Registry, name: &str) -> Result<(), MetricsError> {
+        let gauge = registry
+            .shared_gauge_vec(
+                "poolgate_sctp_associations",
+                "SCTP associations held now (any state)",
+                &["transport"],
+            )?
+            .with(&[name])?;
+        let mut series: Vec<(Counter, Pick)> = Vec::new();
+        for (family, help, label, values) in SCTP_COUNTERS {
+            let labels: &[&str] = if label.is_empty() {
+                &["transport"]
+            } else {
+                &["transport", label]
+            };
+            let fam = registry.shared_counter_vec(family, help, labels)?;
+            for (value, pick) in *values {
+                let c = if label.is_empty() {
+                    fam.with(&[name])?
+                } else {
+                    fam.with(&[name, value])?
+                };
+                series.push((c, *pick));
+            }
+        }
+        let engine = Arc::downgrade(&self.shared.engine);
+        registry.add_collector(Box::new(move || {
+            let Some(engine) = engine.upgrade() else {
+                return false;
+            };
+            let snap = {
+                let core = engine.lock();
+                Snapshot {
+                    endpoint: core.endpoint.stats().clone(),
+                    assocs: core.endpoint.association_totals(),
+                    count: core.endpoint.association_count(),
+                }
+            };
+            gauge.set(snap.count as f64);
+            for (c, pick) in &series {
+                c.mirror(pick(&engine.io.stats, &snap));
+            }
+            true
+        }));
+        Ok(())
+    }
 }
+
+/// What a scrape reads under the engine lock.
+struct Snapshot {
+    endpoint: sctp::EndpointStats,
+    assocs: sctp::AssociationStats,
+    count: usize,
+}
+
+/// Reads one counter from the driver's and the engine's counters.
+type Pick = fn(&DriverStats, &Snapshot) -> u64;
+
+fn load(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+/// The exported counter families: name, help, second label (empty: none) and the
+/// series of each label value.
+#[allow(clippy::type_complexity)]
+const SCTP_COUNTERS: &[(&str, &str, &str, &[(&str, Pick)])] = &[
+    (
+        "poolgate_sctp_datagrams_total",
+        "UDP datagrams carrying SCTP, read and written",
+        "direction",
+        &[("in", |d, _| load(&d.datagrams_in)), ("out", |d, _| load(&d.datagrams_out))],
+    ),
+    (
+        "poolgate_sctp_bytes_total",
+        "UDP payload bytes read and written",
+        "direction",
+        &[("in", |d, _| load(&d.bytes_in)), ("out", |d, _| load(&d.bytes_out))],
+    ),
+    (
+        "poolgate_sctp_system_calls_total",
+        "Socket system calls (a GSO train or a recvmmsg batch is one)",
+        "call",
+        &[("send", |d, _| load(&d.send_calls)), ("recv", |d, _| load(&d.recv_calls))],
+    ),
+    (
+        "poolgate_sctp_send_errors_total",
+        "Socket send errors other than a full socket",
+        "",
+        &[("", |d, _| load(&d.send_errors))],
+    ),
+    (
+        "poolgate_sctp_accept_overflow_total",
+        "Incoming associations refused because the accept backlog was full",
+        "",
+        &[("", |d, _| load(&d.accept_overflow))],
+    ),
+    (
+        "poolgate_sctp_association_events_total",
+        "Associations that came up, went down, or whose peer restarted",
+        "event",
+        &[
+            ("up", |d, _| load(&d.associations_up)),
+            ("down", |d, _| load(&d.associations_down)),
+            ("peer_restart", |_, s| s.endpoint.restarts),
+        ],
+    ),
+    (
+        "poolgate_sctp_messages_dropped_total",
+        "Messages not sent: refused by the engine (the association is aborted) or sent while it shut down",
+        "reason",
+        &[
+            ("refused", |d, _| load(&d.send_refused)),
+            ("shutting_down", |d, _| load(&d.dropped_closing)),
+        ],
+    ),
+    (
+        "poolgate_sctp_packets_dropped_total",
+        "Received SCTP packets dropped, by reason",
+        "reason",
+        &[
+            ("malformed", |_, s| s.endpoint.malformed),
+            ("bad_checksum", |_, s| s.endpoint.bad_checksum),
+            ("out_of_the_blue", |_, s| s.endpoint.unknown_association),
+            ("bad_vtag", |_, s| s.endpoint.bad_vtag + s.assocs.bad_vtag),
+        ],
+    ),
+    (
+        "poolgate_sctp_cookies_refused_total",
+        "COOKIE ECHOs refused: bad MAC or layout, or stale",
+        "reason",
+        &[
+            ("invalid", |_, s| s.endpoint.cookies_invalid),
+            ("stale", |_, s| s.endpoint.cookies_stale),
+        ],
+    ),
+    (
+        "poolgate_sctp_stateless_replies_total",
+        "INITs answered without state, and stateless replies dropped (queue full) or rate-limited per source",
+        "outcome",
+        &[
+            ("init_answered", |_, s| s.endpoint.inits_answered),
+            ("dropped", |_, s| s.endpoint.replies_dropped),
+            ("rate_limited", |_, s| s.endpoint.replies_rate_limited),
+        ],
+    ),
+    (
+        "poolgate_sctp_chunks_dropped_total",
+        "Received chunks dropped: undecodable, duplicate DATA, or DATA beyond the window",
+        "reason",
+        &[
+            ("malformed", |_, s| s.assocs.malformed_chunks + s.assocs.reconfig_malformed),
+            ("duplicate", |_, s| s.assocs.duplicates_received),
+            ("no_room", |_, s| s.assocs.data_dropped),
+        ],
+    ),
+    (
+        "poolgate_sctp_data_chunks_total",
+        "DATA chunks sent for the first time and received (duplicates included)",
+        "direction",
+        &[
+            ("out", |_, s| s.assocs.data_chunks_sent),
+            ("in", |_, s| s.assocs.data_chunks_received),
+        ],
+    ),
+    (
+        "poolgate_sctp_retransmitted_chunks_total",
+        "DATA chunks retransmitted (T3 and fast retransmission)",
+        "",
+        &[("", |_, s| s.assocs.retransmissions)],
+    ),
+    (
+        "poolgate_sctp_retransmission_events_total",
+        "T3-rtx timer expiries and fast retransmit events",
+        "kind",
+        &[
+            ("t3_timeout", |_, s| s.assocs.t3_expiries),
+            ("fast", |_, s| s.assocs.fast_retransmits),
+        ],
+    ),
+    (
+        "poolgate_sctp_heartbeats_total",
+        "HEARTBEATs sent and answered",
+        "event",
+        &[
+            ("sent", |_, s| s.assocs.heartbeats_sent),
+            ("acked", |_, s| s.assocs.heartbeat_acks_received),
+        ],
+    ),
+];
 
 impl Transport for SctpUdp {
     async fn connect(
@@ -493,6 +691,31 @@ struct Outgoing {
     id: Option<AssocId>,
     to: mpsc::UnboundedSender<AssocEvent>,
     ev: AssocEvent,
+}
+
+/// What became of a message handed to the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handed {
+    /// Taken, or kept until the engine has room.
+    Taken,
+    /// The association is shutting down; dropped.
+    DroppedClosing,
+    /// Refused (too large, bad stream); the association is aborted.
+    Refused,
+}
+
+impl Handed {
+    fn count(self, stats: &DriverStats) {
+        match self {
+            Handed::Taken => {}
+            Handed::DroppedClosing => {
+                stats.dropped_closing.fetch_add(1, Ordering::Relaxed);
+            }
+            Handed::Refused => {
+                stats.send_refused.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// Hands events to their owners (outside the engine lock); an owner that went away
@@ -907,40 +1130,49 @@ impl Core {
     /// Hands one message to the engine; keeps it (and its permit) when the engine's
     /// buffer is full.
     fn try_send(&mut self, io: &Io, h: AssocHandle, msg: Message, permit: OwnedSemaphorePermit) {
-        if !self.engine_send(h, msg, permit) {
-            io.stats.send_refused.fetch_add(1, Ordering::Relaxed);
-        }
+        self.engine_send(h, msg, permit).count(&io.stats);
     }
 
     /// [`Core::try_send`] where the counters are out of reach (the command path).
     fn try_send_quiet(&mut self, h: AssocHandle, msg: Message, permit: OwnedSemaphorePermit) {
-        if !self.engine_send(h, msg, permit) {
+        let outcome = self.engine_send(h, msg, permit);
+        if outcome != Handed::Taken {
             if let Some(e) = self.me.upgrade() {
-                e.io.stats.send_refused.fetch_add(1, Ordering::Relaxed);
+                outcome.count(&e.io.stats);
             }
         }
     }
 
-    /// False when the engine refused the message (the association is then aborted).
-    fn engine_send(&mut self, h: AssocHandle, msg: Message, permit: OwnedSemaphorePermit) -> bool {
+    fn engine_send(
+        &mut self,
+        h: AssocHandle,
+        msg: Message,
+        permit: OwnedSemaphorePermit,
+    ) -> Handed {
         match self
             .endpoint
             .send(h, msg.stream, msg.ppid, msg.ordered, msg.data.clone())
         {
             Ok(()) => {
                 drop(permit);
-                true
+                Handed::Taken
             }
             Err(SendError::WouldBlock { .. }) => {
                 if let Some(s) = self.slots.get_mut(&h) {
                     s.pending.push_front((msg, permit));
                 }
-                true
+                Handed::Taken
+            }
+            // The peer's SHUTDOWN crossed the message: the association closes
+            // gracefully and its owner hears of it; nothing is wrong with the message.
+            Err(SendError::NotConnected) => {
+                tracing::debug!(assoc = ?h, len = msg.data.len(), "association shutting down; message dropped");
+                Handed::DroppedClosing
             }
             Err(e) => {
                 tracing::warn!(assoc = ?h, error = %e, len = msg.data.len(), "engine refused message; aborting association");
                 self.endpoint.abort(h, b"message refused");
-                false
+                Handed::Refused
             }
         }
     }
