@@ -768,6 +768,9 @@ async fn run(
     let sleep = tokio::time::sleep(IDLE_SLEEP);
     tokio::pin!(sleep);
     let mut sleeping_until = None;
+    // While the socket is full: a duplicate of it registered for writes, kept until
+    // it has room (not longer: registered, it would wake us for every datagram sent).
+    let mut room: Option<AsyncFd<std::net::UdpSocket>> = None;
     loop {
         let (deadline, tx_blocked) = {
             let mut core = engine.lock();
@@ -779,6 +782,17 @@ async fn run(
             sleeping_until = Some(deadline);
         }
         let io = &engine.io;
+        if !tx_blocked {
+            room = None;
+        } else if room.is_none() {
+            match write_waiter(io.socket.get_ref()) {
+                Ok(w) => room = Some(w),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot wait for room in the UDP socket; transport stops");
+                    break;
+                }
+            }
+        }
         tokio::select! {
             biased;
             cmd = commands.recv() => {
@@ -798,7 +812,7 @@ async fn run(
                 let Ok(ready) = r else { break };
                 read_datagrams(&engine, ready, &mut rx);
             }
-            r = wait_writable(io.socket.get_ref()), if tx_blocked => {
+            r = wait_writable(room.as_ref()), if tx_blocked => {
                 if r.is_err() {
                     break;
                 }
@@ -838,14 +852,26 @@ async fn run(
     }
 }
 
-/// Waits until the socket has room to send. It registers a duplicate of the descriptor
-/// for write interest only while the socket is full; epoll reports the state at
-/// registration, so room that appeared in between is not missed.
-async fn wait_writable(socket: &std::net::UdpSocket) -> io::Result<()> {
+/// A duplicate of the socket's descriptor registered for write interest, made when the
+/// socket is found full; epoll reports the state at registration, so room that
+/// appeared in between is not missed.
+fn write_waiter(socket: &std::net::UdpSocket) -> io::Result<AsyncFd<std::net::UdpSocket>> {
     // SAFETY: the duplicate is owned by the AsyncFd and closed only when it is dropped.
     let dup = unsafe { AsyncFd::register_with_interest(socket.try_clone()?, Interest::WRITABLE) }?;
-    let _ready = dup.writable().await?;
-    Ok(())
+    Ok(dup)
+}
+
+/// Waits until the socket has room to send. The readiness is cleared as it is taken:
+/// the send that follows either fits or finds the socket full again, and then the
+/// next datagram the kernel frees is a new edge.
+async fn wait_writable(waiter: Option<&AsyncFd<std::net::UdpSocket>>) -> io::Result<()> {
+    match waiter {
+        Some(w) => {
+            w.writable().await?.clear_ready();
+            Ok(())
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Reads what the socket holds (batched, GRO trains split) and feeds the engine.
