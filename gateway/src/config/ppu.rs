@@ -396,7 +396,10 @@ mod tests {
         let (_d, c) = with_http("");
         assert_eq!(c.unwrap().http.body_read_timeout, Duration::from_secs(30));
         let (_d, c) = with_http("body_read_timeout = \"1500ms\"");
-        assert_eq!(c.unwrap().http.body_read_timeout, Duration::from_millis(1500));
+        assert_eq!(
+            c.unwrap().http.body_read_timeout,
+            Duration::from_millis(1500)
+        );
     }
 
     #[test]

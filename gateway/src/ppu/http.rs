@@ -270,7 +270,12 @@ impl Upstreams {
 
     /// `408` for a request whose body stalled before a response head was relayed; an
     /// HTTP/1.1 connection closes after it (the rest of the body is not coming).
-    fn body_timeout_answer(&self, watch: &BodyWatch, declared: Option<u64>, h2: bool) -> Response<ResponseBody> {
+    fn body_timeout_answer(
+        &self,
+        watch: &BodyWatch,
+        declared: Option<u64>,
+        h2: bool,
+    ) -> Response<ResponseBody> {
         let received = watch.received.load(Ordering::Relaxed);
         let of = declared.map_or(String::new(), |n| format!(" of {n}"));
         let mut r = self.gateway_answer(
@@ -281,7 +286,8 @@ impl Upstreams {
             ),
         );
         if !h2 {
-            r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            r.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
         }
         r
     }
@@ -558,7 +564,12 @@ impl BodyWatch {
     /// Marks the body stalled; false when the response head was relayed already.
     fn stall(&self) -> bool {
         self.state
-            .compare_exchange(BODY_PENDING, BODY_STALLED, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(
+                BODY_PENDING,
+                BODY_STALLED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .is_ok()
     }
 

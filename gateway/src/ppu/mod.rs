@@ -469,7 +469,11 @@ pub async fn run(cfg: PpuConfig, mut ctx: RoleContext) -> anyhow::Result<()> {
     while left() > 0 && tokio::time::Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tracing::info!(left = active.load(Ordering::Relaxed), http_upstreams_left = upstreams.load(Ordering::Relaxed), "PPU stopped");
+    tracing::info!(
+        left = active.load(Ordering::Relaxed),
+        http_upstreams_left = upstreams.load(Ordering::Relaxed),
+        "PPU stopped"
+    );
     Ok(())
 }
 
