@@ -76,6 +76,10 @@ pub struct HttpSettings {
     /// one (HTTP/1.1) is disconnected.
     #[serde(deserialize_with = "super::values::duration")]
     pub header_read_timeout: Duration,
+    /// A request whose body is incomplete and has brought no bytes this long is
+    /// abandoned → `408` (or the connection closed once a response head went out).
+    #[serde(deserialize_with = "super::values::duration")]
+    pub body_read_timeout: Duration,
     /// Longest wait for the response head of a request (failovers included) → `504`.
     #[serde(deserialize_with = "super::values::duration")]
     pub response_timeout: Duration,
@@ -244,6 +248,7 @@ impl Section for PpuConfig {
             );
         }
         common::positive(check, "ppu.http.header_read_timeout", h.header_read_timeout);
+        common::positive(check, "ppu.http.body_read_timeout", h.body_read_timeout);
         common::positive(check, "ppu.http.response_timeout", h.response_timeout);
         if h.max_concurrent_streams == 0 {
             check.error("ppu.http.max_concurrent_streams", "must be at least 1");
@@ -362,5 +367,57 @@ impl Section for PpuConfig {
             self.listeners[i].tls_key = Some(key);
         }
         self.metrics.validate(check, "ppu.metrics");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::tests::tempdir::TempDir;
+    use super::super::{load, Sources};
+    use super::PpuConfig;
+
+    /// Loads the shipped defaults overlaid with a file holding `[ppu.http]` + `http`.
+    fn with_http(http: &str) -> (TempDir, Result<PpuConfig, Vec<super::super::Diagnostic>>) {
+        let dir = TempDir::new();
+        let file = dir.path().join("ppu.toml");
+        std::fs::write(&file, format!("[ppu]\n\n[ppu.http]\n{http}\n")).unwrap();
+        let sources = Sources {
+            files: vec![file],
+            ..Sources::default()
+        };
+        let r = load::<PpuConfig>(&sources).map(|l| l.config);
+        (dir, r)
+    }
+
+    #[test]
+    fn body_read_timeout_defaults_to_30s_and_can_be_set() {
+        let (_d, c) = with_http("");
+        assert_eq!(c.unwrap().http.body_read_timeout, Duration::from_secs(30));
+        let (_d, c) = with_http("body_read_timeout = \"1500ms\"");
+        assert_eq!(
+            c.unwrap().http.body_read_timeout,
+            Duration::from_millis(1500)
+        );
+    }
+
+    #[test]
+    fn bad_body_read_timeout_is_refused_naming_key_file_and_line() {
+        for (value, says) in [("\"0s\"", "longer than zero"), ("\"soon\"", ""), ("5", "")] {
+            let (_d, c) = with_http(&format!("max_headers = 50\nbody_read_timeout = {value}"));
+            let errs = c.unwrap_err();
+            let e = errs
+                .iter()
+                .find(|d| d.key == "ppu.http.body_read_timeout")
+                .unwrap_or_else(|| panic!("{value}: {errs:#?}"));
+            assert!(e.is_error());
+            let loc = e.location.as_ref().expect("a file location");
+            assert_eq!(loc.line_col.map(|(l, _)| l), Some(5), "{value}: {e}");
+            let text = e.to_string();
+            assert!(text.contains("ppu.toml"), "{text}");
+            assert!(text.contains("key `ppu.http.body_read_timeout`"), "{text}");
+            assert!(text.contains(says), "{text}");
+        }
     }
 }

@@ -16,13 +16,20 @@
 //!
 //! Limits ([`HttpSettings`]): header size and count (hyper answers `431`), body size
 //! (`413`, also for a streamed body that grows too large), header read time (HTTP/1.1
-//! connection closed), time to a response head (`504`). A request the pool could not
-//! answer at all gets `502`; every answer the gateway makes has a body saying why.
+//! connection closed), body read time (`408`: an incomplete body that brings no bytes
+//! for `body_read_timeout`), time to a response head (`504`). A request the pool could
+//! not answer at all gets `502`; every answer the gateway makes has a body saying why.
+//!
+//! Drain: when the PPU drains, every client connection shuts down gracefully (hyper's
+//! `graceful_shutdown`): an idle keep-alive connection closes at once, a request in
+//! flight gets its answer and then the connection closes (HTTP/1.1 `Connection:
+//! close`, HTTP/2 GOAWAY).
 
 use std::convert::Infallible;
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -60,6 +67,27 @@ pub struct HttpContext {
     pub settings: HttpSettings,
     /// `http` or `https` (for `Forwarded: proto=`).
     pub proto: &'static str,
+    /// Becomes `true` when the PPU drains: connections shut down gracefully.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Upstream sessions running now (the drain waits for them too).
+    pub upstreams: Arc<AtomicUsize>,
+}
+
+/// Counts a running task in a shared counter for as long as it lives.
+pub struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    /// Counts one more in `n` until dropped.
+    pub fn new(n: &Arc<AtomicUsize>) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Running(n.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Serves one client connection (plain TCP or a finished TLS handshake) until it closes.
@@ -88,7 +116,19 @@ where
         async move { Ok::<_, Infallible>(conn.handle(req).await) }
     });
     let io = Linger { inner: Some(io) };
-    if let Err(e) = b.serve_connection(TokioIo::new(io), svc).await {
+    let conn = b.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let mut shutdown = ctx.shutdown.clone();
+    let ended = tokio::select! {
+        r = conn.as_mut() => r,
+        // `wait_for` sees a drain that began before this connection was served too.
+        true = async { shutdown.wait_for(|drain| *drain).await.is_ok() } => {
+            tracing::debug!(%peer, listener = %ctx.session.listener, "HTTP client connection shutting down gracefully (drain)");
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!(%peer, listener = %ctx.session.listener, error = %e, "HTTP client connection ended with an error");
     }
 }
@@ -228,6 +268,30 @@ impl Upstreams {
         answer(status, text)
     }
 
+    /// `408` for a request whose body stalled before a response head was relayed; an
+    /// HTTP/1.1 connection closes after it (the rest of the body is not coming).
+    fn body_timeout_answer(
+        &self,
+        watch: &BodyWatch,
+        declared: Option<u64>,
+        h2: bool,
+    ) -> Response<ResponseBody> {
+        let received = watch.received.load(Ordering::Relaxed);
+        let of = declared.map_or(String::new(), |n| format!(" of {n}"));
+        let mut r = self.gateway_answer(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "poolgate: the request body stalled: no bytes for {:?} ({received}{of} bytes received); request abandoned.\n",
+                self.ctx.settings.body_read_timeout
+            ),
+        );
+        if !h2 {
+            r.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        r
+    }
+
     /// An upstream connection ready for a request: an idle one, the busy one of an
     /// HTTP/1.1 client (its previous response is finishing), or a new one.
     async fn sender(&self, concurrent: bool) -> anyhow::Result<Sender> {
@@ -265,7 +329,9 @@ impl Upstreams {
         if let Ok(c) = sctx.metrics.http_upstreams.with(&[&sctx.listener]) {
             c.inc();
         }
+        let running = Running::new(&self.ctx.upstreams);
         tokio::spawn(async move {
+            let _running = running;
             let (r, w) = tokio::io::split(theirs);
             session::run(r, w, peer, None, &sctx).await;
         });
@@ -319,11 +385,18 @@ impl Upstreams {
             .or_else(|| parts.uri.authority().map(|a| a.as_str().to_string()));
         let headers = upstream_headers(&parts.headers, host.as_deref(), self.peer, self.ctx.proto);
         let too_large = Arc::new(AtomicBool::new(false));
+        let watch = Arc::new(BodyWatch::default());
         let body = LimitedBody {
             inner: body,
             left: s.max_body_bytes,
             max: s.max_body_bytes,
             too_large: too_large.clone(),
+            idle_limit: s.body_read_timeout,
+            waiting: None,
+            watch: watch.clone(),
+            ctx: self.ctx.clone(),
+            peer: self.peer,
+            declared,
         }
         .boxed();
         let mut up = Request::new(body);
@@ -362,6 +435,7 @@ impl Upstreams {
                     s.max_body_bytes
                 ),
             ),
+            Ok(Err(_)) if watch.stalled() => self.body_timeout_answer(&watch, declared, concurrent),
             Ok(Err(e)) => self.gateway_answer(
                 StatusCode::BAD_GATEWAY,
                 format!(
@@ -369,6 +443,11 @@ impl Upstreams {
                     self.ctx.session.pool
                 ),
             ),
+            // The body stalled while the head was on its way: the upstream connection
+            // is failing, so the client gets the 408 rather than a cut response.
+            Ok(Ok(_)) if !watch.head_relayed() => {
+                self.body_timeout_answer(&watch, declared, concurrent)
+            }
             Ok(Ok((sender, resp))) => {
                 self.put(sender);
                 let (mut parts, body) = resp.into_parts();
@@ -449,12 +528,88 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 }
 
 /// A request body that fails once it grows past the limit (a streamed body has no
-/// length to check in advance).
+/// length to check in advance), or once it brings no bytes for `idle_limit` while
+/// incomplete (a client stalling mid-body).
 struct LimitedBody {
     inner: Incoming,
     left: u64,
     max: u64,
     too_large: Arc<AtomicBool>,
+    /// `body_read_timeout`.
+    idle_limit: Duration,
+    /// Runs while the body waits for the client: started when a poll finds no bytes,
+    /// cleared by each frame. Time the upstream spends not polling (back-pressure)
+    /// does not count against the client.
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+    watch: Arc<BodyWatch>,
+    ctx: Arc<HttpContext>,
+    peer: SocketAddr,
+    declared: Option<u64>,
+}
+
+/// What a request's body and its handler tell each other: bytes received, and
+/// whether the body stalled or the response head was relayed first (one of the two
+/// wins, so a stall is answered or logged exactly once).
+#[derive(Default)]
+struct BodyWatch {
+    state: AtomicU8,
+    received: std::sync::atomic::AtomicU64,
+}
+
+const BODY_PENDING: u8 = 0;
+const HEAD_RELAYED: u8 = 1;
+const BODY_STALLED: u8 = 2;
+
+impl BodyWatch {
+    /// Marks the body stalled; false when the response head was relayed already.
+    fn stall(&self) -> bool {
+        self.state
+            .compare_exchange(
+                BODY_PENDING,
+                BODY_STALLED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// Marks the response head relayed; false when the body stalled first.
+    fn head_relayed(&self) -> bool {
+        match self.state.compare_exchange(
+            BODY_PENDING,
+            HEAD_RELAYED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => true,
+            Err(now) => now == HEAD_RELAYED,
+        }
+    }
+
+    /// Whether the body stalled before a response head was relayed.
+    fn stalled(&self) -> bool {
+        self.state.load(Ordering::Acquire) == BODY_STALLED
+    }
+}
+
+/// The request body brought no bytes for the configured time.
+#[derive(Debug, thiserror::Error)]
+#[error("request body stalled: no bytes for {0:?}")]
+struct BodyReadTimeout(Duration);
+
+impl LimitedBody {
+    /// The body stalled: counted, and answered `408` by the handler, or — when the
+    /// response head is out already — logged here (the connection closes).
+    fn stall(&mut self) -> BoxError {
+        let sctx = &self.ctx.session;
+        if let Ok(c) = sctx.metrics.http_body_timeouts.with(&[&sctx.listener]) {
+            c.inc();
+        }
+        if !self.watch.stall() {
+            tracing::info!(peer = %self.peer, listener = %sctx.listener, received = self.watch.received.load(Ordering::Relaxed), declared = ?self.declared, timeout = ?self.idle_limit, "HTTP request body stalled after the response head; request abandoned, connection closed");
+        }
+        Box::new(BodyReadTimeout(self.idle_limit))
+    }
 }
 
 /// The request body exceeded the configured limit.
@@ -470,7 +625,11 @@ impl Body for LimitedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if !polled.is_pending() {
+            self.waiting = None;
+        }
+        match polled {
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {
                     let n = d.len() as u64;
@@ -479,12 +638,25 @@ impl Body for LimitedBody {
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge(self.max)))));
                     }
                     self.left -= n;
+                    self.watch.received.fetch_add(n, Ordering::Relaxed);
                 }
                 Poll::Ready(Some(Ok(f)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                let limit = self.idle_limit;
+                let timer = self
+                    .waiting
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(()) => {
+                        self.waiting = None;
+                        Poll::Ready(Some(Err(self.stall())))
+                    }
+                }
+            }
         }
     }
 

@@ -73,6 +73,8 @@ pub struct PpuMetrics {
     pub http_answers: CounterVec,
     /// Upstream connections (sessions) opened by HTTP listeners.
     pub http_upstreams: CounterVec,
+    /// Requests abandoned because their body brought no bytes for `body_read_timeout`.
+    pub http_body_timeouts: CounterVec,
     /// TLS handshakes that failed or timed out.
     pub tls_failures: CounterVec,
     /// Configuration reloads, by result (applied, refused).
@@ -127,6 +129,11 @@ impl PpuMetrics {
                 "Upstream sessions opened by HTTP listeners",
                 &["listener"],
             )?,
+            http_body_timeouts: r.counter_vec(
+                "poolgate_ppu_http_body_read_timeouts_total",
+                "HTTP requests abandoned because their body brought no bytes for body_read_timeout",
+                &["listener"],
+            )?,
             tls_failures: r.counter_vec(
                 "poolgate_ppu_tls_handshake_failures_total",
                 "TLS handshakes that failed or timed out",
@@ -166,6 +173,10 @@ struct Shared {
     metrics: Arc<PpuMetrics>,
     /// Client connections running now (drain waits for them).
     active: Arc<AtomicUsize>,
+    /// Upstream sessions of HTTP listeners running now (drain waits for them too).
+    upstreams: Arc<AtomicUsize>,
+    /// Set to `true` on drain: HTTP client connections shut down gracefully.
+    drain: tokio::sync::watch::Sender<bool>,
 }
 
 /// What a new client connection of a listener uses; replaced on reload.
@@ -236,6 +247,8 @@ impl Shared {
                 session: session.clone(),
                 settings: cfg.http.clone(),
                 proto: if l.kind.is_tls() { "https" } else { "http" },
+                shutdown: self.drain.subscribe(),
+                upstreams: self.upstreams.clone(),
             })
         });
         Ok(Front {
@@ -390,6 +403,8 @@ pub async fn run(cfg: PpuConfig, mut ctx: RoleContext) -> anyhow::Result<()> {
         transport,
         metrics,
         active: Arc::new(AtomicUsize::new(0)),
+        upstreams: Arc::new(AtomicUsize::new(0)),
+        drain: tokio::sync::watch::channel(false).0,
     });
     let mut running = Vec::new();
     for l in &cfg.listeners {
@@ -447,13 +462,21 @@ pub async fn run(cfg: PpuConfig, mut ctx: RoleContext) -> anyhow::Result<()> {
     for r in running {
         r.task.abort();
     }
-    let active = &shared.active;
+    // HTTP connections close as soon as their requests in flight are answered; byte
+    // streams (tcp/tls) run on until they end or the grace does.
+    shared.drain.send_replace(true);
+    let (active, upstreams) = (&shared.active, &shared.upstreams);
+    let left = || active.load(Ordering::Relaxed) + upstreams.load(Ordering::Relaxed);
     let until = tokio::time::Instant::now() + current.drain_grace;
-    tracing::info!(sessions = active.load(Ordering::Relaxed), grace = ?current.drain_grace, "PPU draining");
-    while active.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < until {
+    tracing::info!(sessions = active.load(Ordering::Relaxed), http_upstreams = upstreams.load(Ordering::Relaxed), grace = ?current.drain_grace, "PPU draining");
+    while left() > 0 && tokio::time::Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tracing::info!(left = active.load(Ordering::Relaxed), "PPU stopped");
+    tracing::info!(
+        left = active.load(Ordering::Relaxed),
+        http_upstreams_left = upstreams.load(Ordering::Relaxed),
+        "PPU stopped"
+    );
     Ok(())
 }
 

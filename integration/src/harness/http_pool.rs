@@ -84,6 +84,8 @@ pub struct Setup {
     pub http: String,
     /// Backends print no line per request (benchmarks).
     pub quiet: bool,
+    /// The PPU's `drain_grace`.
+    pub drain_grace: &'static str,
 }
 
 impl Default for Setup {
@@ -96,6 +98,7 @@ impl Default for Setup {
             listeners: vec![ListenerSpec::new("web", "http", None)],
             http: String::new(),
             quiet: false,
+            drain_grace: "1s",
         }
     }
 }
@@ -143,6 +146,15 @@ impl Cluster {
             self.setup.keepalive,
             Some(&self.setup.http),
             self.metrics_port,
+        )
+        .replacen(
+            "drain_grace = \"1s\"",
+            &format!("drain_grace = \"{}\"", self.setup.drain_grace),
+            1,
+        );
+        assert!(
+            text.contains(&format!("drain_grace = \"{}\"", self.setup.drain_grace)),
+            "the PPU file head no longer sets drain_grace = \"1s\""
         );
         for l in listeners {
             text.push_str(&l.toml());
