@@ -49,7 +49,8 @@ pub struct AssociationConfig {
     /// Per-peer-IP overrides of `pmtu` (e.g. 65,507 for loopback peers), applied when a
     /// path is created; `Association::set_path_mtu` changes one later.
     pub pmtu_overrides: Vec<(std::net::IpAddr, usize)>,
-    /// Maximum number of packets sent in one burst per path [Max.Burst].
+    /// Maximum number of packets sent in one burst per path [Max.Burst]; at small PMTUs
+    /// a burst may still carry 64 KiB (`assoc::BURST_BYTES`, one GSO train).
     pub max_burst: usize,
     /// Offer partial reliability (RFC 3758 FORWARD-TSN) so `send_with` can abandon
     /// messages by lifetime or retransmission count.

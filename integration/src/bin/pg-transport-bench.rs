@@ -8,8 +8,8 @@
 //! figures cover both ends; the ratios compare like with like.
 //!
 //! The allocator is chosen by `PG_BENCH_ALLOC` (read before the first allocation):
-//! `glibc` (default), `glibc-tuned` (mallopt: no trimming, no mmap below 1 MiB) or
-//! `mimalloc`. All three are wrapped in a byte counter that gives the engine's own heap
+//! `mimalloc` (default: the allocator the `poolgate` binary ships with), `glibc`, or
+//! `glibc-tuned` (mallopt: no trimming, no mmap below 1 MiB). All three are wrapped in a byte counter that gives the engine's own heap
 //! size per association.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -39,14 +39,14 @@ fn mode() -> u8 {
     // SAFETY: the name is a valid NUL-terminated string; the result is only read.
     let v = unsafe { libc::getenv(c"PG_BENCH_ALLOC".as_ptr()) };
     let m = if v.is_null() {
-        1
+        2
     } else {
         // SAFETY: getenv returned a valid C string.
         let s = unsafe { std::ffi::CStr::from_ptr(v) }.to_bytes();
-        if s == b"mimalloc" {
-            2
-        } else {
+        if s.starts_with(b"glibc") {
             1
+        } else {
+            2
         }
     };
     // Racing first allocations agree: the environment does not change.
@@ -111,6 +111,9 @@ struct Args {
     /// Seconds of each request/response run.
     #[arg(long, default_value_t = 3)]
     rr_seconds: u64,
+    /// Bulk rounds per stack, alternating TCP and ours (the bytes are split over them).
+    #[arg(long, default_value_t = 4)]
+    bulk_rounds: u32,
     /// Request/response rounds per stack, alternating TCP and ours.
     #[arg(long, default_value_t = 10)]
     rr_rounds: u32,
@@ -153,17 +156,27 @@ fn rss_bytes() -> usize {
 /// One bulk measurement.
 #[derive(Clone, Copy)]
 struct Bulk {
-    mb_per_s: f64,
-    cpu_ms_per_mb: f64,
+    bytes: u64,
+    wall: Duration,
+    cpu: Duration,
 }
 
 impl Bulk {
     fn from(bytes: u64, wall: Duration, cpu: Duration) -> Bulk {
-        let mb = bytes as f64 / 1e6;
-        Bulk {
-            mb_per_s: mb / wall.as_secs_f64(),
-            cpu_ms_per_mb: cpu.as_secs_f64() * 1e3 / mb,
-        }
+        Bulk { bytes, wall, cpu }
+    }
+
+    /// Adds another run of the same stack (interleaved rounds).
+    fn add(self, o: Bulk) -> Bulk {
+        Bulk::from(self.bytes + o.bytes, self.wall + o.wall, self.cpu + o.cpu)
+    }
+
+    fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.wall.as_secs_f64().max(1e-9)
+    }
+
+    fn cpu_ms_per_mb(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e3 / (self.bytes as f64 / 1e6).max(1e-9)
     }
 }
 
@@ -171,6 +184,21 @@ fn sctp_config(pmtu: usize, listen: bool) -> SctpUdpConfig {
     let mut c = SctpUdpConfig::new("127.0.0.1:0".parse().unwrap());
     c.engine.association.pmtu = pmtu;
     c.gso = std::env::var_os("PG_BENCH_NO_GSO").is_none();
+    if let Some(b) = std::env::var("PG_BENCH_BURST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        c.engine.association.max_burst = b;
+    }
+    if let Some(b) = std::env::var("PG_BENCH_BUF")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        c.engine.association.receive_buffer = b;
+        c.engine.association.send_buffer = b as usize;
+        c.send_budget = b as usize;
+        c.socket_buffer = 2 * b as usize;
+    }
     if listen {
         c.engine.listen_ports = vec![3863];
     }
@@ -669,9 +697,9 @@ fn raise_fd_limit() -> usize {
 
 fn allocator_name() -> &'static str {
     match std::env::var("PG_BENCH_ALLOC").as_deref() {
-        Ok("mimalloc") => "mimalloc",
         Ok("glibc-tuned") => "glibc + mallopt(no trim, mmap >= 1 MiB)",
-        _ => "glibc malloc (defaults)",
+        Ok(s) if s.starts_with("glibc") => "glibc malloc (defaults)",
+        _ => "mimalloc (as the poolgate binary)",
     }
 }
 
@@ -725,12 +753,20 @@ fn main() -> anyhow::Result<()> {
     if want("bulk") {
         let gib = args.bulk_bytes as f64 / (1u64 << 30) as f64;
         println!(
-            "\n## Bulk: {gib:.2} GiB in {} B messages on one association / connection",
-            args.msg
+            "\n## Bulk: {gib:.2} GiB in {} B messages on one association / connection, in {} interleaved rounds",
+            args.msg, args.bulk_rounds.max(1)
         );
-        let tcp = rt.block_on(timed(d, bulk_tcp(args.bulk_bytes, args.msg)))?;
-        let big = rt.block_on(timed(d, bulk_sctp(65_507, args.bulk_bytes, args.msg)))?;
-        let eth = rt.block_on(timed(d, bulk_sctp(1_472, args.bulk_bytes, args.msg)))?;
+        // In interleaved rounds, so that all three see the same load from the rest of
+        // the machine (TCP alone swings by a factor of two here between runs).
+        let rounds = args.bulk_rounds.max(1);
+        let each = (args.bulk_bytes / u64::from(rounds)).max(args.msg as u64);
+        let zero = || Bulk::from(0, Duration::ZERO, Duration::ZERO);
+        let (mut tcp, mut big, mut eth) = (zero(), zero(), zero());
+        for _ in 0..rounds {
+            tcp = tcp.add(rt.block_on(timed(d, bulk_tcp(each, args.msg)))?);
+            big = big.add(rt.block_on(timed(d, bulk_sctp(65_507, each, args.msg)))?);
+            eth = eth.add(rt.block_on(timed(d, bulk_sctp(1_472, each, args.msg)))?);
+        }
         let dc = if args.no_dcsctp {
             None
         } else {
@@ -741,10 +777,10 @@ fn main() -> anyhow::Result<()> {
         let row = |name: &str, b: Bulk| {
             println!(
                 "| {name} | {:.0} | {} | {:.3} | {} |",
-                b.mb_per_s,
-                ratio(b.mb_per_s, tcp.mb_per_s),
-                b.cpu_ms_per_mb,
-                ratio(b.cpu_ms_per_mb, tcp.cpu_ms_per_mb)
+                b.mb_per_s(),
+                ratio(b.mb_per_s(), tcp.mb_per_s()),
+                b.cpu_ms_per_mb(),
+                ratio(b.cpu_ms_per_mb(), tcp.cpu_ms_per_mb())
             )
         };
         row("TCP (tokio, nodelay)", tcp);

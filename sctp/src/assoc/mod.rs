@@ -32,6 +32,10 @@ use tx::Sender;
 /// Most paths (peer addresses) per association.
 pub const MAX_PATHS: usize = 8;
 
+/// Bytes of new data one burst may carry at least (see `Association::refill_burst`):
+/// one GSO train, the most the kernel segments from one send.
+pub const BURST_BYTES: usize = 65_536;
+
 /// Association states (RFC 9260 §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -609,7 +613,7 @@ impl Association {
         if stream >= self.out_streams {
             return Err(SendError::InvalidStream(stream));
         }
-        self.burst_left = self.cfg.max_burst;
+        self.refill_burst();
         if let Some(parked) = self.park_if_resetting(stream, ppid, ordered, &data, max_rtx, expires)
         {
             return parked;
@@ -797,7 +801,7 @@ impl Association {
         if self.state == State::Closed {
             return;
         }
-        self.burst_left = self.cfg.max_burst;
+        self.refill_burst();
         let Some(pidx) = self.path_index(remote) else {
             self.stats.bad_vtag += 1;
             return;
@@ -1209,12 +1213,21 @@ impl Association {
         }
     }
 
+    /// New-data packets allowed before the next trigger (a send, a packet received, a
+    /// timeout): `max_burst`, or as many as fill [`BURST_BYTES`] at the data path's
+    /// PMTU when that is more, so that at small PMTUs one burst still fills a GSO
+    /// train (a TCP sender with TSO bursts 64 KiB likewise).
+    fn refill_burst(&mut self) {
+        let pmtu = self.paths.get(self.data_path).map_or(1, |p| p.pmtu.max(1));
+        self.burst_left = self.cfg.max_burst.max(BURST_BYTES / pmtu);
+    }
+
     /// Runs every timer that is due (driven by [`crate::Endpoint::handle_timeout`]).
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         if self.state == State::Closed {
             return;
         }
-        self.burst_left = self.cfg.max_burst;
+        self.refill_burst();
         if self.t1.is_some_and(|t| t <= now) {
             self.t1_count += 1;
             if self.t1_count > self.cfg.max_init_retransmissions {

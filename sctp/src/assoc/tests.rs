@@ -795,3 +795,38 @@ fn restart_while_established_gets_new_handle_and_tags() {
     assert_ne!(p.b.association_ref(new_b).unwrap().local_tag, old_tag);
     assert_eq!(p.b.stats().restarts, 1);
 }
+
+#[test]
+fn a_burst_at_a_small_pmtu_fills_a_gso_train_and_no_more() {
+    let mut p = Pair::established();
+    let ha = p.ha;
+    // Past slow start: only the burst limit holds the sender back.
+    let pmtu = {
+        let a = p.a.association(ha).unwrap();
+        a.paths[0].cwnd = 4 << 20;
+        a.paths[0].pmtu
+    };
+    assert_eq!(pmtu, 1472);
+    p.a.send(ha, 0, 11, true, Bytes::from(vec![7u8; 200_000]))
+        .unwrap();
+    let pkts = out(&mut p.a, p.now);
+    let want = super::BURST_BYTES / pmtu;
+    assert!(want > cfg().association.max_burst);
+    assert_eq!(pkts.len(), want, "one burst: 64 KiB of 1,472-byte packets");
+    // At a PMTU where max_burst packets carry more than 64 KiB, max_burst rules.
+    let mut c = cfg();
+    c.association.pmtu = 16_000;
+    let mut p = Pair {
+        a: Endpoint::new(c.clone(), 1).unwrap(),
+        b: Endpoint::new(c, 2).unwrap(),
+        now: Instant::now(),
+        ha,
+    };
+    p.ha = p.a.connect(p.now, &[addr(B)], 1, 2).unwrap();
+    p.exchange();
+    let ha = p.ha;
+    p.a.association(ha).unwrap().paths[0].cwnd = 4 << 20;
+    p.a.send(ha, 0, 11, true, Bytes::from(vec![7u8; 255_000]))
+        .unwrap();
+    assert_eq!(out(&mut p.a, p.now).len(), cfg().association.max_burst);
+}
