@@ -9,7 +9,12 @@
 //!
 //! The allocator is chosen by `PG_BENCH_ALLOC` (read before the first allocation):
 //! `mimalloc` (default: the allocator the `poolgate` binary ships with), `glibc`, or
-//! `glibc-tuned` (mallopt: no trimming, no mmap below 1 MiB). All three are wrapped in a byte counter that gives the engine's own heap
+//! `glibc-tuned` (mallopt: no trimming, no mmap below 1 MiB).
+//!
+//! Knobs for experiments (defaults are the product's): `PG_BENCH_NO_GSO` (any value:
+//! no GSO trains), `PG_BENCH_BURST=<packets>` (the engine's max_burst) and
+//! `PG_BENCH_BUF=<bytes>` (send and receive buffers, send budget, socket buffers ×2).
+//! `PG_BENCH_VERBOSE` prints the driver's and the engine's counters after each bulk run. All three are wrapped in a byte counter that gives the engine's own heap
 //! size per association.
 
 use std::alloc::{GlobalAlloc, Layout, System};
