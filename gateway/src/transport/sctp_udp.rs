@@ -161,7 +161,9 @@ struct Engine {
 
 /// Receive buffers for one `recvmmsg`: the slots and their metadata.
 struct RxBuf {
-    buf: Vec<u8>,
+    /// One buffer per slot: a slot that received a large datagram hands its buffer to
+    /// the engine (see [`ZERO_COPY_MIN`]) and gets a new one.
+    slots: Vec<Vec<u8>>,
     meta: Vec<RecvMeta>,
     /// Slots to offer the next call.
     hint: usize,
@@ -170,7 +172,7 @@ struct RxBuf {
 impl RxBuf {
     fn new(slots: usize) -> Self {
         RxBuf {
-            buf: vec![0u8; slots * RECV_SLOT],
+            slots: (0..slots).map(|_| vec![0u8; RECV_SLOT]).collect(),
             meta: vec![RecvMeta::default(); slots],
             hint: slots,
         }
@@ -749,6 +751,12 @@ const RECV_ROUNDS: usize = 8;
 const RECV_SLOTS: usize = 16;
 /// Bytes of one receive slot: a whole UDP payload, or a GRO train (at most 64 KiB).
 const RECV_SLOT: usize = 65_536;
+/// A datagram at least this large (alone in its slot, not a GRO train) is handed to the
+/// engine without a copy: its slot buffer becomes the datagram's, so what it delivers
+/// keeps at most twice the datagram's size alive, and the engine copies small payloads
+/// out of large packets. Smaller datagrams and GRO trains (whose many packets would
+/// share one buffer) are copied.
+const ZERO_COPY_MIN: usize = RECV_SLOT / 2;
 /// Largest GSO train in bytes (the kernel's limit for one UDP send).
 const GSO_MAX_BYTES: usize = 65_000;
 /// Commands handled per wake-up before other work gets a turn.
@@ -881,15 +889,16 @@ fn read_datagrams(
     rx: &mut RxBuf,
 ) {
     let io = &engine.io;
-    let RxBuf { buf, meta, hint } = rx;
+    let RxBuf { slots, meta, hint } = rx;
     for _ in 0..RECV_ROUNDS {
         // quinn-udp prepares a header per slot on every call: offer about as many as
         // the last call filled (request/response: two), more when they were all used.
         let n_slots = (*hint).clamp(2, meta.len().min(RECV_SLOTS));
         let r = {
-            let mut slots = buf.chunks_exact_mut(RECV_SLOT);
-            let mut iovs: [IoSliceMut<'_>; RECV_SLOTS] =
-                std::array::from_fn(|_| IoSliceMut::new(slots.next().unwrap_or_default()));
+            let mut bufs = slots.iter_mut();
+            let mut iovs: [IoSliceMut<'_>; RECV_SLOTS] = std::array::from_fn(|_| {
+                IoSliceMut::new(bufs.next().map(|b| &mut b[..]).unwrap_or_default())
+            });
             ready.try_io(|s| {
                 io.udp.recv(
                     UdpSockRef::from(s.get_ref()),
@@ -910,13 +919,25 @@ fn read_datagrams(
             let mut core = engine.lock();
             let now = core.now();
             let local = core.local;
-            for (m, slot) in meta.iter().zip(buf.chunks_exact(RECV_SLOT)).take(n) {
-                let data = &slot[..m.len.min(RECV_SLOT)];
+            for (m, slot) in meta.iter().zip(slots.iter_mut()).take(n) {
+                let len = m.len.min(RECV_SLOT);
                 // A GRO train holds datagrams at `stride` boundaries; the last may be shorter.
-                for d in data.chunks(m.stride.max(1)) {
+                let stride = m.stride.max(1);
+                if len >= ZERO_COPY_MIN && stride >= len {
+                    // Large: the engine takes the buffer and delivers DATA as slices of
+                    // it; a fresh zeroed buffer costs less than copying this one.
+                    let mut owned = Bytes::from(std::mem::replace(slot, vec![0u8; RECV_SLOT]));
+                    owned.truncate(len);
                     datagrams += 1;
-                    bytes += d.len() as u64;
-                    core.endpoint.handle_datagram(now, local, m.addr, d);
+                    bytes += len as u64;
+                    core.endpoint
+                        .handle_datagram_bytes(now, local, m.addr, owned);
+                } else {
+                    for d in slot[..len].chunks(stride) {
+                        datagrams += 1;
+                        bytes += d.len() as u64;
+                        core.endpoint.handle_datagram(now, local, m.addr, d);
+                    }
                 }
             }
         }

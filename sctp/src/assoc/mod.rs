@@ -303,6 +303,8 @@ pub struct Association {
     pub(crate) queued: bool,
     /// Packets of new data that may still go out before the next input [Max.Burst].
     burst_left: usize,
+    /// Length of the packet being handled (DATA payloads far smaller are copied out).
+    packet_len: usize,
     /// The deadline under which the endpoint has indexed this association.
     pub(crate) indexed_timeout: Option<Instant>,
     /// Path the handshake currently uses; T1 expiries rotate it over the confirmed
@@ -364,6 +366,7 @@ impl Association {
             created: now,
             queued: false,
             burst_left: 0,
+            packet_len: 0,
             indexed_timeout: None,
             hs_path: 0,
             reconfig: None,
@@ -809,6 +812,7 @@ impl Association {
         let vtag_ok = header.vtag == self.local_tag;
         let mut data_seen = false;
         let mut accepted = false;
+        self.packet_len = packet.len();
         for raw in ChunkIter::new(packet) {
             let raw = match raw {
                 Ok(r) => r,
@@ -884,6 +888,14 @@ impl Association {
                 }
                 *data_seen = true;
                 self.stats.data_chunks_received += 1;
+                // A payload is a slice of its packet's buffer, which it keeps alive while
+                // it waits for reassembly or for the user: a small payload out of a packet
+                // larger than a page is copied, so what the window admits bounds the
+                // memory held (to four times, or a page per message).
+                let mut d = d;
+                if self.packet_len > 4096 && d.payload.len().saturating_mul(4) < self.packet_len {
+                    d.payload = Bytes::copy_from_slice(&d.payload);
+                }
                 if d.stream >= self.in_streams {
                     let mut info = Vec::with_capacity(4);
                     info.extend_from_slice(&d.stream.to_be_bytes());

@@ -830,3 +830,45 @@ fn a_burst_at_a_small_pmtu_fills_a_gso_train_and_no_more() {
         .unwrap();
     assert_eq!(out(&mut p.a, p.now).len(), cfg().association.max_burst);
 }
+
+#[test]
+fn large_payloads_are_slices_of_their_packet_and_small_ones_are_copied_out() {
+    let mut c = cfg();
+    c.association.pmtu = 65_507;
+    let now = Instant::now();
+    let mut a = Endpoint::new(c.clone(), 1).unwrap();
+    let ha = a.connect(now, &[addr(B)], 1, 2).unwrap();
+    let mut p = Pair {
+        a,
+        b: Endpoint::new(c, 2).unwrap(),
+        now,
+        ha,
+    };
+    p.exchange();
+    events(&mut p.a);
+    events(&mut p.b);
+    let ha = p.ha;
+    // Both messages go in one ~40 KB packet.
+    p.a.send(ha, 0, 11, true, Bytes::from(vec![1u8; 10]))
+        .unwrap();
+    p.a.send(ha, 0, 11, true, Bytes::from(vec![2u8; 40_000]))
+        .unwrap();
+    let pkts = out(&mut p.a, p.now);
+    assert_eq!(pkts.len(), 1);
+    let packet = Bytes::from(pkts[0].clone());
+    let range = packet.as_ptr() as usize..packet.as_ptr() as usize + packet.len();
+    p.b.handle_datagram_bytes(p.now, Some(addr(B)), addr(A), packet.clone());
+    let got: Vec<Bytes> = events(&mut p.b)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Data { bytes, .. } => Some(bytes),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got.len(), 2);
+    assert_eq!(&got[0][..], &[1u8; 10][..]);
+    assert_eq!(&got[1][..], &[2u8; 40_000][..]);
+    // The small one does not keep the 40 KB packet alive; the large one is not copied.
+    assert!(!range.contains(&(got[0].as_ptr() as usize)));
+    assert!(range.contains(&(got[1].as_ptr() as usize)));
+}
