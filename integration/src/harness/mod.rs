@@ -11,6 +11,7 @@
 //! - [`line_pool`]: a pool of line/raw/resp backends with one TCP listener;
 //! - [`http_pool`]: a pool of HTTP backends with the listeners a test asks for;
 //! - [`http_client`]: hyper/rustls clients, test certificates and expected content;
+//! - [`registrar`]: a standalone registrar, bare PEs (`pg-pe`) and `pg-resolve`;
 //! - [`enrp_scope`]: registrars that mirror each other with ENRP.
 
 pub mod backend;
@@ -23,4 +24,5 @@ pub mod metrics;
 pub mod pool;
 pub mod ports;
 pub mod process;
+pub mod registrar;
 pub mod wait;
