@@ -22,6 +22,9 @@ pub fn tshark_present() -> bool {
     );
 }
 
+/// How long [`LoopbackCapture::start`] waits after tshark says it captures.
+pub const CAPTURE_SETTLE: Duration = Duration::from_millis(500);
+
 /// A running capture of UDP traffic on `lo` into a pcapng file in its own temporary
 /// folder (removed when the capture is dropped).
 pub struct LoopbackCapture {
@@ -32,7 +35,7 @@ pub struct LoopbackCapture {
 
 impl LoopbackCapture {
     /// Starts capturing packets that match the capture `filter` (e.g. `udp port 9899`)
-    /// and returns once tshark says it captures.
+    /// and returns once tshark says it captures, plus [`CAPTURE_SETTLE`].
     pub fn start(name: &str, filter: &str) -> LoopbackCapture {
         let dir = std::env::temp_dir().join(format!(
             "pg-{name}-{}-{}",
@@ -60,6 +63,10 @@ impl LoopbackCapture {
         let child = Child(child);
         rx.recv_timeout(Duration::from_secs(20))
             .expect("tshark did not start capturing");
+        // tshark reports "Capturing on" a little before packets are really taken (seen
+        // losing a whole handshake on a loaded machine); no packet may be injected to
+        // probe it (the tests decode every captured one), so a fixed settle it is.
+        std::thread::sleep(CAPTURE_SETTLE);
         LoopbackCapture {
             child: Some(child),
             dir,

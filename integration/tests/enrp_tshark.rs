@@ -32,7 +32,6 @@ fn captured_enrp_traffic_decodes_cleanly_in_tshark() {
     let (mut regs, _dir) = scope(2);
     let filter = format!("udp port {} or udp port {}", regs[0].port, regs[1].port);
     let mut cap = LoopbackCapture::start("enrp", &filter);
-    std::thread::sleep(Duration::from_millis(200));
 
     for r in regs.iter_mut() {
         r.start();

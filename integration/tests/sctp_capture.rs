@@ -4,7 +4,6 @@
 //! reset (RFC 6525 RE-CONFIG) between two sans-IO endpoints.
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,7 +12,8 @@ use poolgate::transport::{AssocEvent, DownReason, Message, Transport};
 use poolgate_integration::capture::{
     decode_sctp_over_udp, tshark_present, LoopbackCapture, SctpDecode,
 };
-use poolgate_integration::{bin, free_udp_port, Child};
+use poolgate_integration::free_udp_port;
+use poolgate_integration::harness::sctp_peer::SctpPeer;
 
 /// A PPID of no registered protocol; the ASAP dissector (which claims SCTP port 3863)
 /// is disabled when decoding, so tshark judges the SCTP layer only.
@@ -27,24 +27,19 @@ async fn engine_traffic_decodes_as_sctp_over_udp_with_good_checksums() {
     let port = free_udp_port();
     let mut cap = LoopbackCapture::start("sctp-capture", &format!("udp port {port}"));
 
-    let peer = Child(
-        Command::new(bin("pg-sctp-peer"))
-            .args([
-                "--bind",
-                &format!("127.0.0.1:{port}"),
-                "--hb-ms",
-                "200",
-                "--deadline-s",
-                "20",
-                "--no-gso",
-                "serve",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    // Returns once the peer's socket is bound (it prints LISTEN).
+    let (peer, _) = SctpPeer::serve(
+        None,
+        &[
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--hb-ms",
+            "200",
+            "--deadline-s",
+            "20",
+            "--no-gso",
+        ],
     );
-    std::thread::sleep(Duration::from_millis(200));
     let mut c = SctpUdpConfig::new("127.0.0.1:0".parse().unwrap());
     c.engine.association.heartbeat_interval = Some(Duration::from_millis(200));
     // A capture on loopback sees GSO trains unsegmented (one "packet" holding several
@@ -171,8 +166,6 @@ fn stream_reset_decodes_in_tshark() {
     });
     let server = socks[1].local_addr().unwrap();
     let mut cap = LoopbackCapture::start("sctp-reconfig", &format!("udp port {}", server.port()));
-    // tshark reports "Capturing" a little before packets are really taken.
-    std::thread::sleep(Duration::from_millis(500));
     let [sa, sb] = socks;
     let cfg = sctp::EndpointConfig::default();
     let mut eps = [

@@ -12,6 +12,7 @@
 //! - [`http_pool`]: a pool of HTTP backends with the listeners a test asks for;
 //! - [`http_client`]: hyper/rustls clients, test certificates and expected content;
 //! - [`registrar`]: a standalone registrar, bare PEs (`pg-pe`) and `pg-resolve`;
+//! - [`sctp_peer`]: `pg-sctp-peer`, directly or in a network namespace;
 //! - [`enrp_scope`]: registrars that mirror each other with ENRP.
 
 pub mod backend;
@@ -25,4 +26,5 @@ pub mod pool;
 pub mod ports;
 pub mod process;
 pub mod registrar;
+pub mod sctp_peer;
 pub mod wait;
