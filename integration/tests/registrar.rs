@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use poolgate_integration::harness::registrar::{self, resolve_output, Registrar};
+use poolgate_integration::harness::registrar::{self, pe_ids, resolve_output, Registrar};
 use poolgate_integration::harness::wait::wait_until;
 use poolgate_integration::{bin, free_udp_port, Child};
 
@@ -28,12 +28,7 @@ fn resolve(reg: &Registrar, pool: &str, report: Option<&str>) -> Vec<String> {
         "pg-resolve failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-        .collect();
-    ids.sort();
-    ids
+    pe_ids(&out.stdout)
 }
 
 fn wait_for(reg: &Registrar, pool: &str, want: &[&str], within: Duration) -> Duration {

@@ -108,6 +108,16 @@ pub fn resolve_output(registrar: &str, pool: &str, extra: &[&str]) -> Output {
         .expect("run pg-resolve")
 }
 
+/// The PE ids (hex, as printed first on each line) of a `pg-resolve` answer, sorted.
+pub fn pe_ids(stdout: &[u8]) -> Vec<String> {
+    let mut ids: Vec<String> = String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    ids.sort();
+    ids
+}
+
 /// Whether one resolution of `pool` lists PE `id` (hex).
 pub fn resolves(registrar: &str, pool: &str, id: &str) -> bool {
     String::from_utf8_lossy(&resolve_output(registrar, pool, &[]).stdout).contains(id)
