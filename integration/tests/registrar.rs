@@ -1,95 +1,34 @@
 //! Real processes on loopback: `poolgate registrar`, bare ASAP PEs (`pg-pe`) and a
 //! resolving PU (`pg-resolve`), all over our SCTP engine inside UDP.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use poolgate_integration::{bin, free_tcp_port, free_udp_port, Child};
-
-struct Registrar {
-    _child: Child,
-    addr: String,
-    metrics: String,
-    _dir: TempDir,
-}
-
-struct TempDir(std::path::PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use poolgate_integration::harness::registrar::{self, pe_ids, resolve_output, Registrar};
+use poolgate_integration::harness::wait::wait_until;
+use poolgate_integration::{bin, free_udp_port, Child};
 
 fn start_registrar(extra: &str) -> Registrar {
-    start_registrar_on(free_udp_port(), extra)
+    Registrar::start(extra, "info")
 }
 
 fn start_registrar_on(port: u16, extra: &str) -> Registrar {
-    let metrics = free_tcp_port();
-    let dir = std::env::temp_dir().join(format!("pg-reg-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("registrar.toml");
-    let mut f = std::fs::File::create(&file).unwrap();
-    write!(
-        f,
-        "[registrar]\nid = 1\nlisten = [\"127.0.0.1:{port}\"]\n{extra}\n[registrar.metrics]\nlisten = \"127.0.0.1:{metrics}\"\n"
-    )
-    .unwrap();
-    let child = Command::new(bin("poolgate"))
-        .args(["--log-level", "info", "registrar", "--config"])
-        .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    Registrar {
-        _child: Child(child),
-        addr: format!("127.0.0.1:{port}"),
-        metrics: format!("127.0.0.1:{metrics}"),
-        _dir: TempDir(dir),
-    }
+    Registrar::start_on(port, extra, "info")
 }
 
 fn start_pe(reg: &Registrar, pool: &str, id: &str) -> Child {
-    Child(
-        Command::new(bin("pg-pe"))
-            .args([
-                "--registrar",
-                &reg.addr,
-                "--pool",
-                pool,
-                "--id",
-                id,
-                "--life",
-                "30s",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
+    registrar::pe(&reg.addr(), pool, id, &["--life", "30s"])
 }
 
 fn resolve(reg: &Registrar, pool: &str, report: Option<&str>) -> Vec<String> {
-    let mut cmd = Command::new(bin("pg-resolve"));
-    cmd.args(["--registrar", &reg.addr, "--pool", pool]);
-    if let Some(r) = report {
-        cmd.args(["--report", r]);
-    }
-    let out = cmd.output().unwrap();
+    let report: Vec<&str> = report.map_or(vec![], |r| vec!["--report", r]);
+    let out = resolve_output(&reg.addr(), pool, &report);
     assert!(
         out.status.success(),
         "pg-resolve failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-        .collect();
-    ids.sort();
-    ids
+    pe_ids(&out.stdout)
 }
 
 fn wait_for(reg: &Registrar, pool: &str, want: &[&str], within: Duration) -> Duration {
@@ -190,7 +129,7 @@ fn status_prints_the_handlespace_as_table_and_json() {
     let t0 = Instant::now();
     let table = loop {
         let out = Command::new(bin("poolgate"))
-            .args(["status", "--address", &reg.metrics])
+            .args(["status", "--address", &reg.metrics_addr()])
             .output()
             .unwrap();
         assert!(
@@ -216,7 +155,7 @@ fn status_prints_the_handlespace_as_table_and_json() {
         "home registrar id missing: {table}"
     );
     let out = Command::new(bin("poolgate"))
-        .args(["status", "--json", "--address", &reg.metrics])
+        .args(["status", "--json", "--address", &reg.metrics_addr()])
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
@@ -253,17 +192,7 @@ fn registrar_restart_is_survived_pes_reregister_and_pus_resolve_again() {
 }
 
 fn metric(reg: &Registrar, name: &str) -> f64 {
-    use std::io::{Read, Write as _};
-    let mut s = std::net::TcpStream::connect(&reg.metrics).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} missing"))
+    reg.metric(name)
 }
 
 #[test]
@@ -271,24 +200,14 @@ fn associations_per_peer_address_are_limited_and_counted() {
     let reg = start_registrar("[registrar.limits]\nmax_associations_per_peer = 2\n");
     let _pe1 = start_pe(&reg, "lim", "00000001");
     let _pe2 = start_pe(&reg, "lim", "00000002");
-    let t0 = Instant::now();
-    while metric(&reg, "poolgate_registrar_pool_elements") < 2.0 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "two PEs never registered"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("two PEs registered", Duration::from_secs(10), || {
+        metric(&reg, "poolgate_registrar_pool_elements") >= 2.0
+    });
     // A third association from the same address is refused (and the PE keeps hunting).
     let _pe3 = start_pe(&reg, "lim", "00000003");
-    let t1 = Instant::now();
-    while metric(&reg, "poolgate_registrar_association_limit_hits_total") < 1.0 {
-        assert!(
-            t1.elapsed() < Duration::from_secs(10),
-            "the limit was never hit"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the limit hit", Duration::from_secs(10), || {
+        metric(&reg, "poolgate_registrar_association_limit_hits_total") >= 1.0
+    });
     assert_eq!(metric(&reg, "poolgate_registrar_pool_elements"), 2.0);
 }
 
@@ -323,36 +242,16 @@ fn secured_pool_admits_only_pes_that_know_its_secret() {
     let reg = start_registrar(
         "[[registrar.pool]]\nhandle = \"vault\"\nsecret = \"correct horse battery staple\"\n",
     );
-    let start = |id: &str, secret: &str| {
-        Child(
-            Command::new(bin("pg-pe"))
-                .args([
-                    "--registrar",
-                    &reg.addr,
-                    "--pool",
-                    "vault",
-                    "--id",
-                    id,
-                    "--secret",
-                    secret,
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    };
+    let start =
+        |id: &str, secret: &str| registrar::pe(&reg.addr(), "vault", id, &["--secret", secret]);
     let _bad = start("0000bad0", "wrong secret, same length!!");
     let good = start("0000900d", "correct horse battery staple");
     wait_for(&reg, "vault", &["0000900d"], Duration::from_secs(10));
-    let t0 = Instant::now();
-    while metric(&reg, "poolgate_registrar_auth_failures_total") < 1.0 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "the forged registration was not counted"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        "the forged registration counted",
+        Duration::from_secs(5),
+        || metric(&reg, "poolgate_registrar_auth_failures_total") >= 1.0,
+    );
     assert_eq!(resolve(&reg, "vault", None), ["0000900d"]);
     // The PE's signed deregistration is accepted.
     good.signal(15);

@@ -3,13 +3,12 @@
 //! pool users resolve it. INITs cost the registrar no state (stateless cookies).
 
 use std::net::UdpSocket;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use poolgate_integration::harness::metrics;
-use poolgate_integration::{bin, free_tcp_port, free_udp_port, Child};
+use poolgate_integration::harness::registrar::{pe, resolves, Registrar};
 use sctp::wire::{finish_packet, Chunk, CommonHeader, InitChunk};
 
 /// Datagrams per second from each of the two flooding threads: thousands of times
@@ -40,26 +39,9 @@ fn init_packet(seed: u32) -> Vec<u8> {
 
 #[test]
 fn init_and_garbage_flood_does_not_stop_registration_or_resolution() {
-    let port = free_udp_port();
-    let metrics = free_tcp_port();
-    let dir = std::env::temp_dir().join(format!("pg-flood-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("registrar.toml");
-    std::fs::write(
-        &cfg,
-        format!("[registrar]\nlisten = [\"127.0.0.1:{port}\"]\n[registrar.metrics]\nlisten = \"127.0.0.1:{metrics}\"\n"),
-    )
-    .unwrap();
-    let _reg = Child(
-        Command::new(bin("poolgate"))
-            .args(["--log-level", "warn", "registrar", "--config"])
-            .arg(&cfg)
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    let addr = format!("127.0.0.1:{port}");
+    let reg = Registrar::start("", "warn");
+    let metrics = reg.metrics;
+    let addr = reg.addr();
 
     // The flood: bounded in time, stops by itself.
     let stop = Arc::new(AtomicBool::new(false));
@@ -97,14 +79,7 @@ fn init_and_garbage_flood_does_not_stop_registration_or_resolution() {
     std::thread::sleep(Duration::from_millis(300));
 
     let t0 = Instant::now();
-    let _pe = Child(
-        Command::new(bin("pg-pe"))
-            .args(["--registrar", &addr, "--pool", "flood", "--id", "0000f100"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _pe = pe(&addr, "flood", "0000f100", &[]);
     // Resolve for three seconds under the flood: every attempt must succeed.
     let mut first = None;
     let (mut ok, mut failed) = (0u32, 0u32);
@@ -116,11 +91,7 @@ fn init_and_garbage_flood_does_not_stop_registration_or_resolution() {
             "PE never resolvable under the flood"
         );
         let r0 = Instant::now();
-        let out = Command::new(bin("pg-resolve"))
-            .args(["--registrar", &addr, "--pool", "flood"])
-            .output()
-            .unwrap();
-        if String::from_utf8_lossy(&out.stdout).contains("0000f100") {
+        if resolves(&addr, "flood", "0000f100") {
             first.get_or_insert(t0.elapsed());
             ok += 1;
             latencies.push(r0.elapsed());
@@ -159,7 +130,6 @@ fn init_and_garbage_flood_does_not_stop_registration_or_resolution() {
     assert!(dropped > 1_000.0, "garbage not counted: {dropped}");
     assert!(stateless > 1_000.0, "INITs not counted: {stateless}");
     assert!(series("poolgate_sctp_associations{transport=\"registrar\"}") >= 1.0);
-    let _ = std::fs::remove_dir_all(&dir);
     let n = sent.load(Ordering::Relaxed);
     latencies.sort();
     println!(

@@ -4,14 +4,16 @@
 //! reset (RFC 6525 RE-CONFIG) between two sans-IO endpoints.
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
 use poolgate::transport::sctp_udp::{SctpUdp, SctpUdpConfig};
 use poolgate::transport::{AssocEvent, DownReason, Message, Transport};
-use poolgate_integration::capture::{tshark_present, LoopbackCapture};
-use poolgate_integration::{bin, free_udp_port, Child};
+use poolgate_integration::capture::{
+    decode_sctp_over_udp, tshark_present, LoopbackCapture, SctpDecode,
+};
+use poolgate_integration::free_udp_port;
+use poolgate_integration::harness::sctp_peer::SctpPeer;
 
 /// A PPID of no registered protocol; the ASAP dissector (which claims SCTP port 3863)
 /// is disabled when decoding, so tshark judges the SCTP layer only.
@@ -25,24 +27,19 @@ async fn engine_traffic_decodes_as_sctp_over_udp_with_good_checksums() {
     let port = free_udp_port();
     let mut cap = LoopbackCapture::start("sctp-capture", &format!("udp port {port}"));
 
-    let peer = Child(
-        Command::new(bin("pg-sctp-peer"))
-            .args([
-                "--bind",
-                &format!("127.0.0.1:{port}"),
-                "--hb-ms",
-                "200",
-                "--deadline-s",
-                "20",
-                "--no-gso",
-                "serve",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    // Returns once the peer's socket is bound (it prints LISTEN).
+    let (peer, _) = SctpPeer::serve(
+        None,
+        &[
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--hb-ms",
+            "200",
+            "--deadline-s",
+            "20",
+            "--no-gso",
+        ],
     );
-    std::thread::sleep(Duration::from_millis(200));
     let mut c = SctpUdpConfig::new("127.0.0.1:0".parse().unwrap());
     c.engine.association.heartbeat_interval = Some(Duration::from_millis(200));
     // A capture on loopback sees GSO trains unsegmented (one "packet" holding several
@@ -91,58 +88,30 @@ async fn engine_traffic_decodes_as_sctp_over_udp_with_good_checksums() {
     drop(peer);
     let pcap = cap.stop().to_path_buf();
 
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(&pcap)
-        .args([
-            "-n",
-            "-d",
-            &format!("udp.port=={port},sctp"),
-            "-o",
-            "sctp.checksum:CRC-32C",
-        ])
-        .args(["--disable-protocol", "asap", "-T", "fields"])
-        .args([
-            "-E",
-            "separator=|",
-            "-E",
-            "occurrence=a",
-            "-E",
-            "aggregator=,",
-        ])
-        .args([
-            "-e",
-            "sctp.chunk_type",
-            "-e",
-            "sctp.checksum.status",
-            "-e",
-            "_ws.malformed",
-        ])
-        .args(["-e", "sctp.data_payload_proto_id", "-e", "sctp.srcport"])
-        .output()
-        .expect("run tshark");
-    assert!(
-        out.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let packets = decode_sctp_over_udp(
+        &pcap,
+        &SctpDecode {
+            udp_ports: &[port],
+            disable: &["asap"],
+            fields: &[
+                "sctp.chunk_type",
+                "sctp.data_payload_proto_id",
+                "sctp.srcport",
+            ],
+            ..SctpDecode::default()
+        },
     );
-    let text = String::from_utf8_lossy(&out.stdout);
     let mut chunks = BTreeSet::new();
-    let mut packets = 0;
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        packets += 1;
-        let f: Vec<&str> = line.split('|').collect();
-        assert_eq!(f.len(), 5, "{line}");
-        assert!(!f[0].is_empty(), "not decoded as SCTP: {line}");
-        assert_eq!(f[1], "1", "bad or unverified checksum: {line}");
-        assert!(f[2].is_empty(), "malformed packet: {line}");
+    for p in &packets {
+        let line = &p.line;
+        assert!(!p.field(0).is_empty(), "not decoded as SCTP: {line}");
         assert!(
-            f[3].split(',')
-                .all(|p| p.is_empty() || p == PPID.to_string()),
+            p.values(1).iter().all(|p| *p == PPID.to_string()),
             "unexpected PPID: {line}"
         );
-        chunks.extend(f[0].split(',').map(|c| c.parse::<u8>().unwrap()));
+        chunks.extend(p.field(0).split(',').map(|c| c.parse::<u8>().unwrap()));
     }
+    let packets = packets.len();
     println!("{packets} packets, all SCTP over UDP with good CRC32c; chunk types: {chunks:?}");
     // DATA 0, INIT 1, INIT ACK 2, SACK 3, HEARTBEAT 4, HEARTBEAT ACK 5, SHUTDOWN 7,
     // SHUTDOWN ACK 8, COOKIE ECHO 10, COOKIE ACK 11, SHUTDOWN COMPLETE 14.
@@ -197,8 +166,6 @@ fn stream_reset_decodes_in_tshark() {
     });
     let server = socks[1].local_addr().unwrap();
     let mut cap = LoopbackCapture::start("sctp-reconfig", &format!("udp port {}", server.port()));
-    // tshark reports "Capturing" a little before packets are really taken.
-    std::thread::sleep(Duration::from_millis(500));
     let [sa, sb] = socks;
     let cfg = sctp::EndpointConfig::default();
     let mut eps = [
@@ -241,50 +208,20 @@ fn stream_reset_decodes_in_tshark() {
     });
     std::thread::sleep(Duration::from_millis(300));
     let pcap = cap.stop().to_path_buf();
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(&pcap)
-        .args([
-            "-n",
-            "-d",
-            &format!("udp.port=={},sctp", server.port()),
-            "-o",
-            "sctp.checksum:CRC-32C",
-            "-T",
-            "fields",
-            "-E",
-            "separator=|",
-            "-E",
-            "occurrence=a",
-            "-E",
-            "aggregator=,",
-            "-e",
-            "sctp.chunk_type",
-            "-e",
-            "sctp.checksum.status",
-            "-e",
-            "_ws.malformed",
-            "-e",
-            "sctp.parameter_type",
-        ])
-        .output()
-        .expect("run tshark");
-    assert!(
-        out.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let packets = decode_sctp_over_udp(
+        &pcap,
+        &SctpDecode {
+            udp_ports: &[server.port()],
+            fields: &["sctp.chunk_type", "sctp.parameter_type"],
+            ..SctpDecode::default()
+        },
     );
-    let text = String::from_utf8_lossy(&out.stdout);
     let mut chunks = BTreeSet::new();
     let mut params = BTreeSet::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let f: Vec<&str> = line.split('|').collect();
-        assert_eq!(f.len(), 4, "{line}");
-        assert!(!f[0].is_empty(), "not decoded as SCTP: {line}");
-        assert_eq!(f[1], "1", "bad or unverified checksum: {line}");
-        assert!(f[2].is_empty(), "malformed packet: {line}");
-        chunks.extend(f[0].split(',').map(|c| c.parse::<u8>().unwrap()));
-        params.extend(f[3].split(',').filter(|p| !p.is_empty()).map(|p| {
+    for p in &packets {
+        assert!(!p.field(0).is_empty(), "not decoded as SCTP: {}", p.line);
+        chunks.extend(p.field(0).split(',').map(|c| c.parse::<u8>().unwrap()));
+        params.extend(p.values(1).into_iter().map(|p| {
             let p = p.trim_start_matches("0x");
             u16::from_str_radix(p, 16)
                 .or_else(|_| p.parse::<u16>())

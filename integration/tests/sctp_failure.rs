@@ -4,14 +4,12 @@
 //! `Down(Timeout)` within the configured bound: heartbeat interval + retransmission
 //! budget (`AssociationConfig::failure_detection_bound`).
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use poolgate::transport::sctp_udp::{SctpUdp, SctpUdpConfig};
 use poolgate::transport::{AssocEvent, DownReason, Message, Transport};
-use poolgate_integration::{bin, Child};
+use poolgate_integration::harness::sctp_peer::SctpPeer;
 
 const HB_MS: u64 = 300;
 const RTO_MIN_MS: u64 = 100;
@@ -19,44 +17,27 @@ const RTO_INITIAL_MS: u64 = 200;
 const RTO_MAX_MS: u64 = 800;
 const MAX_RTX: u32 = 3;
 
-fn start_peer() -> (Child, SocketAddr) {
-    let mut p = Command::new(bin("pg-sctp-peer"))
-        .args([
+fn start_peer() -> (SctpPeer, SocketAddr) {
+    let (hb, rto_min) = (HB_MS.to_string(), RTO_MIN_MS.to_string());
+    let (rto_initial, rto_max) = (RTO_INITIAL_MS.to_string(), RTO_MAX_MS.to_string());
+    let max_rtx = MAX_RTX.to_string();
+    SctpPeer::serve(
+        None,
+        &[
             "--hb-ms",
-            &HB_MS.to_string(),
+            &hb,
             "--rto-min-ms",
-            &RTO_MIN_MS.to_string(),
-        ])
-        .args([
+            &rto_min,
             "--rto-initial-ms",
-            &RTO_INITIAL_MS.to_string(),
+            &rto_initial,
             "--rto-max-ms",
-            &RTO_MAX_MS.to_string(),
-        ])
-        .args([
+            &rto_max,
             "--max-rtx",
-            &MAX_RTX.to_string(),
+            &max_rtx,
             "--deadline-s",
             "30",
-            "serve",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start pg-sctp-peer");
-    let out = p.stdout.take().unwrap();
-    let child = Child(p);
-    let mut lines = BufReader::new(out).lines();
-    let line = lines.next().expect("peer output").expect("peer line");
-    let addr = line
-        .split_whitespace()
-        .nth(2)
-        .expect("LISTEN <addr>")
-        .parse()
-        .expect("address");
-    // Keep draining so the peer never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-    (child, addr)
+        ],
+    )
 }
 
 fn survivor_config() -> SctpUdpConfig {

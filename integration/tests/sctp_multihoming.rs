@@ -7,12 +7,10 @@
 //! Needs root and `ip`; skips with a message otherwise. Only addresses inside the
 //! namespaces it creates are used, and they are always deleted.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use poolgate_integration::{bin, Child};
+use poolgate_integration::harness::sctp_peer::SctpPeer;
 
 struct Netns {
     names: Vec<String>,
@@ -117,61 +115,39 @@ fn association_survives_primary_link_down_mid_transfer() {
         "--deadline-s",
         "40",
     ];
-    let server = Child(
-        Command::new("ip")
-            .args(["netns", "exec", &nb])
-            .arg(bin("pg-sctp-peer"))
-            .args([
-                "--bind",
-                "0.0.0.0:9899",
-                "--local-addresses",
-                "10.201.1.2,10.201.2.2",
-            ])
-            .args(timers)
-            .args(timers2)
-            .arg("serve")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    // Returns once the server's socket is bound (it prints LISTEN).
+    let (server, _) = SctpPeer::serve(
+        Some(&nb),
+        &[
+            &["--bind", "0.0.0.0:9899"][..],
+            &["--local-addresses", "10.201.1.2,10.201.2.2"],
+            &timers,
+            &timers2,
+        ]
+        .concat(),
     );
-    std::thread::sleep(Duration::from_millis(300));
     let count = 4000;
-    let mut client = Command::new("ip")
-        .args(["netns", "exec", &na])
-        .arg(bin("pg-sctp-peer"))
-        .args([
-            "--bind",
-            "0.0.0.0:9899",
-            "--local-addresses",
-            "10.201.1.1,10.201.2.1",
-        ])
-        .args(timers)
-        .args(timers2)
-        .args(["send", "--connect", "10.201.1.2:9899,10.201.2.2:9899"])
-        .args([
-            "--count",
-            &count.to_string(),
-            "--size",
-            "1000",
-            "--interval-us",
-            "1000",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = client.stdout.take().unwrap();
-    let client = Child(client);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send((Instant::now(), l));
-        }
-    });
-    let (_, first) = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("client output");
+    let count_arg = count.to_string();
+    let client = SctpPeer::start(
+        Some(&na),
+        &[
+            &["--bind", "0.0.0.0:9899"][..],
+            &["--local-addresses", "10.201.1.1,10.201.2.1"],
+            &timers,
+            &timers2,
+            &["send", "--connect", "10.201.1.2:9899,10.201.2.2:9899"],
+            &[
+                "--count",
+                &count_arg,
+                "--size",
+                "1000",
+                "--interval-us",
+                "1000",
+            ],
+        ]
+        .concat(),
+    );
+    let (_, first) = client.next_line(Duration::from_secs(10));
     assert!(first.contains("CONNECTED"), "{first}");
     std::thread::sleep(Duration::from_millis(1000));
     // Mid-transfer: the primary link goes down (both ends lose carrier).
@@ -179,9 +155,7 @@ fn association_survives_primary_link_down_mid_transfer() {
     ip(&["-n", &na, "link", "set", &format!("pgma1{tag}"), "down"]);
     let mut lines = Vec::new();
     let done = loop {
-        let (at, l) = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("client finished in time");
+        let (at, l) = client.next_line(Duration::from_secs(30));
         let rel = at.saturating_duration_since(down_at).as_millis();
         println!("client +{rel} ms after link down: {l}");
         lines.push(l.clone());

@@ -11,6 +11,8 @@
 //! - [`line_pool`]: a pool of line/raw/resp backends with one TCP listener;
 //! - [`http_pool`]: a pool of HTTP backends with the listeners a test asks for;
 //! - [`http_client`]: hyper/rustls clients, test certificates and expected content;
+//! - [`registrar`]: a standalone registrar, bare PEs (`pg-pe`) and `pg-resolve`;
+//! - [`sctp_peer`]: `pg-sctp-peer`, directly or in a network namespace;
 //! - [`enrp_scope`]: registrars that mirror each other with ENRP.
 
 pub mod backend;
@@ -23,4 +25,6 @@ pub mod metrics;
 pub mod pool;
 pub mod ports;
 pub mod process;
+pub mod registrar;
+pub mod sctp_peer;
 pub mod wait;

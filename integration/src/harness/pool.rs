@@ -3,14 +3,14 @@
 //! [`super::http_pool`] fill in the backends, PPE and PPU files.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use super::backend::Backend;
 use super::config::{registrar_toml, write_file};
 use super::metrics;
 use super::ports::{free_tcp_port, free_udp_port, wait_port_free};
-use super::process::{bin, poolgate, Child};
+use super::process::{poolgate, Child};
+use super::registrar::{pe_ids, resolve_output};
 use super::wait::poll;
 
 /// Lets a cluster type with a `pool: Pool` field be used as its [`Pool`] (fields and
@@ -109,16 +109,7 @@ impl Pool {
 
     /// PE ids (hex) the registrar lists for the pool, sorted.
     pub fn resolve(&self) -> Vec<String> {
-        let out = Command::new(bin("pg-resolve"))
-            .args(["--registrar", &self.registrar_addr, "--pool", self.pool])
-            .output()
-            .expect("run pg-resolve");
-        let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-            .collect();
-        ids.sort();
-        ids
+        pe_ids(&resolve_output(&self.registrar_addr, self.pool, &[]).stdout)
     }
 
     /// Waits until `n` PEs are registered (a resolution lists at most 3: the
