@@ -46,7 +46,10 @@ pub fn bin_dir() -> PathBuf {
     }
 }
 
-/// Path of a workspace binary; panics with a clear message when it was not built.
+/// Path of a workspace binary; panics with a clear message when it was not built, or
+/// (in a test) when it is `poolgate` and older than the sources it is built from:
+/// `cargo test -p poolgate-integration` builds this package's binaries, not `poolgate`,
+/// and a test must not pass or fail on a stale one.
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
     assert!(
@@ -54,7 +57,51 @@ pub fn bin(name: &str) -> PathBuf {
         "{} not built: run the whole suite (cargo test --workspace) so every binary is built",
         p.display()
     );
+    let in_test = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.ends_with("deps")))
+        .unwrap_or(false);
+    if name == "poolgate" && in_test {
+        if let Some(newer) = newer_source(&p, POOLGATE_SOURCES) {
+            panic!(
+                "{} is older than {}: build it first (cargo build --profile ci -p poolgate \
+                 --bins, or the profile this test runs with) or run the whole suite \
+                 (cargo test --workspace)",
+                p.display(),
+                newer.display()
+            );
+        }
+    }
     p
+}
+
+/// The source folders (from the workspace root) the `poolgate` binary is built from.
+const POOLGATE_SOURCES: &[&str] = &["gateway/src", "pool-core/src", "sctp/src", "plugins/src"];
+
+/// A Rust source under `dirs` modified after `binary` was written (with two seconds'
+/// grace for coarse clocks), if any.
+fn newer_source(binary: &Path, dirs: &[&str]) -> Option<PathBuf> {
+    let built = std::fs::metadata(binary).and_then(|m| m.modified()).ok()?;
+    let built = built + std::time::Duration::from_secs(2);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
+    let mut stack: Vec<PathBuf> = dirs.iter().map(|d| root.join(d)).collect();
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|x| x == "rs")
+                && meta.modified().is_ok_and(|m| m > built)
+            {
+                return Some(path);
+            }
+        }
+    }
+    None
 }
 
 /// Path of a system program Debian installs in `/usr/sbin` (which a user's PATH may
