@@ -84,6 +84,9 @@ fn curl_h2_over_tls_download_survives_a_backend_kill_byte_exact() {
             "--silent",
             "--show-error",
             "--fail",
+            // A stalled transfer fails the test instead of hanging the suite.
+            "--max-time",
+            "60",
             "--http2",
             "--limit-rate",
             "50M",
@@ -149,6 +152,9 @@ fn tls_listener_relays_bytes_and_the_http_plugin_resumes_there_too() {
             "--silent",
             "--show-error",
             "--fail",
+            // A stalled transfer fails the test instead of hanging the suite.
+            "--max-time",
+            "60",
             "--http1.1",
             "--limit-rate",
             "8M",

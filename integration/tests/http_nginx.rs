@@ -52,7 +52,15 @@ fn nginx_static_download_survives_a_kill_byte_exact() {
     let out = c.dir.join("big.out");
     // nginx sends 40 MB/s per request (limit_rate): about 1.6 s for the file.
     let mut curl = std::process::Command::new("curl")
-        .args(["--silent", "--show-error", "--fail", "--output"])
+        // --max-time: a stalled transfer fails the test instead of hanging the suite.
+        .args([
+            "--silent",
+            "--show-error",
+            "--fail",
+            "--max-time",
+            "60",
+            "--output",
+        ])
         .arg(&out)
         .args(["--write-out", "%{http_code} %{size_download}"])
         .arg(format!("http://127.0.0.1:{port}/big.bin"))

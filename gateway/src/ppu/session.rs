@@ -484,6 +484,10 @@ impl Session<'_> {
         // association: awaited inline, a PE that waits for our window in turn (both
         // directions busy, e.g. an echo) would lock the session up.
         let mut up: Option<PendingSend> = None;
+        // A TLS client stream holds written bytes in its records until flushed: once the
+        // buffer is written out (and at the start: a failover may have written), flush,
+        // or the tail of an answer waits there for bytes that may never come.
+        let mut unflushed = true;
         loop {
             let timer = match probe_deadline {
                 Some(d) => d,
@@ -496,9 +500,17 @@ impl Session<'_> {
                     }
                     probe_deadline = None;
                 }
-                r = cw.write_buf(&mut self.to_client), if !self.to_client.is_empty() => {
-                    if matches!(r, Ok(0) | Err(_)) {
-                        return Outcome::ClientGone;
+                r = async {
+                    if self.to_client.is_empty() {
+                        cw.flush().await.map(|()| None)
+                    } else {
+                        cw.write_buf(&mut self.to_client).await.map(Some)
+                    }
+                }, if unflushed || !self.to_client.is_empty() => {
+                    match r {
+                        Ok(Some(0)) | Err(_) => return Outcome::ClientGone,
+                        Ok(Some(_)) => unflushed = true,
+                        Ok(None) => unflushed = false,
                     }
                 }
                 r = async { up.as_mut().expect("guarded by is_some").await }, if up.is_some() => {
