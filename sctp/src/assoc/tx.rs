@@ -183,24 +183,7 @@ impl Sender {
         if ordered && stream as usize >= self.next_ssn.len() {
             return Err(SendError::InvalidStream(stream));
         }
-        // The SSN is assigned at first transmission, so a message abandoned before it
-        // left leaves no hole in its stream.
-        let ssn = 0;
-        self.next_msg += 1;
-        self.queued_bytes += data.len();
-        self.queue.push_back(OutMsg {
-            stream,
-            ppid,
-            unordered: !ordered,
-            ssn,
-            pr: Pr {
-                msg: self.next_msg,
-                max_rtx,
-                expires,
-            },
-            data,
-            offset: 0,
-        });
+        self.requeue(stream, ppid, ordered, data, max_rtx, expires);
         Ok(())
     }
 
@@ -235,8 +218,8 @@ impl Sender {
         }
     }
 
-    /// Queues a message that was admitted (and counted against the send buffer) while
-    /// its stream was being reset.
+    /// Queues a message already admitted against the send buffer: by
+    /// [`Sender::enqueue`], or while its stream was being reset.
     pub fn requeue(
         &mut self,
         stream: u16,
@@ -252,6 +235,8 @@ impl Sender {
             stream,
             ppid,
             unordered: !ordered,
+            // Assigned at first transmission, so a message abandoned before it left
+            // leaves no hole in its stream.
             ssn: 0,
             pr: Pr {
                 msg: self.next_msg,
