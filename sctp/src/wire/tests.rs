@@ -247,6 +247,25 @@ fn crc32c_known_vector() {
     assert_eq!(stored, crc32c::crc32c(&z));
 }
 
+proptest! {
+    /// Our packet CRC (crc-fast, SIMD folding with size thresholds) agrees with the
+    /// `crc32c` crate for every length, including those around the folding block sizes.
+    #[test]
+    fn packet_crc_matches_an_independent_crc32c(
+        body in proptest::collection::vec(any::<u8>(), 12..5000),
+        big in any::<bool>(),
+    ) {
+        let mut p = body.clone();
+        if big {
+            // Large packets take the wide folding path.
+            p = p.iter().cycle().take(65_507.min(p.len() * 20)).copied().collect();
+        }
+        let mut z = p.clone();
+        z[8..12].fill(0);
+        prop_assert_eq!(packet_crc(&p), crc32c::crc32c(&z));
+    }
+}
+
 #[test]
 fn strict_lengths_rejected() {
     let mk = |typ: u8, flags: u8, value: &[u8]| RawChunk {
