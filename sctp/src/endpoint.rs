@@ -801,6 +801,27 @@ impl Endpoint {
         buf: &mut Vec<u8>,
     ) -> Option<(SocketAddr, Option<SocketAddr>)> {
         buf.clear();
+        self.poll_transmit_append(now, buf)
+    }
+
+    /// Like [`Endpoint::poll_transmit_into`] but appends the packet to what `buf` holds
+    /// (`buf[old_len..]` is the packet), so that a driver can build a GSO train of
+    /// several packets without copying them. Appends nothing when it returns `None`.
+    ///
+    /// Packets are padded to multiples of four, so a buffer of whole packets always has
+    /// a length the chunks align to; any other length costs a copy of the packet.
+    pub fn poll_transmit_append(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+    ) -> Option<(SocketAddr, Option<SocketAddr>)> {
+        if buf.len() % 4 != 0 {
+            // Chunk padding is relative to the start of the buffer.
+            let mut packet = Vec::new();
+            let r = self.poll_transmit_append(now, &mut packet);
+            buf.extend_from_slice(&packet);
+            return r;
+        }
         if let Some(t) = self.replies.pop_front() {
             buf.extend_from_slice(&t.contents);
             self.stats.datagrams_sent += 1;

@@ -595,7 +595,7 @@ fn bind_socket(addr: SocketAddr, buffer: usize) -> io::Result<std::net::UdpSocke
 /// Send-side buffers, allocated once per driver.
 #[derive(Default)]
 struct Tx {
-    /// The packet last taken from the engine.
+    /// A packet taken from the engine that did not fit the train it was appended to.
     one: Vec<u8>,
     /// Whether `one` holds a packet (to this destination) not yet sent.
     held: Option<SocketAddr>,
@@ -1043,35 +1043,49 @@ impl Core {
                 let mut segment = 0;
                 let mut segments = 0;
                 let mut dst = None;
+                // The engine appends each packet to the train itself: no copy, except
+                // of a packet that turns out not to fit (it starts the next train).
                 loop {
-                    // A packet that did not fit the previous train starts this one.
-                    if tx.held.is_none() {
-                        if let Some((d, _src)) = self.endpoint.poll_transmit_into(now, &mut tx.one)
-                        {
-                            tx.held = Some(d);
+                    if let Some(d) = tx.held.take() {
+                        // A packet that did not fit the previous train starts this one.
+                        std::mem::swap(&mut tx.train, &mut tx.one);
+                        tx.one.clear();
+                        dst = Some(d);
+                        segment = tx.train.len();
+                        segments = 1;
+                        if max_segments == 1 {
+                            break;
                         }
+                        continue;
                     }
-                    let Some(d) = tx.held else { break };
-                    let len = tx.one.len();
-                    let fits = match dst {
-                        None => true,
-                        Some(cur) => {
-                            cur == d
-                                && len <= segment
-                                && segments < max_segments
-                                && tx.train.len() + len <= GSO_MAX_BYTES
-                        }
-                    };
-                    if !fits {
+                    // Another packet may join only if one as large as the first fits.
+                    if dst.is_some()
+                        && (segments >= max_segments || tx.train.len() + segment > GSO_MAX_BYTES)
+                    {
                         break;
                     }
-                    if dst.is_none() {
-                        dst = Some(d);
-                        segment = len;
+                    let start = tx.train.len();
+                    let Some((d, _src)) = self.endpoint.poll_transmit_append(now, &mut tx.train)
+                    else {
+                        break;
+                    };
+                    let len = tx.train.len() - start;
+                    match dst {
+                        None => {
+                            dst = Some(d);
+                            segment = len;
+                            segments = 1;
+                        }
+                        Some(cur) if cur == d && len <= segment => segments += 1,
+                        Some(_) => {
+                            // Another destination, or larger than the train's segments.
+                            tx.one.clear();
+                            tx.one.extend_from_slice(&tx.train[start..]);
+                            tx.train.truncate(start);
+                            tx.held = Some(d);
+                            break;
+                        }
                     }
-                    tx.train.extend_from_slice(&tx.one);
-                    tx.held = None;
-                    segments += 1;
                     // A shorter packet ends a train (GSO's last segment may be short).
                     if len < segment || max_segments == 1 {
                         break;

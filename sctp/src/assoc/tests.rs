@@ -872,3 +872,59 @@ fn large_payloads_are_slices_of_their_packet_and_small_ones_are_copied_out() {
     assert!(!range.contains(&(got[0].as_ptr() as usize)));
     assert!(range.contains(&(got[1].as_ptr() as usize)));
 }
+
+#[test]
+fn packets_appended_to_a_filled_buffer_are_whole_packets_within_the_pmtu() {
+    let mut p = Pair::established();
+    let ha = p.ha;
+    p.a.association(ha).unwrap().paths[0].cwnd = 4 << 20;
+    // Fragments, a small message bundled behind them, and B's SACK owed to A.
+    let big: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    p.a.send(ha, 0, 11, true, Bytes::from(big.clone())).unwrap();
+    p.a.send(ha, 1, 11, true, Bytes::from_static(b"tail"))
+        .unwrap();
+    // A driver's GSO train: earlier packets stay in front of each new one.
+    let junk = [0xA5u8; 36];
+    let mut train = junk.to_vec();
+    let mut packets = Vec::new();
+    while let Some((dest, _)) = p.a.poll_transmit_append(p.now, &mut train) {
+        assert_eq!(dest, addr(B));
+        let start = packets.iter().map(Vec::len).sum::<usize>() + junk.len();
+        let pkt = train[start..].to_vec();
+        assert!(pkt.len() <= 1472, "a packet of {} bytes", pkt.len());
+        Packet::decode(&pkt).expect("a whole packet with a valid checksum");
+        packets.push(pkt);
+    }
+    assert_eq!(
+        &train[..junk.len()],
+        &junk[..],
+        "what the buffer held stays"
+    );
+    assert!(packets.len() > 30, "{} packets", packets.len());
+    // A buffer of a length chunks do not align to still gets a whole packet.
+    p.a.send(ha, 3, 11, true, Bytes::from_static(b"odd"))
+        .unwrap();
+    let mut odd = vec![0xA5u8; 37];
+    assert!(p.a.poll_transmit_append(p.now, &mut odd).is_some());
+    Packet::decode(&odd[37..]).unwrap();
+    packets.push(odd[37..].to_vec());
+    // `poll_transmit_into` still starts from an empty buffer.
+    p.a.send(ha, 2, 11, true, Bytes::from_static(b"x")).unwrap();
+    let mut one = vec![1u8; 99];
+    assert!(p.a.poll_transmit_into(p.now, &mut one).is_some());
+    Packet::decode(&one).unwrap();
+    packets.push(one);
+    p.deliver_to_b(packets);
+    let got: Vec<(u16, Bytes)> = events(&mut p.b)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Data { stream, bytes, .. } => Some((stream, bytes)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got.len(), 4);
+    assert!(got.contains(&(3, Bytes::from_static(b"odd"))));
+    assert!(got.contains(&(0, Bytes::from(big))));
+    assert!(got.contains(&(1, Bytes::from_static(b"tail"))));
+    assert!(got.contains(&(2, Bytes::from_static(b"x"))));
+}

@@ -331,14 +331,15 @@ impl Association {
         None
     }
 
-    /// Writes the next packet into `buf`; returns its destination and the local address
-    /// to send from (if known).
+    /// Appends the next packet to `buf` (whatever `buf` holds stays: a driver builds GSO
+    /// trains in place); returns its destination and the local address to send from (if
+    /// known). Nothing is appended when it returns `None`.
     pub(crate) fn poll_transmit(
         &mut self,
         now: Instant,
         buf: &mut Vec<u8>,
     ) -> Option<(SocketAddr, Option<SocketAddr>)> {
-        buf.clear();
+        let start = buf.len();
         if self.send_init {
             self.send_init = false;
             self.handshake_sent_at = Some(now);
@@ -349,7 +350,7 @@ impl Association {
             }
             .encode(buf);
             Chunk::Init(self.init_chunk()).encode(buf);
-            finish_packet(buf);
+            finish_packet(&mut buf[start..]);
             self.stats.packets_sent += 1;
             let p = &self.paths[self.hs_path];
             return Some((p.addr, p.local));
@@ -358,7 +359,9 @@ impl Association {
             self.reconfig_send(now);
         }
         let dest = self.pick_dest()?;
-        let pmtu = self.paths[dest].pmtu;
+        // Every length check below is against the end of this packet in `buf`.
+        let pmtu = start + self.paths[dest].pmtu;
+        let empty = start + crate::wire::COMMON_HEADER_LEN;
         CommonHeader {
             src_port: self.local_port,
             dst_port: self.peer_port,
@@ -385,7 +388,7 @@ impl Association {
             c.encode(buf);
             if buf.len() > pmtu {
                 buf.truncate(mark);
-                if mark > crate::wire::COMMON_HEADER_LEN {
+                if mark > empty {
                     self.ctrl.push_front((d, c));
                     break;
                 }
@@ -426,7 +429,7 @@ impl Association {
         }
         if self.data_allowed() {
             if self.tx.rtx_count > 0 && dest == self.rtx_dest() {
-                self.fill_retransmissions(now, dest, buf, pmtu);
+                self.fill_retransmissions(now, dest, buf, empty, pmtu);
             }
             if dest == self.data_path && self.burst_left > 0 {
                 let before = buf.len();
@@ -436,17 +439,26 @@ impl Association {
                 }
             }
         }
-        if buf.len() <= crate::wire::COMMON_HEADER_LEN {
-            buf.clear();
+        if buf.len() <= empty {
+            buf.truncate(start);
             return None;
         }
-        finish_packet(buf);
+        finish_packet(&mut buf[start..]);
         self.stats.packets_sent += 1;
         let p = &self.paths[dest];
         Some((p.addr, p.local))
     }
 
-    fn fill_retransmissions(&mut self, now: Instant, dest: usize, buf: &mut Vec<u8>, pmtu: usize) {
+    /// `empty`: the length of `buf` with this packet's common header alone; `pmtu`: the
+    /// length `buf` may reach.
+    fn fill_retransmissions(
+        &mut self,
+        now: Instant,
+        dest: usize,
+        buf: &mut Vec<u8>,
+        empty: usize,
+        pmtu: usize,
+    ) {
         let mut sent_any = false;
         let base = self.tx.cum_ack + 1;
         let tx = &mut self.tx;
@@ -462,7 +474,7 @@ impl Association {
                 break;
             }
             let need = DATA_HEADER_LEN + padded(s.payload.len());
-            if buf.len() + need > pmtu && buf.len() > crate::wire::COMMON_HEADER_LEN {
+            if buf.len() + need > pmtu && buf.len() > empty {
                 break;
             }
             s.rtx = false;
@@ -492,6 +504,7 @@ impl Association {
         }
     }
 
+    /// `pmtu`: the length `buf` may reach.
     fn fill_new_data(&mut self, now: Instant, dest: usize, buf: &mut Vec<u8>, pmtu: usize) {
         let mut sent_any = false;
         loop {
@@ -514,7 +527,7 @@ impl Association {
             }
             let room = (pmtu - buf.len() - DATA_HEADER_LEN) & !3;
             let remaining = msg.data.len() - msg.offset;
-            if room < remaining && room < tx.min_fragment.min(pmtu / 4) && sent_any {
+            if room < remaining && room < tx.min_fragment.min(path.pmtu / 4) && sent_any {
                 break;
             }
             let len = remaining.min(room);
