@@ -14,6 +14,7 @@
 //! Knobs for experiments (defaults are the product's): `PG_BENCH_NO_GSO` (any value:
 //! no GSO trains), `PG_BENCH_BURST=<packets>` (the engine's max_burst) and
 //! `PG_BENCH_BUF=<bytes>` (send and receive buffers, send budget, socket buffers ×2).
+//! `PG_BENCH_STACKS=tcp,65507,1472` runs only the bulk transfers named (for a profiler).
 //! `PG_BENCH_VERBOSE` prints the driver's and the engine's counters after each bulk run. All three are wrapped in a byte counter that gives the engine's own heap
 //! size per association.
 
@@ -767,10 +768,19 @@ fn main() -> anyhow::Result<()> {
         let each = (args.bulk_bytes / u64::from(rounds)).max(args.msg as u64);
         let zero = || Bulk::from(0, Duration::ZERO, Duration::ZERO);
         let (mut tcp, mut big, mut eth) = (zero(), zero(), zero());
+        // `PG_BENCH_STACKS=tcp,65507,1472`: run only some stacks (for a profiler).
+        let stacks = std::env::var("PG_BENCH_STACKS").unwrap_or_default();
+        let run = |s: &str| stacks.is_empty() || stacks.split(',').any(|x| x == s);
         for _ in 0..rounds {
-            tcp = tcp.add(rt.block_on(timed(d, bulk_tcp(each, args.msg)))?);
-            big = big.add(rt.block_on(timed(d, bulk_sctp(65_507, each, args.msg)))?);
-            eth = eth.add(rt.block_on(timed(d, bulk_sctp(1_472, each, args.msg)))?);
+            if run("tcp") {
+                tcp = tcp.add(rt.block_on(timed(d, bulk_tcp(each, args.msg)))?);
+            }
+            if run("65507") {
+                big = big.add(rt.block_on(timed(d, bulk_sctp(65_507, each, args.msg)))?);
+            }
+            if run("1472") {
+                eth = eth.add(rt.block_on(timed(d, bulk_sctp(1_472, each, args.msg)))?);
+            }
         }
         let dc = if args.no_dcsctp {
             None

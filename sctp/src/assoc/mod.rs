@@ -306,6 +306,9 @@ pub struct Association {
     /// Length of the packet being handled (DATA payloads far smaller are copied out).
     packet_len: usize,
     /// The deadline under which the endpoint has indexed this association.
+    /// How many of `paths` the endpoint has indexed by address (paths are only added;
+    /// a NAT rebinding is re-indexed where it happens).
+    pub(crate) indexed_paths: usize,
     pub(crate) indexed_timeout: Option<Instant>,
     /// Path the handshake currently uses; T1 expiries rotate it over the confirmed
     /// addresses so a dead first address does not prevent the association.
@@ -368,6 +371,7 @@ impl Association {
             burst_left: 0,
             packet_len: 0,
             indexed_timeout: None,
+            indexed_paths: 0,
             hs_path: 0,
             reconfig: None,
         }

@@ -29,6 +29,13 @@ pub(crate) struct Receiver {
     cum: u64,
     above: BTreeSet<u64>,
     reasm: BTreeMap<u64, DataChunk>,
+    /// Fragments of one message received in TSN order from its first one on, kept out
+    /// of `reasm` (no map operations per fragment) until the message is whole or
+    /// something arrives that does not continue it.
+    run: Vec<DataChunk>,
+    /// TSN of `run[0]`.
+    run_first: u64,
+    /// Bytes in `reasm` and `run`.
     reasm_bytes: usize,
     /// Bytes received and not yet consumed by the user (reassembly, reordering, events).
     held: usize,
@@ -52,6 +59,8 @@ impl Receiver {
             cum: (1u64 << 32) | cum as u64,
             above: BTreeSet::new(),
             reasm: BTreeMap::new(),
+            run: Vec::new(),
+            run_first: 0,
             reasm_bytes: 0,
             held: 0,
             streams: HashMap::new(),
@@ -286,6 +295,7 @@ impl Receiver {
         if new <= self.cum || new - self.cum > u16::MAX as u64 {
             return;
         }
+        self.spill_run();
         let keep = self.reasm.split_off(&(new + 1));
         for c in std::mem::replace(&mut self.reasm, keep).into_values() {
             self.reasm_bytes -= c.payload.len();
@@ -476,12 +486,82 @@ impl Receiver {
             );
             return Ok(());
         }
-        let try_now = d.ending || self.reasm.contains_key(&(tsn + 1));
         self.reasm_bytes += d.payload.len();
+        if !self.run.is_empty() && tsn == self.run_first + self.run.len() as u64 {
+            if self.continues_run(&d) {
+                self.run.push(d);
+                return self.grow_run(events, stats);
+            }
+            self.spill_run();
+        } else if self.run.is_empty() && d.beginning {
+            self.run_first = tsn;
+            self.run.push(d);
+            return self.grow_run(events, stats);
+        }
+        let try_now = d.ending || self.reasm.contains_key(&(tsn + 1));
         self.reasm.insert(tsn, d);
         if try_now {
             self.assemble(tsn, events, stats)?;
         }
+        Ok(())
+    }
+
+    /// Whether `d` may follow the run (the checks `assemble` makes on every fragment).
+    fn continues_run(&self, d: &DataChunk) -> bool {
+        self.run.first().is_some_and(|h| {
+            !d.beginning
+                && d.stream == h.stream
+                && d.unordered == h.unordered
+                && (h.unordered || d.ssn == h.ssn)
+        })
+    }
+
+    /// Moves the run into `reasm`, where the general (out-of-order) path takes over.
+    fn spill_run(&mut self) {
+        let first = self.run_first;
+        for (i, c) in self.run.drain(..).enumerate() {
+            self.reasm.insert(first + i as u64, c);
+        }
+    }
+
+    /// Takes fragments that arrived early from `reasm` into the run; delivers the
+    /// message once its last fragment is in.
+    fn grow_run(
+        &mut self,
+        events: &mut VecDeque<Event>,
+        stats: &mut AssociationStats,
+    ) -> Result<(), ErrorCause> {
+        loop {
+            let Some(last) = self.run.last() else {
+                return Ok(());
+            };
+            if last.ending {
+                break;
+            }
+            let next = self.run_first + self.run.len() as u64;
+            let Some(c) = self.reasm.get(&next) else {
+                return Ok(());
+            };
+            if !self.continues_run(c) {
+                // Inconsistent fragments: the general path judges them.
+                self.spill_run();
+                return self.assemble(next, events, stats);
+            }
+            if let Some(c) = self.reasm.remove(&next) {
+                self.run.push(c);
+            }
+        }
+        let total: usize = self.run.iter().map(|c| c.payload.len()).sum();
+        let (stream, unordered, ssn, ppid) = {
+            let h = &self.run[0];
+            (h.stream, h.unordered, h.ssn, h.ppid)
+        };
+        let mut msg = BytesMut::with_capacity(total);
+        for c in self.run.drain(..) {
+            msg.extend_from_slice(&c.payload);
+        }
+        self.reasm_bytes -= total;
+        self.deliver(stream, unordered, ssn, ppid, msg.freeze(), events, stats);
         Ok(())
     }
 }

@@ -928,3 +928,97 @@ fn packets_appended_to_a_filled_buffer_are_whole_packets_within_the_pmtu() {
     assert!(got.contains(&(1, Bytes::from_static(b"tail"))));
     assert!(got.contains(&(2, Bytes::from_static(b"x"))));
 }
+
+/// Fragments whose stream changes mid-message are a protocol violation whether they
+/// arrive in order (the in-order run) or not (the reassembly map).
+#[test]
+fn inconsistent_fragments_abort_in_order_and_out_of_order() {
+    for order in [[0usize, 1, 2], [2, 1, 0], [0, 2, 1]] {
+        let mut p = Pair::established();
+        let tag = p.a.association_ref(p.ha).unwrap().local_tag;
+        let tsn = p.b.association_ref(p.hb()).unwrap().tx_next_tsn_for_tests();
+        let frag = |i: u32, stream: u16, beginning: bool, ending: bool| {
+            Packet {
+                header: CommonHeader {
+                    src_port: 2,
+                    dst_port: 1,
+                    vtag: tag,
+                },
+                chunks: vec![Chunk::Data(DataChunk {
+                    tsn: tsn + i,
+                    stream,
+                    ssn: 0,
+                    ppid: 1,
+                    unordered: false,
+                    beginning,
+                    ending,
+                    immediate: false,
+                    payload: Bytes::from_static(b"frag"),
+                })],
+            }
+            .encode()
+        };
+        let frags = [
+            frag(0, 0, true, false),
+            frag(1, 1, false, false),
+            frag(2, 1, false, true),
+        ];
+        p.deliver_to_a(order.iter().map(|&i| frags[i].clone()).collect());
+        let sent = out(&mut p.a, p.now);
+        let aborted = sent.iter().any(|pkt| {
+            Packet::decode(pkt).unwrap().chunks.iter().any(
+                |c| matches!(c, Chunk::Abort { causes, .. } if causes.iter().any(|c| c.code == 13)),
+            )
+        });
+        assert!(
+            aborted,
+            "order {order:?}: no ABORT with a protocol violation"
+        );
+        assert!(
+            !events(&mut p.a)
+                .iter()
+                .any(|e| matches!(e, Event::Data { .. })),
+            "order {order:?}: a message was delivered"
+        );
+    }
+}
+
+/// A message whose fragments arrive partly out of order is delivered once, whole.
+#[test]
+fn fragments_out_of_order_join_the_in_order_run() {
+    let mut p = Pair::established();
+    let tag = p.a.association_ref(p.ha).unwrap().local_tag;
+    let tsn = p.b.association_ref(p.hb()).unwrap().tx_next_tsn_for_tests();
+    let frag = |i: u32| {
+        Packet {
+            header: CommonHeader {
+                src_port: 2,
+                dst_port: 1,
+                vtag: tag,
+            },
+            chunks: vec![Chunk::Data(DataChunk {
+                tsn: tsn + i,
+                stream: 0,
+                ssn: 0,
+                ppid: 1,
+                unordered: false,
+                beginning: i == 0,
+                ending: i == 5,
+                immediate: false,
+                payload: Bytes::from(vec![i as u8; 3]),
+            })],
+        }
+        .encode()
+    };
+    // In order, then a gap filled by fragments that arrived early, then the end.
+    p.deliver_to_a([0, 1, 4, 3, 2, 5].iter().map(|&i| frag(i)).collect());
+    let got: Vec<Bytes> = events(&mut p.a)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Data { bytes, .. } => Some(bytes),
+            _ => None,
+        })
+        .collect();
+    let want: Vec<u8> = (0..6u8).flat_map(|i| [i; 3]).collect();
+    assert_eq!(got, vec![Bytes::from(want)]);
+}
