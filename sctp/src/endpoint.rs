@@ -420,6 +420,22 @@ impl Endpoint {
         remote: SocketAddr,
         packet: Bytes,
     ) -> Option<AssocHandle> {
+        let len = packet.len();
+        self.handle_datagram_in(now, local, remote, packet, len)
+    }
+
+    /// Like [`Endpoint::handle_datagram_bytes`] for a datagram that is a slice of a
+    /// larger buffer of `buffer_len` bytes (one segment of a GRO train): payloads far
+    /// smaller than the buffer are copied out where they are kept, so no slice keeps the
+    /// whole buffer alive for long.
+    pub fn handle_datagram_in(
+        &mut self,
+        now: Instant,
+        local: Option<SocketAddr>,
+        remote: SocketAddr,
+        packet: Bytes,
+        buffer_len: usize,
+    ) -> Option<AssocHandle> {
         self.stats.datagrams_received += 1;
         let header = match decode_header(&packet) {
             Ok(h) => h,
@@ -505,6 +521,7 @@ impl Endpoint {
         }
         let a = self.assocs.get_mut(&h)?;
         let before = a.stats.bad_vtag;
+        a.rx.shared_len = buffer_len.max(packet.len());
         a.handle_packet(now, local, remote, header, packet, cookie.as_ref());
         if a.stats.bad_vtag != before {
             self.stats.bad_vtag += 1;

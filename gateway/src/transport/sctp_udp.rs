@@ -161,8 +161,8 @@ struct Engine {
 
 /// Receive buffers for one `recvmmsg`: the slots and their metadata.
 struct RxBuf {
-    /// One buffer per slot: a slot that received a large datagram hands its buffer to
-    /// the engine (see [`ZERO_COPY_MIN`]) and gets a new one.
+    /// One buffer per slot: a slot that received a large datagram or a GRO train lends
+    /// its buffer to the engine (see [`ZERO_COPY_MIN`]) and gets it back, or a new one.
     slots: Vec<Vec<u8>>,
     meta: Vec<RecvMeta>,
     /// Slots to offer the next call.
@@ -751,11 +751,11 @@ const RECV_ROUNDS: usize = 8;
 const RECV_SLOTS: usize = 16;
 /// Bytes of one receive slot: a whole UDP payload, or a GRO train (at most 64 KiB).
 const RECV_SLOT: usize = 65_536;
-/// A datagram at least this large (alone in its slot, not a GRO train) is handed to the
-/// engine without a copy: its slot buffer becomes the datagram's, so what it delivers
-/// keeps at most twice the datagram's size alive, and the engine copies small payloads
-/// out of large packets. Smaller datagrams and GRO trains (whose many packets would
-/// share one buffer) are copied.
+/// A datagram at least this large, or a GRO train, is handed to the engine without a
+/// copy: its slot buffer becomes the datagrams', and the engine copies out what it keeps
+/// that is under a quarter of the buffer, so what it delivers keeps at most four times
+/// its size alive. Smaller lone datagrams (request/response) are copied: a copy of a few
+/// hundred bytes costs less than the buffer hand-over.
 const ZERO_COPY_MIN: usize = RECV_SLOT / 2;
 /// Largest GSO train in bytes (the kernel's limit for one UDP send).
 const GSO_MAX_BYTES: usize = 65_000;
@@ -923,21 +923,33 @@ fn read_datagrams(
                 let len = m.len.min(RECV_SLOT);
                 // A GRO train holds datagrams at `stride` boundaries; the last may be shorter.
                 let stride = m.stride.max(1);
-                if len >= ZERO_COPY_MIN && stride >= len {
-                    // Large: the engine takes the buffer and delivers DATA as slices of
-                    // it; a fresh zeroed buffer costs less than copying this one.
-                    let mut owned = Bytes::from(std::mem::replace(slot, vec![0u8; RECV_SLOT]));
+                if len >= ZERO_COPY_MIN || stride < len {
+                    // A large datagram or a GRO train: the engine takes the buffer and
+                    // its datagrams are slices of it. The engine copies out what it keeps
+                    // that is far smaller than the buffer (fragments go straight into
+                    // their message), so the buffer usually comes back for the next call.
+                    let mut owned = Bytes::from(std::mem::take(slot));
                     owned.truncate(len);
+                    let mut at = 0;
+                    while at < len {
+                        let end = (at + stride).min(len);
+                        datagrams += 1;
+                        bytes += (end - at) as u64;
+                        core.endpoint.handle_datagram_in(
+                            now,
+                            local,
+                            m.addr,
+                            owned.slice(at..end),
+                            len,
+                        );
+                        at = end;
+                    }
+                    *slot = reclaim(owned);
+                } else {
                     datagrams += 1;
                     bytes += len as u64;
                     core.endpoint
-                        .handle_datagram_bytes(now, local, m.addr, owned);
-                } else {
-                    for d in slot[..len].chunks(stride) {
-                        datagrams += 1;
-                        bytes += d.len() as u64;
-                        core.endpoint.handle_datagram(now, local, m.addr, d);
-                    }
+                        .handle_datagram(now, local, m.addr, &slot[..len]);
                 }
             }
         }
@@ -955,6 +967,20 @@ fn read_datagrams(
             ready.clear_ready();
             break;
         }
+    }
+}
+
+/// A receive slot's buffer back from the engine, or a new one while the engine still
+/// holds slices of it (large DATA payloads are delivered without a copy).
+fn reclaim(buffer: Bytes) -> Vec<u8> {
+    match buffer.try_into_mut() {
+        Ok(b) => {
+            let mut v = Vec::from(b);
+            // Zeroes only the tail past what the last datagram filled.
+            v.resize(RECV_SLOT, 0);
+            v
+        }
+        Err(_) => vec![0u8; RECV_SLOT],
     }
 }
 

@@ -303,12 +303,10 @@ pub struct Association {
     pub(crate) queued: bool,
     /// Packets of new data that may still go out before the next input [Max.Burst].
     burst_left: usize,
-    /// Length of the packet being handled (DATA payloads far smaller are copied out).
-    packet_len: usize,
-    /// The deadline under which the endpoint has indexed this association.
     /// How many of `paths` the endpoint has indexed by address (paths are only added;
     /// a NAT rebinding is re-indexed where it happens).
     pub(crate) indexed_paths: usize,
+    /// The deadline under which the endpoint has indexed this association.
     pub(crate) indexed_timeout: Option<Instant>,
     /// Path the handshake currently uses; T1 expiries rotate it over the confirmed
     /// addresses so a dead first address does not prevent the association.
@@ -369,7 +367,6 @@ impl Association {
             created: now,
             queued: false,
             burst_left: 0,
-            packet_len: 0,
             indexed_timeout: None,
             indexed_paths: 0,
             hs_path: 0,
@@ -816,7 +813,6 @@ impl Association {
         let vtag_ok = header.vtag == self.local_tag;
         let mut data_seen = false;
         let mut accepted = false;
-        self.packet_len = packet.len();
         for raw in ChunkIter::new(packet) {
             let raw = match raw {
                 Ok(r) => r,
@@ -892,14 +888,8 @@ impl Association {
                 }
                 *data_seen = true;
                 self.stats.data_chunks_received += 1;
-                // A payload is a slice of its packet's buffer, which it keeps alive while
-                // it waits for reassembly or for the user: a small payload out of a packet
-                // larger than a page is copied, so what the window admits bounds the
-                // memory held (to four times, or a page per message).
-                let mut d = d;
-                if self.packet_len > 4096 && d.payload.len().saturating_mul(4) < self.packet_len {
-                    d.payload = Bytes::copy_from_slice(&d.payload);
-                }
+                // A payload is a slice of its packet's buffer; the receiver copies out
+                // what it keeps and is far smaller than that buffer (`shared_len`).
                 if d.stream >= self.in_streams {
                     let mut info = Vec::with_capacity(4);
                     info.extend_from_slice(&d.stream.to_be_bytes());

@@ -16,6 +16,42 @@ const MAX_DUPS: usize = 16;
 /// Most gap blocks reported in one SACK.
 const MAX_GAPS: usize = 128;
 
+/// See [`Receiver::run`].
+#[derive(Debug)]
+struct Run {
+    /// TSN of the first fragment.
+    first: u64,
+    /// The first fragment, its payload taken out into `bytes`.
+    head: DataChunk,
+    /// Payload bytes of every fragment so far.
+    bytes: BytesMut,
+    /// Payload length of each fragment (to give them back to the map).
+    lens: Vec<u32>,
+    /// The last fragment pushed ends the message.
+    ended: bool,
+}
+
+impl Run {
+    fn next_tsn(&self) -> u64 {
+        self.first + self.lens.len() as u64
+    }
+
+    /// Whether `d` may follow (the checks `assemble` makes on every fragment).
+    fn continued_by(&self, d: &DataChunk) -> bool {
+        let h = &self.head;
+        !d.beginning
+            && d.stream == h.stream
+            && d.unordered == h.unordered
+            && (h.unordered || d.ssn == h.ssn)
+    }
+
+    fn push(&mut self, d: &DataChunk) {
+        self.bytes.extend_from_slice(&d.payload);
+        self.lens.push(d.payload.len() as u32);
+        self.ended = d.ending;
+    }
+}
+
 #[derive(Debug, Default)]
 struct InStream {
     next_ssn: u16,
@@ -29,12 +65,18 @@ pub(crate) struct Receiver {
     cum: u64,
     above: BTreeSet<u64>,
     reasm: BTreeMap<u64, DataChunk>,
-    /// Fragments of one message received in TSN order from its first one on, kept out
-    /// of `reasm` (no map operations per fragment) until the message is whole or
-    /// something arrives that does not continue it.
-    run: Vec<DataChunk>,
-    /// TSN of `run[0]`.
-    run_first: u64,
+    /// The message whose fragments arrive in TSN order from its first one on: built
+    /// in place (each fragment copied once, straight out of its packet, and no map
+    /// operation) until it is whole or something arrives that does not continue it.
+    run: Option<Run>,
+    /// Length of the buffer the current packet's payloads are slices of: a payload
+    /// kept (reassembly map, a message waiting for the user) that is far smaller than
+    /// that buffer is copied out, so slices cannot keep large buffers alive and what
+    /// the window admits bounds the memory held (to four times, or a page per message).
+    pub(crate) shared_len: usize,
+    /// Size of the last message reassembled: the capacity a new run starts with, so a
+    /// stream of equal messages is built without growing (and copying) its buffer.
+    last_reassembled: usize,
     /// Bytes in `reasm` and `run`.
     reasm_bytes: usize,
     /// Bytes received and not yet consumed by the user (reassembly, reordering, events).
@@ -59,8 +101,9 @@ impl Receiver {
             cum: (1u64 << 32) | cum as u64,
             above: BTreeSet::new(),
             reasm: BTreeMap::new(),
-            run: Vec::new(),
-            run_first: 0,
+            run: None,
+            shared_len: 0,
+            last_reassembled: 0,
             reasm_bytes: 0,
             held: 0,
             streams: HashMap::new(),
@@ -165,6 +208,14 @@ impl Receiver {
         }
         self.mark(tsn);
         self.held += len;
+        let d = if self.deferred.is_some() {
+            DataChunk {
+                payload: self.own(d.payload),
+                ..d
+            }
+        } else {
+            d
+        };
         let Some(d) = self.hold_if_deferred(tsn, d) else {
             return Ok(());
         };
@@ -221,6 +272,7 @@ impl Receiver {
             }
             total += c.payload.len();
         }
+        self.last_reassembled = total;
         let mut msg = BytesMut::with_capacity(total);
         for t in first..=last {
             if let Some(c) = self.reasm.remove(&t) {
@@ -475,29 +527,41 @@ impl Receiver {
         stats: &mut AssociationStats,
     ) -> Result<(), ErrorCause> {
         if d.beginning && d.ending {
-            self.deliver(
-                d.stream,
-                d.unordered,
-                d.ssn,
-                d.ppid,
-                d.payload,
-                events,
-                stats,
-            );
+            let payload = self.own(d.payload);
+            self.deliver(d.stream, d.unordered, d.ssn, d.ppid, payload, events, stats);
             return Ok(());
         }
         self.reasm_bytes += d.payload.len();
-        if !self.run.is_empty() && tsn == self.run_first + self.run.len() as u64 {
-            if self.continues_run(&d) {
-                self.run.push(d);
+        match &mut self.run {
+            Some(run) if tsn == run.next_tsn() => {
+                if run.continued_by(&d) {
+                    run.push(&d);
+                    return self.grow_run(events, stats);
+                }
+                self.spill_run();
+            }
+            None if d.beginning => {
+                let hint = self.last_reassembled.min(self.buffer);
+                let mut run = Run {
+                    first: tsn,
+                    bytes: BytesMut::with_capacity(hint.max(2 * d.payload.len())),
+                    lens: Vec::new(),
+                    ended: false,
+                    head: DataChunk {
+                        payload: Bytes::new(),
+                        ..d
+                    },
+                };
+                run.push(&d);
+                self.run = Some(run);
                 return self.grow_run(events, stats);
             }
-            self.spill_run();
-        } else if self.run.is_empty() && d.beginning {
-            self.run_first = tsn;
-            self.run.push(d);
-            return self.grow_run(events, stats);
+            _ => {}
         }
+        let d = DataChunk {
+            payload: self.own(d.payload),
+            ..d
+        };
         let try_now = d.ending || self.reasm.contains_key(&(tsn + 1));
         self.reasm.insert(tsn, d);
         if try_now {
@@ -506,22 +570,37 @@ impl Receiver {
         Ok(())
     }
 
-    /// Whether `d` may follow the run (the checks `assemble` makes on every fragment).
-    fn continues_run(&self, d: &DataChunk) -> bool {
-        self.run.first().is_some_and(|h| {
-            !d.beginning
-                && d.stream == h.stream
-                && d.unordered == h.unordered
-                && (h.unordered || d.ssn == h.ssn)
-        })
+    /// A payload to keep: copied out when it is far smaller than its buffer.
+    fn own(&self, payload: Bytes) -> Bytes {
+        if self.shared_len > 4096 && payload.len().saturating_mul(4) < self.shared_len {
+            Bytes::copy_from_slice(&payload)
+        } else {
+            payload
+        }
     }
 
-    /// Moves the run into `reasm`, where the general (out-of-order) path takes over.
+    /// Gives the run's fragments back to `reasm`, where the general (out-of-order) path
+    /// takes over. Their payloads are slices of the run's buffer (no copy).
     fn spill_run(&mut self) {
-        let first = self.run_first;
-        for (i, c) in self.run.drain(..).enumerate() {
-            self.reasm.insert(first + i as u64, c);
+        let Some(mut run) = self.run.take() else {
+            return;
+        };
+        let n = run.lens.len();
+        for (i, len) in run.lens.iter().enumerate() {
+            let payload = run.bytes.split_to(*len as usize).freeze();
+            self.reasm.insert(
+                run.first + i as u64,
+                DataChunk {
+                    tsn: (run.first + i as u64) as u32,
+                    beginning: i == 0,
+                    ending: false,
+                    immediate: false,
+                    payload,
+                    ..run.head.clone()
+                },
+            );
         }
+        debug_assert!(n > 0 && run.bytes.is_empty());
     }
 
     /// Takes fragments that arrived early from `reasm` into the run; delivers the
@@ -532,36 +611,41 @@ impl Receiver {
         stats: &mut AssociationStats,
     ) -> Result<(), ErrorCause> {
         loop {
-            let Some(last) = self.run.last() else {
+            let Some(run) = &mut self.run else {
                 return Ok(());
             };
-            if last.ending {
+            if run.ended {
                 break;
             }
-            let next = self.run_first + self.run.len() as u64;
+            let next = run.next_tsn();
             let Some(c) = self.reasm.get(&next) else {
                 return Ok(());
             };
-            if !self.continues_run(c) {
+            if !run.continued_by(c) {
                 // Inconsistent fragments: the general path judges them.
                 self.spill_run();
                 return self.assemble(next, events, stats);
             }
             if let Some(c) = self.reasm.remove(&next) {
-                self.run.push(c);
+                run.push(&c);
             }
         }
-        let total: usize = self.run.iter().map(|c| c.payload.len()).sum();
-        let (stream, unordered, ssn, ppid) = {
-            let h = &self.run[0];
-            (h.stream, h.unordered, h.ssn, h.ppid)
+        let Some(run) = self.run.take() else {
+            return Ok(());
         };
-        let mut msg = BytesMut::with_capacity(total);
-        for c in self.run.drain(..) {
-            msg.extend_from_slice(&c.payload);
-        }
+        let total = run.bytes.len();
         self.reasm_bytes -= total;
-        self.deliver(stream, unordered, ssn, ppid, msg.freeze(), events, stats);
+        self.last_reassembled = total;
+        let h = run.head;
+        self.deliver(
+            h.stream,
+            h.unordered,
+            h.ssn,
+            h.ppid,
+            run.bytes.freeze(),
+            events,
+            stats,
+        );
         Ok(())
     }
 }
