@@ -68,7 +68,8 @@ pub(crate) struct Receiver {
     /// The message whose fragments arrive in TSN order from its first one on: built
     /// in place (each fragment copied once, straight out of its packet, and no map
     /// operation) until it is whole or something arrives that does not continue it.
-    run: Option<Run>,
+    /// Boxed: an idle association pays one pointer for it.
+    run: Option<Box<Run>>,
     /// Length of the buffer the current packet's payloads are slices of: a payload
     /// kept (reassembly map, a message waiting for the user) that is far smaller than
     /// that buffer is copied out, so slices cannot keep large buffers alive and what
@@ -542,7 +543,7 @@ impl Receiver {
             }
             None if d.beginning => {
                 let hint = self.last_reassembled.min(self.buffer);
-                let mut run = Run {
+                let mut run = Box::new(Run {
                     first: tsn,
                     bytes: BytesMut::with_capacity(hint.max(2 * d.payload.len())),
                     lens: Vec::new(),
@@ -551,7 +552,7 @@ impl Receiver {
                         payload: Bytes::new(),
                         ..d
                     },
-                };
+                });
                 run.push(&d);
                 self.run = Some(run);
                 return self.grow_run(events, stats);
@@ -586,8 +587,17 @@ impl Receiver {
             return;
         };
         let n = run.lens.len();
+        // The buffer was sized for a whole message: slices of a buffer far larger than
+        // what they hold would keep it alive (memory the window does not count).
+        let copy =
+            run.bytes.capacity() > 4096 && run.bytes.len().saturating_mul(4) < run.bytes.capacity();
         for (i, len) in run.lens.iter().enumerate() {
-            let payload = run.bytes.split_to(*len as usize).freeze();
+            let piece = run.bytes.split_to(*len as usize);
+            let payload = if copy {
+                Bytes::copy_from_slice(&piece)
+            } else {
+                piece.freeze()
+            };
             self.reasm.insert(
                 run.first + i as u64,
                 DataChunk {
