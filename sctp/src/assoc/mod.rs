@@ -939,6 +939,9 @@ impl Association {
                         self.primary = self.hs_path;
                         self.update_data_path();
                     }
+                    // Only a COOKIE ECHO retransmission needs it: an idle association
+                    // does not keep it.
+                    self.cookie = Bytes::new();
                     self.establish(now);
                 }
             }
@@ -1072,7 +1075,8 @@ impl Association {
         }
         // The address that answered carries the rest of the handshake.
         self.hs_path = pidx;
-        self.cookie = cookie;
+        // Copied: a slice would keep the whole received buffer (a GRO train) alive.
+        self.cookie = Bytes::copy_from_slice(&cookie);
         self.state = State::CookieEchoed;
         self.send_cookie_echo = true;
         self.t1_count = 0;
