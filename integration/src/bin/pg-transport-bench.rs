@@ -435,6 +435,21 @@ async fn rr_interleaved(
         rr_round(&mut tcp, each, &mut t_tcp).await?;
         rr_round(&mut ours, each, &mut t_ours).await?;
     }
+    if std::env::var_os("PG_BENCH_VERBOSE").is_some() {
+        for (name, t) in [("client", &_client), ("server", &_server)] {
+            let st = t.stats();
+            let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            println!(
+                "  rr {name}: {} round trips; out {} datagrams / {} calls, in {} datagrams / {} calls; engine {:?}",
+                t_ours.n,
+                l(&st.datagrams_out),
+                l(&st.send_calls),
+                l(&st.datagrams_in),
+                l(&st.recv_calls),
+                t.engine_stats()
+            );
+        }
+    }
     ours.c.abort("bench done");
     tcp_echo.abort();
     sctp_echo.abort();
