@@ -251,7 +251,9 @@ async fn relay(
                     cookie_due = true;
                 }
                 if from_backend.capacity() < CHUNK / 4 {
-                    from_backend.reserve(CHUNK);
+                    // Empty (split off above): a fresh buffer of exactly CHUNK keeps every read,
+                    // and so every message, within one packet (`reserve` may give more).
+                    from_backend = BytesMut::with_capacity(CHUNK);
                 }
             }
             ev = events.recv(), if to_backend.len() < BACKEND_BUFFER => {

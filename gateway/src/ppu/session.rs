@@ -542,7 +542,9 @@ impl Session<'_> {
                             let (tx, m) = (link.tx.clone(), session::data(chunk));
                             up = Some(Box::pin(async move { tx.send(m, SEND_DEADLINE).await }));
                             if buf.capacity() < CHUNK / 4 {
-                                buf.reserve(CHUNK);
+                                // Empty (split off above): a fresh buffer of exactly CHUNK keeps every read,
+                                // and so every message, within one packet (`reserve` may give more).
+                                buf = BytesMut::with_capacity(CHUNK);
                             }
                         }
                     }

@@ -45,8 +45,12 @@ use crate::transport::{Message, PPID_ASAP};
 pub const PPID_DATA: u32 = 0x706F_6F6C;
 /// PPID of poolgate session control messages ("pooc").
 pub const PPID_CONTROL: u32 = 0x706F_6F63;
-/// Most bytes relayed in one DATA message.
-pub const CHUNK: usize = 64 * 1024;
+/// Most bytes relayed in one DATA message: what fills one packet at loopback's PMTU
+/// (65,507 less the 12-byte common header and the 16-byte DATA chunk header), so a full
+/// read is not split into a large and a tiny fragment there (and the receiver delivers it
+/// without reassembling it). Over a 1,500-byte link a message of this size is fragmented
+/// anyway.
+pub const CHUNK: usize = 65_507 - 12 - 16;
 /// How long a state cookie stays valid after it was sealed.
 pub const COOKIE_LIFETIME: Duration = Duration::from_secs(3600);
 /// Largest backend header (a PROXY v2 header without TLVs is at most 232 bytes).
