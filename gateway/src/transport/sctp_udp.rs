@@ -326,7 +326,7 @@ impl SctpUdp {
                 credit_threshold,
                 epoch_std: std::time::Instant::now(),
                 epoch_tokio: Instant::now(),
-                tx: Tx::default(),
+                tx: Tx::new(),
                 tx_blocked: false,
                 armed: None,
                 active: false,
@@ -593,7 +593,6 @@ fn bind_socket(addr: SocketAddr, buffer: usize) -> io::Result<std::net::UdpSocke
 }
 
 /// Send-side buffers, allocated once per driver.
-#[derive(Default)]
 struct Tx {
     /// A packet taken from the engine that did not fit the train it was appended to.
     one: Vec<u8>,
@@ -603,6 +602,20 @@ struct Tx {
     train: Vec<u8>,
     /// The train's destination, segment size and segment count once built.
     train_to: Option<(SocketAddr, usize, usize)>,
+}
+
+impl Tx {
+    fn new() -> Tx {
+        // Both sized for the largest train and one more packet: they trade places when a
+        // held packet starts the next train, and neither may then grow packet by packet.
+        let cap = GSO_MAX_BYTES + RECV_SLOT;
+        Tx {
+            one: Vec::with_capacity(cap),
+            held: None,
+            train: Vec::with_capacity(cap),
+            train_to: None,
+        }
+    }
 }
 
 /// Per-association bookkeeping in the driver.

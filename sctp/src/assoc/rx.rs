@@ -543,10 +543,11 @@ impl Receiver {
             }
             None if d.beginning => {
                 let hint = self.last_reassembled.min(self.buffer);
+                let fragments = hint / d.payload.len().max(1) + 1;
                 let mut run = Box::new(Run {
                     first: tsn,
                     bytes: BytesMut::with_capacity(hint.max(2 * d.payload.len())),
-                    lens: Vec::new(),
+                    lens: Vec::with_capacity(fragments.clamp(2, 4096)),
                     ended: false,
                     head: DataChunk {
                         payload: Bytes::new(),
