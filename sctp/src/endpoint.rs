@@ -17,8 +17,8 @@ use crate::cookie::{CookieData, CookieError, CookieSecret};
 use crate::event::HandleHasher;
 use crate::event::{AssocHandle, CloseReason, Event, HandleMap};
 use crate::wire::{
-    cause_code, chunk_type, decode_header, finish_packet, param_type, Chunk, ChunkIter,
-    CommonHeader, ErrorCause, InitChunk, InitParam,
+    cause_code, chunk_type, decode_header, finish_packet, first_chunk_type, param_type, Chunk,
+    ChunkIter, CommonHeader, ErrorCause, InitChunk, InitParam,
 };
 
 /// A datagram to send.
@@ -287,14 +287,20 @@ impl Endpoint {
             return;
         };
         let new = a.poll_timeout();
-        if new != a.indexed_timeout {
-            if let Some(old) = a.indexed_timeout {
-                self.timers.remove(&(old, h));
+        match (a.indexed_timeout, new) {
+            // A later deadline keeps the earlier entry: it fires early, finds nothing
+            // due and indexes the real deadline then. T3 restarts on every SACK, so
+            // this saves two ordered-set operations per packet in bulk transfer.
+            (Some(old), Some(t)) if t >= old => {}
+            (old, new) => {
+                if let Some(old) = old {
+                    self.timers.remove(&(old, h));
+                }
+                if let Some(t) = new {
+                    self.timers.insert((t, h));
+                }
+                a.indexed_timeout = new;
             }
-            if let Some(t) = new {
-                self.timers.insert((t, h));
-            }
-            a.indexed_timeout = new;
         }
     }
 
@@ -448,16 +454,22 @@ impl Endpoint {
                 return None;
             }
         };
-        let mut chunks = ChunkIter::new(packet.clone());
-        let first = match chunks.next() {
-            Some(Ok(c)) => c,
-            _ => {
-                self.stats.malformed += 1;
-                return None;
-            }
+        // Only INIT and COOKIE ECHO need the first chunk here; the association parses
+        // the rest (a slice of the packet per packet costs at PMTU 1,472).
+        let Ok(first_type) = first_chunk_type(&packet) else {
+            self.stats.malformed += 1;
+            return None;
+        };
+        let first_chunk = |packet: &Bytes| {
+            let mut chunks = ChunkIter::new(packet.clone());
+            chunks.next().and_then(Result::ok).map(|c| (c, chunks))
         };
         let key = (remote, header.dst_port, header.src_port);
-        if first.typ == chunk_type::INIT {
+        if first_type == chunk_type::INIT {
+            let Some((first, mut chunks)) = first_chunk(&packet) else {
+                self.stats.malformed += 1;
+                return None;
+            };
             if !self.by_addr.contains_key(&key) && !self.limiter.allow(now, remote) {
                 self.stats.replies_rate_limited += 1;
                 return None;
@@ -475,7 +487,11 @@ impl Endpoint {
             self.on_init(now, local, remote, header, init, existing);
             return existing;
         }
-        let cookie = if first.typ == chunk_type::COOKIE_ECHO {
+        let cookie = if first_type == chunk_type::COOKIE_ECHO {
+            let Some((first, _)) = first_chunk(&packet) else {
+                self.stats.malformed += 1;
+                return None;
+            };
             match self.open_cookie(now, local, remote, header, &first.value) {
                 Some(c) => Some(c),
                 None => return None,
@@ -878,7 +894,10 @@ impl Endpoint {
         None
     }
 
-    /// Earliest deadline at which [`Endpoint::handle_timeout`] must be called.
+    /// Earliest deadline at which [`Endpoint::handle_timeout`] must be called. It may be
+    /// earlier than any association's next timer (a timer that moved later is re-indexed
+    /// only when its old deadline passes); calling `handle_timeout` then does nothing but
+    /// that.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.first().map(|(t, _)| *t)
     }
@@ -892,7 +911,11 @@ impl Endpoint {
             self.timers.remove(&(t, h));
             if let Some(a) = self.assocs.get_mut(&h) {
                 a.indexed_timeout = None;
-                a.handle_timeout(now);
+                // The entry may be older than the association's deadline (see
+                // `refresh_timer`): then nothing is due yet.
+                if a.poll_timeout().is_some_and(|d| d <= now) {
+                    a.handle_timeout(now);
+                }
             }
             self.after(h);
         }

@@ -1022,3 +1022,39 @@ fn fragments_out_of_order_join_the_in_order_run() {
     let want: Vec<u8> = (0..6u8).flat_map(|i| [i; 3]).collect();
     assert_eq!(got, vec![Bytes::from(want)]);
 }
+
+/// A timer that moved later leaves its old deadline indexed; reaching it does nothing
+/// but index the real one (no retransmission, no packet).
+#[test]
+fn a_stale_timer_deadline_fires_harmlessly() {
+    let mut p = Pair::established();
+    let ha = p.ha;
+    p.a.send(ha, 0, 11, true, Bytes::from_static(b"ping"))
+        .unwrap();
+    let data = out(&mut p.a, p.now);
+    let t3 = p.a.poll_timeout().unwrap();
+    p.deliver_to_b(data);
+    // B's SACK (sent at once here: the delayed-ack timer is forced).
+    p.now += Duration::from_millis(1);
+    p.b.handle_timeout(p.now + Duration::from_secs(1));
+    let sack = out(&mut p.b, p.now);
+    assert!(types(&sack).contains(&chunk_type::SACK));
+    p.deliver_to_a(sack);
+    assert_eq!(p.a.association_ref(ha).unwrap().stats().t3_expiries, 0);
+    // T3 stopped: the association's own deadline is later than what is indexed.
+    let real = p.a.association_ref(ha).unwrap().poll_timeout().unwrap();
+    assert!(real > t3, "heartbeat after the stopped T3");
+    assert_eq!(p.a.poll_timeout(), Some(t3), "the stale entry stays");
+    p.now = t3;
+    p.a.handle_timeout(p.now);
+    assert!(
+        out(&mut p.a, p.now).is_empty(),
+        "nothing sent at the stale deadline"
+    );
+    assert_eq!(p.a.association_ref(ha).unwrap().stats().t3_expiries, 0);
+    assert_eq!(
+        p.a.poll_timeout(),
+        Some(real),
+        "the real deadline is indexed now"
+    );
+}

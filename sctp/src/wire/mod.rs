@@ -156,6 +156,20 @@ impl Iterator for ChunkIter {
     }
 }
 
+/// Type of the first chunk of `packet` (after its common header), with the checks
+/// [`ChunkIter`] makes on it, without taking a slice of the packet.
+pub fn first_chunk_type(packet: &[u8]) -> Result<u8, DecodeError> {
+    let rest = packet.get(COMMON_HEADER_LEN..).unwrap_or_default();
+    if rest.len() < CHUNK_HEADER_LEN {
+        return Err(DecodeError::BadLength("chunk header"));
+    }
+    let len = u16::from_be_bytes([rest[2], rest[3]]) as usize;
+    if len < CHUNK_HEADER_LEN || len > rest.len() {
+        return Err(DecodeError::BadLength("chunk"));
+    }
+    Ok(rest[0])
+}
+
 /// A whole decoded packet: header plus every chunk, interpreted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Packet {

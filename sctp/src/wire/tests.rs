@@ -266,6 +266,21 @@ proptest! {
     }
 }
 
+proptest! {
+    /// The endpoint's peek at the first chunk accepts and refuses exactly what the
+    /// chunk iterator does.
+    #[test]
+    fn first_chunk_type_agrees_with_the_chunk_iterator(
+        packet in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let by_iter = ChunkIter::new(Bytes::from(packet.clone()))
+            .next()
+            .and_then(Result::ok)
+            .map(|c| c.typ);
+        prop_assert_eq!(first_chunk_type(&packet).ok(), by_iter);
+    }
+}
+
 #[test]
 fn strict_lengths_rejected() {
     let mk = |typ: u8, flags: u8, value: &[u8]| RawChunk {
