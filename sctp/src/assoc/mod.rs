@@ -840,7 +840,19 @@ impl Association {
                     self.paths[pidx].local = local;
                 }
             }
-            let chunk = match Chunk::decode(&raw) {
+            let decoded = if raw.typ == chunk_type::DATA {
+                // DATA keeps its slice of the packet as its payload; the rest of the raw
+                // chunk is only needed to report an unknown chunk type.
+                let head = RawChunk {
+                    typ: raw.typ,
+                    flags: raw.flags,
+                    value: Bytes::new(),
+                };
+                Chunk::decode_owned(raw).map(|c| (c, head))
+            } else {
+                Chunk::decode(&raw).map(|c| (c, raw))
+            };
+            let (chunk, raw) = match decoded {
                 Ok(c) => c,
                 Err(_) => {
                     self.stats.malformed_chunks += 1;

@@ -267,6 +267,17 @@ proptest! {
 }
 
 proptest! {
+    /// Decoding a chunk by value gives what decoding it by reference gives.
+    #[test]
+    fn decode_owned_agrees_with_decode(
+        typ in prop_oneof![Just(chunk_type::DATA), any::<u8>()],
+        flags in any::<u8>(),
+        value in proptest::collection::vec(any::<u8>(), 0..40),
+    ) {
+        let raw = RawChunk { typ, flags, value: Bytes::from(value) };
+        prop_assert_eq!(Chunk::decode_owned(raw.clone()), Chunk::decode(&raw));
+    }
+
     /// The endpoint's peek at the first chunk accepts and refuses exactly what the
     /// chunk iterator does.
     #[test]
