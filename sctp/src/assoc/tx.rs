@@ -753,6 +753,17 @@ impl Association {
                     self.path_alive(i);
                 }
             }
+            // Max.Burst limits what goes out *beyond* what this SACK clocked out: a
+            // receiver that acknowledges a whole batch at once (one SACK per GSO train
+            // read) would otherwise shrink the flight to one burst per round trip, and
+            // sender and receiver would take turns instead of working at once. cwnd
+            // still bounds the flight.
+            let pmtu = self.paths[self.data_path].pmtu;
+            let per_packet = pmtu
+                .saturating_sub(crate::wire::COMMON_HEADER_LEN + DATA_HEADER_LEN)
+                .max(1);
+            let clocked: usize = acked.iter().take(n).map(|a| a.div_ceil(per_packet)).sum();
+            self.burst_left = self.burst_left.saturating_add(clocked);
         }
         if self.tx.want_writable && self.tx.buffered() <= self.tx.send_buffer / 2 {
             self.tx.want_writable = false;
