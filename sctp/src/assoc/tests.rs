@@ -1058,3 +1058,58 @@ fn a_stale_timer_deadline_fires_harmlessly() {
         "the real deadline is indexed now"
     );
 }
+
+/// A datagram that is a slice of a larger receive buffer (a GRO train): a small message
+/// is copied out so it cannot keep the whole buffer alive; a large one stays a slice.
+#[test]
+fn payloads_from_a_shared_buffer_are_copied_out_when_small() {
+    let mut c = cfg();
+    c.association.pmtu = 65_507;
+    let now = Instant::now();
+    let mut a = Endpoint::new(c.clone(), 1).unwrap();
+    let ha = a.connect(now, &[addr(B)], 1, 2).unwrap();
+    let mut p = Pair {
+        a,
+        b: Endpoint::new(c, 2).unwrap(),
+        now,
+        ha,
+    };
+    p.exchange();
+    events(&mut p.b);
+    for (len, sliced) in [(10usize, false), (20_000, true)] {
+        p.a.send(p.ha, 0, 11, true, Bytes::from(vec![3u8; len]))
+            .unwrap();
+        let pkts = out(&mut p.a, p.now);
+        assert_eq!(pkts.len(), 1);
+        // The packet sits at the start of a 64 KiB buffer, like a segment of a train.
+        let mut buffer = pkts[0].clone();
+        buffer.resize(65_536, 0);
+        let buffer = Bytes::from(buffer);
+        let range = buffer.as_ptr() as usize..buffer.as_ptr() as usize + buffer.len();
+        p.b.handle_datagram_in(
+            p.now,
+            Some(addr(B)),
+            addr(A),
+            buffer.slice(..pkts[0].len()),
+            buffer.len(),
+        );
+        let got: Vec<Bytes> = events(&mut p.b)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Data { bytes, .. } => Some(bytes),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, vec![Bytes::from(vec![3u8; len])]);
+        assert_eq!(
+            range.contains(&(got[0].as_ptr() as usize)),
+            sliced,
+            "{len}-byte message"
+        );
+        // B's SACK, so A's window stays open.
+        p.now += Duration::from_secs(1);
+        p.b.handle_timeout(p.now);
+        let sack = out(&mut p.b, p.now);
+        p.deliver_to_a(sack);
+    }
+}
