@@ -50,6 +50,17 @@ fn events(ep: &mut Endpoint) -> Vec<Event> {
     std::iter::from_fn(|| ep.poll_event().map(|(_, e)| e)).collect()
 }
 
+/// The messages among an endpoint's pending events.
+fn messages(ep: &mut Endpoint) -> Vec<Bytes> {
+    events(ep)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Data { bytes, .. } => Some(bytes),
+            _ => None,
+        })
+        .collect()
+}
+
 impl Pair {
     fn new() -> Pair {
         let now = Instant::now();
@@ -84,6 +95,20 @@ impl Pair {
             self.deliver_to_b(pa);
             self.deliver_to_a(pb);
         }
+    }
+    /// A connected to B over endpoints configured with `c`; events not drained.
+    fn established_with(c: EndpointConfig) -> Pair {
+        let now = Instant::now();
+        let mut a = Endpoint::new(c.clone(), 1).unwrap();
+        let ha = a.connect(now, &[addr(B)], 1, 2).unwrap();
+        let mut p = Pair {
+            a,
+            b: Endpoint::new(c, 2).unwrap(),
+            now,
+            ha,
+        };
+        p.exchange();
+        p
     }
     fn established() -> Pair {
         let mut p = Pair::new();
@@ -816,14 +841,7 @@ fn a_burst_at_a_small_pmtu_fills_a_gso_train_and_no_more() {
     // At a PMTU where max_burst packets carry more than 64 KiB, max_burst rules.
     let mut c = cfg();
     c.association.pmtu = 16_000;
-    let mut p = Pair {
-        a: Endpoint::new(c.clone(), 1).unwrap(),
-        b: Endpoint::new(c, 2).unwrap(),
-        now: Instant::now(),
-        ha,
-    };
-    p.ha = p.a.connect(p.now, &[addr(B)], 1, 2).unwrap();
-    p.exchange();
+    let mut p = Pair::established_with(c);
     let ha = p.ha;
     p.a.association(ha).unwrap().paths[0].cwnd = 4 << 20;
     p.a.send(ha, 0, 11, true, Bytes::from(vec![7u8; 255_000]))
@@ -835,16 +853,7 @@ fn a_burst_at_a_small_pmtu_fills_a_gso_train_and_no_more() {
 fn large_payloads_are_slices_of_their_packet_and_small_ones_are_copied_out() {
     let mut c = cfg();
     c.association.pmtu = 65_507;
-    let now = Instant::now();
-    let mut a = Endpoint::new(c.clone(), 1).unwrap();
-    let ha = a.connect(now, &[addr(B)], 1, 2).unwrap();
-    let mut p = Pair {
-        a,
-        b: Endpoint::new(c, 2).unwrap(),
-        now,
-        ha,
-    };
-    p.exchange();
+    let mut p = Pair::established_with(c);
     events(&mut p.a);
     events(&mut p.b);
     let ha = p.ha;
@@ -858,13 +867,7 @@ fn large_payloads_are_slices_of_their_packet_and_small_ones_are_copied_out() {
     let packet = Bytes::from(pkts[0].clone());
     let range = packet.as_ptr() as usize..packet.as_ptr() as usize + packet.len();
     p.b.handle_datagram_bytes(p.now, Some(addr(B)), addr(A), packet.clone());
-    let got: Vec<Bytes> = events(&mut p.b)
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Data { bytes, .. } => Some(bytes),
-            _ => None,
-        })
-        .collect();
+    let got = messages(&mut p.b);
     assert_eq!(got.len(), 2);
     assert_eq!(&got[0][..], &[1u8; 10][..]);
     assert_eq!(&got[1][..], &[2u8; 40_000][..]);
@@ -1012,13 +1015,7 @@ fn fragments_out_of_order_join_the_in_order_run() {
     };
     // In order, then a gap filled by fragments that arrived early, then the end.
     p.deliver_to_a([0, 1, 4, 3, 2, 5].iter().map(|&i| frag(i)).collect());
-    let got: Vec<Bytes> = events(&mut p.a)
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Data { bytes, .. } => Some(bytes),
-            _ => None,
-        })
-        .collect();
+    let got = messages(&mut p.a);
     let want: Vec<u8> = (0..6u8).flat_map(|i| [i; 3]).collect();
     assert_eq!(got, vec![Bytes::from(want)]);
 }
@@ -1065,16 +1062,7 @@ fn a_stale_timer_deadline_fires_harmlessly() {
 fn payloads_from_a_shared_buffer_are_copied_out_when_small() {
     let mut c = cfg();
     c.association.pmtu = 65_507;
-    let now = Instant::now();
-    let mut a = Endpoint::new(c.clone(), 1).unwrap();
-    let ha = a.connect(now, &[addr(B)], 1, 2).unwrap();
-    let mut p = Pair {
-        a,
-        b: Endpoint::new(c, 2).unwrap(),
-        now,
-        ha,
-    };
-    p.exchange();
+    let mut p = Pair::established_with(c);
     events(&mut p.b);
     for (len, sliced) in [(10usize, false), (20_000, true)] {
         p.a.send(p.ha, 0, 11, true, Bytes::from(vec![3u8; len]))
@@ -1093,13 +1081,7 @@ fn payloads_from_a_shared_buffer_are_copied_out_when_small() {
             buffer.slice(..pkts[0].len()),
             buffer.len(),
         );
-        let got: Vec<Bytes> = events(&mut p.b)
-            .into_iter()
-            .filter_map(|e| match e {
-                Event::Data { bytes, .. } => Some(bytes),
-                _ => None,
-            })
-            .collect();
+        let got = messages(&mut p.b);
         assert_eq!(got, vec![Bytes::from(vec![3u8; len])]);
         assert_eq!(
             range.contains(&(got[0].as_ptr() as usize)),
