@@ -110,6 +110,41 @@ impl Pair {
         p.exchange();
         p
     }
+    /// A packet from B to A with one ordered DATA chunk on `stream`, SSN 0, TSN `i`
+    /// after B's next one.
+    fn fragment_to_a(
+        &self,
+        i: u32,
+        stream: u16,
+        (beginning, ending): (bool, bool),
+        payload: Bytes,
+    ) -> Vec<u8> {
+        let tag = self.a.association_ref(self.ha).unwrap().local_tag;
+        let tsn = self
+            .b
+            .association_ref(self.hb())
+            .unwrap()
+            .tx_next_tsn_for_tests();
+        Packet {
+            header: CommonHeader {
+                src_port: 2,
+                dst_port: 1,
+                vtag: tag,
+            },
+            chunks: vec![Chunk::Data(DataChunk {
+                tsn: tsn + i,
+                stream,
+                ssn: 0,
+                ppid: 1,
+                unordered: false,
+                beginning,
+                ending,
+                immediate: false,
+                payload,
+            })],
+        }
+        .encode()
+    }
     fn established() -> Pair {
         let mut p = Pair::new();
         p.exchange();
@@ -938,28 +973,8 @@ fn packets_appended_to_a_filled_buffer_are_whole_packets_within_the_pmtu() {
 fn inconsistent_fragments_abort_in_order_and_out_of_order() {
     for order in [[0usize, 1, 2], [2, 1, 0], [0, 2, 1]] {
         let mut p = Pair::established();
-        let tag = p.a.association_ref(p.ha).unwrap().local_tag;
-        let tsn = p.b.association_ref(p.hb()).unwrap().tx_next_tsn_for_tests();
         let frag = |i: u32, stream: u16, beginning: bool, ending: bool| {
-            Packet {
-                header: CommonHeader {
-                    src_port: 2,
-                    dst_port: 1,
-                    vtag: tag,
-                },
-                chunks: vec![Chunk::Data(DataChunk {
-                    tsn: tsn + i,
-                    stream,
-                    ssn: 0,
-                    ppid: 1,
-                    unordered: false,
-                    beginning,
-                    ending,
-                    immediate: false,
-                    payload: Bytes::from_static(b"frag"),
-                })],
-            }
-            .encode()
+            p.fragment_to_a(i, stream, (beginning, ending), Bytes::from_static(b"frag"))
         };
         let frags = [
             frag(0, 0, true, false),
@@ -990,29 +1005,7 @@ fn inconsistent_fragments_abort_in_order_and_out_of_order() {
 #[test]
 fn fragments_out_of_order_join_the_in_order_run() {
     let mut p = Pair::established();
-    let tag = p.a.association_ref(p.ha).unwrap().local_tag;
-    let tsn = p.b.association_ref(p.hb()).unwrap().tx_next_tsn_for_tests();
-    let frag = |i: u32| {
-        Packet {
-            header: CommonHeader {
-                src_port: 2,
-                dst_port: 1,
-                vtag: tag,
-            },
-            chunks: vec![Chunk::Data(DataChunk {
-                tsn: tsn + i,
-                stream: 0,
-                ssn: 0,
-                ppid: 1,
-                unordered: false,
-                beginning: i == 0,
-                ending: i == 5,
-                immediate: false,
-                payload: Bytes::from(vec![i as u8; 3]),
-            })],
-        }
-        .encode()
-    };
+    let frag = |i: u32| p.fragment_to_a(i, 0, (i == 0, i == 5), Bytes::from(vec![i as u8; 3]));
     // In order, then a gap filled by fragments that arrived early, then the end.
     p.deliver_to_a([0, 1, 4, 3, 2, 5].iter().map(|&i| frag(i)).collect());
     let got = messages(&mut p.a);
