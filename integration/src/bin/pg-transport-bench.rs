@@ -259,22 +259,28 @@ async fn bulk_sctp(pmtu: usize, bytes: u64, msg: usize) -> anyhow::Result<Bulk> 
     anyhow::ensure!(done.data.as_ref() == b"done", "unexpected reply");
     let (wall, cpu) = (t0.elapsed(), cpu_now() - cpu0);
     let _s = rx.await??;
-    if std::env::var_os("PG_BENCH_VERBOSE").is_some() {
-        for (name, t) in [("client", &_client), ("server", &_server)] {
-            let st = t.stats();
-            let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-            println!(
-                "  {name} pmtu {pmtu}: out {} datagrams / {} calls, in {} datagrams / {} calls, send errors {}; engine {:?}",
-                l(&st.datagrams_out),
-                l(&st.send_calls),
-                l(&st.datagrams_in),
-                l(&st.recv_calls),
-                l(&st.send_errors),
-                t.engine_stats()
-            );
-        }
-    }
+    print_counters(&format!("bulk pmtu {pmtu}"), &_client, &_server);
     Ok(Bulk::from(bytes, wall, cpu))
+}
+
+/// With `PG_BENCH_VERBOSE`: the driver's and the engine's counters of both ends.
+fn print_counters(what: &str, client: &SctpUdp, server: &SctpUdp) {
+    if std::env::var_os("PG_BENCH_VERBOSE").is_none() {
+        return;
+    }
+    for (name, t) in [("client", client), ("server", server)] {
+        let st = t.stats();
+        let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        println!(
+            "  {what} {name}: out {} datagrams / {} calls, in {} datagrams / {} calls, send errors {}; engine {:?}",
+            l(&st.datagrams_out),
+            l(&st.send_calls),
+            l(&st.datagrams_in),
+            l(&st.recv_calls),
+            l(&st.send_errors),
+            t.engine_stats()
+        );
+    }
 }
 
 async fn tcp_pair() -> anyhow::Result<(tokio::net::TcpStream, tokio::net::TcpStream)> {
@@ -435,21 +441,11 @@ async fn rr_interleaved(
         rr_round(&mut tcp, each, &mut t_tcp).await?;
         rr_round(&mut ours, each, &mut t_ours).await?;
     }
-    if std::env::var_os("PG_BENCH_VERBOSE").is_some() {
-        for (name, t) in [("client", &_client), ("server", &_server)] {
-            let st = t.stats();
-            let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-            println!(
-                "  rr {name}: {} round trips; out {} datagrams / {} calls, in {} datagrams / {} calls; engine {:?}",
-                t_ours.n,
-                l(&st.datagrams_out),
-                l(&st.send_calls),
-                l(&st.datagrams_in),
-                l(&st.recv_calls),
-                t.engine_stats()
-            );
-        }
-    }
+    print_counters(
+        &format!("rr ({} round trips)", t_ours.n),
+        &_client,
+        &_server,
+    );
     ours.c.abort("bench done");
     tcp_echo.abort();
     sctp_echo.abort();
