@@ -1403,4 +1403,6 @@ pub(crate) fn unwrap_tsn(reference: u64, tsn: u32) -> u64 {
 }
 
 #[cfg(test)]
+mod test_pair;
+#[cfg(test)]
 mod tests;

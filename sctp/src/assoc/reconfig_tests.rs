@@ -1,25 +1,16 @@
 //! Stream reconfiguration (RFC 6525) unit tests, driving two endpoints packet by packet
 //! (the style of `tests.rs`), with crafted RE-CONFIG chunks for the peer's side.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::assoc::test_pair::{addr, events, out, Pair, B};
 use crate::wire::{
-    cause_code, chunk_type, param_type, Chunk, CommonHeader, DataChunk, InitParam, Packet,
-    ReConfigBody, ReconfigParam, ReconfigResult,
+    cause_code, chunk_type, param_type, Chunk, DataChunk, InitParam, Packet, ReConfigBody,
+    ReconfigParam, ReconfigResult,
 };
-use crate::{
-    AssocHandle, CloseReason, Endpoint, EndpointConfig, Event, ResetDirection, ResetError,
-};
-
-const A: &str = "10.0.0.1:9899";
-const B: &str = "10.0.0.2:9899";
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
+use crate::{CloseReason, Endpoint, EndpointConfig, Event, ResetDirection, ResetError};
 
 fn cfg() -> EndpointConfig {
     let mut c = EndpointConfig::default();
@@ -27,10 +18,6 @@ fn cfg() -> EndpointConfig {
     c.association.rto_min = Duration::from_millis(50);
     c.association.heartbeat_interval = None;
     c
-}
-
-fn out(ep: &mut Endpoint, now: Instant) -> Vec<Vec<u8>> {
-    std::iter::from_fn(|| ep.poll_transmit(now).map(|t| t.contents)).collect()
 }
 
 fn chunks(pkts: &[Vec<u8>]) -> Vec<Chunk> {
@@ -61,10 +48,6 @@ fn data_chunks(pkts: &[Vec<u8>]) -> Vec<DataChunk> {
         .collect()
 }
 
-fn events(ep: &mut Endpoint) -> Vec<Event> {
-    std::iter::from_fn(|| ep.poll_event().map(|(_, e)| e)).collect()
-}
-
 fn messages(ev: &[Event]) -> Vec<(u16, Bytes)> {
     ev.iter()
         .filter_map(|e| match e {
@@ -87,96 +70,10 @@ fn resets(ev: &[Event]) -> Vec<(ResetDirection, Vec<u16>, ReconfigResult)> {
         .collect()
 }
 
-struct Pair {
-    a: Endpoint,
-    b: Endpoint,
-    now: Instant,
-    ha: AssocHandle,
-}
-
 impl Pair {
-    fn with(ca: EndpointConfig, cb: EndpointConfig) -> Pair {
-        let now = Instant::now();
-        let mut a = Endpoint::new(ca, 1).unwrap();
-        let b = Endpoint::new(cb, 2).unwrap();
-        let ha = a.connect(now, &[addr(B)], 1, 2).unwrap();
-        let mut p = Pair { a, b, now, ha };
-        p.exchange();
-        assert_eq!(events(&mut p.a), vec![Event::Connected]);
-        assert_eq!(events(&mut p.b), vec![Event::Connected]);
-        p
-    }
-    fn new() -> Pair {
-        Pair::with(cfg(), cfg())
-    }
-    fn hb(&self) -> AssocHandle {
-        self.b.handles()[0]
-    }
-    fn deliver_b(&mut self, pkts: Vec<Vec<u8>>) {
-        for p in pkts {
-            self.b.handle_datagram(self.now, Some(addr(B)), addr(A), &p);
-        }
-    }
-    fn deliver_a(&mut self, pkts: Vec<Vec<u8>>) {
-        for p in pkts {
-            self.a.handle_datagram(self.now, Some(addr(A)), addr(B), &p);
-        }
-    }
-    fn exchange(&mut self) {
-        for _ in 0..20 {
-            let pa = out(&mut self.a, self.now);
-            let pb = out(&mut self.b, self.now);
-            if pa.is_empty() && pb.is_empty() {
-                return;
-            }
-            self.deliver_b(pa);
-            self.deliver_a(pb);
-        }
-    }
-    /// Exchanges packets and runs timers for `span` of simulated time.
-    fn run(&mut self, span: Duration) {
-        let end = self.now + span;
-        loop {
-            self.exchange();
-            let next = [self.a.poll_timeout(), self.b.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min();
-            match next {
-                Some(t) if t <= end => {
-                    self.now = t.max(self.now);
-                    self.a.handle_timeout(self.now);
-                    self.b.handle_timeout(self.now);
-                }
-                _ => return,
-            }
-        }
-    }
-    /// A packet as B would send it to A.
-    fn packet_of_b(&self, chunks: Vec<Chunk>) -> Vec<u8> {
-        let tag = self.a.association_ref(self.ha).unwrap().local_tag;
-        Packet {
-            header: CommonHeader {
-                src_port: 2,
-                dst_port: 1,
-                vtag: tag,
-            },
-            chunks,
-        }
-        .encode()
-    }
-    /// A packet as A would send it to B.
-    fn packet_of_a(&self, chunks: Vec<Chunk>) -> Vec<u8> {
-        let tag = self.a.association_ref(self.ha).unwrap().peer_tag;
-        Packet {
-            header: CommonHeader {
-                src_port: 1,
-                dst_port: 2,
-                vtag: tag,
-            },
-            chunks,
-        }
-        .encode()
+    /// Established, with this file's configuration (no heartbeats).
+    fn without_heartbeats() -> Pair {
+        Pair::established_with(cfg(), cfg())
     }
     /// The request sequence number B's next request would carry (B's initial TSN while
     /// B has made none).
@@ -213,7 +110,7 @@ fn re_config_advertised_and_only_used_when_both_offer_it() {
     // "skip silently" for an endpoint that does not know it).
     let mut off = cfg();
     off.association.stream_reset = false;
-    let mut p = Pair::with(cfg(), off);
+    let mut p = Pair::established_with(cfg(), off);
     let ha = p.ha;
     assert_eq!(p.a.reset_streams(ha, &[0]), Err(ResetError::NotSupported));
     let seq = p.a.association_ref(ha).unwrap().local_tsn;
@@ -223,14 +120,14 @@ fn re_config_advertised_and_only_used_when_both_offer_it() {
         last_tsn: seq.wrapping_sub(1),
         streams: vec![],
     }])]);
-    p.deliver_b(vec![pkt]);
+    p.deliver_to_b(vec![pkt]);
     assert!(out(&mut p.b, p.now).is_empty());
     assert_eq!(p.stats_b().reconfig_requests_received, 0);
 }
 
 #[test]
 fn reset_restarts_ssn_and_both_sides_report_it() {
-    let mut p = Pair::new();
+    let mut p = Pair::without_heartbeats();
     let ha = p.ha;
     for m in [&b"one"[..], b"two"] {
         p.a.send(ha, 1, 11, true, Bytes::copy_from_slice(m))
@@ -256,7 +153,7 @@ fn reset_restarts_ssn_and_both_sides_report_it() {
             streams: vec![1],
         }]
     );
-    p.deliver_b(req);
+    p.deliver_to_b(req);
     assert_eq!(
         resets(&events(&mut p.b)),
         vec![(
@@ -271,7 +168,7 @@ fn reset_restarts_ssn_and_both_sides_report_it() {
         result: ReconfigResult::SuccessPerformed,
         next_tsns: None
     }));
-    p.deliver_a(resp);
+    p.deliver_to_a(resp);
     assert_eq!(
         resets(&events(&mut p.a)),
         vec![(
@@ -285,7 +182,7 @@ fn reset_restarts_ssn_and_both_sides_report_it() {
         .unwrap();
     let d = out(&mut p.a, p.now);
     assert_eq!(data_chunks(&d)[0].ssn, 0);
-    p.deliver_b(d);
+    p.deliver_to_b(d);
     assert_eq!(
         messages(&events(&mut p.b)),
         vec![(1, Bytes::from_static(b"three"))]
@@ -304,7 +201,7 @@ fn reset_restarts_ssn_and_both_sides_report_it() {
 
 #[test]
 fn request_waits_for_queued_data_and_new_sends_are_parked() {
-    let mut p = Pair::new();
+    let mut p = Pair::without_heartbeats();
     let ha = p.ha;
     p.a.send(ha, 1, 11, true, Bytes::from_static(b"old"))
         .unwrap();
@@ -321,7 +218,7 @@ fn request_waits_for_queued_data_and_new_sends_are_parked() {
         matches!(&req[..], [ReconfigParam::OutgoingSsnReset { last_tsn, .. }] if *last_tsn == data[0].tsn),
         "{req:?}"
     );
-    p.deliver_b(pkts);
+    p.deliver_to_b(pkts);
     p.exchange();
     let ev_b = events(&mut p.b);
     // Old numbering, the reset, then new numbering from SSN 0.
@@ -345,7 +242,7 @@ fn request_waits_for_queued_data_and_new_sends_are_parked() {
 
 #[test]
 fn deferred_reset_waits_for_missing_tsn_and_holds_newer_data() {
-    let mut p = Pair::new();
+    let mut p = Pair::without_heartbeats();
     let ha = p.ha;
     p.a.send(ha, 0, 11, true, Bytes::from_static(b"m1"))
         .unwrap();
@@ -353,7 +250,7 @@ fn deferred_reset_waits_for_missing_tsn_and_holds_newer_data() {
     let m1 = data_chunks(&lost)[0].clone();
     p.a.reset_streams(ha, &[0]).unwrap();
     let req = out(&mut p.a, p.now);
-    p.deliver_b(req);
+    p.deliver_to_b(req);
     // B lacks m1's TSN: "In progress", nothing reset yet.
     let resp = out(&mut p.b, p.now);
     let seq = p.a.association_ref(ha).unwrap().local_tsn;
@@ -363,7 +260,7 @@ fn deferred_reset_waits_for_missing_tsn_and_holds_newer_data() {
         next_tsns: None
     }));
     assert!(resets(&events(&mut p.b)).is_empty());
-    p.deliver_a(resp);
+    p.deliver_to_a(resp);
     assert!(resets(&events(&mut p.a)).is_empty());
     // Data of the new numbering arrives before the missing TSN: it is held back.
     let newer = p.packet_of_a(vec![Chunk::Data(DataChunk {
@@ -372,10 +269,10 @@ fn deferred_reset_waits_for_missing_tsn_and_holds_newer_data() {
         payload: Bytes::from_static(b"m2"),
         ..m1.clone()
     })]);
-    p.deliver_b(vec![newer]);
+    p.deliver_to_b(vec![newer]);
     assert!(messages(&events(&mut p.b)).is_empty());
     // m1 arrives: m1, the reset, then m2 (SSN 0 of the new numbering).
-    p.deliver_b(lost);
+    p.deliver_to_b(lost);
     let ev = events(&mut p.b);
     assert_eq!(
         messages(&ev),
@@ -398,7 +295,7 @@ fn deferred_reset_waits_for_missing_tsn_and_holds_newer_data() {
         result: ReconfigResult::SuccessPerformed,
         next_tsns: None
     }));
-    p.deliver_a(resp);
+    p.deliver_to_a(resp);
     assert_eq!(
         resets(&events(&mut p.a)),
         vec![(
@@ -411,24 +308,24 @@ fn deferred_reset_waits_for_missing_tsn_and_holds_newer_data() {
 
 #[test]
 fn in_progress_answer_makes_sender_ask_again_without_counting_errors() {
-    let mut p = Pair::new();
+    let mut p = Pair::without_heartbeats();
     let ha = p.ha;
     p.a.send(ha, 0, 11, true, Bytes::from_static(b"m1"))
         .unwrap();
     let lost = out(&mut p.a, p.now);
     p.a.reset_streams(ha, &[0]).unwrap();
     let req = out(&mut p.a, p.now);
-    p.deliver_b(req.clone());
+    p.deliver_to_b(req.clone());
     let r = out(&mut p.b, p.now);
-    p.deliver_a(r);
+    p.deliver_to_a(r);
     // The request timer fires: the same request again, not counted as an error.
     p.now = p.a.association_ref(ha).unwrap().poll_timeout().unwrap();
     // (T3 for m1 fires at the same time; deliver only the request.)
     p.a.handle_timeout(p.now);
     let again = out(&mut p.a, p.now);
     assert_eq!(reconfigs(&again), reconfigs(&req));
-    p.deliver_b(lost);
-    p.deliver_b(again);
+    p.deliver_to_b(lost);
+    p.deliver_to_b(again);
     p.exchange();
     assert_eq!(
         resets(&events(&mut p.a)),
@@ -444,7 +341,7 @@ fn in_progress_answer_makes_sender_ask_again_without_counting_errors() {
 fn lost_reconfig_is_retransmitted_on_rto_and_counts_toward_max_retrans() {
     let mut c = cfg();
     c.association.max_retransmissions = 2;
-    let mut p = Pair::with(c.clone(), c);
+    let mut p = Pair::established_with(c.clone(), c);
     let ha = p.ha;
     p.a.reset_streams(ha, &[]).unwrap();
     let first = out(&mut p.a, p.now);
@@ -459,7 +356,7 @@ fn lost_reconfig_is_retransmitted_on_rto_and_counts_toward_max_retrans() {
     assert_eq!(a.stats().reconfig_retransmissions, 1);
     assert_eq!(a.paths()[0].rto, rto * 2, "exponential back-off");
     // Delivered this time: done.
-    p.deliver_b(second);
+    p.deliver_to_b(second);
     p.exchange();
     assert_eq!(
         resets(&events(&mut p.a)),
@@ -488,13 +385,13 @@ fn lost_reconfig_is_retransmitted_on_rto_and_counts_toward_max_retrans() {
 
 #[test]
 fn repeated_request_gets_same_answer_and_wrong_sequence_number_an_error() {
-    let mut p = Pair::new();
+    let mut p = Pair::without_heartbeats();
     let ha = p.ha;
     p.a.reset_streams(ha, &[2]).unwrap();
     let req = out(&mut p.a, p.now);
-    p.deliver_b(req.clone());
+    p.deliver_to_b(req.clone());
     let r1 = reconfigs(&out(&mut p.b, p.now));
-    p.deliver_b(req);
+    p.deliver_to_b(req);
     let r2 = reconfigs(&out(&mut p.b, p.now));
     assert_eq!(r1, r2);
     assert_eq!(resets(&events(&mut p.b)).len(), 1, "performed once");
@@ -506,7 +403,7 @@ fn repeated_request_gets_same_answer_and_wrong_sequence_number_an_error() {
         last_tsn: seq,
         streams: vec![2],
     }])]);
-    p.deliver_b(vec![bad]);
+    p.deliver_to_b(vec![bad]);
     assert_eq!(
         reconfigs(&out(&mut p.b, p.now)),
         vec![ReconfigParam::Response {
@@ -523,7 +420,7 @@ fn repeated_request_gets_same_answer_and_wrong_sequence_number_an_error() {
 
 #[test]
 fn incoming_reset_request_answered_with_our_outgoing_request() {
-    let mut p = Pair::new();
+    let mut p = Pair::without_heartbeats();
     let ha = p.ha;
     p.a.send(ha, 2, 11, true, Bytes::from_static(b"x")).unwrap();
     p.exchange();
@@ -533,7 +430,7 @@ fn incoming_reset_request_answered_with_our_outgoing_request() {
         req_seq: seq,
         streams: vec![2],
     }])]);
-    p.deliver_a(vec![ask.clone()]);
+    p.deliver_to_a(vec![ask.clone()]);
     let pkts = out(&mut p.a, p.now);
     let params = reconfigs(&pkts);
     assert!(
@@ -542,9 +439,9 @@ fn incoming_reset_request_answered_with_our_outgoing_request() {
         "{params:?}"
     );
     // A retransmitted ask does not start a second request.
-    p.deliver_a(vec![ask]);
+    p.deliver_to_a(vec![ask]);
     assert!(reconfigs(&out(&mut p.a, p.now)).is_empty());
-    p.deliver_b(pkts);
+    p.deliver_to_b(pkts);
     p.exchange();
     assert_eq!(
         resets(&events(&mut p.a)),
@@ -559,12 +456,12 @@ fn incoming_reset_request_answered_with_our_outgoing_request() {
 
 #[test]
 fn ssn_tsn_reset_and_add_incoming_streams_are_denied() {
-    let mut p = Pair::new();
+    let mut p = Pair::without_heartbeats();
     let seq = p.b_initial_tsn();
     let pkt = p.packet_of_b(vec![reconfig(vec![ReconfigParam::SsnTsnReset {
         req_seq: seq,
     }])]);
-    p.deliver_a(vec![pkt]);
+    p.deliver_to_a(vec![pkt]);
     // Both already use the configured maximum of 256 inbound streams: adding is denied.
     let pkt = p.packet_of_b(vec![reconfig(vec![
         ReconfigParam::AddOutgoingStreams {
@@ -576,7 +473,7 @@ fn ssn_tsn_reset_and_add_incoming_streams_are_denied() {
             count: 4,
         },
     ])]);
-    p.deliver_a(vec![pkt]);
+    p.deliver_to_a(vec![pkt]);
     let answers = reconfigs(&out(&mut p.a, p.now));
     let results: Vec<(u32, ReconfigResult)> = answers
         .iter()
@@ -600,7 +497,7 @@ fn ssn_tsn_reset_and_add_incoming_streams_are_denied() {
 
 #[test]
 fn malformed_reconfig_counted_and_reported_and_packet_goes_on() {
-    let mut p = Pair::new();
+    let mut p = Pair::without_heartbeats();
     let b_tsn = p.b.association_ref(p.hb()).unwrap().tx_next_tsn_for_tests();
     let bad = Chunk::ReConfig(ReConfigBody::Malformed {
         value: Bytes::from_static(&[0, 16, 0, 8, 0, 0, 0, 1]),
@@ -618,7 +515,7 @@ fn malformed_reconfig_counted_and_reported_and_packet_goes_on() {
         payload: Bytes::from_static(b"after"),
     });
     let pkt = p.packet_of_b(vec![bad, data]);
-    p.deliver_a(vec![pkt]);
+    p.deliver_to_a(vec![pkt]);
     assert_eq!(
         messages(&events(&mut p.a)),
         vec![(0, Bytes::from_static(b"after"))]
@@ -633,23 +530,23 @@ fn malformed_reconfig_counted_and_reported_and_packet_goes_on() {
         ReconfigParam::SsnTsnReset { req_seq: seq },
         ReconfigParam::SsnTsnReset { req_seq: seq },
     ])]);
-    p.deliver_a(vec![two]);
+    p.deliver_to_a(vec![two]);
     assert_eq!(p.stats_a().reconfig_malformed, 2);
     assert!(reconfigs(&out(&mut p.a, p.now)).is_empty());
 }
 
 #[test]
 fn one_request_in_flight_others_queue() {
-    let mut p = Pair::new();
+    let mut p = Pair::without_heartbeats();
     let ha = p.ha;
     p.a.reset_streams(ha, &[1]).unwrap();
     p.a.reset_streams(ha, &[2, 2, 3]).unwrap();
     let first = out(&mut p.a, p.now);
     assert_eq!(reconfigs(&first).len(), 1);
     assert!(out(&mut p.a, p.now).is_empty());
-    p.deliver_b(first);
+    p.deliver_to_b(first);
     let r = out(&mut p.b, p.now);
-    p.deliver_a(r);
+    p.deliver_to_a(r);
     let second = reconfigs(&out(&mut p.a, p.now));
     assert!(
         matches!(&second[..], [ReconfigParam::OutgoingSsnReset { streams, .. }] if streams == &vec![2, 3]),
@@ -659,7 +556,7 @@ fn one_request_in_flight_others_queue() {
 
 #[test]
 fn shutdown_waits_for_pending_reset_and_parked_message() {
-    let mut p = Pair::new();
+    let mut p = Pair::without_heartbeats();
     let ha = p.ha;
     p.a.reset_streams(ha, &[1]).unwrap();
     p.a.send(ha, 1, 11, true, Bytes::from_static(b"last"))
@@ -681,15 +578,15 @@ fn shutdown_waits_for_pending_reset_and_parked_message() {
 fn peer_adds_outgoing_streams_within_our_inbound_limit() {
     let mut ca = cfg();
     ca.association.inbound_streams = 300;
-    let mut p = Pair::with(ca, cfg());
+    let mut p = Pair::established_with(ca, cfg());
     let ha = p.ha;
     assert_eq!(p.a.association_ref(ha).unwrap().streams(), (256, 256));
     let seq = p.b_initial_tsn();
     let add = |req_seq, count| reconfig(vec![ReconfigParam::AddOutgoingStreams { req_seq, count }]);
     let pkt = p.packet_of_b(vec![add(seq, 40)]);
-    p.deliver_a(vec![pkt]);
+    p.deliver_to_a(vec![pkt]);
     let pkt = p.packet_of_b(vec![add(seq.wrapping_add(1), 10)]);
-    p.deliver_a(vec![pkt]);
+    p.deliver_to_a(vec![pkt]);
     let results: Vec<ReconfigResult> = reconfigs(&out(&mut p.a, p.now))
         .into_iter()
         .filter_map(|r| match r {
@@ -715,7 +612,7 @@ fn peer_adds_outgoing_streams_within_our_inbound_limit() {
         immediate: true,
         payload: Bytes::from_static(b"new stream"),
     })]);
-    p.deliver_a(vec![pkt]);
+    p.deliver_to_a(vec![pkt]);
     assert_eq!(
         messages(&events(&mut p.a)),
         vec![(290, Bytes::from_static(b"new stream"))]

@@ -1,19 +1,12 @@
 //! State-transition unit tests, driving two endpoints packet by packet.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::test_pair::{addr, events, out, Pair, A, B};
 use crate::wire::{chunk_type, finish_packet, Chunk, CommonHeader, DataChunk, Packet};
-use crate::{AssocHandle, CloseReason, Endpoint, EndpointConfig, Event, State};
-
-const A: &str = "10.0.0.1:9899";
-const B: &str = "10.0.0.2:9899";
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
+use crate::{CloseReason, Endpoint, EndpointConfig, Event, State};
 
 fn cfg() -> EndpointConfig {
     let mut c = EndpointConfig::default();
@@ -21,17 +14,6 @@ fn cfg() -> EndpointConfig {
     c.association.rto_min = Duration::from_millis(50);
     c.association.max_init_retransmissions = 3;
     c
-}
-
-struct Pair {
-    a: Endpoint,
-    b: Endpoint,
-    now: Instant,
-    ha: AssocHandle,
-}
-
-fn out(ep: &mut Endpoint, now: Instant) -> Vec<Vec<u8>> {
-    std::iter::from_fn(|| ep.poll_transmit(now).map(|t| t.contents)).collect()
 }
 
 fn types(pkts: &[Vec<u8>]) -> Vec<u8> {
@@ -44,10 +26,6 @@ fn types(pkts: &[Vec<u8>]) -> Vec<u8> {
                 .map(|c| c.typ())
         })
         .collect()
-}
-
-fn events(ep: &mut Endpoint) -> Vec<Event> {
-    std::iter::from_fn(|| ep.poll_event().map(|(_, e)| e)).collect()
 }
 
 /// The messages among an endpoint's pending events.
@@ -63,52 +41,10 @@ fn messages(ep: &mut Endpoint) -> Vec<Bytes> {
 
 impl Pair {
     fn new() -> Pair {
-        let now = Instant::now();
-        let mut a = Endpoint::new(cfg(), 1).unwrap();
-        let b = Endpoint::new(cfg(), 2).unwrap();
-        let ha = a.connect(now, &[addr(B)], 1, 2).unwrap();
-        Pair { a, b, now, ha }
-    }
-    fn deliver_to_b(&mut self, pkts: Vec<Vec<u8>>) {
-        for p in pkts {
-            self.b.handle_datagram(self.now, Some(addr(B)), addr(A), &p);
-        }
-    }
-    fn deliver_to_a(&mut self, pkts: Vec<Vec<u8>>) {
-        for p in pkts {
-            self.a.handle_datagram(self.now, Some(addr(A)), addr(B), &p);
-        }
+        Pair::connecting(cfg(), cfg())
     }
     fn state_a(&self) -> State {
         self.a.association_ref(self.ha).unwrap().state()
-    }
-    fn hb(&self) -> AssocHandle {
-        self.b.handles()[0]
-    }
-    fn exchange(&mut self) {
-        for _ in 0..20 {
-            let pa = out(&mut self.a, self.now);
-            let pb = out(&mut self.b, self.now);
-            if pa.is_empty() && pb.is_empty() {
-                return;
-            }
-            self.deliver_to_b(pa);
-            self.deliver_to_a(pb);
-        }
-    }
-    /// A connected to B over endpoints configured with `c`; events not drained.
-    fn established_with(c: EndpointConfig) -> Pair {
-        let now = Instant::now();
-        let mut a = Endpoint::new(c.clone(), 1).unwrap();
-        let ha = a.connect(now, &[addr(B)], 1, 2).unwrap();
-        let mut p = Pair {
-            a,
-            b: Endpoint::new(c, 2).unwrap(),
-            now,
-            ha,
-        };
-        p.exchange();
-        p
     }
     /// A packet from B to A with one ordered DATA chunk on `stream`, SSN 0, TSN `i`
     /// after B's next one.
@@ -119,38 +55,26 @@ impl Pair {
         (beginning, ending): (bool, bool),
         payload: Bytes,
     ) -> Vec<u8> {
-        let tag = self.a.association_ref(self.ha).unwrap().local_tag;
         let tsn = self
             .b
             .association_ref(self.hb())
             .unwrap()
             .tx_next_tsn_for_tests();
-        Packet {
-            header: CommonHeader {
-                src_port: 2,
-                dst_port: 1,
-                vtag: tag,
-            },
-            chunks: vec![Chunk::Data(DataChunk {
-                tsn: tsn + i,
-                stream,
-                ssn: 0,
-                ppid: 1,
-                unordered: false,
-                beginning,
-                ending,
-                immediate: false,
-                payload,
-            })],
-        }
-        .encode()
+        self.packet_of_b(vec![Chunk::Data(DataChunk {
+            tsn: tsn + i,
+            stream,
+            ssn: 0,
+            ppid: 1,
+            unordered: false,
+            beginning,
+            ending,
+            immediate: false,
+            payload,
+        })])
     }
     fn established() -> Pair {
-        let mut p = Pair::new();
-        p.exchange();
+        let p = Pair::established_with(cfg(), cfg());
         assert_eq!(p.state_a(), State::Established);
-        assert_eq!(events(&mut p.a), vec![Event::Connected]);
-        assert_eq!(events(&mut p.b), vec![Event::Connected]);
         p
     }
 }
@@ -282,7 +206,7 @@ fn init_flood_creates_no_state() {
     let mut b = Endpoint::new(cfg(), 2).unwrap();
     let mut a = Endpoint::new(cfg(), 1).unwrap();
     for i in 0..1000u16 {
-        let src: SocketAddr = format!("10.9.{}.{}:{}", i / 250, i % 250, 1000 + i)
+        let src: std::net::SocketAddr = format!("10.9.{}.{}:{}", i / 250, i % 250, 1000 + i)
             .parse()
             .unwrap();
         let h = a.connect(now, &[addr(B)], i + 1, 2).unwrap();
@@ -580,9 +504,6 @@ fn t3_retransmission_after_rto() {
 #[test]
 fn unknown_chunks_follow_upper_bits() {
     let mut p = Pair::established();
-    let hb = p.hb();
-    let tag = p.a.association_ref(p.ha).unwrap().local_tag;
-    let _ = hb;
     let data = |tsn_off: u32| {
         Chunk::Data(DataChunk {
             tsn: tsn_off,
@@ -597,19 +518,8 @@ fn unknown_chunks_follow_upper_bits() {
         })
     };
     let b_tsn = p.b.association_ref(p.hb()).unwrap().tx_next_tsn_for_tests();
-    let mk = |chunks: Vec<Chunk>| {
-        Packet {
-            header: CommonHeader {
-                src_port: 2,
-                dst_port: 1,
-                vtag: tag,
-            },
-            chunks,
-        }
-        .encode()
-    };
     // 0x80 (skip silently): the DATA after it is processed.
-    p.deliver_to_a(vec![mk(vec![
+    p.deliver_to_a(vec![p.packet_of_b(vec![
         Chunk::Unknown {
             typ: 0x80 | 20,
             flags: 0,
@@ -619,7 +529,7 @@ fn unknown_chunks_follow_upper_bits() {
     ])]);
     assert_eq!(events(&mut p.a).len(), 1);
     // 0x40 (stop and report): the DATA after it is not processed; ERROR goes back.
-    p.deliver_to_a(vec![mk(vec![
+    p.deliver_to_a(vec![p.packet_of_b(vec![
         Chunk::Unknown {
             typ: 0x40 | 20,
             flags: 0,
@@ -639,27 +549,8 @@ fn unknown_chunks_follow_upper_bits() {
 #[test]
 fn invalid_stream_reported() {
     let mut p = Pair::established();
-    let tag = p.a.association_ref(p.ha).unwrap().local_tag;
     let tsn = p.b.association_ref(p.hb()).unwrap().tx_next_tsn_for_tests();
-    let pkt = Packet {
-        header: CommonHeader {
-            src_port: 2,
-            dst_port: 1,
-            vtag: tag,
-        },
-        chunks: vec![Chunk::Data(DataChunk {
-            tsn,
-            stream: 9999,
-            ssn: 0,
-            ppid: 1,
-            unordered: false,
-            beginning: true,
-            ending: true,
-            immediate: false,
-            payload: Bytes::from_static(b"z"),
-        })],
-    }
-    .encode();
+    let pkt = p.fragment_to_a(0, 9999, (true, true), Bytes::from_static(b"z"));
     p.deliver_to_a(vec![pkt]);
     let e = out(&mut p.a, p.now);
     let pk = Packet::decode(&e[0]).unwrap();
@@ -680,32 +571,24 @@ fn peer_abort_closes_and_t_bit_abort_with_peer_tag_accepted() {
     let peer_tag = p.a.association_ref(p.ha).unwrap().peer_tag;
     // ABORT with T bit must carry the receiver's peer tag (the tag B expects), so
     // one carrying A's own tag with T set is rejected.
-    let bad = Packet {
-        header: CommonHeader {
-            src_port: 2,
-            dst_port: 1,
-            vtag: tag_of_b,
-        },
-        chunks: vec![Chunk::Abort {
-            t: true,
-            causes: vec![],
-        }],
-    }
-    .encode();
+    let abort = |vtag: u32| {
+        Packet {
+            header: CommonHeader {
+                src_port: 2,
+                dst_port: 1,
+                vtag,
+            },
+            chunks: vec![Chunk::Abort {
+                t: true,
+                causes: vec![],
+            }],
+        }
+        .encode()
+    };
+    let bad = abort(tag_of_b);
     p.deliver_to_a(vec![bad]);
     assert_eq!(p.state_a(), State::Established);
-    let good = Packet {
-        header: CommonHeader {
-            src_port: 2,
-            dst_port: 1,
-            vtag: peer_tag,
-        },
-        chunks: vec![Chunk::Abort {
-            t: true,
-            causes: vec![],
-        }],
-    }
-    .encode();
+    let good = abort(peer_tag);
     p.deliver_to_a(vec![good]);
     assert!(events(&mut p.a).contains(&Event::Closed {
         reason: CloseReason::Aborted(vec![])
@@ -876,7 +759,7 @@ fn a_burst_at_a_small_pmtu_fills_a_gso_train_and_no_more() {
     // At a PMTU where max_burst packets carry more than 64 KiB, max_burst rules.
     let mut c = cfg();
     c.association.pmtu = 16_000;
-    let mut p = Pair::established_with(c);
+    let mut p = Pair::established_with(c.clone(), c);
     let ha = p.ha;
     p.a.association(ha).unwrap().paths[0].cwnd = 4 << 20;
     p.a.send(ha, 0, 11, true, Bytes::from(vec![7u8; 255_000]))
@@ -888,7 +771,7 @@ fn a_burst_at_a_small_pmtu_fills_a_gso_train_and_no_more() {
 fn large_payloads_are_slices_of_their_packet_and_small_ones_are_copied_out() {
     let mut c = cfg();
     c.association.pmtu = 65_507;
-    let mut p = Pair::established_with(c);
+    let mut p = Pair::established_with(c.clone(), c);
     events(&mut p.a);
     events(&mut p.b);
     let ha = p.ha;
@@ -1055,7 +938,7 @@ fn a_stale_timer_deadline_fires_harmlessly() {
 fn payloads_from_a_shared_buffer_are_copied_out_when_small() {
     let mut c = cfg();
     c.association.pmtu = 65_507;
-    let mut p = Pair::established_with(c);
+    let mut p = Pair::established_with(c.clone(), c);
     events(&mut p.b);
     for (len, sliced) in [(10usize, false), (20_000, true)] {
         p.a.send(p.ha, 0, 11, true, Bytes::from(vec![3u8; len]))
