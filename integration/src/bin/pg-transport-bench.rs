@@ -14,7 +14,8 @@
 //! Knobs for experiments (defaults are the product's): `PG_BENCH_NO_GSO` (any value:
 //! no GSO trains), `PG_BENCH_BURST=<packets>` (the engine's max_burst) and
 //! `PG_BENCH_BUF=<bytes>` (send and receive buffers, send budget, socket buffers ×2).
-//! `PG_BENCH_STACKS=tcp,65507,1472` runs only the bulk transfers named (for a profiler).
+//! `PG_BENCH_STACKS=tcp,65507,1472,rr` runs only the stacks named (for a profiler): `tcp`
+//! in both tests, the PMTUs in bulk, `rr` our request/response.
 //! `PG_BENCH_VERBOSE` prints the driver's and the engine's counters after each bulk run. All three are wrapped in a byte counter that gives the engine's own heap
 //! size per association.
 
@@ -437,9 +438,15 @@ async fn rr_interleaved(
         &mut RrTotals::default(),
     )
     .await?;
+    let stacks = std::env::var("PG_BENCH_STACKS").unwrap_or_default();
+    let run = |s: &str| stacks.is_empty() || stacks.split(',').any(|x| x == s);
     for _ in 0..rounds.max(1) {
-        rr_round(&mut tcp, each, &mut t_tcp).await?;
-        rr_round(&mut ours, each, &mut t_ours).await?;
+        if run("tcp") {
+            rr_round(&mut tcp, each, &mut t_tcp).await?;
+        }
+        if run("rr") {
+            rr_round(&mut ours, each, &mut t_ours).await?;
+        }
     }
     print_counters(
         &format!("rr ({} round trips)", t_ours.n),
