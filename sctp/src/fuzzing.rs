@@ -11,6 +11,17 @@ use crate::{AssocHandle, Endpoint, EndpointConfig};
 /// decodes must re-encode to a packet that decodes to the same value.
 pub fn packet_decode(data: &[u8]) {
     let _ = Packet::decode(data);
+    // The endpoint's peek at the first chunk and the by-value DATA decoding agree with
+    // the chunk iterator and the by-reference decoding.
+    let mut chunks = crate::wire::ChunkIter::new(bytes::Bytes::copy_from_slice(data));
+    let first = chunks.next().and_then(Result::ok);
+    assert_eq!(
+        crate::wire::first_chunk_type(data).ok(),
+        first.as_ref().map(|c| c.typ)
+    );
+    for raw in first.into_iter().chain(chunks.map_while(Result::ok)) {
+        assert_eq!(Chunk::decode_owned(raw.clone()), Chunk::decode(&raw));
+    }
     if data.len() >= 12 {
         let mut d = data.to_vec();
         finish_packet(&mut d);
@@ -124,12 +135,21 @@ pub fn association_input(data: &[u8]) {
                 finish_packet(&mut pkt);
             }
         }
-        if mode & 8 == 0 {
-            lab.client
-                .handle_datagram(lab.now, Some(client_addr), server_addr, &pkt);
+        let (ep, local, remote) = if mode & 8 == 0 {
+            (&mut lab.client, client_addr, server_addr)
         } else {
-            lab.server
-                .handle_datagram(lab.now, Some(server_addr), client_addr, &pkt);
+            (&mut lab.server, server_addr, client_addr)
+        };
+        if mode & 0x81 == 0x81 {
+            // As one segment of a larger receive buffer (a GRO train): what the engine
+            // keeps of it is copied out or stays a slice by its own rules.
+            let mut buffer = pkt.clone();
+            buffer.resize(pkt.len() * 8 + 4096, 0);
+            let buffer = bytes::Bytes::from(buffer);
+            let len = buffer.len();
+            ep.handle_datagram_in(lab.now, Some(local), remote, buffer.slice(..pkt.len()), len);
+        } else {
+            ep.handle_datagram(lab.now, Some(local), remote, &pkt);
         }
         if mode & 0xd0 == 0xd0 {
             let streams: Vec<u16> = body.iter().take(2).map(|b| u16::from(b % 5)).collect();
