@@ -13,7 +13,8 @@
 //!
 //! Knobs for experiments (defaults are the product's): `PG_BENCH_NO_GSO` (any value:
 //! no GSO trains), `PG_BENCH_BURST=<packets>` (the engine's max_burst) and
-//! `PG_BENCH_BUF=<bytes>` (send and receive buffers, send budget, socket buffers ×2).
+//! `PG_BENCH_BUF=<bytes>` (send and receive buffers, send budget, socket buffers ×2; one
+//! at a time: `PG_BENCH_RWND`, `PG_BENCH_SNDBUF` (with the send budget), `PG_BENCH_SOCKBUF`).
 //! `PG_BENCH_STACKS=tcp,65507,1472,rr` runs only the stacks named (for a profiler): `tcp`
 //! in both tests, the PMTUs in bulk, `rr` our request/response.
 //! `PG_BENCH_VERBOSE` prints the driver's and the engine's counters after each bulk run. All three are wrapped in a byte counter that gives the engine's own heap
@@ -205,6 +206,18 @@ fn sctp_config(pmtu: usize, listen: bool) -> SctpUdpConfig {
         c.engine.association.send_buffer = b as usize;
         c.send_budget = b as usize;
         c.socket_buffer = 2 * b as usize;
+    }
+    // Finer knobs than PG_BENCH_BUF, to tell which buffer matters.
+    let knob = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok());
+    if let Some(b) = knob("PG_BENCH_RWND") {
+        c.engine.association.receive_buffer = b as u32;
+    }
+    if let Some(b) = knob("PG_BENCH_SNDBUF") {
+        c.engine.association.send_buffer = b;
+        c.send_budget = b;
+    }
+    if let Some(b) = knob("PG_BENCH_SOCKBUF") {
+        c.socket_buffer = b;
     }
     if listen {
         c.engine.listen_ports = vec![3863];
