@@ -208,7 +208,11 @@ fn sctp_config(pmtu: usize, listen: bool) -> SctpUdpConfig {
         c.socket_buffer = 2 * b as usize;
     }
     // Finer knobs than PG_BENCH_BUF, to tell which buffer matters.
-    let knob = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok());
+    let knob = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+    };
     if let Some(b) = knob("PG_BENCH_RWND") {
         c.engine.association.receive_buffer = b as u32;
     }
