@@ -89,6 +89,9 @@ pub struct Endpoint {
     /// Keyed by our own random tags: the cheap hasher is safe (see [`HandleHasher`]).
     by_tag: HandleMap<u32, AssocHandle>,
     by_addr: HashMap<(SocketAddr, u16, u16), AssocHandle>,
+    /// Counts entries of `by_addr` removed or taken over by another association: each
+    /// association re-registers its addresses (where free) once after a change.
+    addr_epoch: u64,
     next_handle: u64,
     replies: VecDeque<Transmit>,
     dirty: VecDeque<AssocHandle>,
@@ -150,6 +153,7 @@ impl Endpoint {
             assocs: HandleMap::default(),
             by_tag: HandleMap::default(),
             by_addr: HashMap::new(),
+            addr_epoch: 0,
             next_handle: 1,
             replies: VecDeque::new(),
             dirty: VecDeque::new(),
@@ -273,9 +277,16 @@ impl Endpoint {
         self.next_handle += 1;
         self.by_tag.insert(a.local_tag, h);
         for p in &a.paths {
-            self.by_addr.insert((p.addr, a.local_port, a.peer_port), h);
+            if self
+                .by_addr
+                .insert((p.addr, a.local_port, a.peer_port), h)
+                .is_some()
+            {
+                self.addr_epoch += 1;
+            }
         }
         a.indexed_paths = a.paths.len();
+        a.indexed_epoch = self.addr_epoch;
         self.stats.associations_created += 1;
         self.assocs.insert(h, a);
         h
@@ -317,6 +328,7 @@ impl Endpoint {
                 let k = (p.addr, a.local_port, a.peer_port);
                 if self.by_addr.get(&k) == Some(&h) {
                     self.by_addr.remove(&k);
+                    self.addr_epoch += 1;
                 }
             }
         }
@@ -332,13 +344,20 @@ impl Endpoint {
         }
         // Paths come from the handshake (and rarely later): hashing every path's
         // address on every packet cost about 3 % of bulk transfer at PMTU 1,472.
-        if a.indexed_paths != a.paths.len() {
-            for p in &a.paths[a.indexed_paths..] {
+        // After another association freed or took an entry, all of them again.
+        if a.indexed_paths != a.paths.len() || a.indexed_epoch != self.addr_epoch {
+            let from = if a.indexed_epoch == self.addr_epoch {
+                a.indexed_paths
+            } else {
+                0
+            };
+            for p in &a.paths[from..] {
                 self.by_addr
                     .entry((p.addr, a.local_port, a.peer_port))
                     .or_insert(h);
             }
             a.indexed_paths = a.paths.len();
+            a.indexed_epoch = self.addr_epoch;
         }
         if !a.queued {
             a.queued = true;
@@ -533,7 +552,10 @@ impl Endpoint {
             if self.by_addr.get(&(old, lp, pp)) == Some(&h) {
                 self.by_addr.remove(&(old, lp, pp));
             }
-            self.by_addr.insert((remote, lp, pp), h);
+            if self.by_addr.insert((remote, lp, pp), h).is_some() {
+                // Another association's entry taken over.
+                self.addr_epoch += 1;
+            }
         }
         let a = self.assocs.get_mut(&h)?;
         let before = a.stats.bad_vtag;

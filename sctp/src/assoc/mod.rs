@@ -306,6 +306,8 @@ pub struct Association {
     /// How many of `paths` the endpoint has indexed by address (paths are only added;
     /// a NAT rebinding is re-indexed where it happens).
     pub(crate) indexed_paths: usize,
+    /// The endpoint's address epoch when it last indexed them.
+    pub(crate) indexed_epoch: u64,
     /// The deadline under which the endpoint has indexed this association.
     pub(crate) indexed_timeout: Option<Instant>,
     /// Path the handshake currently uses; T1 expiries rotate it over the confirmed
@@ -369,6 +371,7 @@ impl Association {
             burst_left: 0,
             indexed_timeout: None,
             indexed_paths: 0,
+            indexed_epoch: 0,
             hs_path: 0,
             reconfig: None,
         }

@@ -1,5 +1,6 @@
 //! State-transition unit tests, driving two endpoints packet by packet.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -206,7 +207,7 @@ fn init_flood_creates_no_state() {
     let mut b = Endpoint::new(cfg(), 2).unwrap();
     let mut a = Endpoint::new(cfg(), 1).unwrap();
     for i in 0..1000u16 {
-        let src: std::net::SocketAddr = format!("10.9.{}.{}:{}", i / 250, i % 250, 1000 + i)
+        let src: SocketAddr = format!("10.9.{}.{}:{}", i / 250, i % 250, 1000 + i)
             .parse()
             .unwrap();
         let h = a.connect(now, &[addr(B)], i + 1, 2).unwrap();
@@ -970,4 +971,75 @@ fn payloads_from_a_shared_buffer_are_copied_out_when_small() {
         let sack = out(&mut p.b, p.now);
         p.deliver_to_a(sack);
     }
+}
+
+/// Two peers on one host (10.0.0.1, UDP ports 9899 and 9900). The first rebinds (NAT) to
+/// the second's port, taking over its address entry, and then goes away. The second must
+/// be found by its address again (its next packet restores the entry), so that its peer's
+/// restart from that address is recognised as a restart, not taken for a new peer.
+#[test]
+fn an_address_entry_taken_over_and_freed_comes_back_to_its_association() {
+    let now = Instant::now();
+    let x_addr = addr("10.0.0.1:9899");
+    let y_addr = addr("10.0.0.1:9900");
+    let mut b = Endpoint::new(cfg(), 2).unwrap();
+    let mut x = Endpoint::new(cfg(), 3).unwrap();
+    let mut y = Endpoint::new(cfg(), 4).unwrap();
+    // Packets between B and the peers; `x_from` is where B sees X's packets come from.
+    fn run(b: &mut Endpoint, peers: &mut [(&mut Endpoint, SocketAddr, SocketAddr)], now: Instant) {
+        for _ in 0..20 {
+            let mut moved = false;
+            for (ep, _, from) in peers.iter_mut() {
+                for p in out(ep, now) {
+                    b.handle_datagram(now, Some(addr(B)), *from, &p);
+                    moved = true;
+                }
+            }
+            while let Some(t) = b.poll_transmit(now) {
+                if let Some((ep, at, _)) = peers
+                    .iter_mut()
+                    .find(|(_, at, from)| t.destination == *from || t.destination == *at)
+                {
+                    ep.handle_datagram(now, Some(*at), addr(B), &t.contents);
+                }
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+    let hx = x.connect(now, &[addr(B)], 1, 2).unwrap();
+    let hy = y.connect(now, &[addr(B)], 1, 2).unwrap();
+    run(
+        &mut b,
+        &mut [(&mut x, x_addr, x_addr), (&mut y, y_addr, y_addr)],
+        now,
+    );
+    assert_eq!(b.association_count(), 2);
+    // X's packets now arrive from Y's port: B moves X's path there.
+    x.send(hx, 0, 11, true, Bytes::from_static(b"x")).unwrap();
+    run(&mut b, &mut [(&mut x, x_addr, y_addr)], now);
+    // X goes away; its (taken-over) entry is freed.
+    x.abort(hx, b"bye");
+    run(&mut b, &mut [(&mut x, x_addr, y_addr)], now);
+    assert_eq!(b.association_count(), 1);
+    events(&mut b);
+    // Y is still there and talks (found by its tag).
+    y.send(hy, 0, 11, true, Bytes::from_static(b"y")).unwrap();
+    run(&mut b, &mut [(&mut y, y_addr, y_addr)], now);
+    assert!(events(&mut b)
+        .iter()
+        .any(|e| matches!(e, Event::Data { .. })));
+    // Y's peer restarts from the same address: B must take it for a restart of Y.
+    let mut y2 = Endpoint::new(cfg(), 5).unwrap();
+    y2.connect(now, &[addr(B)], 1, 2).unwrap();
+    run(&mut b, &mut [(&mut y2, y_addr, y_addr)], now);
+    assert_eq!(b.association_count(), 1, "the old association is replaced");
+    assert!(events(&mut b).iter().any(|e| matches!(
+        e,
+        Event::Closed {
+            reason: CloseReason::PeerRestarted
+        }
+    )));
 }
