@@ -1043,3 +1043,33 @@ fn an_address_entry_taken_over_and_freed_comes_back_to_its_association() {
         }
     )));
 }
+
+/// Max.Burst limits what a SACK lets out beyond what it acknowledged: a SACK for a whole
+/// burst (one per GSO train read) lets that burst be replaced and one more go out, so
+/// the flight does not shrink to one burst per round trip.
+#[test]
+fn a_sack_clocks_out_what_it_acknowledged_plus_one_burst() {
+    let mut p = Pair::established();
+    let ha = p.ha;
+    p.a.association(ha).unwrap().paths[0].cwnd = 4 << 20;
+    for _ in 0..6 {
+        p.a.send(ha, 0, 11, true, Bytes::from(vec![7u8; 100_000]))
+            .unwrap();
+    }
+    let burst = super::BURST_BYTES / 1472;
+    let first = out(&mut p.a, p.now);
+    assert_eq!(first.len(), burst);
+    p.deliver_to_b(first);
+    let sack = out(&mut p.b, p.now);
+    assert_eq!(
+        types(&sack),
+        vec![chunk_type::SACK],
+        "one SACK for the burst"
+    );
+    p.deliver_to_a(sack);
+    assert_eq!(
+        out(&mut p.a, p.now).len(),
+        2 * burst,
+        "the acknowledged burst and one more"
+    );
+}
