@@ -6,7 +6,9 @@
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
-use poolgate_integration::harness::http_client::{empty, expected_sha256, make_cert, Conn};
+use poolgate_integration::harness::http_client::{
+    curl_download, empty, expected_sha256, make_cert, Conn,
+};
 use poolgate_integration::harness::http_pool::{Cluster, ListenerSpec, Setup};
 use sha2::Digest;
 
@@ -79,28 +81,15 @@ fn curl_h2_over_tls_download_survives_a_backend_kill_byte_exact() {
     let path = format!("/file/{SIZE}?seed=9");
     let out = c.dir.join("download.bin");
     let expected = std::thread::spawn(move || expected_sha256(9, SIZE));
-    let mut curl = std::process::Command::new("curl")
-        .args([
-            "--silent",
-            "--show-error",
-            "--fail",
-            // A stalled transfer fails the test instead of hanging the suite.
-            "--max-time",
-            "60",
-            "--http2",
-            "--limit-rate",
-            "50M",
-        ])
+    let mut curl = curl_download(&out)
+        .args(["--http2", "--limit-rate", "50M"])
         .arg("--cacert")
         .arg(&crt)
-        .arg("--output")
-        .arg(&out)
         .args([
             "--write-out",
             "%{http_version} %{http_code} %{size_download}",
         ])
         .arg(format!("https://localhost:{port}{path}"))
-        .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("curl");
     // Half-way at 50 MB/s: kill the backend serving it after about a second.
@@ -147,25 +136,12 @@ fn tls_listener_relays_bytes_and_the_http_plugin_resumes_there_too() {
     let out = c.dir.join("relay.bin");
     let expected = std::thread::spawn(move || expected_sha256(11, SMALL));
     // No ALPN on a tls listener: curl speaks HTTP/1.1 inside the relayed TLS stream.
-    let mut curl = std::process::Command::new("curl")
-        .args([
-            "--silent",
-            "--show-error",
-            "--fail",
-            // A stalled transfer fails the test instead of hanging the suite.
-            "--max-time",
-            "60",
-            "--http1.1",
-            "--limit-rate",
-            "8M",
-        ])
+    let mut curl = curl_download(&out)
+        .args(["--http1.1", "--limit-rate", "8M"])
         .arg("--cacert")
         .arg(&crt)
-        .arg("--output")
-        .arg(&out)
         .args(["--write-out", "%{http_code} %{size_download}"])
         .arg(format!("https://localhost:{port}{path}"))
-        .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("curl");
     let victim = c.serving(&format!("GET {path}"), Duration::from_secs(10));

@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use poolgate_integration::harness::http_client::curl_download;
 use poolgate_integration::harness::http_pool::{BackendKind, Cluster, Setup};
 use sha2::Digest;
 
@@ -51,20 +52,9 @@ fn nginx_static_download_survives_a_kill_byte_exact() {
     let port = c.setup.listeners[0].port;
     let out = c.dir.join("big.out");
     // nginx sends 40 MB/s per request (limit_rate): about 1.6 s for the file.
-    let mut curl = std::process::Command::new("curl")
-        // --max-time: a stalled transfer fails the test instead of hanging the suite.
-        .args([
-            "--silent",
-            "--show-error",
-            "--fail",
-            "--max-time",
-            "60",
-            "--output",
-        ])
-        .arg(&out)
+    let mut curl = curl_download(&out)
         .args(["--write-out", "%{http_code} %{size_download}"])
         .arg(format!("http://127.0.0.1:{port}/big.bin"))
-        .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("curl");
     let t0 = Instant::now();

@@ -36,6 +36,18 @@ pub fn expected_sha256(seed: u64, size: u64) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// `curl` set up to download into `out`: silent but for errors, failing on an HTTP
+/// error status, and with `--max-time 60`, so that a stalled transfer fails the test
+/// instead of hanging the suite. Its standard output is piped (for `--write-out`).
+pub fn curl_download(out: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new("curl");
+    c.args(["--silent", "--show-error", "--fail", "--max-time", "60"])
+        .arg("--output")
+        .arg(out)
+        .stdout(std::process::Stdio::piped());
+    c
+}
+
 /// A self-signed certificate for `localhost` with this common name and serial, written
 /// as PEM files (key mode 600) in `dir`; returns the files and the certificate's DER.
 pub fn make_cert(
