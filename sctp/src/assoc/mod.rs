@@ -147,81 +147,41 @@ pub struct AssociationStats {
 impl AssociationStats {
     /// Adds another association's counters to these (totals over associations).
     pub fn add(&mut self, o: &AssociationStats) {
-        // Destructured so that a counter added to the struct cannot be forgotten here.
-        let AssociationStats {
-            packets_received: _,
-            packets_sent: _,
-            data_chunks_sent: _,
-            data_chunks_received: _,
-            retransmissions: _,
-            fast_retransmits: _,
-            t3_expiries: _,
-            duplicates_received: _,
-            data_dropped: _,
-            sacks_sent: _,
-            sacks_received: _,
-            heartbeats_sent: _,
-            heartbeat_acks_received: _,
-            bad_vtag: _,
-            malformed_chunks: _,
-            messages_received: _,
-            reconfig_requests_received: _,
-            reconfig_responses_sent: _,
-            reconfig_requests_denied: _,
-            reconfig_malformed: _,
-            reconfig_requests_sent: _,
-            reconfig_retransmissions: _,
-            reconfig_responses_received: _,
-            streams_reset_incoming: _,
-            streams_reset_outgoing: _,
-        } = o;
-        self.packets_received = self.packets_received.saturating_add(o.packets_received);
-        self.packets_sent = self.packets_sent.saturating_add(o.packets_sent);
-        self.data_chunks_sent = self.data_chunks_sent.saturating_add(o.data_chunks_sent);
-        self.data_chunks_received = self
-            .data_chunks_received
-            .saturating_add(o.data_chunks_received);
-        self.retransmissions = self.retransmissions.saturating_add(o.retransmissions);
-        self.fast_retransmits = self.fast_retransmits.saturating_add(o.fast_retransmits);
-        self.t3_expiries = self.t3_expiries.saturating_add(o.t3_expiries);
-        self.duplicates_received = self
-            .duplicates_received
-            .saturating_add(o.duplicates_received);
-        self.data_dropped = self.data_dropped.saturating_add(o.data_dropped);
-        self.sacks_sent = self.sacks_sent.saturating_add(o.sacks_sent);
-        self.sacks_received = self.sacks_received.saturating_add(o.sacks_received);
-        self.heartbeats_sent = self.heartbeats_sent.saturating_add(o.heartbeats_sent);
-        self.heartbeat_acks_received = self
-            .heartbeat_acks_received
-            .saturating_add(o.heartbeat_acks_received);
-        self.bad_vtag = self.bad_vtag.saturating_add(o.bad_vtag);
-        self.malformed_chunks = self.malformed_chunks.saturating_add(o.malformed_chunks);
-        self.messages_received = self.messages_received.saturating_add(o.messages_received);
-        self.reconfig_requests_received = self
-            .reconfig_requests_received
-            .saturating_add(o.reconfig_requests_received);
-        self.reconfig_responses_sent = self
-            .reconfig_responses_sent
-            .saturating_add(o.reconfig_responses_sent);
-        self.reconfig_requests_denied = self
-            .reconfig_requests_denied
-            .saturating_add(o.reconfig_requests_denied);
-        self.reconfig_malformed = self.reconfig_malformed.saturating_add(o.reconfig_malformed);
-        self.reconfig_requests_sent = self
-            .reconfig_requests_sent
-            .saturating_add(o.reconfig_requests_sent);
-        self.reconfig_retransmissions = self
-            .reconfig_retransmissions
-            .saturating_add(o.reconfig_retransmissions);
-        self.reconfig_responses_received = self
-            .reconfig_responses_received
-            .saturating_add(o.reconfig_responses_received);
-        self.streams_reset_incoming = self
-            .streams_reset_incoming
-            .saturating_add(o.streams_reset_incoming);
-        self.streams_reset_outgoing = self
-            .streams_reset_outgoing
-            .saturating_add(o.streams_reset_outgoing);
+        // The pattern names every field (no `..`): a counter added to the struct and not
+        // listed here does not compile.
+        macro_rules! add_all {
+            ($($field:ident),* $(,)?) => {{
+                let AssociationStats { $($field: _),* } = o;
+                $(self.$field = self.$field.saturating_add(o.$field);)*
+            }};
+        }
+        add_all!(
+            packets_received,
+            packets_sent,
+            data_chunks_sent,
+            data_chunks_received,
+            retransmissions,
+            fast_retransmits,
+            t3_expiries,
+            duplicates_received,
+            data_dropped,
+            sacks_sent,
+            sacks_received,
+            heartbeats_sent,
+            heartbeat_acks_received,
+            bad_vtag,
+            malformed_chunks,
+            messages_received,
+            reconfig_requests_received,
+            reconfig_responses_sent,
+            reconfig_requests_denied,
+            reconfig_malformed,
+            reconfig_requests_sent,
+            reconfig_retransmissions,
+            reconfig_responses_received,
+            streams_reset_incoming,
+            streams_reset_outgoing,
+        );
     }
 }
 
