@@ -250,11 +250,7 @@ async fn relay(
                 if p.checkpoint {
                     cookie_due = true;
                 }
-                if from_backend.capacity() < CHUNK / 4 {
-                    // Empty (split off above): a fresh buffer of exactly CHUNK keeps every read,
-                    // and so every message, within one packet (`reserve` may give more).
-                    from_backend = BytesMut::with_capacity(CHUNK);
-                }
+                session::renew_read_buffer(&mut from_backend);
             }
             ev = events.recv(), if to_backend.len() < BACKEND_BUFFER => {
                 let Some(ev) = ev else { return End::PeerGone };

@@ -541,11 +541,7 @@ impl Session<'_> {
                             if let Some(c) = &up_bytes { c.inc_by(n as u64); }
                             let (tx, m) = (link.tx.clone(), session::data(chunk));
                             up = Some(Box::pin(async move { tx.send(m, SEND_DEADLINE).await }));
-                            if buf.capacity() < CHUNK / 4 {
-                                // Empty (split off above): a fresh buffer of exactly CHUNK keeps every read,
-                                // and so every message, within one packet (`reserve` may give more).
-                                buf = BytesMut::with_capacity(CHUNK);
-                            }
+                            session::renew_read_buffer(&mut buf);
                         }
                     }
                 }

@@ -34,7 +34,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use pool_core::types::{Transport as UserTransport, TransportProtocol, TransportUse};
 use pool_core::wire::AsapMessage;
 
@@ -51,6 +51,16 @@ pub const PPID_CONTROL: u32 = 0x706F_6F63;
 /// without reassembling it). Over a 1,500-byte link a message of this size is fragmented
 /// anyway.
 pub const CHUNK: usize = 65_507 - 12 - 16;
+/// Makes an emptied read buffer (its bytes split off as a message) ready for the next
+/// relayed read: once under a quarter of [`CHUNK`] is left, a fresh buffer of exactly
+/// `CHUNK`, so every read, and so every message, fits one packet (`reserve` may give
+/// more).
+pub fn renew_read_buffer(buf: &mut BytesMut) {
+    if buf.capacity() < CHUNK / 4 {
+        *buf = BytesMut::with_capacity(CHUNK);
+    }
+}
+
 /// How long a state cookie stays valid after it was sealed.
 pub const COOKIE_LIFETIME: Duration = Duration::from_secs(3600);
 /// Largest backend header (a PROXY v2 header without TLVs is at most 232 bytes).
