@@ -16,6 +16,14 @@ const MAX_DUPS: usize = 16;
 /// Most gap blocks reported in one SACK.
 const MAX_GAPS: usize = 128;
 
+/// Whether fragment `c` belongs to the message whose first fragment is `head`: same
+/// stream and delivery, and for ordered delivery the same stream sequence number.
+fn same_message(head: &DataChunk, c: &DataChunk) -> bool {
+    c.stream == head.stream
+        && c.unordered == head.unordered
+        && (head.unordered || c.ssn == head.ssn)
+}
+
 /// See [`Receiver::run`].
 #[derive(Debug)]
 struct Run {
@@ -38,11 +46,7 @@ impl Run {
 
     /// Whether `d` may follow (the checks `assemble` makes on every fragment).
     fn continued_by(&self, d: &DataChunk) -> bool {
-        let h = &self.head;
-        !d.beginning
-            && d.stream == h.stream
-            && d.unordered == h.unordered
-            && (h.unordered || d.ssn == h.ssn)
+        !d.beginning && same_message(&self.head, d)
     }
 
     fn push(&mut self, d: &DataChunk) {
@@ -261,11 +265,7 @@ impl Receiver {
         let mut total = 0usize;
         for (t, c) in self.reasm.range(first..=last) {
             let interior_flag = (*t != first && c.beginning) || (*t != last && c.ending);
-            if c.stream != stream
-                || c.unordered != unordered
-                || (!unordered && c.ssn != ssn)
-                || interior_flag
-            {
+            if !same_message(head, c) || interior_flag {
                 return Err(ErrorCause::new(
                     cause_code::PROTOCOL_VIOLATION,
                     &b"inconsistent fragments"[..],
