@@ -30,7 +30,9 @@ use pool_core::types::RegistrarId;
 
 use crate::config::registrar::RegistrarConfig;
 use crate::telemetry::{Counter, Gauge, GaugeVec, Registry};
-use crate::transport::{AssocEvent, AssocSender, Association, Message, Transport, PPID_ENRP};
+use crate::transport::{
+    AssocEvent, AssocEvents, AssocSender, Association, Message, Transport, PPID_ENRP,
+};
 
 /// Messages queued towards one peer registrar before the link counts as stuck: a
 /// burst of registrations turns into as many HANDLE_UPDATEs per peer (the queue is
@@ -397,11 +399,7 @@ async fn write_loop(sender: AssocSender, mut queue: mpsc::Receiver<Bytes>) {
     sender.abort("registrar closed the ENRP association");
 }
 
-async fn read_loop(
-    link: PeerId,
-    mut events: mpsc::UnboundedReceiver<AssocEvent>,
-    inbound: mpsc::Sender<EnrpInbound>,
-) {
+async fn read_loop(link: PeerId, mut events: AssocEvents, inbound: mpsc::Sender<EnrpInbound>) {
     while let Some(ev) = events.recv().await {
         match ev {
             AssocEvent::Message(m) if m.ppid == PPID_ENRP => {

@@ -37,7 +37,7 @@ use crate::signals::Signal;
 use crate::telemetry::{Counter, Gauge, Registry};
 use crate::transport::sctp_udp::{SctpUdp, SctpUdpConfig};
 use crate::transport::{
-    AssocEvent, AssocSender, Association, Listener, Message, Transport, PPID_ASAP,
+    AssocEvent, AssocEvents, AssocSender, Association, Listener, Message, Transport, PPID_ASAP,
 };
 use crate::RoleContext;
 
@@ -721,7 +721,7 @@ async fn write_loop(sender: AssocSender, mut queue: mpsc::Receiver<Bytes>) {
 
 async fn read_loop(
     peer: PeerId,
-    mut events: mpsc::UnboundedReceiver<AssocEvent>,
+    mut events: AssocEvents,
     inbound: mpsc::Sender<Inbound>,
     decode_errors: Counter,
 ) {

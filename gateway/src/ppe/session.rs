@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 
 use super::Shared;
 use crate::session::{self, Control, SessionMessage, CHUNK, COOKIE_LIFETIME, OPEN_TIMEOUT};
-use crate::transport::{AssocEvent, AssocSender, Association};
+use crate::transport::{AssocEvent, AssocEvents, AssocSender, Association};
 
 /// Client bytes buffered for the backend before we stop reading the association.
 pub const BACKEND_BUFFER: usize = 256 * 1024;
@@ -60,9 +60,7 @@ fn refuse(shared: &Shared, assoc: &AssocSender, reason: &'static str) {
     assoc.abort(reason);
 }
 
-async fn first_message(
-    events: &mut tokio::sync::mpsc::UnboundedReceiver<AssocEvent>,
-) -> Option<SessionMessage> {
+async fn first_message(events: &mut AssocEvents) -> Option<SessionMessage> {
     let wait = async {
         loop {
             match events.recv().await? {
@@ -194,7 +192,7 @@ async fn relay(
     shared: &Shared,
     plugin: &mut dyn SessionState,
     tx: &AssocSender,
-    events: &mut tokio::sync::mpsc::UnboundedReceiver<AssocEvent>,
+    events: &mut AssocEvents,
     backend: TcpStream,
     prelude: Vec<u8>,
 ) -> End {

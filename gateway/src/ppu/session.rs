@@ -17,7 +17,7 @@ use pool_core::types::{PeId, PoolHandle};
 use pool_core::wire::AsapMessage;
 use poolgate_plugins::{render, Delivery, Failover, PluginConfig, SessionState};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::PpuMetrics;
@@ -25,7 +25,9 @@ use crate::asap_client::PoolUser;
 use crate::config::ppu::SessionConfig;
 use crate::session::{self, Control, SessionMessage, CHUNK};
 use crate::transport::sctp_udp::SctpUdp;
-use crate::transport::{AssocEvent, AssocSender, DownReason, Transport, TransportError};
+use crate::transport::{
+    AssocEvent, AssocEvents, AssocSender, DownReason, Transport, TransportError,
+};
 
 /// Backend bytes buffered for the client before we stop reading the association.
 pub const CLIENT_BUFFER: usize = 256 * 1024;
@@ -103,7 +105,7 @@ enum Outcome {
 struct Link {
     pe: PeId,
     tx: AssocSender,
-    rx: mpsc::UnboundedReceiver<AssocEvent>,
+    rx: AssocEvents,
 }
 
 struct Session<'a> {

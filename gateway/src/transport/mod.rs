@@ -15,11 +15,14 @@ pub mod sctp_udp;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// SCTP payload protocol identifier of ASAP (RFC 5352).
@@ -174,8 +177,9 @@ pub(crate) enum Command {
     },
 }
 
-/// A driver that takes a message from the sending task itself: the engine queues it and
-/// the datagram leaves in the caller's turn, with no hand-off to the driver task.
+/// A driver the owner's task works with directly, with no hand-off to the driver task:
+/// a message sent leaves in the sender's turn, and an owner waiting for events may be
+/// the one that reads the socket (its own messages then need no wake-up of anyone).
 pub(crate) trait DirectSend: Send + Sync + std::fmt::Debug {
     /// Hands `msg` to the engine now; the permit is released once the engine took it.
     fn send(
@@ -184,6 +188,105 @@ pub(crate) trait DirectSend: Send + Sync + std::fmt::Debug {
         msg: Message,
         permit: OwnedSemaphorePermit,
     ) -> Result<(), TransportError>;
+
+    /// On every poll of a waiting owner: when the duty to read the socket fell to
+    /// association `id`, reads (delivering to every association, `id` included) and
+    /// returns true.
+    fn read_turn(&self, id: AssocId) -> bool;
+
+    /// The owner of `id` waits for an event and may be given the duty to read; `waker`
+    /// wakes it then.
+    fn wait(&self, id: AssocId, waker: &Waker);
+
+    /// The owner of `id` stopped waiting (its receive completed or was dropped): a duty
+    /// to read given to it passes to the driver task.
+    fn leave(&self, id: AssocId);
+}
+
+/// The events of one association, in order: messages, path changes, and last its
+/// [`AssocEvent::Down`].
+#[derive(Debug)]
+pub struct AssocEvents {
+    id: AssocId,
+    rx: mpsc::UnboundedReceiver<AssocEvent>,
+    /// The driver, when a waiting owner may read the socket itself.
+    direct: Option<Arc<dyn DirectSend>>,
+}
+
+impl AssocEvents {
+    /// Next event, or `None` once the association is down and all events were read.
+    /// Cancel-safe: a dropped receive loses no event.
+    pub fn recv(&mut self) -> impl Future<Output = Option<AssocEvent>> + Send + '_ {
+        Recv {
+            events: self,
+            waiting: false,
+        }
+    }
+
+    /// The next event if one is queued (never reads the socket).
+    pub fn try_recv(&mut self) -> Result<AssocEvent, TryRecvError> {
+        self.rx.try_recv()
+    }
+}
+
+/// [`AssocEvents::recv`]: while it waits, the driver may hand it the duty to read the
+/// socket; dropped or done, it gives a duty it still holds back to the driver task.
+struct Recv<'a> {
+    events: &'a mut AssocEvents,
+    /// Registered with the driver as a waiting owner.
+    waiting: bool,
+}
+
+impl Recv<'_> {
+    fn done(&mut self, ev: Option<AssocEvent>) -> Poll<Option<AssocEvent>> {
+        if std::mem::take(&mut self.waiting) {
+            if let Some(d) = &self.events.direct {
+                d.leave(self.events.id);
+            }
+        }
+        Poll::Ready(ev)
+    }
+}
+
+impl Future for Recv<'_> {
+    type Output = Option<AssocEvent>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<AssocEvent>> {
+        let this = &mut *self;
+        let id = this.events.id;
+        let Some(direct) = this.events.direct.clone() else {
+            return this.events.rx.poll_recv(cx);
+        };
+        // The channel is first looked at without our waker: what this task hands
+        // itself while it reads the socket must not wake it again (a task woken while
+        // it runs is queued anew, and another worker thread is woken to take it).
+        let mut quiet = Context::from_waker(Waker::noop());
+        loop {
+            let read = direct.read_turn(id);
+            if let Poll::Ready(ev) = this.events.rx.poll_recv(&mut quiet) {
+                return this.done(ev);
+            }
+            if !read {
+                break;
+            }
+        }
+        if let Poll::Ready(ev) = this.events.rx.poll_recv(cx) {
+            return this.done(ev);
+        }
+        direct.wait(id, cx.waker());
+        this.waiting = true;
+        Poll::Pending
+    }
+}
+
+impl Drop for Recv<'_> {
+    fn drop(&mut self) {
+        if self.waiting {
+            if let Some(d) = &self.events.direct {
+                d.leave(self.events.id);
+            }
+        }
+    }
 }
 
 /// One association: send messages, receive events. Dropping it (and every
@@ -191,7 +294,7 @@ pub(crate) trait DirectSend: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub struct Association {
     sender: AssocSender,
-    events: mpsc::UnboundedReceiver<AssocEvent>,
+    events: AssocEvents,
 }
 
 impl Association {
@@ -229,6 +332,11 @@ impl Association {
         budget_bytes: usize,
         max_message: usize,
     ) -> Self {
+        let events = AssocEvents {
+            id,
+            rx: events,
+            direct: direct.clone(),
+        };
         let inner = SenderInner {
             id,
             remote,
@@ -270,6 +378,7 @@ impl Association {
     }
 
     /// Next event, or `None` once the association is down and all events were read.
+    /// Cancel-safe.
     pub async fn recv(&mut self) -> Option<AssocEvent> {
         self.events.recv().await
     }
@@ -295,7 +404,7 @@ impl Association {
     }
 
     /// Splits into a cloneable sender half and the event receiver.
-    pub fn split(self) -> (AssocSender, mpsc::UnboundedReceiver<AssocEvent>) {
+    pub fn split(self) -> (AssocSender, AssocEvents) {
         (self.sender, self.events)
     }
 }

@@ -1,15 +1,24 @@
 //! Our SCTP engine driven over one UDP socket (RFC 6951 encapsulation).
 //!
 //! The sans-IO [`sctp::Endpoint`] sits behind a lock shared by every task of the
-//! transport. A task that sends locks it briefly, hands its message to the engine and
-//! writes the resulting datagrams itself: sending needs no hand-off to another task,
-//! and receiving one (driver to owner, on the same worker thread). One driver task
-//! reads the socket,
-//! runs the timers, waits out a full socket and handles the rarer commands (connect,
-//! close, abort, receive-window credit); it is woken when a sender moved a deadline
-//! earlier than it sleeps or found the socket full. Events reach an association's owner
-//! over its channel, handed over after the lock is released (a woken owner that sends
-//! at once must not find it taken).
+//! transport, and the tasks that use an association do its I/O themselves where they
+//! can, so that a message needs no hand-off between tasks:
+//! - **Sending.** A task that sends locks the engine briefly, hands its message over and
+//!   writes the resulting datagrams itself.
+//! - **Receiving.** The socket's read readiness is always registered with one waker of
+//!   ours, which hands the *duty to read* to an association owner waiting for an event
+//!   (the last one to start waiting) or, when none waits, to the driver task. The holder
+//!   reads a batch, feeds the engine, hands the events out (its own land in its channel
+//!   without waking anyone) and registers the readiness again. An owner whose receive is
+//!   dropped while it holds the duty passes it to the driver task, so no readiness is
+//!   lost (see [`ReadDuty`]).
+//!
+//! One driver task runs the timers, reads when no owner waits (or an owner read a full
+//! batch and more is queued), waits out a full socket and handles the rarer commands
+//! (connect, close, abort, receive-window credit); it is woken when a task moved a
+//! deadline earlier than it sleeps or found the socket full. Events reach an
+//! association's owner over its channel, handed over after the lock is released (a
+//! woken owner that sends at once must not find it taken).
 //!
 //! Socket I/O is batched through `quinn-udp`: `recvmmsg` with GRO (one system call
 //! returns many datagrams, coalesced ones split by their stride) and GSO on send
@@ -30,6 +39,7 @@ use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -138,6 +148,8 @@ pub struct DriverStats {
     /// Messages sent on an association already shutting down (the peer's SHUTDOWN
     /// crossed them); dropped, as RFC 9260 §9.2 says, without aborting.
     pub dropped_closing: AtomicU64,
+    /// Receive batches read by an association owner's task rather than the driver's.
+    pub owner_reads: AtomicU64,
 }
 
 /// The state every task of one transport reaches: the socket, and the engine behind a
@@ -157,6 +169,103 @@ struct Engine {
     /// batches taken by different threads reach each association's owner in order:
     /// taken under `core`, handed out without it, a later batch could overtake.
     handout: Mutex<()>,
+    /// Who reads the socket next.
+    reader: Arc<ReadDuty>,
+    /// The waker the socket's read readiness is registered with: `reader` as a waker.
+    dispatch: Waker,
+    /// Receive buffers, used by whoever holds the duty to read.
+    rx: Mutex<RxBuf>,
+}
+
+/// Who holds the duty to read the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    /// Nobody: the readiness is registered with the dispatch waker, which hands the
+    /// duty out when the socket becomes readable.
+    Armed,
+    /// The driver task.
+    Driver,
+    /// The owner of this association, in its receive.
+    Owner(AssocId),
+}
+
+/// The duty to read the socket, and the owner next in line for it. As a waker (the
+/// one the socket's readiness is registered with) it hands the duty out.
+///
+/// Only the holder polls the readiness, and it lets go by setting [`Holder::Armed`]
+/// *before* the poll that registers the waker again: a readiness the poll finds is
+/// taken back (unless a stale registration fired in between and the duty went
+/// elsewhere), and one that comes after fires the waker. A wake while someone holds
+/// the duty is dropped: the holder's last poll will see that readiness.
+#[derive(Debug)]
+struct ReadDuty {
+    state: Mutex<DutyState>,
+    /// Wakes the driver task when the duty falls to it.
+    driver: Notify,
+}
+
+#[derive(Debug)]
+struct DutyState {
+    holder: Holder,
+    /// The owner that last started waiting for an event (one only: any owner can read
+    /// for all of them).
+    waiting: Option<(AssocId, Waker)>,
+}
+
+impl ReadDuty {
+    fn state(&self) -> MutexGuard<'_, DutyState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn holder(&self) -> Holder {
+        self.state().holder
+    }
+
+    /// Lets go of the duty before polling the readiness.
+    fn arm(&self) {
+        self.state().holder = Holder::Armed;
+    }
+
+    /// Takes the duty back after a poll found the socket readable; false when a stale
+    /// registration fired first and the duty went to someone else.
+    fn reclaim(&self, me: Holder) -> bool {
+        let mut s = self.state();
+        if s.holder != Holder::Armed {
+            return false;
+        }
+        s.holder = me;
+        true
+    }
+
+    fn to_driver(&self) {
+        self.state().holder = Holder::Driver;
+        self.driver.notify_one();
+    }
+}
+
+impl Wake for ReadDuty {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let mut s = self.state();
+        if s.holder != Holder::Armed {
+            return;
+        }
+        match s.waiting.take() {
+            Some((id, w)) => {
+                s.holder = Holder::Owner(id);
+                drop(s);
+                w.wake();
+            }
+            None => {
+                s.holder = Holder::Driver;
+                drop(s);
+                self.driver.notify_one();
+            }
+        }
+    }
 }
 
 /// Receive buffers for one `recvmmsg`: the slots and their metadata.
@@ -228,6 +337,47 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Reads the socket while `me` holds the duty to: one batch (up to [`RECV_ROUNDS`]
+    /// system calls), then the readiness is registered again, or, when more is queued
+    /// already, the duty passes to the driver task (which reads it after its other
+    /// work; an owner goes back to its own events). An owner also hands out what it
+    /// read; the driver task does that after its turn.
+    fn read_as(&self, me: Holder) {
+        let mut cx = Context::from_waker(&self.dispatch);
+        let mut rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
+        for round in 0..2 {
+            self.reader.arm();
+            let ready = match self.io.socket.poll_read_ready(&mut cx) {
+                // Registered: the next datagram fires the dispatch waker. (Also when
+                // the task's cooperative budget ran out: tokio then wakes the waker
+                // at once, which hands the duty on.)
+                Poll::Pending => return,
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(error = %e, "UDP socket readiness failed");
+                    return;
+                }
+                Poll::Ready(Ok(ready)) => ready,
+            };
+            if !self.reader.reclaim(me) {
+                return;
+            }
+            if round == 1 {
+                drop(ready);
+                self.reader.to_driver();
+                return;
+            }
+            read_datagrams(self, ready, &mut rx);
+            if me != Holder::Driver {
+                self.io.stats.owner_reads.fetch_add(1, Ordering::Relaxed);
+                let mut core = self.lock();
+                core.pump(&self.io);
+                self.after_user_work(core);
+            }
+        }
+    }
+}
+
 impl DirectSend for Engine {
     fn send(
         &self,
@@ -255,6 +405,34 @@ impl DirectSend for Engine {
         core.pump(&self.io);
         self.after_user_work(core);
         Ok(())
+    }
+
+    fn read_turn(&self, id: AssocId) -> bool {
+        if self.reader.holder() != Holder::Owner(id) {
+            return false;
+        }
+        self.read_as(Holder::Owner(id));
+        true
+    }
+
+    fn wait(&self, id: AssocId, waker: &Waker) {
+        let mut s = self.reader.state();
+        match &mut s.waiting {
+            Some((who, w)) if *who == id => w.clone_from(waker),
+            other => *other = Some((id, waker.clone())),
+        }
+    }
+
+    fn leave(&self, id: AssocId) {
+        let mut s = self.reader.state();
+        if s.waiting.as_ref().is_some_and(|(who, _)| *who == id) {
+            s.waiting = None;
+        }
+        if s.holder == Holder::Owner(id) {
+            s.holder = Holder::Driver;
+            drop(s);
+            self.reader.driver.notify_one();
+        }
     }
 }
 
@@ -298,8 +476,20 @@ impl SctpUdp {
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (acc_tx, acc_rx) = mpsc::channel(config.accept_backlog.max(1));
         let commands_tx = cmd_tx.clone();
+        let reader = Arc::new(ReadDuty {
+            // The driver's first turn registers the readiness.
+            state: Mutex::new(DutyState {
+                holder: Holder::Driver,
+                waiting: None,
+            }),
+            driver: Notify::new(),
+        });
+        reader.driver.notify_one();
         let engine = Arc::new_cyclic(|me: &Weak<Engine>| Engine {
             handout: Mutex::new(()),
+            dispatch: Waker::from(reader.clone()),
+            reader,
+            rx: Mutex::new(RxBuf::new(RECV_SLOTS)),
             io: Io {
                 socket,
                 udp,
@@ -443,6 +633,12 @@ const SCTP_COUNTERS: &[(&str, &str, &str, &[(&str, Pick)])] = &[
         "Socket system calls (a GSO train or a recvmmsg batch is one)",
         "call",
         &[("send", |d, _| load(&d.send_calls)), ("recv", |d, _| load(&d.recv_calls))],
+    ),
+    (
+        "poolgate_sctp_owner_reads_total",
+        "Receive batches read by a task waiting on an association rather than the driver task",
+        "",
+        &[("", |d, _| load(&d.owner_reads))],
     ),
     (
         "poolgate_sctp_send_errors_total",
@@ -784,7 +980,6 @@ async fn run(
     handle: Weak<Shared>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
-    let mut rx = RxBuf::new(RECV_SLOTS);
     let commands_tx = engine.commands.clone();
     let sleep = tokio::time::sleep(IDLE_SLEEP);
     tokio::pin!(sleep);
@@ -827,12 +1022,9 @@ async fn run(
                     }
                 }
             }
-            // The driver is the socket's only waiter: the single-waker `poll_*_ready`
-            // costs less per turn than registering in the waiter list.
-            r = std::future::poll_fn(|cx| io.socket.poll_read_ready(cx)) => {
-                let Ok(ready) = r else { break };
-                read_datagrams(&engine, ready, &mut rx);
-            }
+            // The duty to read fell to the driver: no owner waits, or one read a full
+            // batch and left the rest.
+            _ = engine.reader.driver.notified() => engine.read_as(Holder::Driver),
             r = wait_writable(room.as_ref()), if tx_blocked => {
                 if r.is_err() {
                     break;
@@ -1568,6 +1760,7 @@ fn down_reason(r: CloseReason) -> DownReason {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
 
     fn config(listen: bool) -> SctpUdpConfig {
         let mut c = SctpUdpConfig::for_address(SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -1638,5 +1831,107 @@ mod tests {
         };
         assert_eq!(down, DownReason::Timeout);
         assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    }
+
+    /// Two transports on this runtime, an association between them: (ours, peer, our
+    /// end, the peer's end).
+    async fn pair() -> (SctpUdp, SctpUdp, Association, Association) {
+        let (peer, mut l) = SctpUdp::bind(config(true)).expect("bind peer");
+        let (ours, _l) = SctpUdp::bind(config(false)).expect("bind");
+        let a = ours
+            .connect(&[peer.local_addr()], 3863, Duration::from_secs(5))
+            .await
+            .expect("connect");
+        let b = tokio::time::timeout(Duration::from_secs(5), l.accept())
+            .await
+            .expect("accept in time")
+            .expect("accepted");
+        (ours, peer, a, b)
+    }
+
+    async fn next_message(a: &mut Association) -> Message {
+        loop {
+            match a.recv_timeout(Duration::from_secs(2)).await {
+                Ok(Some(AssocEvent::Message(m))) => return m,
+                Ok(Some(_)) => continue,
+                other => panic!("no message: {other:?}"),
+            }
+        }
+    }
+
+    /// An owner waiting for its event reads the socket itself: request/response needs
+    /// no driver task in between.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiting_owner_reads_the_socket_itself() {
+        let (ours, _peer, mut a, mut b) = pair().await;
+        let echo = tokio::spawn(async move {
+            for _ in 0..100 {
+                let m = next_message(&mut b).await;
+                b.send(m, Duration::from_secs(1)).await.expect("echo");
+            }
+            b
+        });
+        for i in 0..100u32 {
+            let body = Bytes::from(i.to_be_bytes().to_vec());
+            a.send(Message::new(11, body.clone()), Duration::from_secs(1))
+                .await
+                .expect("send");
+            assert_eq!(next_message(&mut a).await.data, body);
+        }
+        let _b = echo.await.expect("echo task");
+        // Most replies reach a waiting owner; the driver may read a few (timers,
+        // a wake-up that found the owner not yet waiting).
+        let reads = ours.stats().owner_reads.load(Ordering::Relaxed);
+        assert!(reads >= 50, "owner reads: {reads}");
+    }
+
+    /// An owner handed the duty to read whose receive is then dropped unpolled (a
+    /// `select!` that took another branch) passes the duty to the driver task: another
+    /// association's message still arrives though that owner never receives again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_receive_passes_its_duty_to_read_to_the_driver() {
+        let (peer, mut l) = SctpUdp::bind(config(true)).expect("bind peer");
+        let (ours, _l) = SctpUdp::bind(config(false)).expect("bind");
+        let mut ends = Vec::new();
+        for _ in 0..2 {
+            let a = ours
+                .connect(&[peer.local_addr()], 3863, Duration::from_secs(5))
+                .await
+                .expect("connect");
+            let b = tokio::time::timeout(Duration::from_secs(5), l.accept())
+                .await
+                .expect("accept in time")
+                .expect("accepted");
+            ends.push((a, b));
+        }
+        let (mut a2, b2) = ends.pop().expect("second");
+        let (mut a1, b1) = ends.pop().expect("first");
+        let id = a1.id();
+        let engine = ours.shared.engine.clone();
+        {
+            let mut recv = std::pin::pin!(a1.recv());
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(recv.as_mut().poll(&mut cx).is_pending());
+            b1.send(Message::new(11, &b"to a1"[..]), Duration::from_secs(1))
+                .await
+                .expect("send");
+            // The datagram hands the duty to the waiting (never again polled) receive.
+            let t0 = Instant::now();
+            while engine.reader.holder() != Holder::Owner(id) {
+                assert!(t0.elapsed() < Duration::from_secs(2), "duty not handed out");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        b2.send(Message::new(11, &b"to a2"[..]), Duration::from_secs(1))
+            .await
+            .expect("send");
+        assert_eq!(&next_message(&mut a2).await.data[..], b"to a2");
+        // a1's message was read for it by the driver task meanwhile.
+        assert_eq!(
+            a1.events
+                .try_recv()
+                .map(|e| matches!(e, AssocEvent::Message(m) if &m.data[..] == b"to a1")),
+            Ok(true)
+        );
     }
 }

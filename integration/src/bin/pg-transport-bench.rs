@@ -290,11 +290,12 @@ fn print_counters(what: &str, client: &SctpUdp, server: &SctpUdp) {
         let st = t.stats();
         let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         println!(
-            "  {what} {name}: out {} datagrams / {} calls, in {} datagrams / {} calls, send errors {}; engine {:?}",
+            "  {what} {name}: out {} datagrams / {} calls, in {} datagrams / {} calls ({} batches read by an owner), send errors {}; engine {:?}",
             l(&st.datagrams_out),
             l(&st.send_calls),
             l(&st.datagrams_in),
             l(&st.recv_calls),
+            l(&st.owner_reads),
             l(&st.send_errors),
             t.engine_stats()
         );

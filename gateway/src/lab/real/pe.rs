@@ -44,7 +44,7 @@ use crate::lab::params::PolicyChoice;
 use crate::lab::workload::{least_used_load, CalcEvent, CalcServer, Interrupted, JobKey};
 use crate::session::{self, Control, SessionMessage, OPEN_TIMEOUT};
 use crate::transport::sctp_udp::SctpUdp;
-use crate::transport::{AssocEvent, AssocSender, Transport};
+use crate::transport::{AssocEvent, AssocEvents, AssocSender, Transport};
 
 /// Longest wait for the PU to take a message.
 const SEND_DEADLINE: Duration = Duration::from_secs(5);
@@ -423,7 +423,7 @@ async fn send_cookie(pe: &Pe, tx: &AssocSender, size: f64, done: f64, sent: f64)
     tx.send(m, SEND_DEADLINE).await.map_err(|_| ())
 }
 
-async fn next_message(events: &mut mpsc::UnboundedReceiver<AssocEvent>) -> Option<SessionMessage> {
+async fn next_message(events: &mut AssocEvents) -> Option<SessionMessage> {
     loop {
         match events.recv().await? {
             AssocEvent::Message(m) => return Some(SessionMessage::decode(m)),
@@ -434,10 +434,7 @@ async fn next_message(events: &mut mpsc::UnboundedReceiver<AssocEvent>) -> Optio
 }
 
 /// The request a session opens with: (size, calculations done, stamp), or `None`.
-async fn first_request(
-    pe: &Pe,
-    events: &mut mpsc::UnboundedReceiver<AssocEvent>,
-) -> Option<(f64, f64, Option<f64>)> {
+async fn first_request(pe: &Pe, events: &mut AssocEvents) -> Option<(f64, f64, Option<f64>)> {
     let wait = async {
         let mut sent = None;
         loop {

@@ -26,7 +26,7 @@ use crate::lab::params::Params;
 use crate::lab::workload::RequestStream;
 use crate::session::{self, Control, SessionMessage};
 use crate::transport::sctp_udp::SctpUdp;
-use crate::transport::{AssocEvent, AssocSender, DownReason, Transport};
+use crate::transport::{AssocEvent, AssocEvents, AssocSender, DownReason, Transport};
 
 /// Longest wait for one handle resolution (real time).
 const RESOLVE_DEADLINE: Duration = Duration::from_secs(2);
@@ -299,7 +299,7 @@ fn stamp_of(m: &SessionMessage) -> Option<f64> {
 async fn attempt(
     ctx: &PuContext,
     tx: &AssocSender,
-    rx: &mut mpsc::UnboundedReceiver<AssocEvent>,
+    rx: &mut AssocEvents,
     pe: PeId,
     cookie: &mut Option<Vec<u8>>,
     accepted: &mut Option<f64>,
