@@ -257,16 +257,16 @@ impl Future for Recv<'_> {
         let Some(direct) = this.events.direct.clone() else {
             return this.events.rx.poll_recv(cx);
         };
-        // The channel is first looked at without our waker: what this task hands
-        // itself while it reads the socket must not wake it again (a task woken while
-        // it runs is queued anew, and another worker thread is woken to take it).
+        // The channel is looked at without our waker first, which also unregisters
+        // the waker of an earlier poll: what this task hands itself while it reads
+        // the socket must not wake it again (a task woken while it runs is queued
+        // anew, and another worker thread is woken to take it).
         let mut quiet = Context::from_waker(Waker::noop());
         loop {
-            let read = direct.read_turn(id);
             if let Poll::Ready(ev) = this.events.rx.poll_recv(&mut quiet) {
                 return this.done(ev);
             }
-            if !read {
+            if !direct.read_turn(id) {
                 break;
             }
         }
