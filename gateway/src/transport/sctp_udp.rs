@@ -1934,4 +1934,89 @@ mod tests {
             Ok(true)
         );
     }
+
+    /// Owners on one transport that cancel their receives at random moments (after
+    /// 0..2 task yields, so some are dropped while holding the duty to read) lose no
+    /// message and never leave the socket unread.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn owners_cancelling_receives_at_random_lose_nothing() {
+        let (peer, mut l) = SctpUdp::bind(config(true)).expect("bind peer");
+        let (ours, _l) = SctpUdp::bind(config(false)).expect("bind");
+        let mut tasks = Vec::new();
+        for k in 0..6u64 {
+            let mut a = ours
+                .connect(&[peer.local_addr()], 3863, Duration::from_secs(5))
+                .await
+                .expect("connect");
+            let mut b = tokio::time::timeout(Duration::from_secs(5), l.accept())
+                .await
+                .expect("accept in time")
+                .expect("accepted");
+            tokio::spawn(async move {
+                while let Some(AssocEvent::Message(m)) = b.recv().await {
+                    if b.send(m, Duration::from_secs(1)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            tasks.push(tokio::spawn(async move {
+                let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ k;
+                let (mut cancelled, mut got) = (0u32, 0u32);
+                for i in 0..200u32 {
+                    let body = Bytes::from(i.to_be_bytes().to_vec());
+                    a.send(Message::new(11, body.clone()), Duration::from_secs(1))
+                        .await
+                        .expect("send");
+                    loop {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        // Three times in four the receive is dropped after 0..2 task
+                        // yields (polled 1..3 times); else it waits for its event.
+                        let yields = x % 4;
+                        let ev = if yields == 3 {
+                            Some(a.recv().await)
+                        } else {
+                            tokio::select! {
+                                biased;
+                                ev = a.recv() => Some(ev),
+                                _ = async {
+                                    for _ in 0..yields {
+                                        tokio::task::yield_now().await;
+                                    }
+                                } => None,
+                            }
+                        };
+                        match ev {
+                            None => cancelled += 1,
+                            Some(Some(AssocEvent::Message(m))) => {
+                                assert_eq!(m.data, body, "association {k}");
+                                got += 1;
+                                break;
+                            }
+                            Some(Some(_)) => {}
+                            Some(None) => panic!("association {k} went down"),
+                        }
+                    }
+                }
+                (cancelled, got)
+            }));
+        }
+        let all = tokio::time::timeout(Duration::from_secs(20), async {
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.expect("task"));
+            }
+            out
+        })
+        .await
+        .expect("a receive stalled: the duty to read was lost");
+        assert!(all.iter().all(|&(_, got)| got == 200), "{all:?}");
+        let cancelled: u32 = all.iter().map(|&(c, _)| c).sum();
+        assert!(
+            cancelled > 500,
+            "too few cancellations to test anything: {cancelled}"
+        );
+        assert!(ours.stats().owner_reads.load(Ordering::Relaxed) > 0);
+    }
 }
