@@ -180,7 +180,7 @@ pub(crate) enum Command {
 /// A driver the owner's task works with directly, with no hand-off to the driver task:
 /// a message sent leaves in the sender's turn, and an owner waiting for events may be
 /// the one that reads the socket (its own messages then need no wake-up of anyone).
-pub(crate) trait DirectSend: Send + Sync + std::fmt::Debug {
+pub(crate) trait DirectIo: Send + Sync + std::fmt::Debug {
     /// Hands `msg` to the engine now; the permit is released once the engine took it.
     fn send(
         &self,
@@ -210,7 +210,7 @@ pub struct AssocEvents {
     id: AssocId,
     rx: mpsc::UnboundedReceiver<AssocEvent>,
     /// The driver, when a waiting owner may read the socket itself.
-    direct: Option<Arc<dyn DirectSend>>,
+    direct: Option<Arc<dyn DirectIo>>,
 }
 
 impl AssocEvents {
@@ -237,25 +237,28 @@ struct Recv<'a> {
     waiting: bool,
 }
 
-impl Recv<'_> {
-    fn done(&mut self, ev: Option<AssocEvent>) -> Poll<Option<AssocEvent>> {
-        if std::mem::take(&mut self.waiting) {
-            if let Some(d) = &self.events.direct {
-                d.leave(self.events.id);
-            }
-        }
-        Poll::Ready(ev)
+/// Ends a receive: a receive registered as waiting leaves the driver's line (and gives
+/// back a duty to read it was handed meanwhile).
+fn finish(
+    waiting: &mut bool,
+    direct: &dyn DirectIo,
+    id: AssocId,
+    ev: Option<AssocEvent>,
+) -> Poll<Option<AssocEvent>> {
+    if std::mem::take(waiting) {
+        direct.leave(id);
     }
+    Poll::Ready(ev)
 }
 
 impl Future for Recv<'_> {
     type Output = Option<AssocEvent>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<AssocEvent>> {
-        let this = &mut *self;
-        let id = this.events.id;
-        let Some(direct) = this.events.direct.clone() else {
-            return this.events.rx.poll_recv(cx);
+        let Recv { events, waiting } = &mut *self;
+        let id = events.id;
+        let Some(direct) = events.direct.as_deref() else {
+            return events.rx.poll_recv(cx);
         };
         // The channel is looked at without our waker first, which also unregisters
         // the waker of an earlier poll: what this task hands itself while it reads
@@ -263,18 +266,18 @@ impl Future for Recv<'_> {
         // anew, and another worker thread is woken to take it).
         let mut quiet = Context::from_waker(Waker::noop());
         loop {
-            if let Poll::Ready(ev) = this.events.rx.poll_recv(&mut quiet) {
-                return this.done(ev);
+            if let Poll::Ready(ev) = events.rx.poll_recv(&mut quiet) {
+                return finish(waiting, direct, id, ev);
             }
             if !direct.read_turn(id) {
                 break;
             }
         }
-        if let Poll::Ready(ev) = this.events.rx.poll_recv(cx) {
-            return this.done(ev);
+        if let Poll::Ready(ev) = events.rx.poll_recv(cx) {
+            return finish(waiting, direct, id, ev);
         }
         direct.wait(id, cx.waker());
-        this.waiting = true;
+        *waiting = true;
         Poll::Pending
     }
 }
@@ -327,7 +330,7 @@ impl Association {
         remote: SocketAddr,
         local_sctp_port: u16,
         commands: mpsc::UnboundedSender<Command>,
-        direct: Option<Arc<dyn DirectSend>>,
+        direct: Option<Arc<dyn DirectIo>>,
         events: mpsc::UnboundedReceiver<AssocEvent>,
         budget_bytes: usize,
         max_message: usize,
@@ -415,7 +418,7 @@ struct SenderInner {
     remote: SocketAddr,
     local_sctp_port: u16,
     commands: mpsc::UnboundedSender<Command>,
-    direct: Option<Arc<dyn DirectSend>>,
+    direct: Option<Arc<dyn DirectIo>>,
     budget: Arc<Semaphore>,
     budget_bytes: usize,
     max_message: usize,

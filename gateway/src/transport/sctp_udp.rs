@@ -55,8 +55,8 @@ use sctp::{AssocHandle, CloseReason, Endpoint, EndpointConfig, Event, HandleMap,
 use crate::telemetry::{Counter, MetricsError, Registry};
 
 use super::{
-    AssocEvent, AssocId, Association, Command, DirectSend, DownReason, Listener, Message,
-    Transport, TransportError,
+    AssocEvent, AssocId, Association, Command, DirectIo, DownReason, Listener, Message, Transport,
+    TransportError,
 };
 
 /// Settings of one SCTP-over-UDP transport.
@@ -378,7 +378,7 @@ impl Engine {
     }
 }
 
-impl DirectSend for Engine {
+impl DirectIo for Engine {
     fn send(
         &self,
         id: AssocId,
@@ -974,7 +974,7 @@ const COMMAND_BATCH: usize = 256;
 const IDLE_SLEEP: Duration = Duration::from_secs(3600);
 
 /// The driver task: receives, runs timers, waits out a full socket, handles commands.
-/// Sending tasks write their own datagrams (see [`DirectSend`]).
+/// Sending tasks write their own datagrams (see [`DirectIo`]).
 async fn run(
     engine: Arc<Engine>,
     handle: Weak<Shared>,
@@ -1571,7 +1571,7 @@ impl Core {
             .association_ref(h)
             .map(|a| a.ports().0)
             .unwrap_or(0);
-        let direct = self.me.upgrade().map(|e| e as Arc<dyn DirectSend>);
+        let direct = self.me.upgrade().map(|e| e as Arc<dyn DirectIo>);
         Association::with_direct(
             id,
             remote,
