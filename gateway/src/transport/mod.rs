@@ -216,6 +216,11 @@ pub struct AssocEvents {
 impl AssocEvents {
     /// Next event, or `None` once the association is down and all events were read.
     /// Cancel-safe: a dropped receive loses no event.
+    ///
+    /// While it waits, the receive may be handed the duty to read the transport's
+    /// socket for every association on it. Await it, or race it in `select!` (which
+    /// drops it), but do not keep one alive unpolled while the task awaits something
+    /// else: until it is polled or dropped, nobody reads the socket.
     pub fn recv(&mut self) -> impl Future<Output = Option<AssocEvent>> + Send + '_ {
         Recv {
             events: self,
