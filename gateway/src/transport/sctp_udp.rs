@@ -1833,11 +1833,12 @@ mod tests {
         assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
     }
 
-    /// Two transports on this runtime, an association between them: (ours, peer, our
-    /// end, the peer's end).
-    async fn pair() -> (SctpUdp, SctpUdp, Association, Association) {
-        let (peer, mut l) = SctpUdp::bind(config(true)).expect("bind peer");
-        let (ours, _l) = SctpUdp::bind(config(false)).expect("bind");
+    /// An association from `ours` to `peer` (listening on `l`): (our end, the peer's).
+    async fn associate(
+        ours: &SctpUdp,
+        peer: &SctpUdp,
+        l: &mut Listener,
+    ) -> (Association, Association) {
         let a = ours
             .connect(&[peer.local_addr()], 3863, Duration::from_secs(5))
             .await
@@ -1846,7 +1847,14 @@ mod tests {
             .await
             .expect("accept in time")
             .expect("accepted");
-        (ours, peer, a, b)
+        (a, b)
+    }
+
+    /// Two transports on this runtime: (ours, peer, the peer's listener).
+    fn transports() -> (SctpUdp, SctpUdp, Listener) {
+        let (peer, l) = SctpUdp::bind(config(true)).expect("bind peer");
+        let (ours, _l) = SctpUdp::bind(config(false)).expect("bind");
+        (ours, peer, l)
     }
 
     async fn next_message(a: &mut Association) -> Message {
@@ -1863,7 +1871,8 @@ mod tests {
     /// no driver task in between.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_waiting_owner_reads_the_socket_itself() {
-        let (ours, _peer, mut a, mut b) = pair().await;
+        let (ours, peer, mut l) = transports();
+        let (mut a, mut b) = associate(&ours, &peer, &mut l).await;
         let echo = tokio::spawn(async move {
             for _ in 0..100 {
                 let m = next_message(&mut b).await;
@@ -1890,22 +1899,9 @@ mod tests {
     /// association's message still arrives though that owner never receives again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_dropped_receive_passes_its_duty_to_read_to_the_driver() {
-        let (peer, mut l) = SctpUdp::bind(config(true)).expect("bind peer");
-        let (ours, _l) = SctpUdp::bind(config(false)).expect("bind");
-        let mut ends = Vec::new();
-        for _ in 0..2 {
-            let a = ours
-                .connect(&[peer.local_addr()], 3863, Duration::from_secs(5))
-                .await
-                .expect("connect");
-            let b = tokio::time::timeout(Duration::from_secs(5), l.accept())
-                .await
-                .expect("accept in time")
-                .expect("accepted");
-            ends.push((a, b));
-        }
-        let (mut a2, b2) = ends.pop().expect("second");
-        let (mut a1, b1) = ends.pop().expect("first");
+        let (ours, peer, mut l) = transports();
+        let (mut a1, b1) = associate(&ours, &peer, &mut l).await;
+        let (mut a2, b2) = associate(&ours, &peer, &mut l).await;
         let id = a1.id();
         let engine = ours.shared.engine.clone();
         {
@@ -1940,18 +1936,10 @@ mod tests {
     /// message and never leave the socket unread.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn owners_cancelling_receives_at_random_lose_nothing() {
-        let (peer, mut l) = SctpUdp::bind(config(true)).expect("bind peer");
-        let (ours, _l) = SctpUdp::bind(config(false)).expect("bind");
+        let (ours, peer, mut l) = transports();
         let mut tasks = Vec::new();
         for k in 0..6u64 {
-            let mut a = ours
-                .connect(&[peer.local_addr()], 3863, Duration::from_secs(5))
-                .await
-                .expect("connect");
-            let mut b = tokio::time::timeout(Duration::from_secs(5), l.accept())
-                .await
-                .expect("accept in time")
-                .expect("accepted");
+            let (mut a, mut b) = associate(&ours, &peer, &mut l).await;
             tokio::spawn(async move {
                 while let Some(AssocEvent::Message(m)) = b.recv().await {
                     if b.send(m, Duration::from_secs(1)).await.is_err() {
