@@ -31,6 +31,7 @@ use pool_core::handlespace::HandlespaceConfig;
 use pool_core::types::{PoolHandle, Transport as PeTransport, TransportProtocol, TransportUse};
 use pool_core::wire::AsapMessage;
 
+use crate::config::common::TransportSettings;
 use crate::config::registrar::{RegistrarConfig, UnlistedPools};
 use crate::enrp::{EnrpDriver, EnrpInbound};
 use crate::signals::Signal;
@@ -152,13 +153,19 @@ async fn announce_loop(msg: AsapMessage, to: SocketAddr, every: Duration, sent: 
 }
 
 /// Engine settings for a UDP address: loopback carries 64 KiB datagrams. The
-/// registrar serves ASAP on `sctp_port` and ENRP on `enrp_port` of the same socket.
-pub fn transport_config(bind: SocketAddr, sctp_port: u16, enrp_port: u16) -> SctpUdpConfig {
+/// registrar serves ASAP on `sctp_port` and ENRP on `enrp_port` of the same socket,
+/// with the operator's `[registrar.transport]` settings (the shipped heartbeat
+/// interval is short: pool users come and go, and an association whose peer vanished
+/// without a word counts against the per-address limit until heartbeats find it).
+pub fn transport_config(
+    bind: SocketAddr,
+    sctp_port: u16,
+    enrp_port: u16,
+    settings: &TransportSettings,
+) -> SctpUdpConfig {
     let mut t = SctpUdpConfig::for_address(bind);
     t.engine.listen_ports = vec![sctp_port, enrp_port];
-    // Pool users come and go; an association whose peer vanished without a word is
-    // found by heartbeats, and counts against the per-address limit until then.
-    t.engine.association.heartbeat_interval = Some(Duration::from_secs(5));
+    settings.apply(&mut t);
     t
 }
 
@@ -318,9 +325,13 @@ pub async fn run(cfg: RegistrarConfig, mut ctx: RoleContext) -> anyhow::Result<(
     };
     let core = core_config(&cfg, id)?;
     let bind = cfg.listen.first().context("registrar.listen is empty")?.0;
-    let (transport, listener) =
-        SctpUdp::bind(transport_config(bind, cfg.sctp_port, cfg.enrp_sctp_port))
-            .with_context(|| format!("binding SCTP over UDP on {bind}"))?;
+    let (transport, listener) = SctpUdp::bind(transport_config(
+        bind,
+        cfg.sctp_port,
+        cfg.enrp_sctp_port,
+        &cfg.transport,
+    ))
+    .with_context(|| format!("binding SCTP over UDP on {bind}"))?;
     transport
         .export_metrics(&ctx.registry, "registrar")
         .context("registering transport metrics")?;
@@ -536,7 +547,8 @@ impl Server {
             announce,
             peers,
             enrp,
-            metrics
+            metrics,
+            transport
         );
         self.max_per_ip = new.limits.max_associations_per_peer;
         tracing::info!(

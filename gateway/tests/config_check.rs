@@ -455,3 +455,45 @@ fn json_logs_carry_configuration_errors_as_fields() {
         "{stderr}"
     );
 }
+
+#[test]
+fn transport_timers_windows_and_retransmissions_are_checked() {
+    let d = Dir::new("transport");
+    let f = d.file(
+        "ppu.toml",
+        "[ppu.transport]\nrto_min = \"2s\"\nrto_initial = \"500ms\"\nreceive_window = 1000\npath_max_retransmissions = 20\nsocket_buffer = \"big\"\n",
+    );
+    let (code, _, stderr) = check(&f, &["--set", "ppu.transport.heartbeat_interval=0s"]);
+    assert_eq!(code, 1, "{stderr}");
+    let file = f.display().to_string();
+
+    let rto = line_for(&stderr, "ppu.transport.rto_initial");
+    assert!(rto.starts_with(&format!("error: {file}:3:15: ")), "{rto}");
+    assert!(
+        rto.contains("within rto_min and rto_max (2s to 1m)"),
+        "{rto}"
+    );
+
+    let win = line_for(&stderr, "ppu.transport.receive_window");
+    assert!(win.starts_with(&format!("error: {file}:4:18: ")), "{win}");
+    assert!(win.contains("262144 to 268435456 bytes"), "{win}");
+
+    let ty = line_for(&stderr, "ppu.transport.socket_buffer");
+    assert!(ty.starts_with(&format!("error: {file}:6:17: ")), "{ty}");
+
+    let hb = line_for(&stderr, "ppu.transport.heartbeat_interval");
+    assert!(hb.contains("--set"), "{hb}");
+    assert!(hb.contains("must be longer than zero"), "{hb}");
+
+    let path = line_for(&stderr, "ppu.transport.path_max_retransmissions");
+    assert!(
+        path.starts_with(&format!("warning: {file}:5:28: ")),
+        "{path}"
+    );
+    assert!(
+        path.contains("larger than max_retransmissions (10)"),
+        "{path}"
+    );
+
+    assert!(stderr.contains("4 error(s), 1 warning(s)"), "{stderr}");
+}

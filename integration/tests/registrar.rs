@@ -257,3 +257,32 @@ fn secured_pool_admits_only_pes_that_know_its_secret() {
     good.signal(15);
     wait_for(&reg, "vault", &[], Duration::from_secs(5));
 }
+
+/// `[registrar.transport]` reaches the running registrar's engine: with a 100 ms
+/// heartbeat interval it probes an idle PE's association several times a second, where
+/// the shipped 5 s would send at most one in the same time (checked: none).
+#[test]
+fn transport_settings_reach_the_running_registrar() {
+    let reg = start_registrar(
+        "[registrar.keepalive]\ninterval = \"5s\"\ntimeout = \"1s\"\n\
+         [registrar.transport]\nheartbeat_interval = \"100ms\"\n",
+    );
+    let _pe = start_pe(&reg, "hb", "0000cccc");
+    wait_for(&reg, "hb", &["0000cccc"], Duration::from_secs(10));
+    let sent = |reg: &Registrar| {
+        let text = reg.metrics_text().unwrap_or_default();
+        text.lines()
+            .filter(|l| {
+                l.starts_with("poolgate_sctp_heartbeats_total{")
+                    && l.contains("transport=\"registrar\"")
+                    && l.contains("event=\"sent\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let before = sent(&reg);
+    std::thread::sleep(Duration::from_millis(1500));
+    let during = sent(&reg) - before;
+    println!("heartbeats sent in 1.5 s at a 100 ms interval: {during}");
+    assert!(during >= 5.0, "only {during} heartbeats in 1.5 s");
+}

@@ -688,6 +688,46 @@ mod tests {
         assert_eq!(errs[0].key, "ppe.key");
     }
 
+    /// `TransportSettings::default()` (used where no file is read, e.g. the lab) is
+    /// what the PPU and PPE ship; the registrar ships a shorter heartbeat interval.
+    #[test]
+    fn shipped_transport_sections_match_the_defaults() {
+        let d = common::TransportSettings::default();
+        assert_eq!(
+            load::<PpuConfig>(&Sources::default())
+                .unwrap()
+                .config
+                .transport,
+            d
+        );
+        let (_dir, s) = sources_with("[ppe]\npool = \"web\"\n");
+        let ppe = match load::<PpeConfig>(&s) {
+            Ok(l) => l.config.transport,
+            // Only the pool key is missing; decode the section on its own.
+            Err(_) => {
+                let tree = builtin_tree(Role::Ppe);
+                let mut t2 = tree.clone();
+                let mut diags = Vec::new();
+                decode::<PpeConfig>(&mut t2, &tree, &mut diags, &mut Vec::new())
+                    .expect("shipped ppe.toml decodes")
+                    .transport
+            }
+        };
+        assert_eq!(ppe, d);
+        let r = load::<RegistrarConfig>(&Sources::default())
+            .unwrap()
+            .config
+            .transport;
+        assert_eq!(r.heartbeat_interval, std::time::Duration::from_secs(5));
+        assert_eq!(
+            common::TransportSettings {
+                heartbeat_interval: d.heartbeat_interval,
+                ..r
+            },
+            d
+        );
+    }
+
     #[test]
     fn layers_apply_in_order() {
         let (_d1, mut s) =

@@ -7,7 +7,7 @@ use std::time::Duration;
 use pool_core::types::{Load, Policy, PoolHandle};
 use serde::Deserialize;
 
-use super::common::{self, MetricsConfig};
+use super::common::{self, MetricsConfig, TransportSettings};
 use super::plugin::{PluginKind, PluginOptions};
 use super::values::{Addr, HostPort, Secret};
 use super::{Checker, Role, Section};
@@ -53,6 +53,8 @@ pub struct PpeConfig {
     pub keys: Vec<PoolKey>,
     /// Metrics endpoint.
     pub metrics: MetricsConfig,
+    /// SCTP engine settings of every association (`[ppe.transport]`).
+    pub transport: TransportSettings,
 }
 
 /// Selection policy settings (RFC 5356).
@@ -187,6 +189,7 @@ impl Section for PpeConfig {
         common::address_list(check, "ppe.registrars", &self.registrars, "registrar");
         common::address_list(check, "ppe.listen", &self.listen, "listen");
         common::positive(check, "ppe.registration_life", self.registration_life);
+        self.transport.validate(check, "ppe.transport");
         if self.sctp_port == 0 {
             check.error("ppe.sctp_port", "port 0 is not a valid SCTP port");
         }

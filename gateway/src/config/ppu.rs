@@ -7,7 +7,7 @@ use std::time::Duration;
 use pool_core::types::PoolHandle;
 use serde::Deserialize;
 
-use super::common::{self, MetricsConfig};
+use super::common::{self, MetricsConfig, TransportSettings};
 use super::plugin::{PluginKind, PluginOptions};
 use super::values::Addr;
 use super::{Checker, Role, Section};
@@ -32,6 +32,8 @@ pub struct PpuConfig {
     pub listeners: Vec<Listener>,
     /// Metrics endpoint.
     pub metrics: MetricsConfig,
+    /// SCTP engine settings of every association (`[ppu.transport]`).
+    pub transport: TransportSettings,
 }
 
 /// Handle resolution settings.
@@ -224,6 +226,7 @@ impl Section for PpuConfig {
             check.error("ppu.session.failover_max_attempts", "must be at least 1");
         }
         common::positive(check, "ppu.drain_grace", self.drain_grace);
+        self.transport.validate(check, "ppu.transport");
         let h = &self.http;
         let head_max = poolgate_plugins::http::HttpLimits::REQUEST;
         if h.max_header_bytes < MIN_HEADER_BYTES || h.max_header_bytes > head_max.max_head_bytes {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use pool_core::wire::MAX_RESOLUTION_PES;
 use serde::Deserialize;
 
-use super::common::{self, KeepAlive, MetricsConfig};
+use super::common::{self, KeepAlive, MetricsConfig, TransportSettings};
 use super::values::{Addr, Secret};
 use super::{Checker, Role, Section};
 
@@ -45,6 +45,8 @@ pub struct RegistrarConfig {
     pub metrics: MetricsConfig,
     /// ENRP timing, secret and limits (`[registrar.enrp]`).
     pub enrp: EnrpSettings,
+    /// SCTP engine settings of every association (`[registrar.transport]`).
+    pub transport: TransportSettings,
 }
 
 /// `[registrar.enrp]`: ENRP between registrars.
@@ -169,6 +171,7 @@ impl Section for RegistrarConfig {
 
     fn validate(&mut self, check: &mut Checker<'_>) {
         common::address_list(check, "registrar.listen", &self.listen, "listen");
+        self.transport.validate(check, "registrar.transport");
         if self.sctp_port == 0 {
             check.error("registrar.sctp_port", "port 0 is not a valid SCTP port");
         }

@@ -226,7 +226,8 @@ pub fn apply_reload(shared: &Shared, new: &PpeConfig) -> anyhow::Result<Vec<&'st
         cookie_interval,
         max_sessions,
         drain_grace,
-        metrics
+        metrics,
+        transport
     );
     // A random id (0) stays the one drawn at start.
     if new.id != old.id && new.id != shared.pe_id {
@@ -278,6 +279,7 @@ pub async fn run(cfg: PpeConfig, mut ctx: RoleContext) -> anyhow::Result<()> {
     let (transport, listener) = SctpUdp::bind(crate::session::transport_config(
         bind,
         vec![bind.port(), cfg.sctp_port],
+        &cfg.transport,
     ))
     .with_context(|| format!("binding SCTP over UDP on {bind}"))?;
     transport

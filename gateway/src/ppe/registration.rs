@@ -49,7 +49,11 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let bind = SocketAddr::new(local.ip(), 0);
-    let transport = match SctpUdp::bind(crate::session::transport_config(bind, vec![])) {
+    let transport = match SctpUdp::bind(crate::session::transport_config(
+        bind,
+        vec![],
+        &shared.cfg.transport,
+    )) {
         Ok((t, _incoming)) => t,
         Err(e) => {
             tracing::error!(error = %e, "cannot bind the registration transport");

@@ -26,7 +26,7 @@
 //! removed (a removed listener stops accepting; its running sessions continue) or
 //! restarted (kind, bind, pool or plugin changed), TLS certificates are read again
 //! without dropping sessions, and session and HTTP settings apply to new sessions.
-//! Registrars and resolution settings need a restart. An invalid configuration is
+//! Registrars, resolution and transport settings need a restart. An invalid configuration is
 //! refused and the running one kept.
 
 pub mod http;
@@ -330,8 +330,9 @@ async fn apply(
         .ne(new.registrars.iter().map(|a| a.0))
         || old.resolution.timeout != new.resolution.timeout
         || old.resolution.cache_staleness != new.resolution.cache_staleness
+        || old.transport != new.transport
     {
-        tracing::warn!("ppu.registrars and ppu.resolution take effect on restart");
+        tracing::warn!("ppu.registrars, ppu.resolution and ppu.transport take effect on restart");
     }
     // Stop listeners that are gone or must restart (before binding their addresses again).
     let mut keep = Vec::new();
@@ -388,8 +389,12 @@ pub async fn run(cfg: PpuConfig, mut ctx: RoleContext) -> anyhow::Result<()> {
         "0.0.0.0:0".parse()?
     };
     // A pure client: it accepts no associations.
-    let (transport, _incoming) = SctpUdp::bind(crate::session::transport_config(bind, vec![]))
-        .context("binding the SCTP-over-UDP transport")?;
+    let (transport, _incoming) = SctpUdp::bind(crate::session::transport_config(
+        bind,
+        vec![],
+        &cfg.transport,
+    ))
+    .context("binding the SCTP-over-UDP transport")?;
     transport
         .export_metrics(&ctx.registry, "sessions")
         .context("registering transport metrics")?;

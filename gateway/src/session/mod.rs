@@ -38,6 +38,7 @@ use bytes::{Bytes, BytesMut};
 use pool_core::types::{Transport as UserTransport, TransportProtocol, TransportUse};
 use pool_core::wire::AsapMessage;
 
+use crate::config::common::TransportSettings;
 use crate::transport::sctp_udp::SctpUdpConfig;
 use crate::transport::{Message, PPID_ASAP};
 
@@ -184,10 +185,16 @@ pub fn session_target(t: &UserTransport) -> Option<(Vec<SocketAddr>, u16)> {
 }
 
 /// Engine settings for a session endpoint bound at `bind`, accepting `listen_ports`
-/// (empty: a pure client). Loopback carries 64 KiB datagrams.
-pub fn transport_config(bind: SocketAddr, listen_ports: Vec<u16>) -> SctpUdpConfig {
+/// (empty: a pure client), with the role's `[<role>.transport]` settings. Loopback
+/// carries 64 KiB datagrams.
+pub fn transport_config(
+    bind: SocketAddr,
+    listen_ports: Vec<u16>,
+    settings: &TransportSettings,
+) -> SctpUdpConfig {
     let mut t = SctpUdpConfig::for_address(bind);
     t.engine.listen_ports = listen_ports;
+    settings.apply(&mut t);
     t.engine
         .association
         .pmtu_overrides
@@ -198,6 +205,39 @@ pub fn transport_config(bind: SocketAddr, listen_ports: Vec<u16>) -> SctpUdpConf
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every `[<role>.transport]` key reaches the engine and the driver.
+    #[test]
+    fn transport_settings_reach_the_engine() {
+        let s = TransportSettings {
+            heartbeat_interval: Duration::from_secs(7),
+            rto_initial: Duration::from_millis(300),
+            rto_min: Duration::from_millis(100),
+            rto_max: Duration::from_secs(3),
+            path_max_retransmissions: 2,
+            max_retransmissions: 4,
+            receive_window: 4 << 20,
+            send_buffer: 2 << 20,
+            socket_buffer: 8 << 20,
+        };
+        let t = transport_config(SocketAddr::from(([10, 0, 0, 1], 0)), vec![3863], &s);
+        let a = &t.engine.association;
+        assert_eq!(a.heartbeat_interval, Some(Duration::from_secs(7)));
+        assert_eq!(
+            (a.rto_initial, a.rto_min, a.rto_max),
+            (
+                Duration::from_millis(300),
+                Duration::from_millis(100),
+                Duration::from_secs(3)
+            )
+        );
+        assert_eq!((a.path_max_retransmissions, a.max_retransmissions), (2, 4));
+        assert_eq!((a.receive_buffer, a.send_buffer), (4 << 20, 2 << 20));
+        assert_eq!((t.send_budget, t.socket_buffer), (2 << 20, 8 << 20));
+        assert_eq!(t.engine.listen_ports, vec![3863]);
+        // What the engine accepts: the checks of `[<role>.transport]` are not looser.
+        t.engine.validate().expect("engine accepts the settings");
+    }
 
     #[test]
     fn control_round_trips_and_rejects_junk() {

@@ -474,7 +474,7 @@ async fn run_in(
         );
     }
     let (transport, _incoming) = crate::transport::sctp_udp::SctpUdp::bind(
-        crate::session::transport_config(([127, 0, 0, 1], 0).into(), vec![]),
+        crate::session::transport_config(([127, 0, 0, 1], 0).into(), vec![], &Default::default()),
     )
     .context("binding the PUs' SCTP over UDP")?;
     let ctx = Arc::new(pu::PuContext {

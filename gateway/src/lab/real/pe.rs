@@ -225,9 +225,12 @@ async fn run(args: PeArgs) -> anyhow::Result<()> {
     let bind = std::net::UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .context("finding a free UDP port")?;
-    let (transport, mut listener) =
-        SctpUdp::bind(session::transport_config(bind, vec![bind.port()]))
-            .with_context(|| format!("binding SCTP over UDP on {bind}"))?;
+    let (transport, mut listener) = SctpUdp::bind(session::transport_config(
+        bind,
+        vec![bind.port()],
+        &Default::default(),
+    ))
+    .with_context(|| format!("binding SCTP over UDP on {bind}"))?;
     let local = transport.local_addr();
     let mut cfg = PeConfig::new(
         proto::pool(),
