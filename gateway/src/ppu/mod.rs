@@ -26,8 +26,8 @@
 //! removed (a removed listener stops accepting; its running sessions continue) or
 //! restarted (kind, bind, pool or plugin changed), TLS certificates are read again
 //! without dropping sessions, and session and HTTP settings apply to new sessions.
-//! Registrars, resolution and transport settings need a restart. An invalid configuration is
-//! refused and the running one kept.
+//! Registrars, resolution and transport settings need a restart. An invalid
+//! configuration is refused and the running one kept.
 
 pub mod http;
 pub mod session;
