@@ -123,7 +123,7 @@ fn curl_h2_over_tls_download_survives_a_backend_kill_byte_exact() {
 
 #[test]
 fn tls_listener_relays_bytes_and_the_http_plugin_resumes_there_too() {
-    const SMALL: u64 = 24 << 20;
+    const SMALL: u64 = 4 << 20;
     let certs = std::env::temp_dir().join(format!("pg-http-tls-certs-{}", std::process::id()));
     std::fs::create_dir_all(&certs).unwrap();
     let (crt, key, _) = make_cert(&certs, "tls-relay", 43);
@@ -132,12 +132,17 @@ fn tls_listener_relays_bytes_and_the_http_plugin_resumes_there_too() {
         ..Setup::default()
     });
     let port = c.setup.listeners[0].port;
-    let path = format!("/file/{SMALL}?seed=11");
+    // Trickled by the backend itself (1.3 MB/s, about 3 s), so the kill below is
+    // mid-body whatever the buffers between backend and client hold. A rate limit in
+    // the client (24 MiB at 8 MB/s, as before) let the backend write the whole body
+    // into them first (about 23 MB of TCP, SCTP and UDP buffers), and then nothing was
+    // left to resume.
+    let path = format!("/slow/{SMALL}?seed=11&rate=1300000");
     let out = c.dir.join("relay.bin");
     let expected = std::thread::spawn(move || expected_sha256(11, SMALL));
     // No ALPN on a tls listener: curl speaks HTTP/1.1 inside the relayed TLS stream.
     let mut curl = curl_download(&out)
-        .args(["--http1.1", "--limit-rate", "8M"])
+        .args(["--http1.1"])
         .arg("--cacert")
         .arg(&crt)
         .args(["--write-out", "%{http_code} %{size_download}"])
