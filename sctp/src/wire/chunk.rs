@@ -271,32 +271,37 @@ fn heartbeat_info(value: &Bytes) -> Result<Bytes, DecodeError> {
     }
 }
 
+/// A DATA chunk from its flags, its value `v` (longer than the 12-byte DATA header)
+/// and its payload (the value past that header).
+fn data_chunk(flags: u8, v: &[u8], payload: Bytes) -> DataChunk {
+    DataChunk {
+        tsn: be32(v, 0),
+        stream: be16(v, 4),
+        ssn: be16(v, 6),
+        ppid: be32(v, 8),
+        unordered: flags & 0x04 != 0,
+        beginning: flags & 0x02 != 0,
+        ending: flags & 0x01 != 0,
+        immediate: flags & 0x08 != 0,
+        payload,
+    }
+}
+
 impl Chunk {
-    /// Interprets a raw chunk. Unknown types become [`Chunk::Unknown`].
     /// Like [`Chunk::decode`], taking the chunk: a DATA payload is then the chunk's own
     /// slice of the packet, narrowed (no reference-count traffic per chunk).
     pub fn decode_owned(raw: RawChunk) -> Result<Chunk, DecodeError> {
         if raw.typ != chunk_type::DATA || raw.value.len() <= 12 {
             return Chunk::decode(&raw);
         }
-        let v = &raw.value;
-        let (tsn, stream, ssn, ppid) = (be32(v, 0), be16(v, 4), be16(v, 6), be32(v, 8));
+        let mut header = [0u8; 12];
+        header.copy_from_slice(&raw.value[..12]);
         let mut payload = raw.value;
         payload.advance(12);
-        Ok(Chunk::Data(DataChunk {
-            tsn,
-            stream,
-            ssn,
-            ppid,
-            unordered: raw.flags & 0x04 != 0,
-            beginning: raw.flags & 0x02 != 0,
-            ending: raw.flags & 0x01 != 0,
-            immediate: raw.flags & 0x08 != 0,
-            payload,
-        }))
+        Ok(Chunk::Data(data_chunk(raw.flags, &header, payload)))
     }
 
-    /// Interprets a chunk's value.
+    /// Interprets a raw chunk. Unknown types become [`Chunk::Unknown`].
     pub fn decode(raw: &RawChunk) -> Result<Chunk, DecodeError> {
         let v = &raw.value;
         Ok(match raw.typ {
@@ -304,17 +309,7 @@ impl Chunk {
                 if v.len() <= 12 {
                     return Err(DecodeError::BadLength("DATA"));
                 }
-                Chunk::Data(DataChunk {
-                    tsn: be32(v, 0),
-                    stream: be16(v, 4),
-                    ssn: be16(v, 6),
-                    ppid: be32(v, 8),
-                    unordered: raw.flags & 0x04 != 0,
-                    beginning: raw.flags & 0x02 != 0,
-                    ending: raw.flags & 0x01 != 0,
-                    immediate: raw.flags & 0x08 != 0,
-                    payload: v.slice(12..),
-                })
+                Chunk::Data(data_chunk(raw.flags, v, v.slice(12..)))
             }
             chunk_type::INIT => Chunk::Init(init(v, false)?),
             chunk_type::INIT_ACK => Chunk::InitAck(init(v, true)?),

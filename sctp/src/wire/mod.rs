@@ -135,19 +135,16 @@ impl Iterator for ChunkIter {
         if self.failed || self.pos >= self.buf.len() {
             return None;
         }
-        let rest = &self.buf[self.pos..];
-        if rest.len() < CHUNK_HEADER_LEN {
-            self.failed = true;
-            return Some(Err(DecodeError::BadLength("chunk header")));
-        }
-        let len = u16::from_be_bytes([rest[2], rest[3]]) as usize;
-        if len < CHUNK_HEADER_LEN || len > rest.len() {
-            self.failed = true;
-            return Some(Err(DecodeError::BadLength("chunk")));
-        }
+        let (typ, flags, len) = match chunk_header(&self.buf[self.pos..]) {
+            Ok(h) => h,
+            Err(e) => {
+                self.failed = true;
+                return Some(Err(e));
+            }
+        };
         let chunk = RawChunk {
-            typ: rest[0],
-            flags: rest[1],
+            typ,
+            flags,
             value: self.buf.slice(self.pos + CHUNK_HEADER_LEN..self.pos + len),
         };
         // The last chunk may omit its padding; earlier ones must carry it.
@@ -156,10 +153,9 @@ impl Iterator for ChunkIter {
     }
 }
 
-/// Type of the first chunk of `packet` (after its common header), with the checks
-/// [`ChunkIter`] makes on it, without taking a slice of the packet.
-pub fn first_chunk_type(packet: &[u8]) -> Result<u8, DecodeError> {
-    let rest = packet.get(COMMON_HEADER_LEN..).unwrap_or_default();
+/// The header of the chunk at the start of `rest`: type, flags and length (header
+/// included, padding not), checked against what `rest` holds.
+fn chunk_header(rest: &[u8]) -> Result<(u8, u8, usize), DecodeError> {
     if rest.len() < CHUNK_HEADER_LEN {
         return Err(DecodeError::BadLength("chunk header"));
     }
@@ -167,7 +163,13 @@ pub fn first_chunk_type(packet: &[u8]) -> Result<u8, DecodeError> {
     if len < CHUNK_HEADER_LEN || len > rest.len() {
         return Err(DecodeError::BadLength("chunk"));
     }
-    Ok(rest[0])
+    Ok((rest[0], rest[1], len))
+}
+
+/// Type of the first chunk of `packet` (after its common header), with the checks
+/// [`ChunkIter`] makes on it, without taking a slice of the packet.
+pub fn first_chunk_type(packet: &[u8]) -> Result<u8, DecodeError> {
+    chunk_header(packet.get(COMMON_HEADER_LEN..).unwrap_or_default()).map(|(typ, _, _)| typ)
 }
 
 /// A whole decoded packet: header plus every chunk, interpreted.
