@@ -237,8 +237,10 @@ impl ReadDuty {
         true
     }
 
-    fn to_driver(&self) {
-        self.state().holder = Holder::Driver;
+    /// Gives the duty to the driver task, whose wake-up follows the lock's release.
+    fn hand_to_driver(&self, mut s: MutexGuard<'_, DutyState>) {
+        s.holder = Holder::Driver;
+        drop(s);
         self.driver.notify_one();
     }
 }
@@ -259,11 +261,7 @@ impl Wake for ReadDuty {
                 drop(s);
                 w.wake();
             }
-            None => {
-                s.holder = Holder::Driver;
-                drop(s);
-                self.driver.notify_one();
-            }
+            None => self.hand_to_driver(s),
         }
     }
 }
@@ -364,7 +362,7 @@ impl Engine {
             }
             if round == 1 {
                 drop(ready);
-                self.reader.to_driver();
+                self.reader.hand_to_driver(self.reader.state());
                 return;
             }
             read_datagrams(self, ready, &mut rx);
@@ -429,9 +427,7 @@ impl DirectIo for Engine {
             s.waiting = None;
         }
         if s.holder == Holder::Owner(id) {
-            s.holder = Holder::Driver;
-            drop(s);
-            self.reader.driver.notify_one();
+            self.reader.hand_to_driver(s);
         }
     }
 }
