@@ -269,20 +269,10 @@ fn transport_settings_reach_the_running_registrar() {
     );
     let _pe = start_pe(&reg, "hb", "0000cccc");
     wait_for(&reg, "hb", &["0000cccc"], Duration::from_secs(10));
-    let sent = |reg: &Registrar| {
-        let text = reg.metrics_text().unwrap_or_default();
-        text.lines()
-            .filter(|l| {
-                l.starts_with("poolgate_sctp_heartbeats_total{")
-                    && l.contains("transport=\"registrar\"")
-                    && l.contains("event=\"sent\"")
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>()
-    };
-    let before = sent(&reg);
+    const SENT: &str = "poolgate_sctp_heartbeats_total{transport=\"registrar\",event=\"sent\"}";
+    let before = metric(&reg, SENT);
     std::thread::sleep(Duration::from_millis(1500));
-    let during = sent(&reg) - before;
+    let during = metric(&reg, SENT) - before;
     println!("heartbeats sent in 1.5 s at a 100 ms interval: {during}");
     assert!(during >= 5.0, "only {during} heartbeats in 1.5 s");
 }

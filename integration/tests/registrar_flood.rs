@@ -109,9 +109,7 @@ fn init_and_garbage_flood_does_not_stop_registration_or_resolution() {
     // the one real PE's association held.
     let text = metrics::scrape(("127.0.0.1", metrics), Duration::from_secs(5)).unwrap_or_default();
     let series = |name: &str| -> f64 {
-        metrics::lines(&text, name)
-            .iter()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        metrics::value(&text, name)
             .unwrap_or_else(|| panic!("no {name} in the registrar's metrics"))
     };
     let dropped = series(

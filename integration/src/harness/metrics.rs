@@ -32,7 +32,8 @@ pub fn sum(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// The value of the unlabelled series `name` in `text`.
+/// The value of series `name` in `text`: a metric name without labels, or a name with
+/// its labels as exported (`name{a="x",b="y"}`).
 pub fn value(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))

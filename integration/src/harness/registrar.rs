@@ -77,7 +77,7 @@ impl Registrar {
         metrics::scrape(("127.0.0.1", self.metrics), Duration::from_secs(2))
     }
 
-    /// The value of the unlabelled metric `name`; panics when it is missing.
+    /// The value of series `name` (see [`metrics::value`]); panics when it is missing.
     pub fn metric(&self, name: &str) -> f64 {
         self.metrics_text()
             .and_then(|t| metrics::value(&t, name))
