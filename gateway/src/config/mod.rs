@@ -700,19 +700,11 @@ mod tests {
                 .transport,
             d
         );
-        let (_dir, s) = sources_with("[ppe]\npool = \"web\"\n");
-        let ppe = match load::<PpeConfig>(&s) {
-            Ok(l) => l.config.transport,
-            // Only the pool key is missing; decode the section on its own.
-            Err(_) => {
-                let tree = builtin_tree(Role::Ppe);
-                let mut t2 = tree.clone();
-                let mut diags = Vec::new();
-                decode::<PpeConfig>(&mut t2, &tree, &mut diags, &mut Vec::new())
-                    .expect("shipped ppe.toml decodes")
-                    .transport
-            }
-        };
+        // The shipped PPE file has no pool key, so it is decoded, not loaded.
+        let tree = builtin_tree(Role::Ppe);
+        let ppe = decode::<PpeConfig>(&mut tree.clone(), &tree, &mut Vec::new(), &mut Vec::new())
+            .expect("shipped ppe.toml decodes")
+            .transport;
         assert_eq!(ppe, d);
         let r = load::<RegistrarConfig>(&Sources::default())
             .unwrap()
