@@ -281,6 +281,13 @@ async fn bulk_sctp(pmtu: usize, bytes: u64, msg: usize) -> anyhow::Result<Bulk> 
     Ok(Bulk::from(bytes, wall, cpu))
 }
 
+/// Whether `PG_BENCH_STACKS` (a comma list; unset or empty: all) names stack `s`:
+/// `tcp`, `65507`, `1472` or `rr` (to run only some, e.g. for a profiler).
+fn stack_selected(s: &str) -> bool {
+    let stacks = std::env::var("PG_BENCH_STACKS").unwrap_or_default();
+    stacks.is_empty() || stacks.split(',').any(|x| x == s)
+}
+
 /// With `PG_BENCH_VERBOSE`: the driver's and the engine's counters of both ends.
 fn print_counters(what: &str, client: &SctpUdp, server: &SctpUdp) {
     if std::env::var_os("PG_BENCH_VERBOSE").is_none() {
@@ -456,8 +463,7 @@ async fn rr_interleaved(
         &mut RrTotals::default(),
     )
     .await?;
-    let stacks = std::env::var("PG_BENCH_STACKS").unwrap_or_default();
-    let run = |s: &str| stacks.is_empty() || stacks.split(',').any(|x| x == s);
+    let run = stack_selected;
     for _ in 0..rounds.max(1) {
         if run("tcp") {
             rr_round(&mut tcp, each, &mut t_tcp).await?;
@@ -804,9 +810,7 @@ fn main() -> anyhow::Result<()> {
         let each = (args.bulk_bytes / u64::from(rounds)).max(args.msg as u64);
         let zero = || Bulk::from(0, Duration::ZERO, Duration::ZERO);
         let (mut tcp, mut big, mut eth) = (zero(), zero(), zero());
-        // `PG_BENCH_STACKS=tcp,65507,1472`: run only some stacks (for a profiler).
-        let stacks = std::env::var("PG_BENCH_STACKS").unwrap_or_default();
-        let run = |s: &str| stacks.is_empty() || stacks.split(',').any(|x| x == s);
+        let run = stack_selected;
         for _ in 0..rounds {
             if run("tcp") {
                 tcp = tcp.add(rt.block_on(timed(d, bulk_tcp(each, args.msg)))?);
