@@ -61,19 +61,27 @@ fn start(cli: &Cli, role: Role, args: &RoleArgs) -> ExitCode {
         }
     };
     loaded.warnings.iter().for_each(log_diagnostic);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    match loaded.config.threads() {
+        // tokio's default: TOKIO_WORKER_THREADS, else one per CPU.
+        0 => {}
+        n => {
+            builder.worker_threads(n as usize);
+        }
+    }
+    let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
             return ExitCode::FAILURE;
         }
     };
+    let workers = runtime.metrics().num_workers();
+    tracing::info!(role = %role, workers, "runtime started");
     let result = runtime.block_on(async move {
         let registry = Registry::new();
-        register_process_metrics(&registry, role)?;
+        register_process_metrics(&registry, role, workers)?;
         let notifier = Notifier::from_env()?;
         let signals = Signals::install()?;
         let metrics = loaded.config.metrics();
@@ -123,8 +131,8 @@ fn log_diagnostic(d: &Diagnostic) {
     }
 }
 
-/// Metrics every role exposes: build info and start time.
-fn register_process_metrics(registry: &Registry, role: Role) -> anyhow::Result<()> {
+/// Metrics every role exposes: build info, start time and worker threads.
+fn register_process_metrics(registry: &Registry, role: Role, workers: usize) -> anyhow::Result<()> {
     registry
         .gauge_vec(
             "poolgate_build_info",
@@ -143,5 +151,11 @@ fn register_process_metrics(registry: &Registry, role: Role) -> anyhow::Result<(
             "Start time of the process since the Unix epoch.",
         )?
         .set(start);
+    registry
+        .gauge(
+            "poolgate_worker_threads",
+            "Worker threads of the async runtime (the role's `threads`, 0 = one per CPU).",
+        )?
+        .set(workers as f64);
     Ok(())
 }

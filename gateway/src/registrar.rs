@@ -548,7 +548,8 @@ impl Server {
             peers,
             enrp,
             metrics,
-            transport
+            transport,
+            threads
         );
         self.max_per_ip = new.limits.max_associations_per_peer;
         tracing::info!(

@@ -497,3 +497,19 @@ fn transport_timers_windows_and_retransmissions_are_checked() {
 
     assert!(stderr.contains("4 error(s), 1 warning(s)"), "{stderr}");
 }
+
+#[test]
+fn worker_threads_are_bounded_with_their_position() {
+    let d = Dir::new("threads");
+    let f = d.file("ppe.toml", "[ppe]\nthreads = 5000\n");
+    let (code, _, stderr) = check(&f, &[]);
+    assert_eq!(code, 1, "{stderr}");
+    let file = f.display().to_string();
+    let t = line_for(&stderr, "ppe.threads");
+    assert!(t.starts_with(&format!("error: {file}:2:11: ")), "{t}");
+    assert!(t.contains("at most 1024 worker threads"), "{t}");
+
+    let f = d.file("registrar.toml", "[registrar]\nthreads = 3\n");
+    let (code, _, stderr) = check(&f, &[]);
+    assert_eq!(code, 0, "{stderr}");
+}

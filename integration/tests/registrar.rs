@@ -276,3 +276,13 @@ fn transport_settings_reach_the_running_registrar() {
     println!("heartbeats sent in 1.5 s at a 100 ms interval: {during}");
     assert!(during >= 5.0, "only {during} heartbeats in 1.5 s");
 }
+
+#[test]
+fn the_configured_worker_threads_run_the_process() {
+    let reg = start_registrar("threads = 3\n");
+    assert_eq!(metric(&reg, "poolgate_worker_threads"), 3.0);
+    // 0, the shipped registrar default: one per CPU.
+    let reg = start_registrar("");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(metric(&reg, "poolgate_worker_threads"), cpus as f64);
+}

@@ -48,6 +48,19 @@ pub(crate) fn positive(check: &mut Checker<'_>, path: &str, d: Duration) {
     }
 }
 
+/// Most worker threads a role's process may ask for.
+pub const MAX_THREADS: u32 = 1024;
+
+/// A role's `threads`: 0 (one per CPU) to [`MAX_THREADS`].
+pub(crate) fn threads(check: &mut Checker<'_>, path: &str, threads: u32) {
+    if threads > MAX_THREADS {
+        check.error(
+            path,
+            format!("at most {MAX_THREADS} worker threads (0 = one per CPU)"),
+        );
+    }
+}
+
 /// Keep-alive timing: both positive, and the timeout no longer than the interval —
 /// a longer timeout means probes overlap and a dead peer is declared late.
 pub(crate) fn keepalive(

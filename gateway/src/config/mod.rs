@@ -154,6 +154,8 @@ pub trait Section: DeserializeOwned + Sized {
     fn validate(&mut self, check: &mut Checker<'_>);
     /// The metrics endpoint settings of this role.
     fn metrics(&self) -> &MetricsConfig;
+    /// The worker threads the role's process runs (0 = one per CPU).
+    fn threads(&self) -> u32;
 }
 
 /// A validated configuration plus its warnings.
@@ -192,6 +194,15 @@ impl AnyConfig {
             AnyConfig::Registrar(c) => c.metrics(),
             AnyConfig::Ppe(c) => c.metrics(),
             AnyConfig::Ppu(c) => c.metrics(),
+        }
+    }
+
+    /// The worker threads the process runs (0 = one per CPU).
+    pub fn threads(&self) -> u32 {
+        match self {
+            AnyConfig::Registrar(c) => c.threads(),
+            AnyConfig::Ppe(c) => c.threads(),
+            AnyConfig::Ppu(c) => c.threads(),
         }
     }
 }

@@ -55,6 +55,8 @@ pub struct PpeConfig {
     pub metrics: MetricsConfig,
     /// SCTP engine settings of every association (`[ppe.transport]`).
     pub transport: TransportSettings,
+    /// Worker threads of the process (0 = one per CPU).
+    pub threads: u32,
 }
 
 /// Selection policy settings (RFC 5356).
@@ -184,7 +186,12 @@ impl Section for PpeConfig {
         &self.metrics
     }
 
+    fn threads(&self) -> u32 {
+        self.threads
+    }
+
     fn validate(&mut self, check: &mut Checker<'_>) {
+        common::threads(check, "ppe.threads", self.threads);
         common::pool_handle(check, "ppe.pool", &self.pool);
         common::address_list(check, "ppe.registrars", &self.registrars, "registrar");
         common::address_list(check, "ppe.listen", &self.listen, "listen");

@@ -34,6 +34,8 @@ pub struct PpuConfig {
     pub metrics: MetricsConfig,
     /// SCTP engine settings of every association (`[ppu.transport]`).
     pub transport: TransportSettings,
+    /// Worker threads of the process (0 = one per CPU).
+    pub threads: u32,
 }
 
 /// Handle resolution settings.
@@ -206,7 +208,12 @@ impl Section for PpuConfig {
         &self.metrics
     }
 
+    fn threads(&self) -> u32 {
+        self.threads
+    }
+
     fn validate(&mut self, check: &mut Checker<'_>) {
+        common::threads(check, "ppu.threads", self.threads);
         common::address_list(check, "ppu.registrars", &self.registrars, "registrar");
         common::positive(
             check,

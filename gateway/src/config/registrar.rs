@@ -47,6 +47,8 @@ pub struct RegistrarConfig {
     pub enrp: EnrpSettings,
     /// SCTP engine settings of every association (`[registrar.transport]`).
     pub transport: TransportSettings,
+    /// Worker threads of the process (0 = one per CPU).
+    pub threads: u32,
 }
 
 /// `[registrar.enrp]`: ENRP between registrars.
@@ -169,7 +171,12 @@ impl Section for RegistrarConfig {
         &self.metrics
     }
 
+    fn threads(&self) -> u32 {
+        self.threads
+    }
+
     fn validate(&mut self, check: &mut Checker<'_>) {
+        common::threads(check, "registrar.threads", self.threads);
         common::address_list(check, "registrar.listen", &self.listen, "listen");
         self.transport.validate(check, "registrar.transport");
         if self.sctp_port == 0 {

@@ -227,7 +227,8 @@ pub fn apply_reload(shared: &Shared, new: &PpeConfig) -> anyhow::Result<Vec<&'st
         max_sessions,
         drain_grace,
         metrics,
-        transport
+        transport,
+        threads
     );
     // A random id (0) stays the one drawn at start.
     if new.id != old.id && new.id != shared.pe_id {

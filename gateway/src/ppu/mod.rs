@@ -331,8 +331,11 @@ async fn apply(
         || old.resolution.timeout != new.resolution.timeout
         || old.resolution.cache_staleness != new.resolution.cache_staleness
         || old.transport != new.transport
+        || old.threads != new.threads
     {
-        tracing::warn!("ppu.registrars, ppu.resolution and ppu.transport take effect on restart");
+        tracing::warn!(
+            "ppu.registrars, ppu.resolution, ppu.transport and ppu.threads take effect on restart"
+        );
     }
     // Stop listeners that are gone or must restart (before binding their addresses again).
     let mut keep = Vec::new();

@@ -5,7 +5,8 @@
 //! Starts real processes on loopback: `poolgate registrar`, three `poolgate ppe` (pools
 //! `dp-raw`, `dp-line`, `dp-resp` with the `raw`, `line` and `resp` plugins), one
 //! `poolgate ppu` with a listener per pool, `haproxy` with a generated configuration (one
-//! TCP frontend per backend) and `redis-server`. The bulk and line backends run inside
+//! TCP frontend per backend), a chain of two more haproxies (`ha x2`: the same topology as
+//! PPU → PPE, so `pg/ha x2` compares the cost per proxy hop) and `redis-server`. The bulk and line backends run inside
 //! this process. Every workload runs over each path for `--secs` seconds:
 //!
 //! - bulk download (`SEND`: the backend streams a pattern) on 1 and `--conns` connections,
@@ -16,8 +17,9 @@
 //!
 //! Every byte a client reads is compared with what it must be (the pattern at that
 //! offset, the echoed line, the value set); a mismatch is reported and the run exits 1.
-//! The table gives rates, ratios against direct and against haproxy, and the CPU time
-//! the proxy processes used per MB (bulk) or per 1,000 requests, from `/proc/<pid>/stat`.
+//! The table gives rates, ratios against direct, against haproxy and against the chain of
+//! two haproxies, and the CPU time the proxy processes used per MB (bulk) or per 1,000
+//! requests, from `/proc/<pid>/stat`.
 //!
 //! Build first (`cargo build --release -p poolgate -p poolgate-integration --bins`), then
 //! `target/release/pg-datapath-bench` (about a minute; `--secs 10` for steadier numbers).
@@ -61,28 +63,41 @@ struct Args {
     /// Run only the workloads whose name contains this text (e.g. "echo", "redis").
     #[arg(long)]
     only: Option<String>,
+    /// Worker threads of the PPU and of each PPE (1 ..= 64; default: the shipped
+    /// defaults, one for a PPE and one per CPU for the PPU).
+    #[arg(long)]
+    threads: Option<u32>,
     /// End the bulk echo with a client half-close and read to the backend's close (so
     /// the tail of the stream must survive the proxies' close handling).
     #[arg(long)]
     echo_half_close: bool,
 }
 
-/// The three ways to the backends.
+/// The four ways to the backends. `Haproxy2` is the same topology as poolgate's: two
+/// proxy processes in a chain (a front haproxy standing in for the PPU, a back haproxy for
+/// the PPE), so `pg/ha×2` compares the cost per hop.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Path3 {
+enum Path4 {
     Direct,
     Poolgate,
     Haproxy,
+    Haproxy2,
 }
 
-const PATHS: [Path3; 3] = [Path3::Direct, Path3::Poolgate, Path3::Haproxy];
+const PATHS: [Path4; 4] = [
+    Path4::Direct,
+    Path4::Poolgate,
+    Path4::Haproxy,
+    Path4::Haproxy2,
+];
 
-impl Path3 {
+impl Path4 {
     fn name(self) -> &'static str {
         match self {
-            Path3::Direct => "direct",
-            Path3::Poolgate => "poolgate",
-            Path3::Haproxy => "haproxy",
+            Path4::Direct => "direct",
+            Path4::Poolgate => "poolgate",
+            Path4::Haproxy => "haproxy",
+            Path4::Haproxy2 => "haproxy x2",
         }
     }
 }
@@ -247,10 +262,12 @@ const KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e
 struct Rig {
     dir: PathBuf,
     /// Ports per path and kind: `ports[path][kind]`.
-    ports: [[u16; 3]; 3],
-    /// The PPU and PPE pids (poolgate's CPU), the haproxy pid.
+    ports: [[u16; 3]; 4],
+    /// The PPU and PPE pids (poolgate's CPU), the single haproxy's pid, the chained
+    /// haproxies' pids.
     poolgate_pids: Vec<u32>,
-    haproxy_pid: Option<u32>,
+    haproxy_pid: u32,
+    haproxy2_pids: [u32; 2],
     children: Vec<Child>,
 }
 
@@ -288,12 +305,16 @@ impl Rig {
         )?;
         children.push(try_poolgate("registrar", &reg, &a.log)?);
         let mut poolgate_pids = Vec::new();
+        let threads = a
+            .threads
+            .map(|n| format!("threads = {}\n", n.clamp(1, 64)))
+            .unwrap_or_default();
         for kind in KINDS {
             let file = write(
                 &format!("ppe-{}.toml", kind.plugin()),
                 &format!(
                     "[ppe]\npool = \"dp-{plugin}\"\nid = {id}\nregistrars = [\"127.0.0.1:{reg_port}\"]\n\
-                     listen = [\"127.0.0.1:0\"]\nplugin = \"{plugin}\"\n\
+                     listen = [\"127.0.0.1:0\"]\nplugin = \"{plugin}\"\n{threads}\
                      [[ppe.key]]\nid = 1\nkey = \"{KEY}\"\n\
                      [ppe.backend]\naddress = \"127.0.0.1:{port}\"\n\
                      [ppe.metrics]\nenabled = false\n",
@@ -308,7 +329,8 @@ impl Rig {
         }
         let via_pg = [free_tcp_port(), free_tcp_port(), free_tcp_port()];
         let mut ppu = format!(
-            "[ppu]\nregistrars = [\"127.0.0.1:{reg_port}\"]\n[ppu.metrics]\nenabled = false\n"
+            "[ppu]\nregistrars = [\"127.0.0.1:{reg_port}\"]\n{threads}\
+             [ppu.metrics]\nenabled = false\n"
         );
         for kind in KINDS {
             let _ = write!(
@@ -324,33 +346,42 @@ impl Rig {
         poolgate_pids.push(c.0.id());
         children.push(c);
 
-        let via_ha = [free_tcp_port(), free_tcp_port(), free_tcp_port()];
-        let mut cfg = String::from(
-            "global\n  maxconn 4096\ndefaults\n  mode tcp\n  timeout connect 5s\n  \
-             timeout client 60s\n  timeout server 60s\n",
-        );
-        for kind in KINDS {
-            let _ = write!(
-                cfg,
-                "listen {p}\n  bind 127.0.0.1:{front}\n  server b 127.0.0.1:{back}\n",
-                p = kind.plugin(),
-                front = via_ha[kind.idx()],
-                back = direct[kind.idx()],
+        // haproxy: one process in front of the backends (`via_ha`), and a chain of two
+        // (`via_ha2` → `mid` → backends), each with its own configuration.
+        let mut haproxy = |name: &str, to: [u16; 3]| -> Result<([u16; 3], u32)> {
+            let front = [free_tcp_port(), free_tcp_port(), free_tcp_port()];
+            let mut cfg = String::from(
+                "global\n  maxconn 4096\ndefaults\n  mode tcp\n  timeout connect 5s\n  \
+                 timeout client 60s\n  timeout server 60s\n",
             );
-        }
-        let cfg = write("haproxy.cfg", &cfg)?;
-        let ha = spawn(
-            &mut haproxy_command(&cfg),
-            "haproxy (apt-get install haproxy)",
-        )?;
-        let haproxy_pid = Some(ha.0.id());
-        children.push(ha);
+            for kind in KINDS {
+                let _ = write!(
+                    cfg,
+                    "listen {p}\n  bind 127.0.0.1:{front}\n  server b 127.0.0.1:{back}\n",
+                    p = kind.plugin(),
+                    front = front[kind.idx()],
+                    back = to[kind.idx()],
+                );
+            }
+            let cfg = write(&format!("{name}.cfg"), &cfg)?;
+            let ha = spawn(
+                &mut haproxy_command(&cfg),
+                "haproxy (apt-get install haproxy)",
+            )?;
+            let pid = ha.0.id();
+            children.push(ha);
+            Ok((front, pid))
+        };
+        let (via_ha, haproxy_pid) = haproxy("haproxy", direct)?;
+        let (mid, back_pid) = haproxy("haproxy-back", direct)?;
+        let (via_ha2, front_pid) = haproxy("haproxy-front", mid)?;
 
         let rig = Rig {
             dir,
-            ports: [direct, via_pg, via_ha],
+            ports: [direct, via_pg, via_ha, via_ha2],
             poolgate_pids,
             haproxy_pid,
+            haproxy2_pids: [front_pid, back_pid],
             children,
         };
         for path in PATHS {
@@ -361,13 +392,13 @@ impl Rig {
         Ok(rig)
     }
 
-    fn port(&self, path: Path3, kind: Kind) -> u16 {
+    fn port(&self, path: Path4, kind: Kind) -> u16 {
         self.ports[path as usize][kind.idx()]
     }
 
     /// Waits until one request/reply round trip works on this path and kind (the PPU
     /// needs the PEs registered; haproxy and redis need to listen).
-    fn wait_ready(&self, path: Path3, kind: Kind, within: Duration) -> Result<()> {
+    fn wait_ready(&self, path: Path4, kind: Kind, within: Duration) -> Result<()> {
         let t0 = Instant::now();
         loop {
             let ok = (|| -> Result<()> {
@@ -396,11 +427,12 @@ impl Rig {
     }
 
     /// CPU seconds used so far by the proxy processes of `path`.
-    fn cpu(&self, path: Path3, tick: f64) -> f64 {
+    fn cpu(&self, path: Path4, tick: f64) -> f64 {
         let pids: Vec<u32> = match path {
-            Path3::Direct => Vec::new(),
-            Path3::Poolgate => self.poolgate_pids.clone(),
-            Path3::Haproxy => self.haproxy_pid.into_iter().collect(),
+            Path4::Direct => Vec::new(),
+            Path4::Poolgate => self.poolgate_pids.clone(),
+            Path4::Haproxy => vec![self.haproxy_pid],
+            Path4::Haproxy2 => self.haproxy2_pids.to_vec(),
         };
         pids.iter().map(|p| cpu_ticks(*p) as f64 / tick).sum()
     }
@@ -802,15 +834,15 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1000.0
 }
 
-/// One table row: a workload's rate and latencies on the three paths.
+/// One table row: a workload's rate and latencies on the four paths.
 struct Row {
     name: String,
     unit: &'static str,
-    rate: [f64; 3],
+    rate: [f64; 4],
     /// (p50, p99) in ms, when the workload measures latency.
-    lat: Option<[(f64, f64); 3]>,
-    /// Proxy CPU per MB or per 1,000 requests, poolgate and haproxy.
-    cpu: Option<[f64; 2]>,
+    lat: Option<[(f64, f64); 4]>,
+    /// Proxy CPU per MB or per 1,000 requests: poolgate, haproxy, the two haproxies.
+    cpu: Option<[f64; 3]>,
     cpu_unit: &'static str,
 }
 
@@ -824,43 +856,49 @@ fn ratio(a: f64, b: f64) -> String {
 
 fn print_table(rows: &[Row]) {
     println!(
-        "\n{:<34} {:>11} {:>11} {:>11} {:>9} {:>10} {:>17}",
+        "\n{:<34} {:>10} {:>10} {:>10} {:>10} {:>9} {:>10} {:>9} {:>25}",
         "workload (unit)",
         "direct",
         "poolgate",
         "haproxy",
+        "ha x2",
         "pg/direct",
         "pg/haproxy",
-        "cpu pg | haproxy"
+        "pg/ha x2",
+        "cpu pg | haproxy | ha x2"
     );
     for r in rows {
         let cpu = match r.cpu {
-            Some([p, h]) => format!("{p:.2} | {h:.2} {}", r.cpu_unit),
+            Some([p, h, h2]) => format!("{p:.2} | {h:.2} | {h2:.2} {}", r.cpu_unit),
             None => "-".into(),
         };
         println!(
-            "{:<34} {:>11.1} {:>11.1} {:>11.1} {:>9} {:>10} {:>17}",
+            "{:<34} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>9} {:>10} {:>9} {:>25}",
             format!("{} ({})", r.name, r.unit),
             r.rate[0],
             r.rate[1],
             r.rate[2],
+            r.rate[3],
             ratio(r.rate[1], r.rate[0]),
             ratio(r.rate[1], r.rate[2]),
+            ratio(r.rate[1], r.rate[3]),
             cpu
         );
     }
     println!(
-        "\n{:<34} {:>17} {:>17} {:>17}",
-        "latency p50 / p99 (ms)", "direct", "poolgate", "haproxy"
+        "\n{:<34} {:>17} {:>17} {:>17} {:>17}",
+        "latency p50 / p99 (ms)", "direct", "poolgate", "haproxy", "ha x2"
     );
     for r in rows {
         if let Some(l) = r.lat {
+            let cell = |i: usize| format!("{:.3} / {:.3}", l[i].0, l[i].1);
             println!(
-                "{:<34} {:>17} {:>17} {:>17}",
+                "{:<34} {:>17} {:>17} {:>17} {:>17}",
                 r.name,
-                format!("{:.3} / {:.3}", l[0].0, l[0].1),
-                format!("{:.3} / {:.3}", l[1].0, l[1].1),
-                format!("{:.3} / {:.3}", l[2].0, l[2].1)
+                cell(0),
+                cell(1),
+                cell(2),
+                cell(3)
             );
         }
     }
@@ -897,9 +935,13 @@ fn run() -> Result<bool> {
     let pattern = Arc::new(Pattern::new());
     let rig = Rig::start(&a, pattern.clone())?;
     let tick = clock_tick();
+    let threads = a.threads.map_or_else(
+        || "shipped defaults".to_string(),
+        |n| n.clamp(1, 64).to_string(),
+    );
     println!(
         "datapath bench: {secs}s per workload and path, {conns} connections, {size}-byte requests; \
-         poolgate = PPU + PPE (SCTP/UDP on loopback), haproxy {}",
+         poolgate = PPU + PPE (SCTP/UDP on loopback; worker threads: {threads}), haproxy {}",
         haproxy_version()
     );
 
@@ -1010,11 +1052,11 @@ fn run() -> Result<bool> {
         rows.push(Row {
             name: w.name.clone(),
             unit: if w.bulk { "MB/s" } else { "req/s" },
-            rate: [rate(&outs[0]), rate(&outs[1]), rate(&outs[2])],
+            rate: [0, 1, 2, 3].map(|i| rate(&outs[i])),
             lat: (!w.bulk).then(|| {
-                [0, 1, 2].map(|i| (pct(&outs[i].latencies, 0.5), pct(&outs[i].latencies, 0.99)))
+                [0, 1, 2, 3].map(|i| (pct(&outs[i].latencies, 0.5), pct(&outs[i].latencies, 0.99)))
             }),
-            cpu: Some([per(&outs[1]), per(&outs[2])]),
+            cpu: Some([1, 2, 3].map(|i| per(&outs[i]))),
             cpu_unit: if w.bulk { "ms/MB" } else { "ms/kreq" },
         });
     }
@@ -1053,8 +1095,8 @@ fn run() -> Result<bool> {
                     .get(i)
                     .filter(|r| r.test.eq_ignore_ascii_case(test))
             };
-            let rate = [0, 1, 2].map(|p| get(p).map_or(0.0, |r| r.rps));
-            let lat = [0, 1, 2].map(|p| get(p).map_or((0.0, 0.0), |r| (r.p50_ms, r.p99_ms)));
+            let rate = [0, 1, 2, 3].map(|p| get(p).map_or(0.0, |r| r.rps));
+            let lat = [0, 1, 2, 3].map(|p| get(p).map_or((0.0, 0.0), |r| (r.p50_ms, r.p99_ms)));
             rows.push(Row {
                 name: format!(
                     "redis-benchmark {}, {} conn",
@@ -1065,7 +1107,7 @@ fn run() -> Result<bool> {
                 rate,
                 lat: Some(lat),
                 // Over all four tests, so only on the first row.
-                cpu: (i == 0).then(|| [cpu[1] * 1000.0 / requests, cpu[2] * 1000.0 / requests]),
+                cpu: (i == 0).then(|| [1, 2, 3].map(|p| cpu[p] * 1000.0 / requests)),
                 cpu_unit: "ms/kreq",
             });
         }
