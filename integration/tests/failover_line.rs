@@ -225,3 +225,40 @@ fn pipelined_bulk_survives_a_backend_kill_with_back_pressure() {
     }
     writer.join().unwrap();
 }
+
+/// A PPE frozen with SIGSTOP sends nothing — no FIN, no ABORT — so only the PU's session
+/// keep-alive can notice: the request in flight must still be answered, by another PE.
+#[test]
+fn a_frozen_ppe_is_left_after_the_session_keepalive_timeout() {
+    let cluster = Cluster::start(Setup {
+        pes: 2,
+        ..Setup::default()
+    });
+    let mut client = cluster.client();
+    run_requests(&mut client, 0, 10);
+    assert_eq!(client.ask("ECHO before-freeze"), "before-freeze");
+    let victim = cluster.serving("ECHO before-freeze", Duration::from_secs(5));
+    let frozen = cluster.pool.ppes[victim].as_ref().expect("PPE running");
+    frozen.signal(19);
+    let t0 = Instant::now();
+    client.send("ECHO while-frozen");
+    assert_eq!(client.recv().as_deref(), Some("while-frozen"));
+    let stall = t0.elapsed();
+    println!("answered {stall:?} after the freeze");
+    assert_ne!(
+        cluster.serving("ECHO while-frozen", Duration::from_secs(1)),
+        victim
+    );
+    // Detection: 100 ms keep-alive interval + 100 ms timeout, well before SCTP's own
+    // retransmission budget would end the association.
+    assert!(stall < Duration::from_secs(2), "stall {stall:?}");
+    let failovers = cluster.pool.ppu_metrics("poolgate_ppu_failovers_total");
+    assert!(
+        failovers
+            .iter()
+            .any(|l| l.contains("cause=\"keepalive_timeout\"") && !l.ends_with(" 0")),
+        "{failovers:?}"
+    );
+    run_requests(&mut client, 100, 20);
+    frozen.signal(18);
+}

@@ -11,10 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
+use pool_core::cookie::KeyId;
 use pool_core::wire::AsapMessage;
 use poolgate_plugins::{render, Delivery, PluginError, SessionState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 use super::Shared;
 use crate::session::{self, Control, SessionMessage, CHUNK, COOKIE_LIFETIME, OPEN_TIMEOUT};
@@ -202,8 +204,10 @@ async fn relay(
     let mut deliver: Vec<Delivery> = Vec::new();
     let mut client_eof = false;
     let mut backend_shut = false;
-    let mut hand_over = shared.hand_over.subscribe();
-    let mut sealing = shared.keys.watch_sealing();
+    let mut signals = Box::pin(signal(
+        shared.keys.watch_sealing(),
+        shared.hand_over.subscribe(),
+    ));
     let interval = shared.cfg.cookie_interval;
     let bytes_up = shared.metrics.bytes.with(&["to_backend"]).ok();
     let bytes_down = shared.metrics.bytes.with(&["to_pu"]).ok();
@@ -211,14 +215,16 @@ async fn relay(
     if send_cookie(shared, plugin, tx).await.is_err() {
         return End::PeerGone;
     }
-    let mut last_cookie = tokio::time::Instant::now();
+    // One timer for the whole session, moved after each cookie: a fresh `sleep` per
+    // turn of the loop would enter and leave the timer wheel with every message.
+    let cookie_timer = tokio::time::sleep(interval);
+    tokio::pin!(cookie_timer);
     let mut cookie_due = false;
     loop {
         if client_eof && to_backend.is_empty() && !backend_shut {
             let _ = bw.shutdown().await;
             backend_shut = true;
         }
-        let cookie_at = last_cookie + interval;
         tokio::select! {
             r = br.read_buf(&mut from_backend) => {
                 match r {
@@ -282,27 +288,65 @@ async fn relay(
                     return End::Closed;
                 }
             }
-            Ok(()) = sealing.changed() => {
-                // Key rotation: the PU's cookie must open on PEs that dropped the old key.
-                cookie_due = true;
-            }
-            _ = tokio::time::sleep_until(cookie_at), if cookie_due => {
+            () = &mut cookie_timer, if cookie_due => {
                 if send_cookie(shared, plugin, tx).await.is_err() {
                     return End::PeerGone;
                 }
                 cookie_due = false;
-                last_cookie = tokio::time::Instant::now();
+                cookie_timer.as_mut().reset(tokio::time::Instant::now() + interval);
             }
-            ok = async { hand_over.wait_for(|h| *h).await.is_ok() } => {
-                if ok {
-                    // Client bytes still buffered here are unanswered requests the PU
-                    // replays; the cookie describes the state after the last reply sent.
-                    let _ = send_cookie(shared, plugin, tx).await;
-                    return End::HandOver;
+            (s, sealing, hand_over) = &mut signals => {
+                match s {
+                    // Key rotation: the PU's cookie must open on PEs that dropped the old key.
+                    Signal::KeyRotated => cookie_due = true,
+                    Signal::HandOver => {
+                        // Client bytes still buffered here are unanswered requests the PU
+                        // replays; the cookie describes the state after the last reply sent.
+                        let _ = send_cookie(shared, plugin, tx).await;
+                        return End::HandOver;
+                    }
                 }
+                signals.set(signal(sealing, hand_over));
             }
         }
     }
+}
+
+/// What the PE process tells a running session.
+enum Signal {
+    /// A new pool key seals cookies from now on.
+    KeyRotated,
+    /// The PE drains: hand the session over to another PE.
+    HandOver,
+}
+
+/// The next [`Signal`], with the receivers back for the next wait. The session keeps
+/// one such future across the turns of its loop: fresh `changed()` futures on every
+/// turn would register and unregister two waiters per message. A receiver whose sender
+/// is gone (the process is ending) is no longer watched.
+async fn signal(
+    mut sealing: watch::Receiver<KeyId>,
+    mut hand_over: watch::Receiver<bool>,
+) -> (Signal, watch::Receiver<KeyId>, watch::Receiver<bool>) {
+    let mut sealing_open = true;
+    let mut hand_over_open = true;
+    let signal = loop {
+        tokio::select! {
+            r = sealing.changed(), if sealing_open => match r {
+                Ok(()) => break Signal::KeyRotated,
+                Err(_) => sealing_open = false,
+            },
+            // (The guard `wait_for` returns must not live across an await.)
+            ok = async { hand_over.wait_for(|h| *h).await.is_ok() }, if hand_over_open => {
+                if ok {
+                    break Signal::HandOver;
+                }
+                hand_over_open = false;
+            }
+            else => std::future::pending::<()>().await,
+        }
+    };
+    (signal, sealing, hand_over)
 }
 
 #[cfg(test)]

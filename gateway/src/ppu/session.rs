@@ -490,11 +490,18 @@ impl Session<'_> {
         // buffer is written out (and at the start: a failover may have written), flush,
         // or the tail of an answer waits there for bytes that may never come.
         let mut unflushed = true;
+        // One keep-alive timer, moved as the session goes: a fresh `sleep` per turn of
+        // the loop would enter and leave the timer wheel with every message.
+        let keepalive = tokio::time::sleep_until(self.last_seen + cfg.keepalive_interval);
+        tokio::pin!(keepalive);
         loop {
             let timer = match probe_deadline {
                 Some(d) => d,
                 None => self.last_seen + cfg.keepalive_interval,
             };
+            if keepalive.deadline() != timer {
+                keepalive.as_mut().reset(timer);
+            }
             tokio::select! {
                 ev = link.rx.recv(), if self.to_client.len() < CLIENT_BUFFER => {
                     if let Some(o) = self.on_event(ev) {
@@ -547,7 +554,7 @@ impl Session<'_> {
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(timer) => {
+                () = &mut keepalive => {
                     if probe_deadline.is_some() {
                         // Messages may have queued while we were busy: they count.
                         let mut alive = false;
