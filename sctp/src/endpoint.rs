@@ -15,7 +15,7 @@ use crate::config::{ConfigError, EndpointConfig};
 use crate::cookie::{CookieData, CookieError, CookieSecret};
 #[cfg(doc)]
 use crate::event::HandleHasher;
-use crate::event::{AssocHandle, CloseReason, Event, HandleMap};
+use crate::event::{AssocHandle, Event, HandleMap};
 use crate::wire::{
     cause_code, chunk_type, decode_header, finish_packet, first_chunk_type, param_type, Chunk,
     ChunkIter, CommonHeader, ErrorCause, InitChunk, InitParam,
@@ -649,12 +649,12 @@ impl Endpoint {
                 return None;
             }
             self.stats.restarts += 1;
-            self.events.push_back((
-                old,
-                Event::Closed {
-                    reason: CloseReason::PeerRestarted,
-                },
-            ));
+            if let Some(a) = self.assocs.get_mut(&old) {
+                // Closed like any other end, so what it owes the user (pending stream
+                // resets) is reported before `Closed`.
+                a.close_peer_restarted();
+                self.events.extend(a.take_events().map(|e| (old, e)));
+            }
             self.remove(old);
         }
         self.new_from_cookie(now, local, c)

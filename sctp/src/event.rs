@@ -47,17 +47,26 @@ pub enum Event {
     /// the SSNs of our incoming streams restarted at 0 (`Incoming`, always performed), or
     /// a request made with `reset_streams` finished (`Outgoing`; on success the next
     /// message on each stream carries SSN 0).
+    ///
+    /// Every `Outgoing` request gets exactly one such event. A request still pending when
+    /// the association closes (shutdown, abort, failure, peer restart) gets one with
+    /// `Denied`, just before [`Event::Closed`]: the reset will not happen, and the
+    /// messages sent on its streams after the request were never sent.
     StreamsReset {
         /// Which of our stream directions was reset.
         direction: ResetDirection,
         /// The streams; empty means all.
         streams: Vec<u16>,
-        /// The outcome (`SuccessPerformed` when done).
+        /// The outcome (`SuccessPerformed` when done; for `Outgoing` the peer's answer,
+        /// or `Denied` when the association closed first).
         result: ReconfigResult,
     },
     /// The peer reported an operation error (ERROR chunk).
     PeerError(Vec<ErrorCause>),
-    /// The association is gone; the handle is invalid from now on.
+    /// The association is gone; the handle is invalid from now on. Messages still queued
+    /// or unacknowledged, including those held back behind a pending stream reset
+    /// (reported as `StreamsReset` with `Denied` just before), are discarded: the engine
+    /// does not hand unsent messages back.
     Closed {
         /// Why.
         reason: CloseReason,

@@ -581,9 +581,12 @@ impl Association {
             return Err(SendError::InvalidStream(stream));
         }
         self.refill_burst();
-        if let Some(parked) = self.park_if_resetting(stream, ppid, ordered, &data, max_rtx, expires)
-        {
-            return parked;
+        // Messages parked behind a stream reset count on every stream: they take their
+        // place in the send queue once the reset is answered.
+        let parked = self.reconfig.as_ref().map_or(0, |r| r.parked_bytes());
+        self.tx.admit(data.len(), parked)?;
+        if self.park_if_resetting(stream, ppid, ordered, &data, max_rtx, expires) {
+            return Ok(());
         }
         self.tx
             .enqueue(stream, ppid, ordered, data, max_rtx, expires)
@@ -651,8 +654,14 @@ impl Association {
             p.hb_send_now = false;
         }
         self.tx.clear();
-        self.reconfig = None;
+        self.fail_pending_resets();
         self.events.push_back(Event::Closed { reason });
+    }
+
+    /// The peer restarted (RFC 9260 §5.2.4 case A): this incarnation ends; the endpoint
+    /// takes its events and drops it.
+    pub(crate) fn close_peer_restarted(&mut self) {
+        self.close(CloseReason::PeerRestarted);
     }
 
     pub(crate) fn take_events(&mut self) -> std::collections::vec_deque::Drain<'_, Event> {

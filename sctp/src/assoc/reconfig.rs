@@ -2,11 +2,13 @@
 //!
 //! Done here: answering the peer's Outgoing SSN Reset Request (at once, or after
 //! "deferred reset processing" while TSNs up to the peer's last assigned one are missing,
-//! holding back newer ordered data of the reset streams meanwhile), answering an Incoming
-//! SSN Reset Request with our own Outgoing SSN Reset Request, and our own requests
-//! ([`Association::reset_streams`]): sends on the streams are parked, the request leaves
-//! once queued data on them has TSNs, is retransmitted on RTO (counting as an error like
-//! any retransmission) and on success restarts the streams' SSNs at 0. The peer may add
+//! holding back newer ordered data of the reset streams meanwhile; a FORWARD-TSN counts
+//! as those TSNs, see [`Deferred`]), answering an Incoming SSN Reset Request with our own
+//! Outgoing SSN Reset Request, and our own requests ([`Association::reset_streams`]):
+//! sends on the streams are parked (counted in the send buffer), the request leaves once
+//! queued data on them has TSNs, is retransmitted on RTO (counting as an error like any
+//! retransmission), on success restarts the streams' SSNs at 0, and is reported "Denied"
+//! if the association closes before the answer. The peer may add
 //! streams it sends on (Add Outgoing Streams) up to our configured inbound count; SSN/TSN
 //! Reset and Add Incoming Streams requests are answered "Denied".
 
@@ -16,7 +18,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::rx::Receiver;
-use super::{unwrap_tsn, Association, SendError, State};
+use super::{unwrap_tsn, Association, State};
 use crate::config::AssociationConfig;
 use crate::event::{Event, ResetDirection};
 use crate::wire::{
@@ -102,6 +104,14 @@ struct Parked {
 }
 
 /// The peer's reset waiting for missing TSNs (RFC 6525 §5.2.2 E2), kept by the receiver.
+///
+/// A FORWARD-TSN (RFC 3758 §3.6) may arrive meanwhile. It moves the cumulative TSN like
+/// received DATA, so TSNs it skips count towards the reset, which is performed once the
+/// cumulative TSN reaches `last_tsn`. Held chunks it covers were sent after the reset
+/// point, so like every held chunk they are processed only after the reset, in the new
+/// numbering: whole messages among them are delivered as they would have been on
+/// arrival, and the fragments of messages the sender gave up are dropped then
+/// (`forwarded`), as the FORWARD-TSN dropped such fragments from reassembly at once.
 #[derive(Debug)]
 pub(crate) struct Deferred {
     /// The peer's last assigned TSN before the reset (64-bit unwrapped).
@@ -110,6 +120,11 @@ pub(crate) struct Deferred {
     pub streams: Vec<u16>,
     /// Newer ordered DATA of those streams, held until the reset is done.
     pub held: Vec<(u64, DataChunk)>,
+    /// Highest new cumulative TSN of a FORWARD-TSN received meanwhile.
+    pub forwarded: Option<u64>,
+    /// FORWARD-TSN (stream, SSN) entries in the new numbering of reset streams, applied
+    /// once the reset is done (see [`Receiver::defer_forward_tsn`]).
+    pub skips: Vec<(u16, u16)>,
 }
 
 impl Deferred {
@@ -132,8 +147,6 @@ pub(crate) struct Reconfig {
     timer: Option<Instant>,
     parked: VecDeque<Parked>,
     parked_bytes: usize,
-    /// A park was refused for lack of buffer: report `Writable` once it drains.
-    want_writable: bool,
     /// Last request sequence number of the peer we processed.
     peer_last_seq: u32,
     /// What we answered to it (for retransmissions); None: answered by a request of ours.
@@ -159,7 +172,6 @@ impl Reconfig {
                 timer: None,
                 parked: VecDeque::new(),
                 parked_bytes: 0,
-                want_writable: false,
                 peer_last_seq: peer_tsn.wrapping_sub(1),
                 peer_last_answer: None,
                 peer_deferred: None,
@@ -228,7 +240,10 @@ impl Association {
     /// Request (RFC 6525). Messages sent on them from now on are held back until the peer
     /// has answered, then go out starting with SSN 0; messages queued before go out first
     /// with the old numbering. The outcome arrives as [`Event::StreamsReset`] with
-    /// direction `Outgoing`. One request is in flight at a time; further ones queue.
+    /// direction `Outgoing`, also when the association closes first (`Denied`; the held
+    /// back messages are then discarded with the send queue). One request is in flight
+    /// at a time; further ones queue. Held-back messages count against the send buffer
+    /// like queued ones.
     pub fn reset_streams(&mut self, streams: &[u16]) -> Result<(), ResetError> {
         if self.state != State::Established {
             return Err(ResetError::NotConnected);
@@ -262,7 +277,8 @@ impl Association {
         ))
     }
 
-    /// Parks a message for a stream whose reset is pending; None if the stream is free.
+    /// Parks a message (already admitted against the send buffer) for a stream whose
+    /// reset is pending; false if the stream is free.
     #[inline]
     pub(super) fn park_if_resetting(
         &mut self,
@@ -272,16 +288,13 @@ impl Association {
         data: &Bytes,
         max_rtx: Option<u16>,
         expires: Option<Instant>,
-    ) -> Option<Result<(), SendError>> {
-        let r = self.reconfig.as_mut()?;
-        let after = r.paused(stream)?;
-        let buffered = self.tx.buffered() + r.parked_bytes;
-        if buffered + data.len() > self.cfg.send_buffer {
-            r.want_writable = true;
-            return Some(Err(SendError::WouldBlock {
-                buffered_amount: buffered,
-            }));
-        }
+    ) -> bool {
+        let Some(r) = self.reconfig.as_mut() else {
+            return false;
+        };
+        let Some(after) = r.paused(stream) else {
+            return false;
+        };
         r.parked_bytes += data.len();
         r.parked.push_back(Parked {
             after,
@@ -292,7 +305,7 @@ impl Association {
             max_rtx,
             expires,
         });
-        Some(Ok(()))
+        true
     }
 
     /// Sends the first queued request once the data queued on its streams has TSNs
@@ -560,6 +573,8 @@ impl Association {
                 last_tsn: last,
                 streams,
                 held: Vec::new(),
+                forwarded: None,
+                skips: Vec::new(),
             }));
             if let Some(r) = a.reconfig.as_mut() {
                 r.peer_deferred = Some(req_seq);
@@ -580,7 +595,11 @@ impl Association {
             return true;
         };
         let Deferred {
-            streams, mut held, ..
+            streams,
+            mut held,
+            forwarded,
+            skips,
+            ..
         } = *d;
         self.rx
             .reset_in_streams(&streams, &mut self.events, &mut self.stats);
@@ -597,6 +616,11 @@ impl Association {
                 return false;
             }
         }
+        // What a FORWARD-TSN skipped while the reset waited, now in the new numbering.
+        if let Some(through) = forwarded {
+            self.rx.drop_fragments_through(through);
+        }
+        self.rx.skip_ssns(skips, &mut self.events, &mut self.stats);
         if let Some(r) = self.reconfig.as_mut() {
             if let Some(seq) = r.peer_deferred.take() {
                 if r.peer_last_seq == seq {
@@ -688,6 +712,23 @@ impl Association {
         self.check_shutdown_progress(now);
     }
 
+    /// The association is closing: each request of ours still pending (sent or not) is
+    /// reported as `Denied`, ahead of `Closed`, so a user waiting for a reset learns it
+    /// will not happen. Messages parked behind these requests are dropped with the rest
+    /// of the send queue; the engine hands no unsent message back (see [`Event::Closed`]).
+    pub(super) fn fail_pending_resets(&mut self) {
+        let Some(r) = self.reconfig.take() else {
+            return;
+        };
+        for req in r.requests {
+            self.events.push_back(Event::StreamsReset {
+                direction: ResetDirection::Outgoing,
+                streams: req.streams,
+                result: ReconfigResult::Denied,
+            });
+        }
+    }
+
     /// Moves the messages parked behind request `done` (or earlier ones) to the send
     /// queue, in order; the next request on their streams waits until they have TSNs.
     fn release_parked(&mut self, done: u64) {
@@ -705,10 +746,7 @@ impl Association {
                 .requeue(p.stream, p.ppid, p.ordered, p.data, p.max_rtx, p.expires);
         }
         r.parked = keep;
-        if r.want_writable && self.tx.buffered() + r.parked_bytes <= self.cfg.send_buffer / 2 {
-            r.want_writable = false;
-            self.events.push_back(Event::Writable);
-        }
+        self.report_writable();
     }
 }
 
@@ -757,6 +795,37 @@ impl Receiver {
             }
             _ => Some(d),
         }
+    }
+
+    /// Sorts the (stream, SSN) entries of a FORWARD-TSN up to `new` while a reset waits;
+    /// returns those to apply at once.
+    ///
+    /// The sender assigns SSNs of the new numbering only after its last assigned TSN
+    /// (and RFC 6525 §5.1.2 A1 has it queue such data until the answer), so an entry for
+    /// a stream being reset normally names an SSN of the old numbering: it applies now,
+    /// before the reset discards that numbering. But when a chunk of that stream held
+    /// back as new numbering lies at or below `new`, the sender gave that chunk up too,
+    /// and the entry, which names the largest SSN skipped on the stream (RFC 3758 §3.2),
+    /// is of the new numbering: it waits until the reset is done and the held chunks are
+    /// placed, or the messages after the skipped ones would wait forever for SSNs that
+    /// never come. (A sender that skipped new-numbering messages of which nothing arrived
+    /// cannot be told apart; it broke A1 to send them.)
+    pub(super) fn defer_forward_tsn(
+        &mut self,
+        new: u64,
+        entries: Vec<(u16, u16)>,
+    ) -> Vec<(u16, u16)> {
+        let Some(def) = self.deferred.as_mut() else {
+            return entries;
+        };
+        def.forwarded = Some(def.forwarded.map_or(new, |f| f.max(new)));
+        let (later, now): (Vec<_>, Vec<_>) = entries.into_iter().partition(|&(stream, _)| {
+            def.held
+                .iter()
+                .any(|(tsn, d)| *tsn <= new && d.stream == stream)
+        });
+        def.skips.extend(later);
+        now
     }
 }
 

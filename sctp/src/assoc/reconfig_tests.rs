@@ -7,10 +7,10 @@ use bytes::Bytes;
 
 use crate::assoc::test_pair::{addr, events, out, Pair, B};
 use crate::wire::{
-    cause_code, chunk_type, param_type, Chunk, DataChunk, InitParam, Packet, ReConfigBody,
-    ReconfigParam, ReconfigResult,
+    cause_code, chunk_type, param_type, Chunk, DataChunk, ForwardTsnChunk, InitParam, Packet,
+    ReConfigBody, ReconfigParam, ReconfigResult,
 };
-use crate::{CloseReason, Endpoint, EndpointConfig, Event, ResetDirection, ResetError};
+use crate::{CloseReason, Endpoint, EndpointConfig, Event, ResetDirection, ResetError, SendError};
 
 fn cfg() -> EndpointConfig {
     let mut c = EndpointConfig::default();
@@ -376,10 +376,17 @@ fn lost_reconfig_is_retransmitted_on_rto_and_counts_toward_max_retrans() {
     }
     let ev = events(&mut p.a);
     assert_eq!(
-        ev.last(),
-        Some(&Event::Closed {
-            reason: CloseReason::Timeout
-        })
+        ev[ev.len().saturating_sub(2)..],
+        [
+            Event::StreamsReset {
+                direction: ResetDirection::Outgoing,
+                streams: vec![3],
+                result: ReconfigResult::Denied
+            },
+            Event::Closed {
+                reason: CloseReason::Timeout
+            }
+        ]
     );
 }
 
@@ -617,4 +624,208 @@ fn peer_adds_outgoing_streams_within_our_inbound_limit() {
         messages(&events(&mut p.a)),
         vec![(290, Bytes::from_static(b"new stream"))]
     );
+}
+
+#[test]
+fn parked_messages_count_against_the_send_buffer_on_every_stream() {
+    let mut c = cfg();
+    c.association.send_buffer = 4000;
+    c.association.max_message_size = 4000;
+    let mut p = Pair::established_with(c.clone(), c);
+    let ha = p.ha;
+    p.a.reset_streams(ha, &[1]).unwrap();
+    p.a.send(ha, 1, 11, true, Bytes::from(vec![1; 3000]))
+        .unwrap();
+    let buffered = |p: &Pair| p.a.association_ref(ha).unwrap().buffered_amount();
+    assert_eq!(buffered(&p), 3000, "parked");
+    // Stream 0 is not being reset, but the parked bytes still fill the buffer.
+    assert_eq!(
+        p.a.send(ha, 0, 11, true, Bytes::from(vec![0; 2000])),
+        Err(SendError::WouldBlock {
+            buffered_amount: 3000
+        })
+    );
+    p.a.send(ha, 0, 11, true, Bytes::from(vec![0; 1000]))
+        .unwrap();
+    assert_eq!(buffered(&p), 4000, "exactly full, never beyond");
+    assert_eq!(
+        p.a.send(ha, 1, 11, true, Bytes::from_static(b"x")),
+        Err(SendError::WouldBlock {
+            buffered_amount: 4000
+        })
+    );
+    // The reset is answered, the parked message leaves, the buffer drains: Writable.
+    p.exchange();
+    let ev = events(&mut p.a);
+    assert!(ev.contains(&Event::Writable), "{ev:?}");
+    assert_eq!(buffered(&p), 0);
+    let got: Vec<(u16, usize)> = messages(&events(&mut p.b))
+        .into_iter()
+        .map(|(s, b)| (s, b.len()))
+        .collect();
+    assert_eq!(got, vec![(0, 1000), (1, 3000)]);
+}
+
+/// The `StreamsReset` events up to `Closed`, and the close reason.
+fn resets_then_close(
+    ev: &[Event],
+) -> (Vec<(ResetDirection, Vec<u16>, ReconfigResult)>, CloseReason) {
+    let at = ev
+        .iter()
+        .position(|e| matches!(e, Event::Closed { .. }))
+        .expect("Closed");
+    let Event::Closed { reason } = &ev[at] else {
+        unreachable!()
+    };
+    assert!(
+        resets(&ev[at + 1..]).is_empty(),
+        "no reset reported after Closed"
+    );
+    (resets(&ev[..at]), reason.clone())
+}
+
+#[test]
+fn pending_reset_requests_reported_denied_when_the_association_closes() {
+    let denied = |streams: Vec<u16>| (ResetDirection::Outgoing, streams, ReconfigResult::Denied);
+    // One request in flight (lost), one queued behind it, and a message parked behind
+    // both; then the user aborts, or the peer does.
+    for peer_aborts in [false, true] {
+        let mut p = Pair::without_heartbeats();
+        let ha = p.ha;
+        p.a.reset_streams(ha, &[1]).unwrap();
+        p.a.reset_streams(ha, &[2, 3]).unwrap();
+        p.a.send(ha, 1, 11, true, Bytes::from_static(b"parked"))
+            .unwrap();
+        let lost = out(&mut p.a, p.now);
+        assert_eq!(reconfigs(&lost).len(), 1);
+        if peer_aborts {
+            let abort = p.packet_of_b(vec![Chunk::Abort {
+                t: false,
+                causes: vec![],
+            }]);
+            p.deliver_to_a(vec![abort]);
+        } else {
+            p.a.abort(ha, b"bye");
+        }
+        let (resets, reason) = resets_then_close(&events(&mut p.a));
+        assert_eq!(resets, vec![denied(vec![1]), denied(vec![2, 3])]);
+        assert_eq!(
+            matches!(reason, CloseReason::Aborted(_)),
+            peer_aborts,
+            "{reason:?}"
+        );
+    }
+    // B has a request pending when A restarts: B's old association closes with it.
+    let mut p = Pair::without_heartbeats();
+    let hb = p.hb();
+    p.b.reset_streams(hb, &[]).unwrap();
+    let _lost = out(&mut p.b, p.now);
+    p.a = Endpoint::new(cfg(), 77).unwrap();
+    p.ha = p.a.connect(p.now, &[addr(B)], 1, 2).unwrap();
+    p.exchange();
+    let ev: Vec<Event> = std::iter::from_fn(|| p.b.poll_event())
+        .filter(|(h, _)| *h == hb)
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(
+        resets_then_close(&ev),
+        (vec![denied(vec![])], CloseReason::PeerRestarted)
+    );
+}
+
+/// A DATA chunk as A would send it, on an ordered stream.
+fn ordered(tsn: u32, stream: u16, ssn: u16, b: bool, e: bool, payload: &'static [u8]) -> Chunk {
+    Chunk::Data(DataChunk {
+        tsn,
+        stream,
+        ssn,
+        ppid: 11,
+        unordered: false,
+        beginning: b,
+        ending: e,
+        immediate: true,
+        payload: Bytes::from_static(payload),
+    })
+}
+
+#[test]
+fn forward_tsn_during_deferred_reset_completes_it_and_strands_nothing() {
+    let mut p = Pair::without_heartbeats();
+    let hb = p.hb();
+    let t = p.a.association_ref(p.ha).unwrap().tx_next_tsn_for_tests();
+    let req_seq = p.a.association_ref(p.ha).unwrap().local_tsn;
+    // Old numbering on stream 0: message X in two fragments (TSNs t, t+1); only the
+    // first arrives, so it sits in reassembly.
+    let x_head = p.packet_of_a(vec![ordered(t, 0, 0, true, false, b"X-head")]);
+    p.deliver_to_b(vec![x_head]);
+    // A resets streams 0 and 1 after t+1: B lacks t+1 and defers ("In progress").
+    let req = p.packet_of_a(vec![reconfig(vec![ReconfigParam::OutgoingSsnReset {
+        req_seq,
+        resp_seq: p.b_initial_tsn().wrapping_sub(1),
+        last_tsn: t.wrapping_add(1),
+        streams: vec![0, 1],
+    }])]);
+    p.deliver_to_b(vec![req]);
+    let resp = reconfigs(&out(&mut p.b, p.now));
+    assert!(resp.contains(&ReconfigParam::Response {
+        resp_seq: req_seq,
+        result: ReconfigResult::InProgress,
+        next_tsns: None
+    }));
+    // A (against RFC 6525 §5.1.2 A1, which B must survive) already sends stream 1 in
+    // the new numbering: a whole message (SSN 0) and the first fragment of SSN 1. B
+    // holds them back; the last fragment (t+4) is lost.
+    let early = p.packet_of_a(vec![
+        ordered(t.wrapping_add(2), 1, 0, true, true, b"n0"),
+        ordered(t.wrapping_add(3), 1, 1, true, false, b"n1-head"),
+    ]);
+    p.deliver_to_b(vec![early]);
+    assert!(messages(&events(&mut p.b)).is_empty());
+    assert_eq!(
+        p.b.association_ref(hb).unwrap().rx.leftovers_for_tests(),
+        (1, 2)
+    );
+    // A gives up X (stream 0, old SSN 0) and SSN 1 of the new numbering on stream 1.
+    let fwd = p.packet_of_a(vec![Chunk::ForwardTsn(ForwardTsnChunk {
+        new_cum_tsn: t.wrapping_add(4),
+        streams: vec![(0, 0), (1, 1)],
+    })]);
+    p.deliver_to_b(vec![fwd]);
+    // The skipped t+1 completes the deferred reset; the whole held message is delivered
+    // after it, the held fragment of the abandoned message is dropped.
+    let ev = events(&mut p.b);
+    assert_eq!(
+        resets(&ev),
+        vec![(
+            ResetDirection::Incoming,
+            vec![0, 1],
+            ReconfigResult::SuccessPerformed
+        )]
+    );
+    assert_eq!(messages(&ev), vec![(1, Bytes::from_static(b"n0"))]);
+    assert!(matches!(ev[0], Event::StreamsReset { .. }));
+    let resp = reconfigs(&out(&mut p.b, p.now));
+    assert!(resp.contains(&ReconfigParam::Response {
+        resp_seq: req_seq,
+        result: ReconfigResult::SuccessPerformed,
+        next_tsns: None
+    }));
+    let b = p.b.association_ref(hb).unwrap();
+    assert!(b.rx.deferred.is_none());
+    assert_eq!(b.rx.leftovers_for_tests(), (0, 0), "nothing stranded");
+    assert_eq!(b.receive_buffered(), 0, "the window is whole again");
+    // Later data: stream 0 restarts at SSN 0; stream 1 goes on after the skipped SSN 1.
+    let later = p.packet_of_a(vec![
+        ordered(t.wrapping_add(5), 0, 0, true, true, b"zero again"),
+        ordered(t.wrapping_add(6), 1, 2, true, true, b"after the skip"),
+    ]);
+    p.deliver_to_b(vec![later]);
+    assert_eq!(
+        messages(&events(&mut p.b)),
+        vec![
+            (0, Bytes::from_static(b"zero again")),
+            (1, Bytes::from_static(b"after the skip"))
+        ]
+    );
+    assert_eq!(p.b.association_ref(hb).unwrap().receive_buffered(), 0);
 }

@@ -164,6 +164,23 @@ impl Sender {
         self.fast_pending = 0;
     }
 
+    /// Admits a message of `len` bytes against the send buffer, which also holds the
+    /// `parked` bytes of messages held back behind a stream reset (RFC 6525): those join
+    /// this queue later, so a message on any stream counts them, or the buffer could
+    /// overshoot its size by up to a whole buffer. A refusal owes the user
+    /// [`Event::Writable`].
+    pub fn admit(&mut self, len: usize, parked: usize) -> Result<(), SendError> {
+        let buffered = self.buffered() + parked;
+        if buffered + len > self.send_buffer {
+            self.want_writable = true;
+            return Err(SendError::WouldBlock {
+                buffered_amount: buffered,
+            });
+        }
+        Ok(())
+    }
+
+    /// Queues a message already admitted by [`Sender::admit`].
     pub fn enqueue(
         &mut self,
         stream: u16,
@@ -173,13 +190,6 @@ impl Sender {
         max_rtx: Option<u16>,
         expires: Option<Instant>,
     ) -> Result<(), SendError> {
-        let buffered = self.buffered();
-        if buffered + data.len() > self.send_buffer {
-            self.want_writable = true;
-            return Err(SendError::WouldBlock {
-                buffered_amount: buffered,
-            });
-        }
         if ordered && stream as usize >= self.next_ssn.len() {
             return Err(SendError::InvalidStream(stream));
         }
@@ -218,8 +228,8 @@ impl Sender {
         }
     }
 
-    /// Queues a message already admitted against the send buffer: by
-    /// [`Sender::enqueue`], or while its stream was being reset.
+    /// Queues a message already admitted against the send buffer (by [`Sender::admit`]):
+    /// a new one, or one parked while its stream was being reset.
     pub fn requeue(
         &mut self,
         stream: u16,
@@ -765,13 +775,19 @@ impl Association {
             let clocked: usize = acked.iter().take(n).map(|a| a.div_ceil(per_packet)).sum();
             self.burst_left = self.burst_left.saturating_add(clocked);
         }
-        if self.tx.want_writable && self.tx.buffered() <= self.tx.send_buffer / 2 {
-            self.tx.want_writable = false;
-            self.events.push_back(Event::Writable);
-        }
+        self.report_writable();
         self.pr_sweep(now);
         self.check_shutdown_progress(now);
         true
+    }
+
+    /// Reports [`Event::Writable`] to a user whose send was refused, once the whole send
+    /// buffer (queued, unacknowledged, and parked behind a stream reset) is down to half.
+    pub(super) fn report_writable(&mut self) {
+        if self.tx.want_writable && self.buffered_amount() <= self.tx.send_buffer / 2 {
+            self.tx.want_writable = false;
+            self.events.push_back(Event::Writable);
+        }
     }
 
     /// T3-rtx expired on a path (RFC 9260 §6.3.3).
