@@ -1,7 +1,7 @@
 //! `pg-datapath-bench` in a tiny configuration (a fraction of a second per workload), so
 //! the benchmark cannot rot: it must start every process, finish, and have every byte
-//! that went through each path (direct, poolgate, haproxy) checked and right. No timing
-//! is asserted — the numbers belong to the benchmark's own report.
+//! that went through each path (direct, poolgate, haproxy, two chained haproxies) checked
+//! and right. No timing is asserted — the numbers belong to the benchmark's own report.
 //!
 //! Needs `haproxy`, `redis-server` and `redis-benchmark` (apt-get install haproxy
 //! redis-server redis-tools; scripts/test installs them).
@@ -52,9 +52,9 @@ fn datapath_bench_completes_with_every_byte_checked_on_every_path() {
         .lines()
         .filter(|l| l.starts_with("verified: "))
         .collect();
-    // Six workloads, three paths each.
-    assert_eq!(verified.len(), 18, "{text}");
-    for path in ["direct", "poolgate", "haproxy"] {
+    // Six workloads, four paths each.
+    assert_eq!(verified.len(), 24, "{text}");
+    for path in ["direct", "poolgate", "haproxy", "haproxy x2"] {
         let mine: Vec<&&str> = verified
             .iter()
             .filter(|l| l.contains(&format!("| {path} |")))
