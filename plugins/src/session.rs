@@ -128,6 +128,11 @@ pub enum NotResumable {
     /// The session switched to a mode whose replies we do not track (pub/sub, MONITOR, ...).
     #[error("session in untracked mode {0}")]
     Mode(&'static str),
+    /// The backend gave its final answer before the request was complete (HTTP: an
+    /// early `413`, `401`, or a `400` for a cut body); the rest of the request has no
+    /// answer to wait for, so replies are no longer tracked.
+    #[error("the backend answered before the request was complete")]
+    EarlyReply,
     /// The plugin lost track of the session.
     #[error("plugin lost track: {0}")]
     Broken(PluginError),
@@ -143,6 +148,7 @@ impl NotResumable {
             NotResumable::GreetingIncomplete => "greeting_incomplete",
             NotResumable::Transaction => "transaction",
             NotResumable::Mode(_) => "mode",
+            NotResumable::EarlyReply => "early_reply",
             NotResumable::Broken(_) => "broken",
         }
     }

@@ -314,6 +314,39 @@ impl HttpSession {
         Some(strip_field(raw, &coop.header))
     }
 
+    /// A response head while no complete request waits: an answer to the request whose
+    /// body is still on its way (HTTP/1.1 lets a server answer early), or a reply to
+    /// nothing at all.
+    ///
+    /// - A `1xx` (`100 Continue` to `Expect: 100-continue`) is passed on and the request
+    ///   stays the one awaiting its final answer.
+    /// - A final answer ends the tracking quietly ([`NotResumable::EarlyReply`]): the
+    ///   client may still send the rest of its body, which gets no answer of its own.
+    /// - With no request begun, the plugin has lost track ([`PluginError::UnsolicitedReply`]).
+    fn on_reply_to_incomplete_request(
+        &mut self,
+        head: &super::framing::Head,
+        raw: Vec<u8>,
+        progress: &mut BackendProgress,
+        deliver: &mut Vec<Delivery>,
+    ) {
+        deliver.push(Delivery::Inject(raw));
+        if self.cur.is_none() {
+            progress.error = self.broken(PluginError::UnsolicitedReply);
+            return;
+        }
+        let status = head.status().unwrap_or(0);
+        if (100..200).contains(&status) && status != 101 {
+            if let Err(e) = self.rep.start_body(BodyKind::Empty) {
+                progress.error = self.broken(PluginError::Http(e));
+            }
+            return;
+        }
+        if self.dead.is_none() {
+            self.dead = Some(NotResumable::EarlyReply);
+        }
+    }
+
     /// The head of the response to our restore request: swallowed, checked.
     fn on_restore_response(&mut self, head: &super::framing::Head, progress: &mut BackendProgress) {
         let status = head.status().unwrap_or(0);
@@ -359,8 +392,7 @@ impl HttpSession {
             None => (raw, seg),
         };
         let Some(method) = self.queue.pending.front().map(|p| p.meta.method.clone()) else {
-            progress.error = self.broken(PluginError::UnsolicitedReply);
-            deliver.push(Delivery::Inject(raw));
+            self.on_reply_to_incomplete_request(&head, raw, progress, deliver);
             return;
         };
         let kind = match response_body(&head, &method) {

@@ -641,3 +641,50 @@ fn cooperative_state_moves_through_the_private_part() {
     bad.private = b"x\r\nEvil: 1".to_vec();
     assert!(HttpSession::new(cooperative()).restore(&bad).is_err());
 }
+
+#[test]
+fn continue_before_the_body_is_passed_on_and_tracking_goes_on() {
+    let mut s = session();
+    let head = b"PUT /up HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n";
+    assert_eq!(s.on_client_bytes(head).requests, 0);
+    let (out, p) = backend(&mut s, b"HTTP/1.1 100 Continue\r\n\r\n");
+    assert_eq!(out, b"HTTP/1.1 100 Continue\r\n\r\n");
+    assert_eq!(p.error, None);
+    assert_eq!(p.replies, 0);
+    assert_eq!(s.on_client_bytes(b"hello").requests, 1);
+    let final_answer = b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok";
+    let (out, p) = backend(&mut s, final_answer);
+    assert_eq!(out, final_answer);
+    assert_eq!((p.replies, p.error), (1, None));
+    assert_eq!(s.public_state().answered, 1);
+    // Still tracked: the next request is replayed on failover.
+    s.on_client_bytes(GET);
+    assert_eq!(resume(&mut s).replay, GET);
+}
+
+#[test]
+fn a_final_answer_before_the_body_ends_stops_tracking_without_an_error() {
+    let mut s = session();
+    s.on_client_bytes(b"POST /big HTTP/1.1\r\nContent-Length: 100000\r\n\r\nabc");
+    let early =
+        b"HTTP/1.1 413 Content Too Large\r\nConnection: close\r\nContent-Length: 4\r\n\r\nbig!";
+    let (out, p) = backend(&mut s, early);
+    assert_eq!(out, early);
+    assert_eq!(p.error, None);
+    assert_eq!(
+        s.failover(),
+        Failover::NotResumable(NotResumable::EarlyReply)
+    );
+    // The rest of the body, and anything after, passes without complaint.
+    assert_eq!(s.on_client_bytes(b"more body").error, None);
+    let (out, p) = backend(&mut s, b"tail");
+    assert_eq!((out.as_slice(), p.error), (&b"tail"[..], None));
+}
+
+#[test]
+fn a_reply_with_no_request_begun_is_lost_track() {
+    let mut s = session();
+    let (out, p) = backend(&mut s, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(out, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(p.error, Some(crate::PluginError::UnsolicitedReply));
+}
