@@ -262,3 +262,25 @@ fn a_frozen_ppe_is_left_after_the_session_keepalive_timeout() {
     run_requests(&mut client, 100, 20);
     frozen.signal(18);
 }
+
+/// A line longer than the plugin's `max_line` (64 KiB): the plugin stops tracking the
+/// session, which keeps relaying every byte; the event is counted by stream and kind.
+#[test]
+fn a_line_too_long_for_the_plugin_is_relayed_and_counted() {
+    let cluster = Cluster::start(Setup {
+        pes: 1,
+        ..Setup::default()
+    });
+    let mut client = cluster.client();
+    assert_eq!(client.ask("SQ 3"), "9");
+    let long = "x".repeat(70_000);
+    assert_eq!(client.ask(&format!("ECHO {long}")), long);
+    assert_eq!(client.ask("SQ 4"), "16");
+    let errors = cluster.pool.ppu_metrics("poolgate_ppu_plugin_errors_total");
+    assert!(
+        errors.iter().any(|l| l.contains("stream=\"client\"")
+            && l.contains("kind=\"line_too_long\"")
+            && l.ends_with(" 1")),
+        "{errors:?}"
+    );
+}

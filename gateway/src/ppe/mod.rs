@@ -46,6 +46,9 @@ pub struct PpeMetrics {
     pub cookies_rejected: CounterVec,
     /// Relayed bytes, by direction (to_backend, to_pu).
     pub bytes: CounterVec,
+    /// Sessions whose plugin lost track of a stream (it then only relays), by stream
+    /// (client, backend) and error kind.
+    pub plugin_errors: CounterVec,
     /// 1 while registered.
     pub registered: Gauge,
     /// 1 while the backend answers health checks.
@@ -76,6 +79,11 @@ impl PpeMetrics {
                 "poolgate_ppe_bytes_total",
                 "Relayed bytes, by direction",
                 &["direction"],
+            )?,
+            plugin_errors: r.counter_vec(
+                "poolgate_ppe_plugin_errors_total",
+                "Sessions whose plugin lost track of a stream (it then only relays), by stream and kind",
+                &["stream", "kind"],
             )?,
             registered: r.gauge("poolgate_ppe_registered", "1 while registered")?,
             backend_up: r.gauge(

@@ -235,7 +235,7 @@ async fn relay(
                 deliver.clear();
                 let p = plugin.on_backend_bytes(&chunk, &mut deliver);
                 if let Some(e) = &p.error {
-                    tracing::warn!(error = %e, "plugin lost track of the backend stream");
+                    lost_track(shared, "backend", e);
                     if matches!(e, PluginError::PreludeRejected(_)) {
                         return End::Failed("prelude_rejected");
                     }
@@ -262,8 +262,8 @@ async fn relay(
                     AssocEvent::Message(m) => match SessionMessage::decode(m) {
                         SessionMessage::Data(d) => {
                             let p = plugin.on_client_bytes(&d);
-                            if let Some(e) = p.error {
-                                tracing::warn!(error = %e, "plugin lost track of the client stream");
+                            if let Some(e) = &p.error {
+                                lost_track(shared, "client", e);
                             }
                             if let Some(c) = &bytes_up { c.inc_by(d.len() as u64); }
                             to_backend.extend_from_slice(&d);
@@ -309,6 +309,15 @@ async fn relay(
                 signals.set(signal(sealing, hand_over));
             }
         }
+    }
+}
+
+/// The plugin lost track of the `stream` (client or backend): from now on it only
+/// relays, and the session can no longer be resumed elsewhere. Logged and counted.
+fn lost_track(shared: &Shared, stream: &str, e: &PluginError) {
+    tracing::warn!(stream, kind = e.kind(), error = %e, "plugin lost track");
+    if let Ok(c) = shared.metrics.plugin_errors.with(&[stream, e.kind()]) {
+        c.inc();
     }
 }
 

@@ -69,6 +69,9 @@ pub struct PpuMetrics {
     pub stall: HistogramVec,
     /// Relayed bytes, by direction (to_pe, to_client).
     pub bytes: CounterVec,
+    /// Sessions whose plugin lost track of a stream (it then only relays), by stream
+    /// (client, backend) and error kind.
+    pub plugin_errors: CounterVec,
     /// Answers the HTTP gateway made itself (413, 502, 504, ...), by status.
     pub http_answers: CounterVec,
     /// Upstream connections (sessions) opened by HTTP listeners.
@@ -118,6 +121,11 @@ impl PpuMetrics {
                 "poolgate_ppu_bytes_total",
                 "Relayed bytes, by direction",
                 &["listener", "direction"],
+            )?,
+            plugin_errors: r.counter_vec(
+                "poolgate_ppu_plugin_errors_total",
+                "Sessions whose plugin lost track of a stream (it then only relays), by stream and kind",
+                &["listener", "stream", "kind"],
             )?,
             http_answers: r.counter_vec(
                 "poolgate_ppu_http_gateway_answers_total",

@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use pool_core::cookie::replace_public;
 use pool_core::types::{PeId, PoolHandle};
 use pool_core::wire::AsapMessage;
-use poolgate_plugins::{render, Delivery, Failover, PluginConfig, SessionState};
+use poolgate_plugins::{render, Delivery, Failover, PluginConfig, PluginError, SessionState};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -202,6 +202,20 @@ pub async fn run<R, W>(
 }
 
 impl Session<'_> {
+    /// The plugin lost track of the `stream` (client or backend): from now on it only
+    /// relays, and the session can no longer fail over. Logged and counted.
+    fn plugin_lost_track(&self, stream: &str, e: &PluginError) {
+        tracing::warn!(stream, kind = e.kind(), error = %e, "plugin lost track");
+        if let Ok(c) = self
+            .ctx
+            .metrics
+            .plugin_errors
+            .with(&[&self.ctx.listener, stream, e.kind()])
+        {
+            c.inc();
+        }
+    }
+
     fn count_unresumable(&self, reason: &str) {
         if let Ok(c) = self
             .ctx
@@ -414,7 +428,7 @@ impl Session<'_> {
                         self.deliver.clear();
                         let p = self.plugin.on_backend_bytes(&b, &mut self.deliver);
                         if let Some(e) = &p.error {
-                            tracing::warn!(error = %e, "plugin lost track of the backend stream");
+                            self.plugin_lost_track("backend", e);
                         }
                         let before = self.to_client.len();
                         if matches!(self.deliver.as_slice(), [Delivery::Forward(r)] if r.start == 0 && r.end == b.len())
@@ -541,8 +555,8 @@ impl Session<'_> {
                             let chunk = buf.split().freeze();
                             let p = self.plugin.on_client_bytes(&chunk);
                             self.requests += p.requests;
-                            if let Some(e) = p.error {
-                                tracing::warn!(error = %e, "plugin lost track of the client stream");
+                            if let Some(e) = &p.error {
+                                self.plugin_lost_track("client", e);
                             }
                             if self.waiting_since.is_none() {
                                 self.waiting_since = Some(Instant::now());
