@@ -144,3 +144,43 @@ async fn get_storm_with_backend_kills_has_no_client_errors() {
         "the gateway answered nothing itself"
     );
 }
+
+/// An upload announced with `Expect: 100-continue`: the backend answers `100 Continue`
+/// before the body has arrived (as nginx does), while the PPE and the PPU still relay
+/// it. Both plugins must pass the interim answer on and keep tracking the session: the
+/// upload comes back whole, no plugin error is counted, and a request after it on the
+/// same connection still fails over when its backend is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_with_expect_continue_keeps_the_session_resumable() {
+    let mut c = Cluster::start(Setup::default());
+    let port = c.setup.listeners[0].port;
+    let (mut conn, _) = Conn::open(port, false, None).await.unwrap();
+    let upload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let req = Request::post("/echo")
+        .header("expect", "100-continue")
+        .body(full(upload.clone()))
+        .unwrap();
+    let r = conn.send(req).await.expect("upload answered");
+    assert_eq!(r.status(), 200);
+    let echoed = r.into_body().collect().await.unwrap().to_bytes();
+    assert!(echoed == upload, "echo of {} bytes differs", echoed.len());
+    assert_eq!(c.ppu_counter("poolgate_ppu_plugin_errors_total"), 0.0);
+
+    // A download trickled over ~2 s, its backend killed mid-body: resumed elsewhere.
+    let target = "/slow/2000000?seed=7&rate=1000000";
+    let pending = tokio::spawn(async move { conn.get(target).await });
+    let victim = c.serving(&format!("GET {target}"), Duration::from_secs(5));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.kill_backend(victim);
+    let (status, body) = pending.await.unwrap().expect("answered after failover");
+    assert_eq!(status, 200);
+    assert!(
+        body == expected_content(7, 0, 2_000_000),
+        "resumed body differs"
+    );
+    assert_eq!(
+        c.served("GET /slow/2000000").len(),
+        2,
+        "resumed once elsewhere"
+    );
+}

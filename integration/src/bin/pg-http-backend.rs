@@ -10,7 +10,8 @@
 //!   single `Range` (`a-b`, `a-`, `-n`) and `If-Range` (206 / 200 / 416).
 //! - `GET|HEAD /slow/<size>?seed=N&rate=B`: the same representation, trickled at B
 //!   bytes/s (default `--rate`), so a test can kill the server mid-body.
-//! - `POST /echo`: the request body back (Content-Length or chunked requests).
+//! - `POST /echo`: the request body back (Content-Length or chunked requests); `Expect:
+//!   100-continue` gets `100 Continue` before the body is read.
 //! - `GET /count`: the counter; `POST /count`: increments it and answers the new value;
 //!   with `Idempotency-Key` a repeated key gets the first answer again (idempotency demo);
 //!   `?delay=MS` waits that long before counting (a request in flight when killed).
@@ -396,6 +397,15 @@ async fn serve(stream: TcpStream, st: Arc<State>) -> std::io::Result<()> {
                 serve_file(&mut w, &st, &req, size, num("seed", 0), rate).await?;
             }
             ("POST", ["echo"]) => {
+                // As nginx and most servers do: `100 Continue` before reading the body,
+                // so it reaches the proxies while the body is still on its way.
+                if req.minor >= 1
+                    && req
+                        .header("expect")
+                        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+                {
+                    w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+                }
                 let Some(body) = read_body(&mut r, &req).await else {
                     simple(
                         &mut w,
