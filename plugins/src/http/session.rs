@@ -95,6 +95,13 @@ impl Default for HttpConfig {
 }
 
 /// Why the gateway answered a request itself.
+/// Whether a response head is an interim one: `1xx` other than `101` (which switches
+/// protocols), without a body, with the final answer still to come.
+fn is_interim(head: &super::framing::Head) -> bool {
+    head.status()
+        .is_some_and(|s| (100..200).contains(&s) && s != 101)
+}
+
 fn failure_body(reason: Failed) -> &'static str {
     match reason {
         Failed::NotIdempotent => "poolgate: the backend failed while this request was in flight. It was not retried because its method is not idempotent and it carries no Idempotency-Key: the backend may have processed it.\n",
@@ -335,11 +342,7 @@ impl HttpSession {
             progress.error = self.broken(PluginError::UnsolicitedReply);
             return;
         }
-        let status = head.status().unwrap_or(0);
-        if (100..200).contains(&status) && status != 101 {
-            if let Err(e) = self.rep.start_body(BodyKind::Empty) {
-                progress.error = self.broken(PluginError::Http(e));
-            }
+        if self.skip_interim(head, progress) {
             return;
         }
         if self.dead.is_none() {
@@ -347,15 +350,28 @@ impl HttpSession {
         }
     }
 
+    /// Passes over an interim head (see [`is_interim`]): its empty body is framed and
+    /// the final answer is still awaited. False for any other head.
+    fn skip_interim(
+        &mut self,
+        head: &super::framing::Head,
+        progress: &mut BackendProgress,
+    ) -> bool {
+        if !is_interim(head) {
+            return false;
+        }
+        if let Err(e) = self.rep.start_body(BodyKind::Empty) {
+            progress.error = self.broken(PluginError::Http(e));
+        }
+        true
+    }
+
     /// The head of the response to our restore request: swallowed, checked.
     fn on_restore_response(&mut self, head: &super::framing::Head, progress: &mut BackendProgress) {
-        let status = head.status().unwrap_or(0);
-        if (100..200).contains(&status) && status != 101 {
-            if let Err(e) = self.rep.start_body(BodyKind::Empty) {
-                progress.error = self.broken(PluginError::Http(e));
-            }
+        if self.skip_interim(head, progress) {
             return;
         }
+        let status = head.status().unwrap_or(0);
         if status >= 400 || status == 101 {
             progress.error = self.broken(PluginError::PreludeRejected(format!(
                 "session restore answered {status}"
@@ -403,10 +419,7 @@ impl HttpSession {
                 return;
             }
         };
-        let interim = head
-            .status()
-            .is_some_and(|s| (100..200).contains(&s) && s != 101);
-        if self.expect.is_some() && interim {
+        if self.expect.is_some() && is_interim(&head) {
             // A 1xx before the 206: the client has its final head already; swallow.
             if let Err(e) = self.rep.start_body(BodyKind::Empty) {
                 self.abort(progress, PluginError::Http(e));
