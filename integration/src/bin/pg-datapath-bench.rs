@@ -5,9 +5,10 @@
 //! Starts real processes on loopback: `poolgate registrar`, three `poolgate ppe` (pools
 //! `dp-raw`, `dp-line`, `dp-resp` with the `raw`, `line` and `resp` plugins), one
 //! `poolgate ppu` with a listener per pool, `haproxy` with a generated configuration (one
-//! TCP frontend per backend), a chain of two more haproxies (`ha x2`: the same topology as
-//! PPU → PPE, so `pg/ha x2` compares the cost per proxy hop) and `redis-server`. The bulk and line backends run inside
-//! this process. Every workload runs over each path for `--secs` seconds:
+//! TCP frontend per backend), a chain of two more haproxies (`ha x2`: the same topology
+//! as PPU → PPE, so `pg/ha x2` compares the cost per proxy hop) and `redis-server`. The
+//! bulk and line backends run inside this process. Every workload runs over each path for
+//! `--secs` seconds:
 //!
 //! - bulk download (`SEND`: the backend streams a pattern) on 1 and `--conns` connections,
 //!   and bulk echo on 1 connection, through the `raw` plugin;
@@ -73,9 +74,16 @@ struct Args {
     echo_half_close: bool,
 }
 
+impl Args {
+    /// `--threads`, within its bounds.
+    fn threads(&self) -> Option<u32> {
+        self.threads.map(|n| n.clamp(1, 64))
+    }
+}
+
 /// The four ways to the backends. `Haproxy2` is the same topology as poolgate's: two
 /// proxy processes in a chain (a front haproxy standing in for the PPU, a back haproxy for
-/// the PPE), so `pg/ha×2` compares the cost per hop.
+/// the PPE), so `pg/ha x2` compares the cost per hop.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Path4 {
     Direct,
@@ -306,8 +314,8 @@ impl Rig {
         children.push(try_poolgate("registrar", &reg, &a.log)?);
         let mut poolgate_pids = Vec::new();
         let threads = a
-            .threads
-            .map(|n| format!("threads = {}\n", n.clamp(1, 64)))
+            .threads()
+            .map(|n| format!("threads = {n}\n"))
             .unwrap_or_default();
         for kind in KINDS {
             let file = write(
@@ -935,10 +943,9 @@ fn run() -> Result<bool> {
     let pattern = Arc::new(Pattern::new());
     let rig = Rig::start(&a, pattern.clone())?;
     let tick = clock_tick();
-    let threads = a.threads.map_or_else(
-        || "shipped defaults".to_string(),
-        |n| n.clamp(1, 64).to_string(),
-    );
+    let threads = a
+        .threads()
+        .map_or_else(|| "shipped defaults".to_string(), |n| n.to_string());
     println!(
         "datapath bench: {secs}s per workload and path, {conns} connections, {size}-byte requests; \
          poolgate = PPU + PPE (SCTP/UDP on loopback; worker threads: {threads}), haproxy {}",
