@@ -47,11 +47,15 @@ pub const PPID_DATA: u32 = 0x706F_6F6C;
 /// PPID of poolgate session control messages ("pooc").
 pub const PPID_CONTROL: u32 = 0x706F_6F63;
 /// Most bytes relayed in one DATA message: what fills one packet at loopback's PMTU
-/// (65,507 less the 12-byte common header and the 16-byte DATA chunk header), so a full
-/// read is not split into a large and a tiny fragment there (and the receiver delivers it
-/// without reassembling it). Over a 1,500-byte link a message of this size is fragmented
-/// anyway.
-pub const CHUNK: usize = 65_507 - 12 - 16;
+/// beside a SACK, so a full read is neither split into a large and a tiny fragment
+/// there nor reassembled by the receiver. Chunks are padded to 4 bytes, so of 65,507
+/// bytes a packet uses at most 65,504: less the 12-byte common header, a SACK without
+/// gap blocks (16 bytes; a relay that carries data both ways owes its peer one in front
+/// of most packets) and the 16-byte DATA chunk header, 65,460. (At 65,479, the size
+/// before, every full read left as a 65,476-byte chunk and a 3-byte one, and with a
+/// SACK in front as 65,460 and 19.) Over a 1,500-byte link a message of this size is
+/// fragmented anyway.
+pub const CHUNK: usize = ((65_507 - 12) & !3) - 16 - 16;
 /// Makes an emptied read buffer (its bytes split off as a message) ready for the next
 /// relayed read: once under a quarter of [`CHUNK`] is left, a fresh buffer of exactly
 /// `CHUNK`, so every read, and so every message, fits one packet (`reserve` may give
@@ -237,6 +241,69 @@ mod tests {
         assert_eq!(t.engine.listen_ports, vec![3863]);
         // What the engine accepts: the checks of `[<role>.transport]` are not looser.
         t.engine.validate().expect("engine accepts the settings");
+    }
+
+    /// A full relay read leaves in one packet, whole, even with a SACK owed to the peer
+    /// bundled in front of it (on the old size it left as two DATA chunks).
+    #[test]
+    fn a_full_read_fits_one_loopback_packet_beside_a_sack() {
+        use sctp::wire::{Chunk, Packet};
+        use sctp::{Endpoint, Event};
+        use std::time::Instant;
+
+        let (pe, pu): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:40001".parse().unwrap(),
+            "127.0.0.1:40002".parse().unwrap(),
+        );
+        let settings = TransportSettings::default();
+        let mut a = Endpoint::new(transport_config(pu, vec![], &settings).engine, 1).unwrap();
+        let mut b = Endpoint::new(transport_config(pe, vec![3863], &settings).engine, 2).unwrap();
+        let now = Instant::now();
+        let out = |ep: &mut Endpoint| -> Vec<Vec<u8>> {
+            std::iter::from_fn(|| ep.poll_transmit(now).map(|t| t.contents)).collect()
+        };
+        let ha = a.connect(now, &[pe], 5000, 3863).unwrap();
+        for _ in 0..10 {
+            for p in out(&mut a) {
+                b.handle_datagram(now, Some(pe), pu, &p);
+            }
+            for p in out(&mut b) {
+                a.handle_datagram(now, Some(pu), pe, &p);
+            }
+        }
+        let hb = b.handles()[0];
+        while b.poll_event().is_some() {}
+        while a.poll_event().is_some() {}
+        // The backend answered something: A now owes B a (delayed) SACK.
+        b.send(hb, 0, PPID_DATA, true, Bytes::from_static(b"reply"))
+            .unwrap();
+        for p in out(&mut b) {
+            a.handle_datagram(now, Some(pu), pe, &p);
+        }
+        assert!(matches!(a.poll_event(), Some((_, Event::Data { .. }))));
+        // Each full read leaves as one packet holding the whole message: the first
+        // behind the SACK A owes, the second alone.
+        for sack in [true, false] {
+            a.send(ha, 0, PPID_DATA, true, Bytes::from(vec![7u8; CHUNK]))
+                .unwrap();
+            let sent = out(&mut a);
+            let shape: Vec<Vec<u8>> = sent
+                .iter()
+                .map(|p| {
+                    let chunks = Packet::decode(p).unwrap().chunks;
+                    chunks.iter().map(|c| c.typ()).collect()
+                })
+                .collect();
+            assert_eq!(sent.len(), 1, "one packet (SACK owed: {sack}): {shape:?}");
+            assert!(sent[0].len() <= 65_507);
+            let chunks = Packet::decode(&sent[0]).unwrap().chunks;
+            let data = match (sack, chunks.as_slice()) {
+                (true, [Chunk::Sack(_), Chunk::Data(d)]) | (false, [Chunk::Data(d)]) => d,
+                _ => panic!("SACK owed: {sack}; chunks {shape:?}"),
+            };
+            assert!(data.beginning && data.ending, "a whole message");
+            assert_eq!(data.payload.len(), CHUNK);
+        }
     }
 
     #[test]
