@@ -67,6 +67,7 @@ pub fn core_config(cfg: &RegistrarConfig, id: RegistrarId) -> anyhow::Result<Enr
         max_time_last_heard: e.max_time_last_heard,
         max_time_no_response: e.max_time_no_response,
         takeover_timeout: e.takeover_timeout,
+        full_audit_interval: Some(e.full_audit_interval),
         max_pes_per_peer: e.max_pes_per_peer as usize,
         secrets,
         ..EnrpConfig::default()
@@ -112,7 +113,7 @@ struct Metrics {
 impl Metrics {
     fn new(r: &Registry) -> anyhow::Result<Self> {
         type Field = fn(&EnrpCounters) -> u64;
-        let defs: [(&str, &str, Field); 15] = [
+        let defs: [(&str, &str, Field); 16] = [
             ("messages_sent", "ENRP messages sent", |c| c.messages_sent),
             (
                 "messages_received",
@@ -141,6 +142,11 @@ impl Metrics {
                 "audit_mismatches",
                 "Peer checksums that differed from our view",
                 |c| c.audit_mismatches,
+            ),
+            (
+                "full_audits",
+                "Peer tables asked for because the last one was full_audit_interval old",
+                |c| c.full_audits,
             ),
             ("peers_dead", "Peers declared dead", |c| c.peers_dead),
             ("takeovers", "Takeovers of dead peers won", |c| c.takeovers),

@@ -72,6 +72,25 @@ fn killed_registrar_is_taken_over_and_resynchronises_after_restart() {
         },
     );
     println!("9 PEs replicated to all three registrars after {t:?}");
+    // Full audits (a peer's table each second although the checksums agree) leave
+    // the agreed handlespace as it is.
+    wait_until("full ENRP audits", Duration::from_secs(10), || {
+        regs.iter().all(|r| {
+            r.metric("poolgate_registrar_enrp_full_audits_total")
+                .is_some_and(|n| n >= 2.0)
+        })
+    });
+    for reg in &regs {
+        for (p, pool) in POOLS.iter().enumerate() {
+            let homes: Vec<(u32, u32)> = (0..3).map(|r| (pe_id(p, r), r as u32 + 1)).collect();
+            assert_eq!(
+                resolve(reg, pool),
+                Some(homes),
+                "after full audits, registrar {}",
+                reg.id
+            );
+        }
+    }
 
     // SIGKILL registrar 1.
     let killed_at = Instant::now();

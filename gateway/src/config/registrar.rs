@@ -67,6 +67,10 @@ pub struct EnrpSettings {
     /// Time to collect takeover agreement.
     #[serde(deserialize_with = "super::values::duration")]
     pub takeover_timeout: Duration,
+    /// Age of a peer's last table after which it is audited although the checksums
+    /// agree (the 16-bit checksum cannot see every drift).
+    #[serde(deserialize_with = "super::values::duration")]
+    pub full_audit_interval: Duration,
     /// Inline shared secret ("" = none).
     #[serde(default)]
     pub secret: String,
@@ -320,6 +324,7 @@ impl Section for RegistrarConfig {
             ("max_time_last_heard", e.max_time_last_heard),
             ("max_time_no_response", e.max_time_no_response),
             ("takeover_timeout", e.takeover_timeout),
+            ("full_audit_interval", e.full_audit_interval),
         ] {
             common::positive(check, &format!("registrar.enrp.{key}"), d);
         }

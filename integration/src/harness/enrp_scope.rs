@@ -72,7 +72,8 @@ pub fn checksums(text: &str) -> Option<BTreeMap<u32, u16>> {
     Some(out)
 }
 
-/// `n` registrars (ids 1..=n) that know each other, keep-alives every 250 ms.
+/// `n` registrars (ids 1..=n) that know each other, keep-alives every 250 ms, a full
+/// ENRP audit of every peer each second.
 pub fn scope(n: u32) -> (Vec<Registrar>, TempDir) {
     scope_with(n, "250ms", "250ms")
 }
@@ -107,6 +108,7 @@ pub fn scope_with(n: u32, ka_interval: &str, ka_timeout: &str) -> (Vec<Registrar
                  [registrar.keepalive]\ninterval = \"{ka_interval}\"\ntimeout = \"{ka_timeout}\"\n\
                  [registrar.enrp]\npresence_interval = \"250ms\"\nmax_time_last_heard = \"500ms\"\n\
                  max_time_no_response = \"250ms\"\ntakeover_timeout = \"500ms\"\nsecret = \"{SECRET}\"\n\
+                 full_audit_interval = \"1s\"\n\
                  [registrar.metrics]\nlisten = \"127.0.0.1:{metrics}\"\n",
                 ports[i]
             ),

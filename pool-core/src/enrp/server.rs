@@ -22,7 +22,11 @@
 //!   `max_time_no_response` and it is dead.
 //! * **Audit**: when a peer's announced checksum differs from the checksum of the
 //!   PEs this registrar believes the peer owns, it asks the peer for its own PEs
-//!   (HANDLE_TABLE_REQUEST, W flag) and replaces its view of them.
+//!   (HANDLE_TABLE_REQUEST, W flag) and replaces its view of them. The checksum is a
+//!   16-bit sum, so two different sets of PEs can share it (PEs 2 and 11 against 3
+//!   and 10 of one pool): a view that drifted that way is never caught by a
+//!   mismatch. So a peer's PEs are also asked for when their last table is
+//!   `full_audit_interval` old, whatever the checksums say.
 //! * **Start-up**: the first peer heard is the mentor: its full handlespace is
 //!   loaded (HANDLE_TABLE_REQUEST without W), piece by piece (M flag).
 //! * **Updates**: every registration, re-registration and removal of a PE homed
@@ -96,6 +100,10 @@ pub struct EnrpConfig {
     pub takeover_timeout: Duration,
     /// Time one table request may wait for its response.
     pub table_request_timeout: Duration,
+    /// Age of the last table of a live peer's PEs after which its next presence
+    /// brings a fresh one although the checksums agree (`None`: only on a
+    /// mismatch). The checksum cannot see every drift (module docs).
+    pub full_audit_interval: Option<Duration>,
     /// Most PEs this registrar puts into one HANDLE_TABLE_RESPONSE.
     pub table_chunk: usize,
     /// Most PEs accepted in one (multi-piece) table load.
@@ -120,6 +128,7 @@ impl Default for EnrpConfig {
             max_time_no_response: Duration::from_secs(1),
             takeover_timeout: Duration::from_secs(2),
             table_request_timeout: Duration::from_secs(5),
+            full_audit_interval: Some(Duration::from_secs(300)),
             table_chunk: 128,
             max_table_load: 1_000_000,
             max_pes_per_peer: 100_000,
@@ -159,6 +168,10 @@ impl EnrpConfig {
             ("takeover_timeout", self.takeover_timeout),
             ("table_request_timeout", self.table_request_timeout),
             ("auth_window", self.auth_window),
+            (
+                "full_audit_interval",
+                self.full_audit_interval.unwrap_or(Duration::MAX),
+            ),
         ] {
             if d.is_zero() {
                 return Err(EnrpConfigError::ZeroDuration(name));
@@ -307,6 +320,9 @@ pub struct EnrpCounters {
     pub table_loads: u64,
     /// Checksum mismatches found by the audit.
     pub audit_mismatches: u64,
+    /// Tables asked for because the last one of that peer was `full_audit_interval`
+    /// old (the checksums agreed).
+    pub full_audits: u64,
     /// Peers declared dead.
     pub peers_dead: u64,
     /// Takeovers this registrar won.
@@ -346,6 +362,8 @@ struct Peer {
     last_heard: Option<Instant>,
     probe_sent: Option<Instant>,
     checksum: Option<u16>,
+    /// When this peer's own PEs were last asked for (or it was first heard).
+    audited_at: Option<Instant>,
     /// Latest authenticated sequence numbers (anti-replay memory).
     seen: BTreeSet<u64>,
     load: Option<TableLoad>,
@@ -361,6 +379,7 @@ impl Peer {
             last_heard: None,
             probe_sent: None,
             checksum: None,
+            audited_at: None,
             seen: BTreeSet::new(),
             load: None,
             serving: None,
@@ -803,15 +822,26 @@ impl EnrpServer {
             return;
         };
         p.checksum = Some(checksum);
+        let audited = *p.audited_at.get_or_insert(now);
+        let due = self
+            .config
+            .full_audit_interval
+            .is_some_and(|i| now >= audited + i);
         let ours = registrar.handlespace().checksum(from);
         // While any table load runs the view is in flux; audit afterwards.
-        if ours != checksum && !self.loading() {
+        if self.loading() {
+            return;
+        }
+        if ours != checksum {
             self.counters.audit_mismatches += 1;
             self.events.push_back(EnrpEvent::AuditMismatch {
                 peer: from,
                 theirs: checksum,
                 ours,
             });
+            self.request_table(now, from, true);
+        } else if due {
+            self.counters.full_audits += 1;
             self.request_table(now, from, true);
         }
     }
@@ -821,6 +851,9 @@ impl EnrpServer {
         let Some(p) = self.peers.get_mut(&to) else {
             return;
         };
+        if own_children_only {
+            p.audited_at = Some(now);
+        }
         p.load = Some(TableLoad {
             own_children_only,
             deadline,
