@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use pool_core::asap::auth::PoolSecret;
 use pool_core::asap::registrar::{
     Action, RateLimit, Registrar, RegistrarConfig as CoreConfig, RegistrarCounters, RegistrarEvent,
-    RegistrarSnapshot,
+    RegistrarSnapshot, ReporterScope,
 };
 use pool_core::asap::{PeerId, WallClock};
 use pool_core::enrp::{EnrpAction, EnrpEvent, EnrpServer};
@@ -32,7 +32,7 @@ use pool_core::types::{PoolHandle, Transport as PeTransport, TransportProtocol, 
 use pool_core::wire::AsapMessage;
 
 use crate::config::common::TransportSettings;
-use crate::config::registrar::{RegistrarConfig, UnlistedPools};
+use crate::config::registrar::{FailureReportScope, RegistrarConfig, UnlistedPools};
 use crate::enrp::{EnrpDriver, EnrpInbound};
 use crate::signals::Signal;
 use crate::telemetry::{Counter, Gauge, Registry};
@@ -75,6 +75,10 @@ pub fn core_config(cfg: &RegistrarConfig, id: u32) -> anyhow::Result<CoreConfig>
         keep_alive_interval: cfg.keepalive.interval,
         keep_alive_timeout: cfg.keepalive.timeout,
         max_bad_pe_reports: cfg.max_bad_pe_report,
+        reporter_scope: match cfg.failure_report_scope {
+            FailureReportScope::Address => ReporterScope::Address,
+            FailureReportScope::Association => ReporterScope::Association,
+        },
         max_resolution_items: cfg.max_resolution_items as usize,
         failure_report_rate: RateLimit {
             burst: per_sec,
@@ -704,6 +708,7 @@ impl Server {
         }
         *self.per_ip.entry(remote.ip()).or_insert(0) += 1;
         self.peer_ip.insert(peer, remote.ip());
+        self.registrar.peer_address(peer, remote.ip());
         tracing::debug!(peer, %remote, "association up");
         let (sender, events) = assoc.split();
         let (w_tx, w_rx) = mpsc::channel(WRITER_QUEUE);

@@ -85,7 +85,8 @@ fn pe_registers_resolves_and_killed_pe_disappears_within_keepalive_bound() {
 
 #[test]
 fn failure_reports_remove_pe_only_at_max_bad_pe_report_from_distinct_pus() {
-    let reg = start_registrar("max_bad_pe_report = 3\n");
+    // All PUs here share 127.0.0.1: count them by association.
+    let reg = start_registrar("max_bad_pe_report = 3\nfailure_report_scope = \"association\"\n");
     let _pe1 = start_pe(&reg, "calc", "00000001");
     let _pe2 = start_pe(&reg, "calc", "00000002");
     wait_for(
@@ -103,6 +104,39 @@ fn failure_reports_remove_pe_only_at_max_bad_pe_report_from_distinct_pus() {
         "removed before the third report"
     );
     resolve(&reg, "calc", Some("00000001"));
+    wait_for(&reg, "calc", &["00000002"], Duration::from_secs(2));
+}
+
+/// With the shipped `failure_report_scope = "address"` one host cannot impeach a PE by
+/// opening several associations: three PUs on 127.0.0.1 are one reporter; PUs on
+/// 127.0.0.2 and 127.0.0.3 (other hosts on loopback) make it three.
+#[test]
+fn failure_reports_count_one_per_address() {
+    let reg = start_registrar("max_bad_pe_report = 3\n");
+    let _pe1 = start_pe(&reg, "calc", "00000001");
+    let _pe2 = start_pe(&reg, "calc", "00000002");
+    let both = ["00000001", "00000002"];
+    wait_for(&reg, "calc", &both, Duration::from_secs(10));
+    let report_from = |ip: &str| {
+        let bind = format!("{ip}:0");
+        let out = resolve_output(
+            &reg.addr(),
+            "calc",
+            &["--report", "00000001", "--bind", &bind],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    for _ in 0..3 {
+        report_from("127.0.0.1");
+    }
+    assert_eq!(resolve(&reg, "calc", None), both, "one host impeached a PE");
+    report_from("127.0.0.2");
+    assert_eq!(resolve(&reg, "calc", None), both);
+    report_from("127.0.0.3");
     wait_for(&reg, "calc", &["00000002"], Duration::from_secs(2));
 }
 

@@ -824,3 +824,87 @@ fn a_reregistration_with_a_new_weight_updates_the_entry_in_place() {
     let text = format!("{snap:?}");
     assert!(text.contains("weight: 9"), "{text}");
 }
+
+/// `peer` reports PE 1 of pool "p" unreachable.
+fn report_from(m: &mut Mock, ms: u64, peer: PeerId) {
+    m.send(
+        ms,
+        peer,
+        AsapMessage::EndpointUnreachable {
+            pool_handle: handle("p"),
+            pe_id: 1,
+        },
+    );
+}
+
+#[test]
+fn one_address_is_one_reporter_however_many_associations_it_opens() {
+    use pool_core::asap::registrar::ReporterScope;
+    use std::net::IpAddr;
+    let host = |n: u8| IpAddr::from([10, 0, 0, n]);
+    let listed = |m: &Mock| m.r.handlespace().get(&handle("p"), 1).is_some();
+    for scope in [ReporterScope::Address, ReporterScope::Association] {
+        let mut m = Mock::new(RegistrarConfig {
+            max_bad_pe_reports: 3,
+            reporter_scope: scope,
+            ..RegistrarConfig::default()
+        });
+        m.send(
+            0,
+            100,
+            registration("p", element(1, Policy::RoundRobin), None),
+        );
+        m.r.peer_address(100, host(100));
+        // Three associations of one host report.
+        for peer in 1..=3 {
+            m.r.peer_address(peer, host(1));
+            report_from(&mut m, 1, peer);
+        }
+        if scope == ReporterScope::Association {
+            assert!(!listed(&m), "three associations are three reporters");
+            continue;
+        }
+        assert!(listed(&m), "one host is one reporter");
+        assert_eq!(
+            m.r.snapshot(m.at(1)).pools[0].elements[0].failure_reports,
+            1
+        );
+        // A second host, then a third: MAX-BAD-PE-REPORT distinct addresses.
+        m.r.peer_address(4, host(2));
+        report_from(&mut m, 2, 4);
+        assert!(listed(&m));
+        m.r.peer_address(5, host(3));
+        report_from(&mut m, 3, 5);
+        assert!(!listed(&m), "the third distinct address removes the PE");
+    }
+}
+
+#[test]
+fn associations_of_one_address_share_its_report_rate_even_after_closing() {
+    use std::net::IpAddr;
+    let mut m = Mock::new(RegistrarConfig {
+        max_bad_pe_reports: 1000,
+        ..RegistrarConfig::default()
+    });
+    m.send(
+        0,
+        100,
+        registration("p", element(1, Policy::RoundRobin), None),
+    );
+    // Default: a burst of 10, then one per 100 ms, per address.
+    for peer in 1..=4u64 {
+        m.r.peer_address(peer, IpAddr::from([10, 0, 0, 1]));
+        for _ in 0..5 {
+            report_from(&mut m, 1, peer);
+        }
+        // A host must not refill its tokens by opening a new association.
+        m.r.handle_peer_closed(peer);
+    }
+    let c = m.r.counters();
+    assert_eq!((c.failure_reports, c.rate_limited), (10, 10));
+    // An association without a known address counts on its own.
+    for _ in 0..5 {
+        report_from(&mut m, 2, 9);
+    }
+    assert_eq!(m.r.counters().failure_reports, 15);
+}

@@ -27,6 +27,9 @@ pub struct RegistrarConfig {
     pub keepalive: KeepAlive,
     /// Failure reports (ENDPOINT_UNREACHABLE) that remove a PE (RFC 5352 MAX-BAD-PE-REPORT).
     pub max_bad_pe_report: u32,
+    /// What counts as one distinct reporter against `max_bad_pe_report` and the report
+    /// rate: a peer address (one host, however many associations) or an association.
+    pub failure_report_scope: FailureReportScope,
     /// Most PEs one handle resolution returns (RFC 5351 §2.2.4 `MAX-NUMBER-OF-ITEMS`).
     pub max_resolution_items: u32,
     /// Registration life bounds and policy for unlisted pools.
@@ -96,6 +99,16 @@ pub struct RegistrationConfig {
     pub max_life: Duration,
     /// Whether PEs may register into pools not listed in `[[registrar.pool]]`.
     pub unlisted_pools: UnlistedPools,
+}
+
+/// `registrar.failure_report_scope`: who counts as one reporter of a PE's failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureReportScope {
+    /// One peer address is one reporter, however many associations it opens.
+    Address,
+    /// Every association is a reporter (pool users sharing an address: loopback, NAT).
+    Association,
 }
 
 /// Treatment of registrations into pools without a `[[registrar.pool]]` entry.

@@ -30,6 +30,9 @@ struct Args {
     /// Report this PE (hex id) unreachable before resolving.
     #[arg(long)]
     report: Option<String>,
+    /// Local UDP address to send from (another loopback address makes another host).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    bind: SocketAddr,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -47,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
         );
         registrars.extend(heard.into_iter().map(|(_, addr)| addr));
     }
-    let (transport, _l) = SctpUdp::bind(transport_for("127.0.0.1:0".parse()?))?;
+    let (transport, _l) = SctpUdp::bind(transport_for(a.bind))?;
     let mut pu = PoolUser::new(PuConfig::new(registrars), transport)?;
     if let Some(r) = &a.report {
         let id = u32::from_str_radix(r.trim_start_matches("0x"), 16)?;

@@ -15,6 +15,7 @@
 //! `t + keep_alive_interval + keep_alive_timeout`.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use rand::RngCore;
@@ -51,9 +52,12 @@ pub struct RegistrarConfig {
     /// MAX-BAD-PE-REPORT: distinct pool users that must report a PE
     /// unreachable before it is removed (default 3, as RSPLIB).
     pub max_bad_pe_reports: u32,
+    /// What counts as one distinct pool user for MAX-BAD-PE-REPORT and the report
+    /// rate (default: a peer address, where the driver told it).
+    pub reporter_scope: ReporterScope,
     /// Reports older than this are forgotten, so reporters must agree within it.
     pub failure_report_memory: Duration,
-    /// Per-PU (per association) rate limit of ENDPOINT_UNREACHABLE reports.
+    /// Rate limit of ENDPOINT_UNREACHABLE reports per reporter (see `reporter_scope`).
     pub failure_report_rate: RateLimit,
     /// Shortest registration life granted (shorter requests are raised).
     pub min_registration_life: Duration,
@@ -86,6 +90,7 @@ impl Default for RegistrarConfig {
             keep_alive_interval: Duration::from_secs(1),
             keep_alive_timeout: Duration::from_secs(1),
             max_bad_pe_reports: 3,
+            reporter_scope: ReporterScope::Address,
             failure_report_memory: Duration::from_secs(60),
             failure_report_rate: RateLimit {
                 burst: 10,
@@ -104,6 +109,27 @@ impl Default for RegistrarConfig {
             announce_transports: Vec::new(),
         }
     }
+}
+
+/// What counts as one reporter of ENDPOINT_UNREACHABLE, against MAX-BAD-PE-REPORT and
+/// the report rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReporterScope {
+    /// Each association: a host that opens several associations is several pool users
+    /// (and could impeach a PE alone). For pool users that share an address (tests and
+    /// simulations on loopback, users behind one NAT).
+    Association,
+    /// Each peer address ([`Registrar::peer_address`]): one host is one reporter, however
+    /// many associations it opens. Associations whose address the driver did not give
+    /// count one by one.
+    Address,
+}
+
+/// One reporter of ENDPOINT_UNREACHABLE (see [`ReporterScope`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Reporter {
+    Association(PeerId),
+    Address(IpAddr),
 }
 
 /// A registrar configuration value that cannot work.
@@ -345,8 +371,11 @@ pub struct Registrar {
     timers: BTreeSet<(Instant, PeKey)>,
     by_peer: HashMap<PeerId, HashSet<PeKey>>,
     /// Distinct reporters per PE with the time of their report.
-    reports: HashMap<PeKey, Vec<(PeerId, Instant)>>,
-    buckets: HashMap<PeerId, Bucket>,
+    reports: HashMap<PeKey, Vec<(Reporter, Instant)>>,
+    /// Report rate per reporter.
+    buckets: HashMap<Reporter, Bucket>,
+    /// Peer addresses the driver gave ([`Registrar::peer_address`]).
+    addresses: HashMap<PeerId, IpAddr>,
     auth_failures: HashMap<PeerId, u32>,
     replay: ReplayGuard,
     /// PEs homed here without a local association (ENRP takeover or a peer's
@@ -393,6 +422,7 @@ impl Registrar {
             by_peer: HashMap::new(),
             reports: HashMap::new(),
             buckets: HashMap::new(),
+            addresses: HashMap::new(),
             auth_failures: HashMap::new(),
             replay,
             adopted: HashSet::new(),
@@ -433,6 +463,7 @@ impl Registrar {
         c.keep_alive_interval = new.keep_alive_interval;
         c.keep_alive_timeout = new.keep_alive_timeout;
         c.max_bad_pe_reports = new.max_bad_pe_reports;
+        c.reporter_scope = new.reporter_scope;
         c.failure_report_memory = new.failure_report_memory;
         c.failure_report_rate = new.failure_report_rate;
         c.min_registration_life = new.min_registration_life;
@@ -537,7 +568,10 @@ impl Registrar {
 
     /// An association closed: its PEs can no longer be monitored and are removed.
     pub fn handle_peer_closed(&mut self, peer: PeerId) {
-        self.buckets.remove(&peer);
+        // An address's rate bucket outlives the association (a host must not refill
+        // its tokens by opening another one); idle buckets are pruned when full.
+        self.buckets.remove(&Reporter::Association(peer));
+        self.addresses.remove(&peer);
         self.auth_failures.remove(&peer);
         let Some(keys) = self.by_peer.remove(&peer) else {
             return;
@@ -868,8 +902,22 @@ impl Registrar {
         self.timers.insert((m.due, key));
     }
 
+    /// Tells the registrar the address `peer`'s association comes from, so that with
+    /// [`ReporterScope::Address`] its failure reports count as that address's.
+    pub fn peer_address(&mut self, peer: PeerId, addr: IpAddr) {
+        self.addresses.insert(peer, addr);
+    }
+
+    fn reporter(&self, peer: PeerId) -> Reporter {
+        match (self.config.reporter_scope, self.addresses.get(&peer)) {
+            (ReporterScope::Address, Some(&a)) => Reporter::Address(a),
+            _ => Reporter::Association(peer),
+        }
+    }
+
     fn on_unreachable(&mut self, now: Instant, peer: PeerId, key: PeKey) {
-        if !self.take_token(now, peer) {
+        let reporter = self.reporter(peer);
+        if !self.take_token(now, reporter) {
             self.counters.rate_limited += 1;
             return;
         }
@@ -884,23 +932,30 @@ impl Registrar {
         let memory = self.config.failure_report_memory;
         let list = self.reports.entry(key.clone()).or_default();
         list.retain(|&(_, t)| t + memory > now);
-        match list.iter_mut().find(|(p, _)| *p == peer) {
+        match list.iter_mut().find(|(r, _)| *r == reporter) {
             Some(entry) => entry.1 = now,
-            None => list.push((peer, now)),
+            None => list.push((reporter, now)),
         }
         if list.len() >= self.config.max_bad_pe_reports as usize {
             self.remove_pe(&key, RemovalReason::FailureReports);
         }
     }
 
-    fn take_token(&mut self, now: Instant, peer: PeerId) -> bool {
+    fn take_token(&mut self, now: Instant, reporter: Reporter) -> bool {
         let rate = self.config.failure_report_rate;
-        if !self.buckets.contains_key(&peer) && self.buckets.len() >= self.config.max_tracked_peers
+        if !self.buckets.contains_key(&reporter)
+            && self.buckets.len() >= self.config.max_tracked_peers
         {
-            self.counters.limit_hits += 1;
-            return false;
+            // Buckets that refilled completely hold nothing worth keeping.
+            let full = rate.per.saturating_mul(rate.burst);
+            self.buckets
+                .retain(|_, b| now.saturating_duration_since(b.last) < full);
+            if self.buckets.len() >= self.config.max_tracked_peers {
+                self.counters.limit_hits += 1;
+                return false;
+            }
         }
-        let b = self.buckets.entry(peer).or_insert(Bucket {
+        let b = self.buckets.entry(reporter).or_insert(Bucket {
             tokens: rate.burst,
             last: now,
         });

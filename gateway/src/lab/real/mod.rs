@@ -398,11 +398,13 @@ async fn run_in(
     let metrics_port = free_tcp()?;
     let registrar: std::net::SocketAddr = ([127, 0, 0, 1], reg_port).into();
     let file = dir.join("registrar.toml");
+    // Every simulated PU is its own pool user, as in the simulation, though all
+    // share 127.0.0.1: failure reports count per association.
     std::fs::write(
         &file,
         format!(
             "[registrar]\nid = 1\nlisten = [\"{registrar}\"]\nmax_bad_pe_report = {mbpr}\n\
-             max_resolution_items = {items}\n\
+             failure_report_scope = \"association\"\nmax_resolution_items = {items}\n\
              [registrar.keepalive]\ninterval = \"{kai}\"\ntimeout = \"{kat}\"\n\
              [registrar.registration]\nmin_life = \"10ms\"\n\
              [registrar.limits]\nmax_associations_per_peer = 100000\nmax_pes_per_pool = 100000\n\
