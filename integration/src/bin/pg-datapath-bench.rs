@@ -8,7 +8,8 @@
 //! TCP frontend per backend), a chain of two more haproxies (`ha x2`: the same topology
 //! as PPU → PPE, so `pg/ha x2` compares the cost per proxy hop) and `redis-server`. The
 //! bulk and line backends run inside this process. Every workload runs over each path for
-//! `--secs` seconds:
+//! `--secs` seconds, in `--rounds` interleaved rounds (direct, poolgate, haproxy, ha x2,
+//! then again), so that the machine's slow and fast spells fall on every path alike:
 //!
 //! - bulk download (`SEND`: the backend streams a pattern) on 1 and `--conns` connections,
 //!   and bulk echo on 1 connection, through the `raw` plugin;
@@ -43,9 +44,13 @@ use poolgate_integration::{free_tcp_port, free_udp_port, Child};
 #[derive(Parser)]
 #[command(about = "Data-path benchmark: poolgate vs direct vs haproxy, as ratios")]
 struct Args {
-    /// Seconds per workload and path (0.1 ..= 60).
+    /// Seconds per workload and path (0.1 ..= 60), split over the rounds.
     #[arg(long, default_value_t = 2.0)]
     secs: f64,
+    /// Rounds per workload (1 ..= 20): each round runs every path once, in turn, so a
+    /// slow spell of this shared machine falls on all paths alike, not on one.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
     /// Connections of the multi-connection workloads (1 ..= 64).
     #[arg(long, default_value_t = 4)]
     conns: usize,
@@ -936,7 +941,10 @@ fn main() {
 
 fn run() -> Result<bool> {
     let a = Args::parse();
-    let secs = a.secs.clamp(0.1, 60.0);
+    let total_secs = a.secs.clamp(0.1, 60.0);
+    let rounds = a.rounds.clamp(1, 20);
+    // What each path runs per round of a workload.
+    let secs = total_secs / f64::from(rounds);
     let conns = a.conns.clamp(1, 64);
     let size = a.size.clamp(16, 65536);
     let redis_requests = a.redis_requests.min(10_000_000);
@@ -947,7 +955,7 @@ fn run() -> Result<bool> {
         .threads()
         .map_or_else(|| "shipped defaults".to_string(), |n| n.to_string());
     println!(
-        "datapath bench: {secs}s per workload and path, {conns} connections, {size}-byte requests; \
+        "datapath bench: {total_secs}s per workload and path in {rounds} interleaved rounds, {conns} connections, {size}-byte requests; \
          poolgate = PPU + PPE (SCTP/UDP on loopback; worker threads: {threads}), haproxy {}",
         haproxy_version()
     );
@@ -1006,12 +1014,19 @@ fn run() -> Result<bool> {
     let mut ok = true;
     let mut verified = String::new();
     for w in &workloads {
-        let mut outs: Vec<Outcome> = Vec::new();
-        for path in PATHS {
-            let port = rig.port(path, w.kind);
-            let c0 = rig.cpu(path, tick);
-            let mut o = (w.run)(port);
-            o.cpu = rig.cpu(path, tick) - c0;
+        let mut outs: Vec<Outcome> = vec![Outcome::default(); PATHS.len()];
+        for _ in 0..rounds {
+            for (i, path) in PATHS.into_iter().enumerate() {
+                let port = rig.port(path, w.kind);
+                let c0 = rig.cpu(path, tick);
+                let o = (w.run)(port);
+                let all = &mut outs[i];
+                all.cpu += rig.cpu(path, tick) - c0;
+                all.secs += o.secs;
+                all.merge(o);
+            }
+        }
+        for (path, o) in PATHS.into_iter().zip(outs.iter_mut()) {
             o.latencies.sort();
             for e in &o.errors {
                 ok = false;
@@ -1033,7 +1048,6 @@ fn run() -> Result<bool> {
                 o.verified_bytes,
                 if o.errors.is_empty() { "ok" } else { "FAILED" }
             );
-            outs.push(o);
         }
         let rate = |o: &Outcome| {
             if o.secs <= 0.0 {
